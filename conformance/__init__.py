@@ -1,0 +1,55 @@
+"""The conformance suite: the checker, the known-bug corpus, scenarios, campaigns, the CLI.
+
+``check(result)`` names the anomalies of a simulated run; ``run_campaign``
+searches each engine's schedules and gives it a verdict; the ``tokenrace``
+command is ``conformance._cli:main``.
+"""
+
+# conformance may import refresh_engine, fake_oauth_server and simulator;
+# nothing imports conformance.
+
+from ._campaign import (
+    CampaignResult,
+    EngineResult,
+    Verdict,
+    replay,
+    replay_command,
+    run_campaign,
+    search_engine,
+)
+from ._checker import Anomaly, AnomalyKind, Severity, check, fatal
+from ._corpus import MirroredChildStores
+from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation, load_engine
+from ._errors import ConformanceError, EngineLoadError, UnknownScenario
+from ._report import SCHEMA, results_json, write_report
+from ._scenarios import HEADLINE_AGENTS, SCENARIOS, headline, load_scenario
+
+__all__ = [
+    "BUILTIN_ENGINES",
+    "HEADLINE_AGENTS",
+    "SCENARIOS",
+    "SCHEMA",
+    "Anomaly",
+    "AnomalyKind",
+    "CampaignResult",
+    "ConformanceError",
+    "EngineEntry",
+    "EngineLoadError",
+    "EngineResult",
+    "Expectation",
+    "MirroredChildStores",
+    "Severity",
+    "UnknownScenario",
+    "Verdict",
+    "check",
+    "fatal",
+    "headline",
+    "load_engine",
+    "load_scenario",
+    "replay",
+    "replay_command",
+    "results_json",
+    "run_campaign",
+    "search_engine",
+    "write_report",
+]

@@ -1,0 +1,138 @@
+"""Campaigns: search each engine's schedules in a scenario and give it a verdict.
+
+A known-bug engine passes when the search reproduces a fatal anomaly; a
+clean engine passes when none shows up within the examples budget.  The
+verdict is honest about its bound: "not found" says how many schedules were
+tried, never "ruled out".
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from simulator import (
+    Chooser,
+    ReplayChooser,
+    RunResult,
+    Schedule,
+    WorldSpec,
+    search_hypothesis,
+    simulate,
+)
+
+from ._checker import Anomaly, check, fatal
+from ._engines import EngineEntry, Expectation
+
+
+class Verdict(enum.Enum):
+    REPRODUCED = "reproduced"  # a fatal anomaly, with its minimal schedule
+    NOT_FOUND = "not found"  # no fatal anomaly within the examples tried
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResult:
+    engine: str
+    summary: str
+    expectation: Expectation
+    verdict: Verdict
+    anomalies: tuple[Anomaly, ...]  # of the minimal failing run; empty when not found
+    schedule: Schedule | None  # the minimal failing schedule
+    preemptions: int  # context switches the minimal schedule forces beyond the default order
+    examples: int  # schedules run, shrinking included
+    first_failure_at: int | None
+    time_to_first_failure: float | None
+    elapsed: float
+    history: str  # the minimal failing run's history, tokens fingerprinted; "" when not found
+
+    @property
+    def passed(self) -> bool:
+        if self.expectation is Expectation.BUGGY:
+            return self.verdict is Verdict.REPRODUCED
+        return self.verdict is Verdict.NOT_FOUND
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignResult:
+    scenario: str
+    seed: int
+    max_examples: int
+    engines: tuple[EngineResult, ...]
+    elapsed: float
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self.engines)
+
+
+def replay(spec: WorldSpec, entry: EngineEntry, schedule: Schedule) -> RunResult:
+    """Run one schedule exactly."""
+    return simulate(spec, entry.factory(), ReplayChooser(schedule))
+
+
+def has_fatal(result: RunResult) -> bool:
+    return bool(fatal(check(result)))
+
+
+def search_engine(
+    scenario: str,
+    spec: WorldSpec,
+    entry: EngineEntry,
+    *,
+    max_examples: int,
+    seed: int,
+) -> EngineResult:
+    """Search ``entry``'s schedules in ``spec`` with Hypothesis."""
+
+    def run(chooser: Chooser) -> RunResult:
+        return simulate(spec, entry.factory(), chooser)
+
+    search = search_hypothesis(run, has_fatal, max_examples=max_examples, seed=seed)
+    failing = search.failing
+    if failing is None:
+        return EngineResult(
+            entry.name, entry.summary, entry.expectation, Verdict.NOT_FOUND, (), None, 0,
+            search.examples, None, None, search.elapsed, "",
+        )
+    return EngineResult(
+        engine=entry.name,
+        summary=entry.summary,
+        expectation=entry.expectation,
+        verdict=Verdict.REPRODUCED,
+        anomalies=check(failing),
+        schedule=failing.schedule,
+        preemptions=failing.preemptions,
+        examples=search.examples,
+        first_failure_at=search.first_failure_at,
+        time_to_first_failure=search.time_to_first_failure,
+        elapsed=search.elapsed,
+        history=failing.render(),
+    )
+
+
+def run_campaign(
+    scenario: str,
+    spec: WorldSpec,
+    entries: Sequence[EngineEntry],
+    *,
+    max_examples: int = 1000,
+    seed: int = 0,
+    on_result: Callable[[EngineResult], None] | None = None,
+) -> CampaignResult:
+    started = time.perf_counter()
+    results = []
+    for entry in entries:
+        result = search_engine(scenario, spec, entry, max_examples=max_examples, seed=seed)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return CampaignResult(
+        scenario, seed, max_examples, tuple(results), time.perf_counter() - started
+    )
+
+
+def replay_command(scenario: str, engine: str, schedule: Schedule) -> str:
+    """The line a user pastes to replay a run."""
+    return f"tokenrace replay --scenario {scenario} --engine {engine} '{schedule}'"

@@ -1,0 +1,164 @@
+"""The ``tokenrace`` command line.
+
+Exit status: 0 when every engine met its expectation (clean engines clean,
+known-bug engines reproduced), 1 when one did not or a replay shows a fatal
+anomaly, 2 for a usage or setup error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from simulator import Schedule, SimulatorError
+
+from ._campaign import EngineResult, Verdict, replay, replay_command, run_campaign
+from ._checker import check, fatal
+from ._engines import BUILTIN_ENGINES, Expectation, load_engine
+from ._errors import ConformanceError
+from ._report import write_report
+from ._scenarios import SCENARIOS, load_scenario
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokenrace",
+        description="Reproduce or rule out OAuth refresh-token reuse races, deterministically.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="search every engine's schedules in a scenario")
+    run.add_argument("--scenario", default="headline", help=f"one of {', '.join(SCENARIOS)}")
+    run.add_argument(
+        "--engine",
+        action="append",
+        dest="engines",
+        metavar="ENGINE",
+        help="built-in name or module:attribute (repeatable; default: every built-in engine)",
+    )
+    run.add_argument("--examples", type=_positive, default=1000, help="schedules per engine")
+    run.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
+    run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    run.add_argument("--quiet", action="store_true", help="print only the verdict table")
+
+    rep = commands.add_parser("replay", help="replay one schedule and print its history")
+    rep.add_argument("schedule", help="a schedule string, e.g. 'atlas*12 nova*3' or 'default'")
+    rep.add_argument("--scenario", default="headline")
+    rep.add_argument("--engine", default="mirrored")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(highlight=False)
+    errors = Console(stderr=True, highlight=False)
+    try:
+        if args.command == "run":
+            return _run(args, console)
+        if args.command == "replay":
+            return _replay(args, console)
+    except (ConformanceError, SimulatorError) as exc:
+        errors.print(f"[bold red]tokenrace: error:[/] {exc}")
+        return EXIT_USAGE
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    spec = load_scenario(args.scenario)
+    entries = [load_engine(name) for name in (args.engines or list(BUILTIN_ENGINES))]
+    console.print(
+        f"tokenrace run: scenario [bold]{args.scenario}[/], {len(spec.agents)} agents, "
+        f"{len(entries)} engines, up to {args.examples} schedules each, seed {args.seed}"
+    )
+
+    def show(result: EngineResult) -> None:
+        if not args.quiet:
+            _print_result(console, args.scenario, result)
+
+    with console.status("searching schedules…", spinner="dots"):
+        campaign = run_campaign(
+            args.scenario,
+            spec,
+            entries,
+            max_examples=args.examples,
+            seed=args.seed,
+            on_result=show,
+        )
+    table = Table(title=f"scenario {args.scenario}")
+    for column in ("engine", "expected", "verdict", "anomaly", "schedules", "time", "ok"):
+        table.add_column(column)
+    for result in campaign.engines:
+        first = fatal(result.anomalies)
+        table.add_row(
+            result.engine,
+            result.expectation.value,
+            result.verdict.value,
+            first[0].kind.value if first else "-",
+            str(result.examples),
+            f"{result.elapsed:.1f}s",
+            "[green]yes[/]" if result.passed else "[bold red]NO[/]",
+        )
+    console.print(table)
+    written = write_report(campaign, args.report_dir)
+    console.print(f"report: {written[0]}  ({campaign.elapsed:.1f}s in all)")
+    return EXIT_OK if campaign.passed else EXIT_FAILED
+
+
+def _print_result(console: Console, scenario: str, result: EngineResult) -> None:
+    expected = "known bug" if result.expectation is Expectation.BUGGY else "expected clean"
+    header = f"[bold]{result.engine}[/] ({expected}: {result.summary})"
+    if result.verdict is Verdict.NOT_FOUND:
+        console.print(
+            f"{header}\n  [green]no fatal anomaly[/] in {result.examples} schedules "
+            f"({result.elapsed:.1f}s); not found within this bound, not ruled out"
+        )
+        return
+    assert result.schedule is not None
+    console.print(
+        f"{header}\n  [red]REPRODUCED[/] after {result.first_failure_at} schedules "
+        f"({result.time_to_first_failure or 0:.2f}s), shrunk over {result.examples} in all "
+        f"({result.elapsed:.1f}s)"
+    )
+    for anomaly in result.anomalies:
+        console.print(f"  - {anomaly}", markup=False, soft_wrap=True)
+    console.print(
+        f"  Minimal schedule ({result.preemptions} context switches beyond the default order):"
+    )
+    console.print(
+        f"      {replay_command(scenario, result.engine, result.schedule)}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _replay(args: argparse.Namespace, console: Console) -> int:
+    spec = load_scenario(args.scenario)
+    entry = load_engine(args.engine)
+    result = replay(spec, entry, Schedule.parse(args.schedule))
+    console.print(result.render(), markup=False, end="", soft_wrap=True)
+    anomalies = check(result)
+    for anomaly in anomalies:
+        console.print(f"anomaly: {anomaly}", markup=False, soft_wrap=True)
+    if not anomalies:
+        console.print("no anomaly")
+    return EXIT_FAILED if fatal(anomalies) else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

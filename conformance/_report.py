@@ -1,0 +1,115 @@
+"""Reports written by every run: ``results.json`` (schema ``tokenrace.results/1``).
+
+Schema, version 1::
+
+    {
+      "schema": "tokenrace.results/1",
+      "tool_version": str,
+      "scenario": str, "seed": int, "max_examples": int,
+      "passed": bool,            # every engine met its expectation
+      "elapsed_s": float,
+      "engines": [{
+        "engine": str, "summary": str,
+        "expected": "clean" | "buggy",
+        "verdict": "reproduced" | "not found",
+        "passed": bool,
+        "schedules_tried": int,  # shrinking included
+        "first_failure_at": int | null, "time_to_first_failure_s": float | null,
+        "elapsed_s": float,
+        "anomalies": [{"kind", "severity", "agent", "steps": [int], "message"}],
+        "schedule": str | null, "preemptions": int,
+        "replay": str | null     # the command that replays the minimal failing run
+      }]
+    }
+
+Tokens appear only as fingerprints (``rt#1a2b3c4d``): the report is built from
+already-redacted text, and ``write_report`` checks nothing token-shaped leaks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from fake_oauth_server import redact
+
+from ._campaign import CampaignResult, EngineResult, replay_command
+
+SCHEMA = "tokenrace.results/1"
+
+
+def _tool_version() -> str:
+    try:
+        return metadata.version("tokenrace")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def engine_json(result: EngineResult, scenario: str) -> dict[str, Any]:
+    return {
+        "engine": result.engine,
+        "summary": result.summary,
+        "expected": result.expectation.value,
+        "verdict": result.verdict.value,
+        "passed": result.passed,
+        "schedules_tried": result.examples,
+        "first_failure_at": result.first_failure_at,
+        "time_to_first_failure_s": _round(result.time_to_first_failure),
+        "elapsed_s": _round(result.elapsed),
+        "anomalies": [
+            {
+                "kind": anomaly.kind.value,
+                "severity": anomaly.severity.value,
+                "agent": anomaly.agent,
+                "steps": list(anomaly.steps),
+                "message": anomaly.message,
+            }
+            for anomaly in result.anomalies
+        ],
+        "schedule": None if result.schedule is None else str(result.schedule),
+        "preemptions": result.preemptions,
+        "replay": None
+        if result.schedule is None
+        else replay_command(scenario, result.engine, result.schedule),
+    }
+
+
+def results_json(campaign: CampaignResult) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "tool_version": _tool_version(),
+        "scenario": campaign.scenario,
+        "seed": campaign.seed,
+        "max_examples": campaign.max_examples,
+        "passed": campaign.passed,
+        "elapsed_s": _round(campaign.elapsed),
+        "engines": [engine_json(result, campaign.scenario) for result in campaign.engines],
+    }
+
+
+def write_report(campaign: CampaignResult, directory: Path) -> list[Path]:
+    """Write ``results.json`` and each failing history; returns the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    text = json.dumps(results_json(campaign), indent=2) + "\n"
+    written.append(_write(directory / "results.json", text))
+    for result in campaign.engines:
+        if result.history:
+            written.append(_write(directory / f"history-{result.engine}.txt", result.history))
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    if redact(text) != text:  # a raw token slipped through: refuse to write it
+        raise ValueError(f"refusing to write {path}: it would contain a raw token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,38 @@
+"""Named scenarios: bug reports as worlds the simulator can run.
+
+``headline`` is the OpenClaw 2026.4.26 report (openclaw/openclaw#74055): a
+gateway with five agents on one ChatGPT login, each agent dir holding a copy
+of main's ``auth-profiles.json``, strict one-time rotation and OpenAI's error
+dialect, every agent asking for a token at boot and again as the access token
+expires, twice.
+"""
+
+from __future__ import annotations
+
+from fake_oauth_server import Policy
+from simulator import AgentSpec, StoreLayout, WorldSpec
+
+from ._errors import UnknownScenario
+
+HEADLINE_AGENTS = ("atlas", "axon", "nova", "nexis", "lumi")
+
+
+def headline() -> WorldSpec:
+    lifetime = Policy.preset("openai").access_token_lifetime
+    turns = (0.0, lifetime, 2 * lifetime)
+    return WorldSpec(
+        agents=tuple(AgentSpec(name, turns) for name in HEADLINE_AGENTS),
+        policy=Policy.preset("openai"),
+        layout=StoreLayout.MIRRORED,
+    )
+
+
+SCENARIOS = {"headline": headline}
+
+
+def load_scenario(name: str) -> WorldSpec:
+    try:
+        return SCENARIOS[name]()
+    except KeyError:
+        known = ", ".join(sorted(SCENARIOS))
+        raise UnknownScenario(f"unknown scenario {name!r}: known scenarios are {known}") from None

@@ -1,0 +1,64 @@
+"""Token format, deterministic minting, fingerprints and redaction.
+
+Tokens are opaque to clients but have a fixed shape here (``tra_`` or
+``trr_`` + 32 lowercase hex) so that ``redact`` can find every one of them
+in any text by a regex, and so that nothing raw ever reaches a report or a
+log.  Minting is a pure function of (seed, counter): the same seed and the
+same request sequence mint byte-identical tokens, which is what makes a
+recorded schedule replay exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+ACCESS_PREFIX = "tra_"
+REFRESH_PREFIX = "trr_"
+
+_HEX_LEN = 32
+_FP_LEN = 8
+
+#: Every token this server could mint, wherever it sits in a text.
+TOKEN_RE = re.compile(r"tr[ar]_[0-9a-f]{32}")
+_ACCESS_RE = re.compile(r"tra_[0-9a-f]{32}")
+_REFRESH_RE = re.compile(r"trr_[0-9a-f]{32}")
+
+
+def fingerprint(token: str) -> str:
+    """A short, stable stand-in for ``token`` that is safe to show anywhere.
+
+    ``rt#`` + 8 hex for refresh tokens, ``at#`` for access tokens, ``tok#``
+    for anything else; the hex is the start of the token's sha256.
+    """
+    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:_FP_LEN]
+    if _REFRESH_RE.fullmatch(token):
+        return f"rt#{digest}"
+    if _ACCESS_RE.fullmatch(token):
+        return f"at#{digest}"
+    return f"tok#{digest}"
+
+
+def redact(text: str) -> str:
+    """Replace every token this server could mint, anywhere in ``text``, by its fingerprint."""
+    return TOKEN_RE.sub(lambda m: fingerprint(m.group(0)), text)
+
+
+class Minter:
+    """Mints tokens from (seed, counter) with sha256; one counter for both kinds."""
+
+    __slots__ = ("_counter", "_seed")
+
+    def __init__(self, seed: str) -> None:
+        self._seed = seed
+        self._counter = 0
+
+    def __repr__(self) -> str:
+        return f"Minter(counter={self._counter})"
+
+    def mint(self, prefix: str) -> str:
+        """The next token with ``prefix`` (``ACCESS_PREFIX`` or ``REFRESH_PREFIX``)."""
+        self._counter += 1
+        material = f"tokenrace\x00{self._seed}\x00{self._counter}\x00{prefix}"
+        digest = hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+        return prefix + digest[:_HEX_LEN]

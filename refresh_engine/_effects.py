@@ -1,0 +1,283 @@
+"""The effect and outcome vocabulary: what an engine may ask of the world.
+
+Effects sit at the level of OS calls because the races live there: a
+refresh-token race is a question of which ``open``, ``read``, ``replace``
+and ``flock`` happened in which order.  An engine yields an effect and is
+sent back its outcome; a failed call is thrown into the engine as the
+``OSError`` the real call would raise (``FileNotFoundError``,
+``BlockingIOError`` ...), so engine code reads like ordinary Python.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class OpenFlags(enum.Flag):
+    """What an ``Open`` asks for, mirroring ``os.O_*``."""
+
+    READ = enum.auto()
+    WRITE = enum.auto()
+    CREATE = enum.auto()
+    EXCLUSIVE = enum.auto()
+    TRUNCATE = enum.auto()
+    APPEND = enum.auto()
+
+
+class LockOp(enum.Enum):
+    """The operations of ``flock(2)``; ``blocking=False`` adds ``LOCK_NB``."""
+
+    SHARED = "shared"
+    EXCLUSIVE = "exclusive"
+    UNLOCK = "unlock"
+
+
+# --------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """``os.open(path, flags, 0o600)``; outcome ``Opened``."""
+
+    path: str
+    flags: OpenFlags
+
+
+@dataclass(frozen=True, slots=True)
+class CreateExclusive:
+    """``os.open(path, O_CREAT | O_EXCL | O_WRONLY, 0o600)``: the lock-file idiom.
+
+    Fails with ``FileExistsError`` when the path exists; outcome ``Opened``.
+    """
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Read up to ``size`` bytes (all remaining bytes when ``None``); outcome ``ReadData``."""
+
+    fd: int
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Write ``data`` at the descriptor's offset; outcome ``Wrote``."""
+
+    fd: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    """``os.ftruncate(fd, size)``; outcome ``Done``."""
+
+    fd: int
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Fsync:
+    """``os.fsync(fd)``: what was written survives a crash; outcome ``Done``."""
+
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """``os.close(fd)``; outcome ``Done``."""
+
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """``os.replace(src, dst)``: atomically point ``dst`` at ``src``'s file."""
+
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unlink:
+    """``os.unlink(path)``; outcome ``Done``."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mkdir:
+    """``os.mkdir(path, 0o700)``; ``FileExistsError`` when it exists."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """``os.stat(path)``; outcome ``StatResult``."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Flock:
+    """``fcntl.flock(fd, op)``: a lock on the open file description.
+
+    A blocking request that cannot be granted leaves the caller waiting; a
+    non-blocking one fails with ``BlockingIOError``.
+    """
+
+    fd: int
+    op: LockOp
+    blocking: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPost:
+    """POST ``body`` to ``url``; outcome ``HttpResponse``.
+
+    Network failures are thrown in as ``ConnectionError`` or ``TimeoutError``.
+    """
+
+    url: str
+    body: bytes
+    content_type: str = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """Read the wall clock (seconds since the epoch); outcome ``Clock``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``seconds``; outcome ``Done``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A diagnostic line for the history; never put a raw token in it."""
+
+    message: str
+
+
+Effect = (
+    Open
+    | CreateExclusive
+    | Read
+    | Write
+    | Truncate
+    | Fsync
+    | Close
+    | Replace
+    | Unlink
+    | Mkdir
+    | Stat
+    | Flock
+    | HttpPost
+    | Now
+    | Sleep
+    | Log
+)
+
+# -------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The call succeeded and has nothing to return."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Wrote:
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatResult:
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The call raised: ``exception_type`` names the ``OSError`` subclass thrown in.
+
+    ``errno`` follows the host's numbering; ``winerror`` is set when a Windows
+    call failed with one (5 for access denied, 32 for a sharing violation).
+    """
+
+    exception_type: str
+    errno: int | None
+    message: str
+    winerror: int | None = None
+
+    def to_exception(self) -> OSError:
+        """The exception a real call would have raised."""
+        exc_type = _EXCEPTION_TYPES.get(self.exception_type, OSError)
+        if self.errno is None:
+            exc = exc_type(self.message)
+        else:
+            exc = exc_type(self.errno, self.message)
+        if self.winerror is not None:
+            exc.winerror = self.winerror  # type: ignore[attr-defined]
+        return exc
+
+    @classmethod
+    def from_exception(cls, exc: OSError) -> Failed:
+        return cls(
+            exception_type=type(exc).__name__,
+            errno=exc.errno,
+            message=exc.strerror or str(exc),
+            winerror=getattr(exc, "winerror", None),
+        )
+
+
+Outcome = Done | Opened | ReadData | Wrote | StatResult | HttpResponse | Clock | Failed
+
+_EXCEPTION_TYPES: dict[str, type[OSError]] = {
+    cls.__name__: cls
+    for cls in (
+        OSError,
+        BlockingIOError,
+        ChildProcessError,
+        ConnectionError,
+        BrokenPipeError,
+        ConnectionAbortedError,
+        ConnectionRefusedError,
+        ConnectionResetError,
+        FileExistsError,
+        FileNotFoundError,
+        InterruptedError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ProcessLookupError,
+        TimeoutError,
+    )
+}

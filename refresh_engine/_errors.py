@@ -1,0 +1,44 @@
+"""Exceptions of the refresh engine.
+
+Tree::
+
+    RefreshEngineError
+    ├── ReloginRequired        the grant is gone; a person must log in again
+    ├── RefreshFailed          the server refused for another reason, or was unreachable
+    ├── StoreCorrupt           the credential store could not be parsed (it is kept, not overwritten)
+    ├── CredentialMissing      the store has no credential for this provider + profile
+    └── InterpreterMismatch    an interpreter answered an effect with the wrong outcome
+
+No message ever carries a raw token.
+"""
+
+from __future__ import annotations
+
+
+class RefreshEngineError(Exception):
+    """Root of every error the refresh engine raises."""
+
+
+class ReloginRequired(RefreshEngineError):
+    """The refresh token was spent, revoked or expired and no newer one exists.
+
+    This is the contract every engine shares: raise it (or a subclass) when
+    the agent cannot go on without a new login.  The checker counts an agent
+    that ends this way as *stranded*.
+    """
+
+
+class RefreshFailed(RefreshEngineError):
+    """The refresh failed for a reason a later retry may fix."""
+
+
+class StoreCorrupt(RefreshEngineError):
+    """The credential store exists but does not parse."""
+
+
+class CredentialMissing(RefreshEngineError):
+    """The store has no credential for the requested provider + profile."""
+
+
+class InterpreterMismatch(RefreshEngineError):
+    """An interpreter sent an outcome of the wrong kind for an effect (a bug there)."""

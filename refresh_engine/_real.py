@@ -1,0 +1,196 @@
+"""The real-world interpreter: every effect done for real with ``os``, ``fcntl`` and httpx.
+
+This is the only module of ``refresh_engine`` that does I/O, and the only
+one that imports beyond the standard library (httpx, lazily, when the first
+request is made).  It is what a user ships: the same flow the simulator
+proved, run against the real machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, assert_never
+
+from ._effects import (
+    Clock,
+    Close,
+    CreateExclusive,
+    Done,
+    Effect,
+    Failed,
+    Flock,
+    Fsync,
+    HttpPost,
+    HttpResponse,
+    LockOp,
+    Log,
+    Mkdir,
+    Now,
+    Open,
+    Opened,
+    OpenFlags,
+    Outcome,
+    Read,
+    ReadData,
+    Replace,
+    Sleep,
+    Stat,
+    StatResult,
+    Truncate,
+    Unlink,
+    Write,
+    Wrote,
+)
+from ._flow import Flow, FlowRunner, Raised, Returned
+
+if TYPE_CHECKING:
+    import httpx
+
+T = TypeVar("T")
+
+_OS_FLAGS = {
+    OpenFlags.CREATE: os.O_CREAT,
+    OpenFlags.EXCLUSIVE: os.O_EXCL,
+    OpenFlags.TRUNCATE: os.O_TRUNC,
+    OpenFlags.APPEND: os.O_APPEND,
+}
+
+
+def os_open_flags(flags: OpenFlags) -> int:
+    """``OpenFlags`` as the ``os.O_*`` bits of this platform."""
+    if OpenFlags.READ in flags and OpenFlags.WRITE in flags:
+        bits = os.O_RDWR
+    elif OpenFlags.WRITE in flags:
+        bits = os.O_WRONLY
+    else:
+        bits = os.O_RDONLY
+    for flag, os_bit in _OS_FLAGS.items():
+        if flag in flags:
+            bits |= os_bit
+    return bits | getattr(os, "O_BINARY", 0)
+
+
+class RealWorld:
+    """Run flows against this machine.
+
+    ``clock`` and ``sleep`` are injectable so a test can move time without
+    waiting; ``http`` is the httpx client to post with (respx can mock it).
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        log: Callable[[str], None] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._http = http
+        self._clock = clock
+        self._sleep = sleep
+        self._log = log
+        self._timeout = timeout
+
+    def run(self, flow: Flow[T]) -> T:
+        """Drive ``flow`` to its end; its return value, or its exception."""
+        runner: FlowRunner[T] = FlowRunner(flow)
+        step = runner.start()
+        while True:
+            if isinstance(step, Returned):
+                return step.value
+            if isinstance(step, Raised):
+                raise step.error
+            step = runner.resume(self.perform(step))
+
+    def perform(self, effect: Effect) -> Outcome:
+        """Do one effect; an ``OSError`` becomes ``Failed``."""
+        try:
+            return self._perform(effect)
+        except OSError as exc:
+            return Failed.from_exception(exc)
+
+    def _perform(self, effect: Effect) -> Outcome:
+        match effect:
+            case Open(path, flags):
+                return Opened(os.open(path, os_open_flags(flags), 0o600))
+            case CreateExclusive(path):
+                flags = OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.EXCLUSIVE
+                return Opened(os.open(path, os_open_flags(flags), 0o600))
+            case Read(fd, size):
+                return ReadData(_read(fd, size))
+            case Write(fd, data):
+                return Wrote(_write_all(fd, data))
+            case Truncate(fd, size):
+                os.ftruncate(fd, size)
+            case Fsync(fd):
+                os.fsync(fd)
+            case Close(fd):
+                os.close(fd)
+            case Replace(src, dst):
+                os.replace(src, dst)
+            case Unlink(path):
+                os.unlink(path)
+            case Mkdir(path):
+                os.mkdir(path, 0o700)
+            case Stat(path):
+                result = os.stat(path)
+                return StatResult(size=result.st_size, mtime=result.st_mtime)
+            case Flock(fd, op, blocking):
+                _flock(fd, op, blocking)
+            case HttpPost(url, body, content_type):
+                return self._post(url, body, content_type)
+            case Now():
+                return Clock(self._clock())
+            case Sleep(seconds):
+                self._sleep(seconds)
+            case Log(message):
+                if self._log is not None:
+                    self._log(message)
+            case _:
+                assert_never(effect)
+        return Done()
+
+    def _post(self, url: str, body: bytes, content_type: str) -> HttpResponse:
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.Client(timeout=self._timeout)
+        try:
+            response = self._http.post(url, content=body, headers={"content-type": content_type})
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(f"POST {url}: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:
+            raise ConnectionError(f"POST {url}: {type(exc).__name__}") from None
+        return HttpResponse(response.status_code, response.content)
+
+
+def _read(fd: int, size: int | None) -> bytes:
+    if size is not None:
+        return os.read(fd, size)
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
+
+
+def _flock(fd: int, op: LockOp, blocking: bool) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: there is no flock to call
+        import errno
+
+        raise OSError(errno.ENOSYS, "flock is not available on this platform") from None
+    bits = {LockOp.SHARED: fcntl.LOCK_SH, LockOp.EXCLUSIVE: fcntl.LOCK_EX}.get(op, fcntl.LOCK_UN)
+    if not blocking and op is not LockOp.UNLOCK:
+        bits |= fcntl.LOCK_NB
+    fcntl.flock(fd, bits)

@@ -1,0 +1,193 @@
+"""The reference refresh engine: the behaviour the suite holds others to.
+
+Its guarantees, for agents that share one login through this engine:
+
+1. credentials are read through from the main store, never from a copy;
+2. a refresh happens only under an exclusive lock keyed by provider +
+   profileId in the shared state dir, and only if the credential re-read
+   under that lock still needs one (so one expiry costs one refresh);
+3. the store is written atomically (temp file, fsync, replace);
+4. when the server says the token was already used, the store is re-read and
+   a newer credential, if one is there, is used before giving up with
+   ``ReloginRequired``.
+
+It does not claim to survive a lost response under a server with no reuse
+window: the server spent the token, and the new one never arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from . import _flow as ops
+from ._effects import LockOp, OpenFlags
+from ._errors import RefreshFailed, ReloginRequired
+from ._flow import Flow
+from ._store import (
+    Credential,
+    atomic_write,
+    credential_from,
+    profile_key,
+    read_credential,
+    read_store,
+    render_store,
+    with_credential,
+)
+
+#: Error codes that mean "this refresh token will never work again".
+REJECTED_TOKEN_CODES = frozenset(
+    {
+        "refresh_token_reused",
+        "refresh_token_invalidated",
+        "refresh_token_expired",
+        "invalid_grant",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContext:
+    """Where one agent finds its login: what the harness tells every engine."""
+
+    agent: str
+    provider: str
+    profile_id: str
+    main_store: str
+    agent_dir: str
+    state_dir: str
+    token_url: str
+    client_id: str = "tokenrace"
+    refresh_margin: float = 300.0
+
+    @property
+    def key(self) -> str:
+        return profile_key(self.provider, self.profile_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenError:
+    """What the token endpoint said when it refused."""
+
+    status: int
+    code: str
+
+    @property
+    def token_rejected(self) -> bool:
+        return self.code in REJECTED_TOKEN_CODES
+
+
+def parse_token_error(status: int, body: bytes) -> TokenError:
+    """Read either dialect: OpenAI's nested object or RFC 6749's flat one."""
+    try:
+        payload: Any = json.loads(body)
+    except ValueError:
+        return TokenError(status, "unparseable_response")
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        return TokenError(status, str(error.get("code") or error.get("type") or "unknown"))
+    if isinstance(error, str):
+        return TokenError(status, error)
+    return TokenError(status, "unknown")
+
+
+def lock_path(ctx: AgentContext) -> str:
+    """The refresh lock for one login, shared by every agent of the state dir."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", ctx.key)
+    return posixpath.join(ctx.state_dir, "locks", f"{safe}.lock")
+
+
+def acquire_flock(path: str) -> Flow[int]:
+    """Open the lock file and take an exclusive ``flock``; returns its fd."""
+    try:
+        yield from ops.mkdir(posixpath.dirname(path))
+    except FileExistsError:
+        pass
+    fd = yield from ops.open_file(path, OpenFlags.WRITE | OpenFlags.CREATE)
+    try:
+        yield from ops.flock(fd, LockOp.EXCLUSIVE)
+    except Exception:
+        yield from ops.close(fd)
+        raise
+    return fd
+
+
+def release_flock(fd: int) -> Flow[None]:
+    """Unlock, then close.  The lock file stays: unlinking it races new lockers."""
+    try:
+        yield from ops.flock(fd, LockOp.UNLOCK)
+    finally:
+        yield from ops.close(fd)
+
+
+def post_refresh(ctx: AgentContext, refresh_token: str) -> Flow[Credential | TokenError]:
+    """One refresh_token grant; a new credential, or the server's refusal."""
+    body = urllib.parse.urlencode(
+        {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": ctx.client_id}
+    ).encode()
+    sent_at = yield from ops.now()
+    response = yield from ops.http_post(
+        ctx.token_url, body, "application/x-www-form-urlencoded"
+    )
+    if response.status != 200:
+        return parse_token_error(response.status, response.body)
+    try:
+        payload = json.loads(response.body)
+        return Credential(
+            access=str(payload["access_token"]),
+            refresh=str(payload.get("refresh_token") or refresh_token),
+            expires_at=sent_at + float(payload["expires_in"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return TokenError(response.status, "malformed_token_response")
+
+
+class ReferenceEngine:
+    """Read-through, correctly keyed lock, re-read under lock, atomic write."""
+
+    name = "reference"
+
+    def store_path(self, ctx: AgentContext) -> str:
+        """The store this engine reads and writes: the main one."""
+        return ctx.main_store
+
+    def access_token(self, ctx: AgentContext) -> Flow[str]:
+        """A valid access token, refreshing at most once per expiry."""
+        path = self.store_path(ctx)
+        credential = yield from read_credential(path, ctx.key)
+        if credential.is_fresh((yield from ops.now()), ctx.refresh_margin):
+            return credential.access
+        lock = yield from acquire_flock(lock_path(ctx))
+        try:
+            return (yield from self._refresh_locked(ctx, path))
+        finally:
+            yield from release_flock(lock)
+
+    def _refresh_locked(self, ctx: AgentContext, path: str) -> Flow[str]:
+        presented: set[str] = set()
+        while True:
+            document = yield from read_store(path)
+            credential = credential_from(document, ctx.key, path)
+            if credential.is_fresh((yield from ops.now()), ctx.refresh_margin):
+                return credential.access
+            if credential.refresh in presented:
+                raise ReloginRequired(
+                    f"{ctx.agent}: the refresh token for {ctx.key} was rejected and the store "
+                    "holds nothing newer; a new login is required"
+                )
+            presented.add(credential.refresh)
+            result = yield from post_refresh(ctx, credential.refresh)
+            if isinstance(result, Credential):
+                document = yield from read_store(path)
+                data = render_store(with_credential(document, ctx.key, ctx.provider, result))
+                yield from atomic_write(path, data, writer=ctx.agent)
+                return result.access
+            if not result.token_rejected:
+                raise RefreshFailed(
+                    f"{ctx.agent}: token endpoint answered {result.status} {result.code}"
+                )
+            yield from ops.log(f"{ctx.agent}: refresh rejected ({result.code}); re-reading store")

@@ -1,0 +1,59 @@
+"""Deterministic worlds for refresh engines: virtual clock, filesystem, network, schedules.
+
+A ``Simulation`` runs one engine for several agents in a ``WorldSpec``,
+stepping one effect at a time as a ``Chooser`` decides; its ``RunResult``
+carries the history, the fake server's audit log and a ``Schedule`` string
+that replays the run exactly.
+"""
+
+# simulator imports refresh_engine and fake_oauth_server (and hypothesis);
+# it never imports conformance.
+
+from ._errors import NotModelled, ScheduleError, SimulatorError, WorldError
+from ._history import EventKind, HistoryEvent, describe, render
+from ._kernel import AgentStatus, Engine, RunResult, Simulation, simulate
+from ._schedule import (
+    Chooser,
+    DefaultChooser,
+    IndexChooser,
+    ReplayChooser,
+    Schedule,
+    candidates,
+    default_choice,
+)
+from ._strategies import SearchResult, SwitchPointChooser, search_hypothesis, switch_points
+from ._vfs import VirtualFS
+from ._world import DEFAULT_START, AgentSpec, StoreLayout, WorldSpec, seed_world
+
+__all__ = [
+    "DEFAULT_START",
+    "AgentSpec",
+    "AgentStatus",
+    "Chooser",
+    "DefaultChooser",
+    "Engine",
+    "EventKind",
+    "HistoryEvent",
+    "IndexChooser",
+    "NotModelled",
+    "ReplayChooser",
+    "RunResult",
+    "Schedule",
+    "ScheduleError",
+    "SearchResult",
+    "Simulation",
+    "SimulatorError",
+    "StoreLayout",
+    "SwitchPointChooser",
+    "VirtualFS",
+    "WorldError",
+    "WorldSpec",
+    "candidates",
+    "default_choice",
+    "describe",
+    "render",
+    "search_hypothesis",
+    "seed_world",
+    "simulate",
+    "switch_points",
+]

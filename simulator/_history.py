@@ -1,0 +1,211 @@
+"""The history of a run: every step, outcome and harness event, in order.
+
+Events keep the effect and outcome objects for the checker; ``render`` turns
+them into text with every token replaced by its fingerprint, so a history
+can be printed, diffed and shipped in a report.  Rendering is deterministic:
+the same run gives byte-identical text.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fake_oauth_server import AuditEvent, redact
+from refresh_engine import (
+    Clock,
+    Close,
+    CreateExclusive,
+    Done,
+    Effect,
+    Failed,
+    Flock,
+    Fsync,
+    HttpPost,
+    HttpResponse,
+    Log,
+    Mkdir,
+    Now,
+    Open,
+    Opened,
+    Outcome,
+    Read,
+    ReadData,
+    Replace,
+    Sleep,
+    Stat,
+    StatResult,
+    Truncate,
+    Unlink,
+    Write,
+    Wrote,
+)
+
+
+class EventKind(enum.Enum):
+    EFFECT = "effect"  # an effect was carried out; its outcome was sent back
+    REQUEST = "request"  # an HTTP request reached the server (which committed it)
+    RESPONSE = "response"  # the response reached the agent
+    BLOCKED = "blocked"  # the agent waits for a lock
+    TURN_BEGIN = "turn-begin"  # the workload asked the agent for a token
+    TURN_END = "turn-end"  # the engine returned a token or raised
+    TOKEN_USE = "token-use"  # the agent used its token on the resource endpoint
+    CLOCK = "clock"  # every agent waited; virtual time moved on
+    DEADLOCK = "deadlock"  # agents wait and nothing can wake them
+    STEP_BOUND = "step-bound"  # the run hit its step bound (possible livelock)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One line of the history.  ``step`` is the schedule step it belongs to."""
+
+    step: int
+    time: float
+    agent: str
+    kind: EventKind
+    effect: Effect | None = None
+    outcome: Outcome | None = None
+    request_id: str = ""
+    error_type: str = ""  # TURN_END: the exception class, "" on success
+    stranded: bool = False  # TURN_END: the engine raised ReloginRequired
+    ok: bool = True  # TOKEN_USE: the resource endpoint accepted the token
+    note: str = ""  # free text, already free of raw tokens
+
+
+def describe_effect(effect: Effect) -> str:
+    """An effect as a short line, tokens fingerprinted."""
+    match effect:
+        case Open(path, flags):
+            names = "|".join(flag.name or "" for flag in flags)
+            return f"open {path} [{names}]"
+        case CreateExclusive(path):
+            return f"create-exclusive {path}"
+        case Read(fd, size):
+            return f"read fd={fd}" + ("" if size is None else f" size={size}")
+        case Write(fd, data):
+            return f"write fd={fd} {len(data)} bytes"
+        case Truncate(fd, size):
+            return f"truncate fd={fd} size={size}"
+        case Fsync(fd):
+            return f"fsync fd={fd}"
+        case Close(fd):
+            return f"close fd={fd}"
+        case Replace(src, dst):
+            return f"replace {src} -> {dst}"
+        case Unlink(path):
+            return f"unlink {path}"
+        case Mkdir(path):
+            return f"mkdir {path}"
+        case Stat(path):
+            return f"stat {path}"
+        case Flock(fd, op, blocking):
+            return f"flock fd={fd} {op.value}" + ("" if blocking else " nonblocking")
+        case HttpPost(url, body, _):
+            return f"POST {url} {redact(body.decode('utf-8', 'replace'))}"
+        case Now():
+            return "now"
+        case Sleep(seconds):
+            return f"sleep {seconds:g}s"
+        case Log(message):
+            return f"log {redact(message)}"
+    raise TypeError(f"not an effect: {effect!r}")
+
+
+def describe_outcome(outcome: Outcome) -> str:
+    match outcome:
+        case Done():
+            return "ok"
+        case Opened(fd):
+            return f"fd={fd}"
+        case ReadData(data):
+            return f"{len(data)} bytes"
+        case Wrote(count):
+            return f"wrote {count}"
+        case StatResult(size, mtime):
+            return f"size={size} mtime={mtime:.3f}"
+        case HttpResponse(status, body):
+            return f"{status} {describe_token_response(body)}"
+        case Clock(now):
+            return f"{now:.3f}"
+        case Failed(exception_type, errno, message, winerror):
+            extra = f" winerror={winerror}" if winerror is not None else ""
+            return f"{exception_type}(errno={errno}{extra}) {message}"
+    raise TypeError(f"not an outcome: {outcome!r}")
+
+
+def describe_token_response(body: bytes) -> str:
+    """The gist of a token response: new tokens' fingerprints, or the error code."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return redact(body[:80].decode("utf-8", "replace"))
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            return str(error.get("code"))
+        if isinstance(error, str):
+            return error
+        tokens = [payload.get("access_token"), payload.get("refresh_token")]
+        return redact(" ".join(str(token) for token in tokens if token))
+    return redact(str(payload)[:80])
+
+
+def describe(event: HistoryEvent) -> str:
+    """One event as text; no raw token survives."""
+    match event.kind:
+        case EventKind.EFFECT | EventKind.BLOCKED:
+            assert event.effect is not None
+            line = describe_effect(event.effect)
+            if event.kind is EventKind.BLOCKED:
+                return f"{line} -> waits"
+            if event.outcome is not None:
+                line += f" -> {describe_outcome(event.outcome)}"
+            return line
+        case EventKind.REQUEST:
+            assert event.effect is not None
+            return f"{describe_effect(event.effect)} [{event.request_id}]"
+        case EventKind.RESPONSE:
+            assert event.outcome is not None
+            return f"response [{event.request_id}] -> {describe_outcome(event.outcome)}"
+        case EventKind.TURN_END:
+            if event.error_type:
+                tag = "STRANDED " if event.stranded else ""
+                return f"turn ends: {tag}{event.error_type}: {redact(event.note)}"
+            return f"turn ends with {redact(event.note)}"
+        case EventKind.TOKEN_USE:
+            verdict = "accepted" if event.ok else "REJECTED"
+            return f"uses {redact(event.note)} -> {verdict}"
+    return redact(event.note) or event.kind.value
+
+
+def render(
+    events: Iterable[HistoryEvent],
+    audit: Iterable[AuditEvent] = (),
+    t0: float = 0.0,
+    home: str = "",
+) -> str:
+    """The history as text, server audit events under the request that caused them.
+
+    Times are offsets from ``t0``; paths under ``home`` are shown as ``~/...``.
+    """
+    by_request: dict[str, list[AuditEvent]] = {}
+    for record in audit:
+        by_request.setdefault(record.request_id, []).append(record)
+    lines = []
+    for event in events:
+        lines.append(
+            f"{event.step:>5} t+{event.time - t0:>9.3f} {event.agent or '-':<8} "
+            f"{event.kind.value:<10} {describe(event)}"
+        )
+        if event.kind is EventKind.REQUEST:
+            for record in by_request.get(event.request_id, ()):
+                reason = f" ({record.reason})" if record.reason else ""
+                lines.append(
+                    f"{'':>5} {'':>11} {'server':<8} {'audit':<10} {record.kind.value} "
+                    f"{record.token_kind.value} {record.token_fp} "
+                    f"{record.family}/g{record.generation}{reason}"
+                )
+    text = "\n".join(lines) + "\n"
+    return text.replace(home + "/", "~/") if home else text

@@ -1,0 +1,359 @@
+"""The deterministic kernel: one effect per step, a virtual clock, a split network.
+
+Each step, the chooser picks one runnable agent and the kernel carries out
+that agent's pending effect against the virtual filesystem or the fake
+server.  An HTTP request takes two steps: the server handles (and commits)
+it at the first, the agent sees the response at the second, and other agents
+may run in between.  Virtual time moves only when no agent can run: the
+clock jumps to the earliest wake-up.  Nothing here reads the real clock or a
+random source, so a schedule replays byte for byte.
+"""
+
+from __future__ import annotations
+
+import enum
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Protocol, assert_never
+
+from fake_oauth_server import AuditEvent, AuthServer, Request, fingerprint
+from refresh_engine import (
+    AgentContext,
+    Clock,
+    Close,
+    CreateExclusive,
+    Done,
+    Effect,
+    Failed,
+    Flock,
+    Flow,
+    FlowRunner,
+    Fsync,
+    HttpPost,
+    HttpResponse,
+    LockOp,
+    Log,
+    Mkdir,
+    Now,
+    Open,
+    Opened,
+    Outcome,
+    Raised,
+    Read,
+    ReadData,
+    ReloginRequired,
+    Replace,
+    Returned,
+    Sleep,
+    Stat,
+    StatResult,
+    Truncate,
+    Unlink,
+    Write,
+    Wrote,
+)
+
+from ._history import EventKind, HistoryEvent, render
+from ._schedule import Chooser, Schedule, default_choice, minimal_schedule
+from ._vfs import VirtualFS
+from ._world import WorldSpec, seed_world
+
+
+class Engine(Protocol):
+    """What the simulator runs: anything with an ``access_token`` flow."""
+
+    def access_token(self, ctx: AgentContext) -> Flow[str]: ...
+
+
+class AgentStatus(enum.Enum):
+    IDLE = "idle"  # between turns, waiting for the workload's next one
+    READY = "ready"  # has a pending effect
+    SLEEPING = "sleeping"  # the engine asked to sleep
+    AWAITING = "awaiting"  # its request reached the server; the response is in flight
+    DONE = "done"  # no turns left, or stranded
+
+
+class _Agent:
+    __slots__ = (
+        "name",
+        "pid",
+        "ctx",
+        "turns",
+        "next_turn",
+        "status",
+        "wake_at",
+        "runner",
+        "response",
+        "request_id",
+    )
+
+    def __init__(self, name: str, pid: int, ctx: AgentContext, turns: tuple[float, ...]) -> None:
+        self.name = name
+        self.pid = pid
+        self.ctx = ctx
+        self.turns = turns
+        self.next_turn = 0
+        self.status = AgentStatus.IDLE
+        self.wake_at = 0.0
+        self.runner: FlowRunner[str] | None = None
+        self.response: Outcome | None = None
+        self.request_id = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A finished run: its history, the server's audit log and its schedule."""
+
+    events: tuple[HistoryEvent, ...]
+    audit: tuple[AuditEvent, ...]
+    schedule: Schedule  # the explicit prefix that replays this run exactly
+    steps: int
+    preemptions: int  # steps where the chooser departed from the default order
+    start_time: float
+    home: str
+    final_files: tuple[tuple[str, bytes], ...]  # every store file at the end, for the checker
+
+    def render(self) -> str:
+        return render(self.events, self.audit, self.start_time, self.home)
+
+
+class Simulation:
+    """One run of one engine in one world under one chooser."""
+
+    def __init__(self, spec: WorldSpec, engine: Engine, chooser: Chooser) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.chooser = chooser
+        self.now = spec.start_time
+        self.fs = VirtualFS(clock=lambda: self.now)
+        self.server = AuthServer(spec.policy, seed=spec.server_seed)
+        seed_world(spec, self.fs, self.server)
+        self.agents = [
+            _Agent(a.name, spec.pid(i), spec.context(a.name), a.turns)
+            for i, a in enumerate(spec.agents)
+        ]
+        self._by_name = {agent.name: agent for agent in self.agents}
+        self.events: list[HistoryEvent] = []
+        self.step = 0
+        self._base = urllib.parse.urlsplit(spec.base_url)
+        for agent in self.agents:
+            self._schedule_next_turn(agent)
+
+    # ----------------------------------------------------------- main loop
+
+    def run(self) -> RunResult:
+        chosen: list[str] = []
+        defaults: list[bool] = []
+        try:
+            self._loop(chosen, defaults)
+        finally:
+            for agent in self.agents:  # a deadlocked or aborted run leaves flows open
+                if agent.runner is not None:
+                    agent.runner.close()
+        return RunResult(
+            events=tuple(self.events),
+            audit=self.server.audit,
+            schedule=minimal_schedule(chosen, defaults),
+            steps=self.step,
+            preemptions=defaults.count(False),
+            start_time=self.spec.start_time,
+            home=self.spec.home,
+            final_files=self._store_files(),
+        )
+
+    def _loop(self, chosen: list[str], defaults: list[bool]) -> None:
+        last: str | None = None
+        while True:
+            runnable = [agent.name for agent in self.agents if self._can_run(agent)]
+            if not runnable:
+                if self._advance_clock():
+                    continue
+                break
+            if self.step >= self.spec.max_steps:
+                self._record(EventKind.STEP_BOUND, "", note=f"stopped at {self.step} steps")
+                break
+            name = self.chooser.choose(self.step, runnable, last)
+            chosen.append(name)
+            defaults.append(name == default_choice(runnable, last))
+            self._run_step(self._agent(name))
+            last = name
+            self.step += 1
+
+    def _agent(self, name: str) -> _Agent:
+        return self._by_name[name]
+
+    def _can_run(self, agent: _Agent) -> bool:
+        if agent.status is AgentStatus.AWAITING:
+            return True
+        if agent.status is not AgentStatus.READY:
+            return False
+        effect = agent.runner.pending if agent.runner is not None else None
+        if isinstance(effect, Flock) and effect.blocking and effect.op is not LockOp.UNLOCK:
+            return self.fs.can_flock(agent.pid, effect.fd, effect.op)
+        return True
+
+    def _advance_clock(self) -> bool:
+        """Jump to the earliest wake-up; False when nothing will ever wake."""
+        waiting = [a for a in self.agents if a.status in (AgentStatus.IDLE, AgentStatus.SLEEPING)]
+        if not waiting:
+            blocked = [a.name for a in self.agents if a.status is not AgentStatus.DONE]
+            if blocked:
+                self._record(EventKind.DEADLOCK, "", note="waiting forever: " + ", ".join(blocked))
+            return False
+        self.now = min(agent.wake_at for agent in waiting)
+        self._record(EventKind.CLOCK, "")
+        for agent in waiting:
+            if agent.wake_at != self.now:
+                continue
+            if agent.status is AgentStatus.IDLE:
+                self._begin_turn(agent)
+            else:
+                self._resume(agent, Done())
+        return True
+
+    # -------------------------------------------------------------- turns
+
+    def _schedule_next_turn(self, agent: _Agent) -> None:
+        if agent.next_turn >= len(agent.turns):
+            agent.status = AgentStatus.DONE
+            return
+        agent.status = AgentStatus.IDLE
+        agent.wake_at = max(self.now, self.spec.start_time + agent.turns[agent.next_turn])
+
+    def _begin_turn(self, agent: _Agent) -> None:
+        agent.next_turn += 1
+        self._record(EventKind.TURN_BEGIN, agent.name, note=f"turn {agent.next_turn}")
+        agent.runner = FlowRunner(self.engine.access_token(agent.ctx))
+        self._after(agent, agent.runner.start())
+
+    def _resume(self, agent: _Agent, outcome: Outcome) -> None:
+        assert agent.runner is not None
+        self._after(agent, agent.runner.resume(outcome))
+
+    def _after(self, agent: _Agent, result: Effect | Returned[str] | Raised) -> None:
+        if isinstance(result, Returned):
+            token = str(result.value)
+            self._record(EventKind.TURN_END, agent.name, note=f"access token {fingerprint(token)}")
+            check = self.server.check_access(token, self.now)
+            self._record(
+                EventKind.TOKEN_USE,
+                agent.name,
+                ok=check.ok,
+                note=fingerprint(token) + ("" if check.ok else f" ({check.reason})"),
+            )
+            self._schedule_next_turn(agent)
+            if agent.status is AgentStatus.IDLE and agent.wake_at <= self.now:
+                self._begin_turn(agent)
+        elif isinstance(result, Raised):
+            error = result.error
+            self._record(
+                EventKind.TURN_END,
+                agent.name,
+                error_type=type(error).__name__,
+                stranded=isinstance(error, ReloginRequired),
+                note=str(error),
+            )
+            agent.status = AgentStatus.DONE
+        else:
+            agent.status = AgentStatus.READY
+
+    # -------------------------------------------------------------- steps
+
+    def _run_step(self, agent: _Agent) -> None:
+        if agent.status is AgentStatus.AWAITING:
+            outcome = agent.response
+            assert outcome is not None
+            self._record(
+                EventKind.RESPONSE, agent.name, outcome=outcome, request_id=agent.request_id
+            )
+            agent.response = None
+            self._resume(agent, outcome)
+            return
+        assert agent.runner is not None and agent.runner.pending is not None
+        effect = agent.runner.pending
+        if isinstance(effect, HttpPost):
+            agent.request_id = f"s{self.step}"
+            agent.response = self._post(effect, agent.request_id)
+            agent.status = AgentStatus.AWAITING
+            self._record(EventKind.REQUEST, agent.name, effect=effect, request_id=agent.request_id)
+        elif isinstance(effect, Sleep):
+            self._record(EventKind.EFFECT, agent.name, effect=effect)
+            agent.status = AgentStatus.SLEEPING
+            agent.wake_at = self.now + max(0.0, effect.seconds)
+        else:
+            outcome = self._perform(agent.pid, effect)
+            self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome)
+            self._resume(agent, outcome)
+
+    def _perform(self, pid: int, effect: Effect) -> Outcome:
+        try:
+            return self._os_call(pid, effect)
+        except OSError as exc:
+            return Failed.from_exception(exc)
+
+    def _os_call(self, pid: int, effect: Effect) -> Outcome:
+        fs = self.fs
+        match effect:
+            case Open(path, flags):
+                return Opened(fs.open(pid, path, flags))
+            case CreateExclusive(path):
+                return Opened(fs.create_exclusive(pid, path))
+            case Read(fd, size):
+                return ReadData(fs.read(pid, fd, size))
+            case Write(fd, data):
+                return Wrote(fs.write(pid, fd, data))
+            case Truncate(fd, size):
+                fs.truncate(pid, fd, size)
+            case Fsync(fd):
+                fs.fsync(pid, fd)
+            case Close(fd):
+                fs.close(pid, fd)
+            case Replace(src, dst):
+                fs.replace(src, dst)
+            case Unlink(path):
+                fs.unlink(path)
+            case Mkdir(path):
+                fs.mkdir(path)
+            case Stat(path):
+                size, mtime = fs.stat(path)
+                return StatResult(size, mtime)
+            case Flock(fd, op, _):
+                fs.flock(pid, fd, op)
+            case Now():
+                return Clock(self.now)
+            case Log():
+                pass
+            case HttpPost() | Sleep():
+                raise AssertionError("handled by _run_step")
+            case _:
+                assert_never(effect)
+        return Done()
+
+    def _post(self, effect: HttpPost, request_id: str) -> Outcome:
+        url = urllib.parse.urlsplit(effect.url)
+        if (url.scheme, url.netloc) != (self._base.scheme, self._base.netloc):
+            return Failed("ConnectionRefusedError", 111, f"no server at {url.netloc}")
+        request = Request(
+            method="POST",
+            path=url.path,
+            body=effect.body,
+            headers=(("content-type", effect.content_type),),
+            request_id=request_id,
+        )
+        response = self.server.handle(request, self.now)
+        return HttpResponse(response.status, response.body)
+
+    # ------------------------------------------------------------ history
+
+    def _record(self, kind: EventKind, agent: str, **fields: Any) -> None:
+        self.events.append(HistoryEvent(self.step, self.now, agent, kind, **fields))
+
+    def _store_files(self) -> tuple[tuple[str, bytes], ...]:
+        paths = [self.spec.main_store]
+        paths += [agent.ctx.agent_dir + "/auth-profiles.json" for agent in self.agents]
+        return tuple((path, self.fs.read_file(path)) for path in paths if self.fs.exists(path))
+
+
+def simulate(spec: WorldSpec, engine: Engine, chooser: Chooser) -> RunResult:
+    """Run ``engine`` in a fresh world built from ``spec``."""
+    return Simulation(spec, engine, chooser).run()

@@ -1,0 +1,424 @@
+"""A deterministic in-memory filesystem with Linux semantics: the simulated world's disk.
+
+Refresh-token races are decided by the order of ``open``, ``read``, ``replace`` and
+``flock``, so the model keeps exactly what decides those outcomes: inodes that outlive
+their names while open, open file descriptions (OFDs) that own the offset and the flock,
+and per-process descriptor tables.  Every failure is the ``OSError`` Linux would raise.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+from collections.abc import Callable
+
+from refresh_engine._effects import LockOp, OpenFlags
+
+__all__ = ["Inode", "OpenFileDescription", "VirtualFS"]
+
+_FIRST_FD = 3  # 0-2 are stdio in every real process
+_WRITE_ACCESS = OpenFlags.CREATE | OpenFlags.WRITE | OpenFlags.TRUNCATE
+
+
+def _error(code: int, path: str | None = None, path2: str | None = None) -> OSError:
+    """Build the error CPython raises; ``OSError(errno, ...)`` picks the subclass itself."""
+    if path is None:
+        return OSError(code, os.strerror(code))
+    if path2 is None:
+        return OSError(code, os.strerror(code), path)
+    return OSError(code, os.strerror(code), path, None, path2)
+
+
+def _norm(path: str) -> str:
+    """Normalize lexically; there are no symlinks, so this is what the kernel resolves."""
+    if not path.startswith("/"):
+        raise ValueError(f"path must be absolute: {path!r}")
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
+class Inode:
+    """A file or directory; it lives while it has a name or an open description."""
+
+    __slots__ = (
+        "children",
+        "data",
+        "durable_data",
+        "flocks",
+        "ino",
+        "is_dir",
+        "mtime",
+        "nlink",
+        "open_count",
+    )
+
+    def __init__(self, ino: int, is_dir: bool, mtime: float) -> None:
+        self.ino = ino
+        self.is_dir = is_dir
+        self.data = bytearray()  # mutated in place: writes cost the bytes written
+        self.durable_data = b""  # what survives a crash: the data at the last fsync
+        self.nlink = 0  # directory entries naming it (a directory's "." and ".." not counted)
+        self.mtime = mtime
+        self.children: set[str] = set()  # names inside a directory
+        self.flocks: dict[OpenFileDescription, LockOp] = {}  # flock(2) locks are per OFD
+        self.open_count = 0  # OFDs referring to it; keeps an unlinked inode alive
+
+
+class OpenFileDescription:
+    """What ``open`` creates: offset, access mode and flock, shared by every fd dup'ing it."""
+
+    __slots__ = ("append", "fds", "inode", "offset", "readable", "writable")
+
+    def __init__(self, inode: Inode, readable: bool, writable: bool, append: bool) -> None:
+        self.inode = inode
+        self.offset = 0
+        self.readable = readable
+        self.writable = writable
+        self.append = append
+        self.fds: set[tuple[int, int]] = set()  # (pid, fd) referring to it
+
+
+class VirtualFS:
+    """Linux filesystem semantics in memory, driven one call at a time by the simulator.
+
+    Nothing here waits: ``flock`` grants or fails, and the kernel decides who waits.
+    """
+
+    __slots__ = ("_clock", "_entries", "_inodes", "_next_ino", "_procs")
+
+    def __init__(self, clock: Callable[[], float] = lambda: 0.0) -> None:
+        self._clock = clock
+        self._entries: dict[str, int] = {}  # normalized absolute path -> inode number
+        self._inodes: dict[int, Inode] = {}  # live inodes: named or still open
+        self._procs: dict[int, dict[int, OpenFileDescription]] = {}  # pid -> fd table
+        self._next_ino = 1
+        root = self._new_inode(is_dir=True)
+        root.nlink = 1
+        self._entries["/"] = root.ino
+
+    # ------------------------------------------------------------------ internals
+
+    def _new_inode(self, is_dir: bool) -> Inode:
+        inode = Inode(self._next_ino, is_dir, self._clock())
+        self._inodes[inode.ino] = inode
+        self._next_ino += 1
+        return inode
+
+    def _get(self, path: str) -> Inode | None:
+        ino = self._entries.get(path)
+        return None if ino is None else self._inodes[ino]
+
+    def _parent(self, path: str) -> Inode:
+        """The directory holding ``path``; ENOENT or ENOTDIR as the path walk would fail."""
+        parent = self._get(posixpath.dirname(path))
+        if parent is not None and parent.is_dir:
+            return parent
+        prefix = ""
+        for part in posixpath.dirname(path).split("/")[1:]:
+            prefix += "/" + part
+            inode = self._get(prefix)
+            if inode is None:
+                raise _error(errno.ENOENT, path)
+            if not inode.is_dir:
+                raise _error(errno.ENOTDIR, path)
+        raise AssertionError("unreachable: parent exists and is a directory")  # pragma: no cover
+
+    def _link(self, path: str, inode: Inode, parent: Inode) -> None:
+        self._entries[path] = inode.ino
+        parent.children.add(posixpath.basename(path))
+        parent.mtime = self._clock()
+        inode.nlink += 1
+
+    def _unlink(self, path: str, parent: Inode) -> Inode:
+        inode = self._inodes[self._entries.pop(path)]
+        parent.children.discard(posixpath.basename(path))
+        parent.mtime = self._clock()
+        inode.nlink -= 1
+        self._maybe_free(inode)
+        return inode
+
+    def _maybe_free(self, inode: Inode) -> None:
+        if inode.nlink == 0 and inode.open_count == 0:
+            del self._inodes[inode.ino]
+
+    def _resize(self, inode: Inode, size: int) -> None:
+        data = inode.data
+        if size < len(data):
+            del data[size:]
+        else:
+            data.extend(bytes(size - len(data)))
+        inode.mtime = self._clock()
+
+    def _ofd(self, pid: int, fd: int) -> OpenFileDescription:
+        table = self._procs.get(pid)
+        ofd = None if table is None else table.get(fd)
+        if ofd is None:
+            raise _error(errno.EBADF)
+        return ofd
+
+    def _release(self, ofd: OpenFileDescription, pid: int, fd: int) -> None:
+        """Drop one fd's reference; the last one takes the OFD's flock with it."""
+        ofd.fds.discard((pid, fd))
+        if not ofd.fds:
+            inode = ofd.inode
+            inode.flocks.pop(ofd, None)
+            inode.open_count -= 1
+            self._maybe_free(inode)
+
+    @staticmethod
+    def _conflicts(ofd: OpenFileDescription, op: LockOp) -> bool:
+        for other, held in ofd.inode.flocks.items():
+            if other is not ofd and (op is LockOp.EXCLUSIVE or held is LockOp.EXCLUSIVE):
+                return True
+        return False
+
+    # -------------------------------------------------------------- setup helpers
+
+    def makedirs(self, path: str) -> None:
+        """``os.makedirs(path, exist_ok=True)``, for seeding a world."""
+        prefix = ""
+        for part in _norm(path).split("/")[1:]:
+            if not part:
+                continue
+            prefix += "/" + part
+            inode = self._get(prefix)
+            if inode is None:
+                self.mkdir(prefix)
+            elif not inode.is_dir:
+                raise _error(errno.ENOTDIR, prefix)
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Create or overwrite in place (same inode), durable at once: the seeded state."""
+        p = _norm(path)
+        inode = self._get(p)
+        if inode is None:
+            parent = self._parent(p)
+            inode = self._new_inode(is_dir=False)
+            self._link(p, inode, parent)
+        elif inode.is_dir:
+            raise _error(errno.EISDIR, p)
+        inode.data[:] = data
+        inode.durable_data = bytes(data)
+        inode.mtime = self._clock()
+
+    def read_file(self, path: str) -> bytes:
+        p = _norm(path)
+        inode = self._get(p)
+        if inode is None:
+            self._parent(p)
+            raise _error(errno.ENOENT, p)
+        if inode.is_dir:
+            raise _error(errno.EISDIR, p)
+        return bytes(inode.data)
+
+    def exists(self, path: str) -> bool:
+        return _norm(path) in self._entries
+
+    def listdir(self, path: str) -> list[str]:
+        p = _norm(path)
+        inode = self._get(p)
+        if inode is None:
+            self._parent(p)
+            raise _error(errno.ENOENT, p)
+        if not inode.is_dir:
+            raise _error(errno.ENOTDIR, p)
+        return sorted(inode.children)
+
+    # ---------------------------------------------------------------- system calls
+
+    def open(self, pid: int, path: str, flags: OpenFlags) -> int:
+        """``open(2)``; without READ or WRITE the access mode is O_RDONLY (it is 0)."""
+        p = _norm(path)
+        inode = self._get(p)
+        if inode is None:
+            parent = self._parent(p)
+            if not flags & OpenFlags.CREATE:
+                raise _error(errno.ENOENT, p)
+            inode = self._new_inode(is_dir=False)
+            self._link(p, inode, parent)
+        elif (OpenFlags.CREATE | OpenFlags.EXCLUSIVE) in flags:
+            raise _error(errno.EEXIST, p)
+        elif inode.is_dir:
+            if flags & _WRITE_ACCESS:
+                raise _error(errno.EISDIR, p)
+        elif flags & OpenFlags.TRUNCATE:
+            self._resize(inode, 0)  # Linux truncates even on O_RDONLY
+        writable = bool(flags & OpenFlags.WRITE)
+        readable = bool(flags & OpenFlags.READ) or not writable
+        ofd = OpenFileDescription(inode, readable, writable, bool(flags & OpenFlags.APPEND))
+        inode.open_count += 1
+        table = self._procs.setdefault(pid, {})
+        fd = _FIRST_FD
+        while fd in table:
+            fd += 1
+        table[fd] = ofd
+        ofd.fds.add((pid, fd))
+        return fd
+
+    def create_exclusive(self, pid: int, path: str) -> int:
+        """The O_EXCL lock-file idiom: exactly one creator succeeds."""
+        return self.open(pid, path, OpenFlags.CREATE | OpenFlags.EXCLUSIVE | OpenFlags.WRITE)
+
+    def read(self, pid: int, fd: int, size: int | None = None) -> bytes:
+        """Read from the OFD's offset (shared by its fds); ``None`` reads to the end."""
+        ofd = self._ofd(pid, fd)
+        if not ofd.readable:
+            raise _error(errno.EBADF)
+        inode = ofd.inode
+        if inode.is_dir:
+            raise _error(errno.EISDIR)
+        if size is not None and size < 0:
+            raise ValueError(f"negative read size: {size}")
+        start = ofd.offset
+        end = len(inode.data) if size is None else min(len(inode.data), start + size)
+        if start >= end:
+            return b""
+        ofd.offset = end
+        return bytes(inode.data[start:end])
+
+    def write(self, pid: int, fd: int, data: bytes) -> int:
+        """Write at the offset (at the end with APPEND); a gap past the end reads as zeros."""
+        ofd = self._ofd(pid, fd)
+        if not ofd.writable:
+            raise _error(errno.EBADF)
+        if not data:
+            return 0
+        buf = ofd.inode.data
+        if ofd.append:
+            ofd.offset = len(buf)
+        start = ofd.offset
+        if start > len(buf):
+            buf.extend(bytes(start - len(buf)))
+        buf[start : start + len(data)] = data
+        ofd.offset = start + len(data)
+        ofd.inode.mtime = self._clock()
+        return len(data)
+
+    def truncate(self, pid: int, fd: int, size: int = 0) -> None:
+        """``ftruncate(2)``: EINVAL (not EBADF) on a descriptor not open for writing."""
+        if size < 0:
+            raise _error(errno.EINVAL)
+        ofd = self._ofd(pid, fd)
+        if not ofd.writable or ofd.inode.is_dir:
+            raise _error(errno.EINVAL)
+        self._resize(ofd.inode, size)
+
+    def fsync(self, pid: int, fd: int) -> None:
+        """Make the inode's current data what a crash would leave behind."""
+        inode = self._ofd(pid, fd).inode
+        if not inode.is_dir:
+            inode.durable_data = bytes(inode.data)
+
+    def close(self, pid: int, fd: int) -> None:
+        ofd = self._ofd(pid, fd)
+        del self._procs[pid][fd]
+        self._release(ofd, pid, fd)
+
+    def replace(self, src: str, dst: str) -> None:
+        """``rename(2)``: atomic; ``dst``'s old inode survives while it is open."""
+        s, d = _norm(src), _norm(dst)
+        if s == "/" or d == "/":
+            raise _error(errno.EBUSY, s, d)
+        try:
+            src_parent, dst_parent = self._parent(s), self._parent(d)
+        except OSError as exc:
+            raise _error(exc.errno or errno.ENOENT, s, d) from None
+        inode = self._get(s)
+        if inode is None:
+            raise _error(errno.ENOENT, s, d)
+        if inode.is_dir and d.startswith(s + "/"):
+            raise _error(errno.EINVAL, s, d)  # a directory into itself
+        target = self._get(d)
+        if target is not None:
+            if s.startswith(d + "/"):
+                raise _error(errno.ENOTEMPTY, s, d)  # over one of its own ancestors
+            if target is inode:
+                return  # the same file: POSIX says do nothing
+            if inode.is_dir and not target.is_dir:
+                raise _error(errno.ENOTDIR, s, d)
+            if target.is_dir and not inode.is_dir:
+                raise _error(errno.EISDIR, s, d)
+            if target.children:
+                raise _error(errno.ENOTEMPTY, s, d)
+            self._unlink(d, dst_parent)
+        del self._entries[s]
+        src_parent.children.discard(posixpath.basename(s))
+        src_parent.mtime = self._clock()
+        self._link(d, inode, dst_parent)
+        inode.nlink -= 1  # _link counted a new name; this one was moved
+        if inode.is_dir:  # names are full paths, so the subtree moves with it
+            moved = [name for name in self._entries if name.startswith(s + "/")]
+            for name in moved:
+                self._entries[d + name[len(s) :]] = self._entries.pop(name)
+
+    def unlink(self, path: str) -> None:
+        """Remove a name; the inode stays readable through descriptors still open on it."""
+        p = _norm(path)
+        inode = self._get(p)
+        if inode is None:
+            self._parent(p)
+            raise _error(errno.ENOENT, p)
+        if inode.is_dir:
+            raise _error(errno.EISDIR, p)  # Linux, where POSIX says EPERM
+        self._unlink(p, self._parent(p))
+
+    def mkdir(self, path: str) -> None:
+        p = _norm(path)
+        if p in self._entries:
+            raise _error(errno.EEXIST, p)
+        parent = self._parent(p)
+        self._link(p, self._new_inode(is_dir=True), parent)
+
+    def stat(self, path: str) -> tuple[int, float]:
+        """``(size, mtime)``; a directory's size is reported as 0."""
+        p = _norm(path)
+        inode = self._get(p)
+        if inode is None:
+            self._parent(p)
+            raise _error(errno.ENOENT, p)
+        return (0 if inode.is_dir else len(inode.data), inode.mtime)
+
+    def flock(self, pid: int, fd: int, op: LockOp) -> None:
+        """``flock(fd, op | LOCK_NB)`` with Linux's non-atomic conversion.
+
+        Converting first drops the lock held, so a conversion that fails leaves the OFD
+        with no lock at all, as in the kernel.  A kernel modelling a blocking wait
+        should call this and wait on ``BlockingIOError``: a waiting converter has
+        likewise already let go of its old lock.
+        """
+        ofd = self._ofd(pid, fd)
+        locks = ofd.inode.flocks
+        held = locks.get(ofd)
+        if held is op:
+            return
+        if held is not None:
+            del locks[ofd]
+        if op is LockOp.UNLOCK:
+            return
+        if self._conflicts(ofd, op):
+            raise _error(errno.EWOULDBLOCK)
+        locks[ofd] = op
+
+    def can_flock(self, pid: int, fd: int, op: LockOp) -> bool:
+        """Would ``flock`` be granted now?  A pure query: it never drops a lock."""
+        ofd = self._ofd(pid, fd)
+        if op is LockOp.UNLOCK or ofd.inode.flocks.get(ofd) is op:
+            return True
+        return not self._conflicts(ofd, op)
+
+    def kill_process(self, pid: int) -> None:
+        """Exit: the kernel closes every fd, and last references drop their flocks."""
+        for fd, ofd in sorted(self._procs.pop(pid, {}).items()):
+            self._release(ofd, pid, fd)
+
+    def open_fds(self, pid: int) -> list[int]:
+        return sorted(self._procs.get(pid, ()))
+
+    def lock_holders(self, path: str) -> list[tuple[int, int, LockOp]]:
+        """``(pid, fd, mode)`` for each fd whose OFD holds a flock on the file at ``path``."""
+        inode = self._get(_norm(path))
+        if inode is None:
+            return []
+        holders = [(pid, fd, op) for ofd, op in inode.flocks.items() for pid, fd in ofd.fds]
+        return sorted(holders, key=lambda holder: (holder[0], holder[1]))

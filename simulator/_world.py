@@ -1,0 +1,109 @@
+"""What a simulated world holds: agents, their workload, the store layout, the server policy.
+
+A ``WorldSpec`` is pure data.  ``seed_world`` lays it out on a fresh virtual
+filesystem and a fresh fake server: one login, its credential written to the
+main store and, for the mirrored layout, copied into every agent's dir the
+way the OpenClaw docs told users to.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+from dataclasses import dataclass, field
+
+from fake_oauth_server import DEFAULT_BASE_URL, AuthServer, Policy
+from refresh_engine import AgentContext, Credential, profile_key, render_store, with_credential
+
+from ._errors import WorldError
+from ._vfs import VirtualFS
+
+#: 2026-01-01T00:00:00Z: virtual time starts here, so expiries look like real ones.
+DEFAULT_START = 1_767_225_600.0
+STORE_NAME = "auth-profiles.json"
+
+
+class StoreLayout(enum.Enum):
+    """Where the credential lives before the first refresh."""
+
+    SHARED = "shared"  # only the main store exists
+    MIRRORED = "mirrored"  # every agent dir holds a copy seeded from main
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """One agent and its workload: the offsets (seconds from start) when it wants a token."""
+
+    name: str
+    turns: tuple[float, ...]
+    process: int | None = None  # agents sharing a number share a process; None: its own
+
+
+@dataclass(frozen=True, slots=True)
+class WorldSpec:
+    agents: tuple[AgentSpec, ...]
+    policy: Policy = field(default_factory=Policy)
+    layout: StoreLayout = StoreLayout.MIRRORED
+    provider: str = "openai-codex"
+    profile_id: str = "default"
+    home: str = "/home/u"
+    base_url: str = DEFAULT_BASE_URL
+    refresh_margin: float = 300.0
+    start_time: float = DEFAULT_START
+    max_steps: int = 5000
+    server_seed: str = "tokenrace"
+
+    def __post_init__(self) -> None:
+        names = [agent.name for agent in self.agents]
+        if not names:
+            raise WorldError("a world needs at least one agent")
+        if len(set(names)) != len(names):
+            raise WorldError(f"agent names must be unique, got {names}")
+        for name in names:
+            if name != name.lower() or not name.isidentifier():
+                raise WorldError(f"agent name {name!r} must be a lowercase identifier")
+
+    @property
+    def state_dir(self) -> str:
+        return posixpath.join(self.home, ".openclaw")
+
+    @property
+    def main_store(self) -> str:
+        return posixpath.join(self.state_dir, "agents", "main", "agent", STORE_NAME)
+
+    @property
+    def token_url(self) -> str:
+        return self.base_url.rstrip("/") + "/oauth/token"
+
+    def agent_dir(self, name: str) -> str:
+        return posixpath.join(self.state_dir, "agents", name, "agent")
+
+    def pid(self, index: int) -> int:
+        process = self.agents[index].process
+        return 1000 + (index if process is None else 100 + process)
+
+    def context(self, name: str) -> AgentContext:
+        return AgentContext(
+            agent=name,
+            provider=self.provider,
+            profile_id=self.profile_id,
+            main_store=self.main_store,
+            agent_dir=self.agent_dir(name),
+            state_dir=self.state_dir,
+            token_url=self.token_url,
+            refresh_margin=self.refresh_margin,
+        )
+
+
+def seed_world(spec: WorldSpec, fs: VirtualFS, server: AuthServer) -> None:
+    """Log in once and lay the credential out as ``spec.layout`` says."""
+    pair = server.seed_grant(spec.start_time)
+    credential = Credential(pair.access_token, pair.refresh_token, pair.expires_at)
+    key = profile_key(spec.provider, spec.profile_id)
+    data = render_store(with_credential({}, key, spec.provider, credential))
+    fs.makedirs(posixpath.dirname(spec.main_store))
+    fs.write_file(spec.main_store, data)
+    for agent in spec.agents:
+        fs.makedirs(spec.agent_dir(agent.name))
+        if spec.layout is StoreLayout.MIRRORED:
+            fs.write_file(posixpath.join(spec.agent_dir(agent.name), STORE_NAME), data)
