@@ -18,7 +18,7 @@ from ._campaign import (
     search_engine,
 )
 from ._checker import Anomaly, AnomalyKind, Severity, check, fatal
-from ._corpus import MirroredChildStores
+from ._corpus import MirroredChildStores, NoCrossProcessLock
 from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation, load_engine
 from ._errors import ConformanceError, EngineLoadError, UnknownScenario
 from ._report import SCHEMA, results_json, write_report
@@ -38,6 +38,7 @@ __all__ = [
     "EngineResult",
     "Expectation",
     "MirroredChildStores",
+    "NoCrossProcessLock",
     "Severity",
     "UnknownScenario",
     "Verdict",

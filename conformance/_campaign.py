@@ -93,8 +93,18 @@ def search_engine(
     failing = search.failing
     if failing is None:
         return EngineResult(
-            entry.name, entry.summary, entry.expectation, Verdict.NOT_FOUND, (), None, 0,
-            search.examples, None, None, search.elapsed, "",
+            entry.name,
+            entry.summary,
+            entry.expectation,
+            Verdict.NOT_FOUND,
+            (),
+            None,
+            0,
+            search.examples,
+            None,
+            None,
+            search.elapsed,
+            "",
         )
     return EngineResult(
         engine=entry.name,

@@ -53,13 +53,9 @@ def fatal(anomalies: Iterable[Anomaly]) -> list[Anomaly]:
     return [anomaly for anomaly in anomalies if anomaly.severity is Severity.FATAL]
 
 
-def reuse_anomalies(
-    events: Iterable[HistoryEvent], audit: Iterable[AuditEvent]
-) -> list[Anomaly]:
+def reuse_anomalies(events: Iterable[HistoryEvent], audit: Iterable[AuditEvent]) -> list[Anomaly]:
     """A refresh token the server had already rotated, presented again."""
-    requests = {
-        event.request_id: event for event in events if event.kind is EventKind.REQUEST
-    }
+    requests = {event.request_id: event for event in events if event.kind is EventKind.REQUEST}
     spent_by: dict[str, str] = {}  # refresh-token fingerprint -> request that spent it
     found = []
     for record in audit:

@@ -138,7 +138,8 @@ def _print_result(console: Console, scenario: str, result: EngineResult) -> None
     for anomaly in result.anomalies:
         console.print(f"  - {anomaly}", markup=False, soft_wrap=True)
     console.print(
-        f"  Minimal schedule ({result.preemptions} context switches beyond the default order):"
+        f"  Minimal schedule ({_plural(result.preemptions, 'context switch')}"
+        " beyond the default order):"
     )
     console.print(
         f"      {replay_command(scenario, result.engine, result.schedule)}",
@@ -158,6 +159,10 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     if not anomalies:
         console.print("no anomaly")
     return EXIT_FAILED if fatal(anomalies) else EXIT_OK
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("ch") else "s")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 
-from refresh_engine import AgentContext, ReferenceEngine
+from refresh_engine import AgentContext, Flow, ReferenceEngine
 
 
 class MirroredChildStores(ReferenceEngine):
@@ -31,3 +31,28 @@ class MirroredChildStores(ReferenceEngine):
 
     def store_path(self, ctx: AgentContext) -> str:
         return posixpath.join(ctx.agent_dir, "auth-profiles.json")
+
+
+class NoCrossProcessLock(ReferenceEngine):
+    """Class 3 of RACES.md, no cross-process lock: several CLI instances share ``auth.json``.
+
+    Source: openai/codex#10332 and #6498 (also aws/aws-cli#10628).  The engine
+    reads through to the shared store and re-reads before refreshing, but its
+    only lock is an in-process mutex, which serializes nothing between
+    processes.  Two processes that both see the expired credential both
+    refresh with the same token; the second gets ``refresh_token_reused``.
+    Unlike class 1 it needs a context switch at the wrong moment, which is
+    what makes it a test of the schedule search.
+    """
+
+    name = "no-lock"
+    race_class = 3
+    source = "openai/codex#10332"
+
+    def acquire_lock(self, ctx: AgentContext) -> Flow[int | None]:
+        return None
+        yield  # a flow that takes no effect: the in-process mutex is per process
+
+    def release_lock(self, ctx: AgentContext, handle: int | None) -> Flow[None]:
+        return None
+        yield

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from refresh_engine import ReferenceEngine
 from simulator import Engine
 
-from ._corpus import MirroredChildStores
+from ._corpus import MirroredChildStores, NoCrossProcessLock
 from ._errors import EngineLoadError
 
 
@@ -46,6 +46,13 @@ BUILTIN_ENGINES: dict[str, EngineEntry] = {
         Expectation.BUGGY,
         "class 1: mirrored child stores (OpenClaw 2026.4.26)",
         MirroredChildStores.source,
+    ),
+    "no-lock": EngineEntry(
+        "no-lock",
+        NoCrossProcessLock,
+        Expectation.BUGGY,
+        "class 3: no cross-process lock (Codex CLI instances)",
+        NoCrossProcessLock.source,
     ),
 }
 

@@ -10,6 +10,7 @@ raises ``ReloginRequired`` when the agent cannot go on without a new login.
 # refresh_engine imports only the standard library (and httpx, lazily, in
 # _real.py); it imports nothing else of tokenrace.
 
+from . import _flow as ops
 from ._effects import (
     Clock,
     Close,
@@ -72,7 +73,6 @@ from ._store import (
     render_store,
     with_credential,
 )
-from . import _flow as ops
 
 __all__ = [
     "AgentContext",

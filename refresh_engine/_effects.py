@@ -240,10 +240,7 @@ class Failed:
     def to_exception(self) -> OSError:
         """The exception a real call would have raised."""
         exc_type = _EXCEPTION_TYPES.get(self.exception_type, OSError)
-        if self.errno is None:
-            exc = exc_type(self.message)
-        else:
-            exc = exc_type(self.errno, self.message)
+        exc = exc_type(self.message) if self.errno is None else exc_type(self.errno, self.message)
         if self.winerror is not None:
             exc.winerror = self.winerror  # type: ignore[attr-defined]
         return exc

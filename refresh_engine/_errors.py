@@ -5,7 +5,7 @@ Tree::
     RefreshEngineError
     ├── ReloginRequired        the grant is gone; a person must log in again
     ├── RefreshFailed          the server refused for another reason, or was unreachable
-    ├── StoreCorrupt           the credential store could not be parsed (it is kept, not overwritten)
+    ├── StoreCorrupt           the store does not parse (it is kept, never overwritten)
     ├── CredentialMissing      the store has no credential for this provider + profile
     └── InterpreterMismatch    an interpreter answered an effect with the wrong outcome
 

@@ -9,6 +9,7 @@ one effect at a time; the real interpreter loops it to the end.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from ._effects import (
 from ._errors import InterpreterMismatch
 
 T = TypeVar("T")
-O = TypeVar("O")
+OutcomeT = TypeVar("OutcomeT")
 
 #: A generator flow: yields effects, is sent outcomes, returns ``T``.
 Flow = Generator[Effect, Outcome, T]
@@ -104,10 +105,8 @@ class FlowRunner(Generic[T]):
         Python raise ``RuntimeError``; a killed process runs no cleanup, so
         that is expected and ignored.
         """
-        try:
+        with contextlib.suppress(RuntimeError):
             self._flow.close()
-        except RuntimeError:
-            pass
         self.state = RunnerState.FINISHED
         self.pending = None
 
@@ -136,7 +135,7 @@ class FlowRunner(Generic[T]):
 # typed under mypy strict: ``fd = yield from open_file(path, OpenFlags.READ)``.
 
 
-def _expect(outcome: Any, kind: type[O], effect: Effect) -> O:
+def _expect(outcome: Any, kind: type[OutcomeT], effect: Effect) -> OutcomeT:
     if not isinstance(outcome, kind):
         raise InterpreterMismatch(
             f"{type(effect).__name__} expects {kind.__name__}, got {type(outcome).__name__}"

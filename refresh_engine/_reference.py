@@ -17,6 +17,7 @@ window: the server spent the token, and the new one never arrived.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import re
@@ -103,10 +104,8 @@ def lock_path(ctx: AgentContext) -> str:
 
 def acquire_flock(path: str) -> Flow[int]:
     """Open the lock file and take an exclusive ``flock``; returns its fd."""
-    try:
+    with contextlib.suppress(FileExistsError):
         yield from ops.mkdir(posixpath.dirname(path))
-    except FileExistsError:
-        pass
     fd = yield from ops.open_file(path, OpenFlags.WRITE | OpenFlags.CREATE)
     try:
         yield from ops.flock(fd, LockOp.EXCLUSIVE)
@@ -130,9 +129,7 @@ def post_refresh(ctx: AgentContext, refresh_token: str) -> Flow[Credential | Tok
         {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": ctx.client_id}
     ).encode()
     sent_at = yield from ops.now()
-    response = yield from ops.http_post(
-        ctx.token_url, body, "application/x-www-form-urlencoded"
-    )
+    response = yield from ops.http_post(ctx.token_url, body, "application/x-www-form-urlencoded")
     if response.status != 200:
         return parse_token_error(response.status, response.body)
     try:
@@ -155,17 +152,25 @@ class ReferenceEngine:
         """The store this engine reads and writes: the main one."""
         return ctx.main_store
 
+    def acquire_lock(self, ctx: AgentContext) -> Flow[int | None]:
+        """Take the refresh lock; returns what ``release_lock`` needs."""
+        return (yield from acquire_flock(lock_path(ctx)))
+
+    def release_lock(self, ctx: AgentContext, handle: int | None) -> Flow[None]:
+        if handle is not None:
+            yield from release_flock(handle)
+
     def access_token(self, ctx: AgentContext) -> Flow[str]:
         """A valid access token, refreshing at most once per expiry."""
         path = self.store_path(ctx)
         credential = yield from read_credential(path, ctx.key)
         if credential.is_fresh((yield from ops.now()), ctx.refresh_margin):
             return credential.access
-        lock = yield from acquire_flock(lock_path(ctx))
+        lock = yield from self.acquire_lock(ctx)
         try:
             return (yield from self._refresh_locked(ctx, path))
         finally:
-            yield from release_flock(lock)
+            yield from self.release_lock(ctx, lock)
 
     def _refresh_locked(self, ctx: AgentContext, path: str) -> Flow[str]:
         presented: set[str] = set()

@@ -44,8 +44,10 @@ def parse_store(data: bytes, path: str) -> dict[str, Any]:
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoreCorrupt(f"{path}: not valid JSON ({exc.__class__.__name__} at byte "
-                           f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))})") from None
+        raise StoreCorrupt(
+            f"{path}: not valid JSON ({exc.__class__.__name__} at byte "
+            f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))})"
+        ) from None
     if not isinstance(document, dict) or not isinstance(document.get("profiles"), dict):
         raise StoreCorrupt(f"{path}: expected an object with a 'profiles' object")
     return document

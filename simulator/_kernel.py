@@ -269,7 +269,8 @@ class Simulation:
             agent.response = None
             self._resume(agent, outcome)
             return
-        assert agent.runner is not None and agent.runner.pending is not None
+        assert agent.runner is not None
+        assert agent.runner.pending is not None
         effect = agent.runner.pending
         if isinstance(effect, HttpPost):
             agent.request_id = f"s{self.step}"

@@ -8,6 +8,7 @@ thing: a ``RunResult`` whose schedule string replays it exactly.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from ._kernel import RunResult
 from ._schedule import Chooser, DefaultChooser, candidates
+
 
 class SwitchPointChooser:
     """The default order, except at chosen steps, where another runnable agent goes.
@@ -108,10 +110,8 @@ def search_hypothesis(
             failing = result
             raise _Found()
 
-    try:
+    with contextlib.suppress(_Found):
         probe()
-    except _Found:
-        pass
     return SearchResult(
         failing=failing,
         examples=examples,

@@ -250,6 +250,7 @@ class VirtualFS:
         inode.open_count += 1
         table = self._procs.setdefault(pid, {})
         fd = _FIRST_FD
+        fd = _FIRST_FD + len(table)
         while fd in table:
             fd += 1
         table[fd] = ofd

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -421,7 +422,17 @@ def test_respx_base_url_with_path_prefix() -> None:
 # ------------------------------------------------------------------ concurrency
 
 
-def test_concurrent_refreshes_of_one_token_only_one_wins() -> None:
+def test_concurrent_refreshes_of_one_token_only_one_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Widen the window between reading the token's state and spending it, so
+    # that without the server's lock every thread would pass the check.
+    check = AuthServer._refresh_rejection
+
+    def slow_check(record: Any, now: float) -> str:
+        reason = check(record, now)
+        time.sleep(0.002)
+        return reason
+
+    monkeypatch.setattr(AuthServer, "_refresh_rejection", staticmethod(slow_check))
     server = AuthServer()
     pair = server.seed_grant(0.0)
     barrier = threading.Barrier(8)

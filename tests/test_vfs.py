@@ -521,9 +521,9 @@ def test_can_flock_predicts_flock_and_locks_stay_exclusive(steps: list[tuple[int
 # ------------------------------------------------ differential test vs real Linux
 
 PIDS = (1, 2)
-FDS = st.integers(3, 6)
 NAMES = ("/a", "/b", "/d", "/d/a", "/e", "/a/x", "/z/a")
-BAD_FD = 1_000_000  # stands for a virtual fd that is not open: EBADF on the real side
+HANDLES = st.integers(0, 7)  # an index into the open (pid, fd) pairs, past them a closed fd
+BAD_FD = 1_000_000  # a virtual fd that is not open maps here: EBADF on the real side
 
 
 def _os_flags(flags: OpenFlags) -> int:
@@ -546,7 +546,9 @@ def _flags_from(members: frozenset[OpenFlags]) -> OpenFlags:
     return flags
 
 
-FLAGS = st.frozensets(st.sampled_from(list(OpenFlags))).map(_flags_from)
+FLAGS = st.sampled_from([R, W, R | W, C | W, C | X | W, W | T, R | T, W | A, R | W | A]) | (
+    st.frozensets(st.sampled_from(list(OpenFlags))).map(_flags_from)
+)
 
 
 def _call(fn: Callable[[], Any]) -> tuple[Any, tuple[type[OSError], int | None] | None]:
@@ -565,6 +567,7 @@ class VfsAgainstLinux(RuleBasedStateMachine):
         self.root = tempfile.mkdtemp(prefix="vfs-diff-")
         self.vfs = VirtualFS()
         self.fds: dict[int, dict[int, int]] = {pid: {} for pid in PIDS}
+        self.closed: list[tuple[int, int]] = [(1, 3), (2, 3)]  # EBADF, also across pids
         for d in ("/d", "/e"):
             self.vfs.mkdir(d)
             os.mkdir(self.real(d))
@@ -575,8 +578,12 @@ class VfsAgainstLinux(RuleBasedStateMachine):
     def real(self, path: str) -> str:
         return self.root + path
 
-    def real_fd(self, pid: int, fd: int) -> int:
-        return self.fds[pid].get(fd, BAD_FD)
+    def handle(self, index: int) -> tuple[int, int, int]:
+        """``(pid, virtual fd, real fd)``: open pairs first, then ones not open."""
+        pairs = [(pid, fd) for pid in PIDS for fd in sorted(self.fds[pid])]
+        pairs += [pair for pair in self.closed if pair[1] not in self.fds[pair[0]]]
+        pid, fd = pairs[index % len(pairs)] if pairs else (1, 3)
+        return pid, fd, self.fds[pid].get(fd, BAD_FD)
 
     def same(self, vfs_call: Callable[[], Any], real_call: Callable[[], Any]) -> Any:
         got, got_err = _call(vfs_call)
@@ -595,39 +602,40 @@ class VfsAgainstLinux(RuleBasedStateMachine):
             assert got == min(set(range(3, 3 + len(table) + 1)) - set(table))
             table[got] = want
 
-    @rule(pid=st.sampled_from(PIDS), fd=FDS, size=st.none() | st.integers(0, 8))
-    def read(self, pid: int, fd: int, size: int | None) -> None:
+    @rule(h=HANDLES, size=st.none() | st.integers(0, 8))
+    def read(self, h: int, size: int | None) -> None:
+        pid, fd, real_fd = self.handle(h)
         got, want, _ = self.same(
             lambda: self.vfs.read(pid, fd, size),
-            lambda: os.read(self.real_fd(pid, fd), 1 << 16 if size is None else size),
+            lambda: os.read(real_fd, 1 << 16 if size is None else size),
         )
         assert got == want
 
-    @rule(pid=st.sampled_from(PIDS), fd=FDS, data=st.binary(max_size=6))
-    def write(self, pid: int, fd: int, data: bytes) -> None:
+    @rule(h=HANDLES, data=st.binary(max_size=6))
+    def write(self, h: int, data: bytes) -> None:
+        pid, fd, real_fd = self.handle(h)
         got, want, _ = self.same(
-            lambda: self.vfs.write(pid, fd, data), lambda: os.write(self.real_fd(pid, fd), data)
+            lambda: self.vfs.write(pid, fd, data), lambda: os.write(real_fd, data)
         )
         assert got == want
 
-    @rule(pid=st.sampled_from(PIDS), fd=FDS, size=st.integers(0, 10))
-    def truncate(self, pid: int, fd: int, size: int) -> None:
-        self.same(
-            lambda: self.vfs.truncate(pid, fd, size),
-            lambda: os.ftruncate(self.real_fd(pid, fd), size),
-        )
+    @rule(h=HANDLES, size=st.integers(0, 10))
+    def truncate(self, h: int, size: int) -> None:
+        pid, fd, real_fd = self.handle(h)
+        self.same(lambda: self.vfs.truncate(pid, fd, size), lambda: os.ftruncate(real_fd, size))
 
-    @rule(pid=st.sampled_from(PIDS), fd=FDS)
-    def fsync(self, pid: int, fd: int) -> None:
-        self.same(lambda: self.vfs.fsync(pid, fd), lambda: os.fsync(self.real_fd(pid, fd)))
+    @rule(h=HANDLES)
+    def fsync(self, h: int) -> None:
+        pid, fd, real_fd = self.handle(h)
+        self.same(lambda: self.vfs.fsync(pid, fd), lambda: os.fsync(real_fd))
 
-    @rule(pid=st.sampled_from(PIDS), fd=FDS)
-    def close(self, pid: int, fd: int) -> None:
-        _, _, err = self.same(
-            lambda: self.vfs.close(pid, fd), lambda: os.close(self.real_fd(pid, fd))
-        )
+    @rule(h=HANDLES)
+    def close(self, h: int) -> None:
+        pid, fd, real_fd = self.handle(h)
+        _, _, err = self.same(lambda: self.vfs.close(pid, fd), lambda: os.close(real_fd))
         if err is None:
             del self.fds[pid][fd]
+            self.closed.append((pid, fd))
 
     @rule(pid=st.sampled_from(PIDS))
     def kill(self, pid: int) -> None:
@@ -651,13 +659,13 @@ class VfsAgainstLinux(RuleBasedStateMachine):
     def mkdir(self, path: str) -> None:
         self.same(lambda: self.vfs.mkdir(path), lambda: os.mkdir(self.real(path), 0o700))
 
-    @rule(pid=st.sampled_from(PIDS), fd=FDS, op=st.sampled_from(LockOp))
-    def flock(self, pid: int, fd: int, op: LockOp) -> None:
+    @rule(h=HANDLES, op=st.sampled_from(LockOp))
+    def flock(self, h: int, op: LockOp) -> None:
+        pid, fd, real_fd = self.handle(h)
         predicted, _ = _call(lambda: self.vfs.can_flock(pid, fd, op))
         bits = {SH: fcntl.LOCK_SH, EX: fcntl.LOCK_EX, UN: fcntl.LOCK_UN}[op]
         _, _, err = self.same(
-            lambda: self.vfs.flock(pid, fd, op),
-            lambda: fcntl.flock(self.real_fd(pid, fd), bits | fcntl.LOCK_NB),
+            lambda: self.vfs.flock(pid, fd, op), lambda: fcntl.flock(real_fd, bits | fcntl.LOCK_NB)
         )
         if predicted is not None:
             assert predicted == (err is None)
@@ -699,7 +707,7 @@ TestVfsAgainstLinux = pytest.mark.skipif(
 )(VfsAgainstLinux.TestCase)
 TestVfsAgainstLinux.settings = settings(
     max_examples=100,
-    stateful_step_count=30,
+    stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
