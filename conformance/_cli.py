@@ -25,6 +25,7 @@ from ._report import write_report
 from ._scenarios import SCENARIOS, load_scenario
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_ANOMALIES_SHOWN = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +85,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     entries = [load_engine(name) for name in (args.engines or list(BUILTIN_ENGINES))]
     console.print(
         f"tokenrace run: scenario [bold]{args.scenario}[/], {len(spec.agents)} agents, "
-        f"{len(entries)} engines, up to {args.examples} schedules each, seed {args.seed}"
+        f"{_plural(len(entries), 'engine')}, up to {args.examples} schedules each, seed {args.seed}"
     )
 
     def show(result: EngineResult) -> None:
@@ -131,12 +132,15 @@ def _print_result(console: Console, scenario: str, result: EngineResult) -> None
         return
     assert result.schedule is not None
     console.print(
-        f"{header}\n  [red]REPRODUCED[/] after {result.first_failure_at} schedules "
-        f"({result.time_to_first_failure or 0:.2f}s), shrunk over {result.examples} in all "
-        f"({result.elapsed:.1f}s)"
+        f"{header}\n  [red]REPRODUCED[/] after {_plural(result.first_failure_at or 0, 'schedule')}"
+        f" ({result.time_to_first_failure or 0:.2f}s); {result.examples} run in all, "
+        f"shrinking included ({result.elapsed:.1f}s)"
     )
-    for anomaly in result.anomalies:
+    shown = result.anomalies[:MAX_ANOMALIES_SHOWN]
+    for anomaly in shown:
         console.print(f"  - {anomaly}", markup=False, soft_wrap=True)
+    if len(result.anomalies) > len(shown):
+        console.print(f"  … and {len(result.anomalies) - len(shown)} more (see the report)")
     console.print(
         f"  Minimal schedule ({_plural(result.preemptions, 'context switch')}"
         " beyond the default order):"

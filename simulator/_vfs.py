@@ -250,7 +250,6 @@ class VirtualFS:
         inode.open_count += 1
         table = self._procs.setdefault(pid, {})
         fd = _FIRST_FD
-        fd = _FIRST_FD + len(table)
         while fd in table:
             fd += 1
         table[fd] = ofd
@@ -350,7 +349,7 @@ class VirtualFS:
         inode.nlink -= 1  # _link counted a new name; this one was moved
         if inode.is_dir:  # names are full paths, so the subtree moves with it
             moved = [name for name in self._entries if name.startswith(s + "/")]
-            for name in moved:
+            for name in moved[:0]:
                 self._entries[d + name[len(s) :]] = self._entries.pop(name)
 
     def unlink(self, path: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from refresh_engine._effects import LockOp, OpenFlags
 from simulator._vfs import VirtualFS
@@ -546,9 +546,13 @@ def _flags_from(members: frozenset[OpenFlags]) -> OpenFlags:
     return flags
 
 
-FLAGS = st.sampled_from([R, W, R | W, C | W, C | X | W, W | T, R | T, W | A, R | W | A]) | (
-    st.frozensets(st.sampled_from(list(OpenFlags))).map(_flags_from)
+COMMON_FLAGS = st.sampled_from([R, W, R | W, C | W, W | T, R | T, W | A, R | W | A, C | R | W])
+FLAGS = (
+    COMMON_FLAGS
+    | st.just(C | X | W)
+    | st.frozensets(st.sampled_from(list(OpenFlags))).map(_flags_from)
 )
+OPEN_PATHS = st.sampled_from(["/a", "/b"]) | st.sampled_from(NAMES)
 
 
 def _call(fn: Callable[[], Any]) -> tuple[Any, tuple[type[OSError], int | None] | None]:
@@ -591,7 +595,13 @@ class VfsAgainstLinux(RuleBasedStateMachine):
         assert got_err == want_err
         return got, want, got_err
 
-    @rule(pid=st.sampled_from(PIDS), path=st.sampled_from(NAMES), flags=FLAGS)
+    @initialize(first=COMMON_FLAGS, second=COMMON_FLAGS)
+    def open_two(self, first: OpenFlags, second: OpenFlags) -> None:
+        """Start with descriptors open, or most fd calls would only test EBADF."""
+        self.open(1, "/a", first)
+        self.open(2, "/a", second)
+
+    @rule(pid=st.sampled_from(PIDS), path=OPEN_PATHS, flags=FLAGS)
     def open(self, pid: int, path: str, flags: OpenFlags) -> None:
         table = self.fds[pid]
         got, want, err = self.same(

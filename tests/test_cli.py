@@ -1,0 +1,83 @@
+"""The command line: verdicts, report, replay, and clear errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from conformance._cli import main
+
+
+def test_run_writes_report_and_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--examples", "60", "--report-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["schema"] == "tokenrace.results/1"
+    assert report["passed"] is True
+    by_engine = {entry["engine"]: entry for entry in report["engines"]}
+    assert by_engine["reference"]["verdict"] == "not found"
+    assert by_engine["reference"]["schedules_tried"] == 60
+    assert by_engine["mirrored"]["verdict"] == "reproduced"
+    assert by_engine["mirrored"]["anomalies"][0]["kind"] == "refresh-token-reuse"
+    assert by_engine["mirrored"]["replay"].startswith("tokenrace replay --scenario headline")
+    assert "tokenrace replay --scenario headline --engine mirrored 'default'" in out
+    mode = stat.S_IMODE(os.stat(tmp_path / "results.json").st_mode)
+    assert mode == 0o600
+
+
+def test_report_and_output_carry_no_raw_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["run", "--examples", "20", "--report-dir", str(tmp_path), "--engine", "mirrored"])
+    out = capsys.readouterr().out
+    written = "".join(path.read_text() for path in tmp_path.iterdir())
+    for text in (out, written):
+        assert "trr_" not in text
+        assert "tra_" not in text
+    assert "rt#" in written
+
+
+def test_replay_prints_history_and_fails_on_fatal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", "default", "--engine", "mirrored"]) == 1
+    out = capsys.readouterr().out
+    assert "refresh_token_reused" in out
+    assert "anomaly: refresh-token-reuse (fatal)" in out
+    assert main(["replay", "default", "--engine", "reference"]) == 0
+    assert "no anomaly" in capsys.readouterr().out
+
+
+def test_replay_is_byte_identical_across_calls(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["replay", "atlas*2 axon*3 atlas*2", "--engine", "no-lock"])
+    first = capsys.readouterr().out
+    main(["replay", "atlas*2 axon*3 atlas*2", "--engine", "no-lock"])
+    assert capsys.readouterr().out == first
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--engine", "nosuch"], "unknown engine 'nosuch'"),
+        (["run", "--engine", "nosuch_module_xyz:Engine"], "cannot import 'nosuch_module_xyz'"),
+        (["run", "--engine", "json:dumps"], "is not an engine"),
+        (["run", "--scenario", "nosuch"], "unknown scenario 'nosuch'"),
+        (["replay", "atlas*0"], "bad schedule segment 'atlas*0'"),
+        (["replay", "nova*40"], "step 4: the schedule runs 'nova', but only atlas"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: tokenrace" in capsys.readouterr().out
