@@ -26,11 +26,24 @@ class OpenFlags(enum.Flag):
 
 
 class LockOp(enum.Enum):
-    """The operations of ``flock(2)``; ``blocking=False`` adds ``LOCK_NB``."""
+    """Lock operations of ``flock(2)``, ``lockf(3)`` and ``LockFileEx``.
+
+    ``blocking=False`` on the effect adds ``LOCK_NB`` (or ``LOCKFILE_FAIL_IMMEDIATELY``).
+    """
 
     SHARED = "shared"
     EXCLUSIVE = "exclusive"
     UNLOCK = "unlock"
+
+
+class MsvcrtMode(enum.Enum):
+    """The modes of ``msvcrt.locking``; values are the ``msvcrt.LK_*`` constants."""
+
+    UNLOCK = 0  # LK_UNLCK
+    LOCK = 1  # LK_LOCK: retries once a second, fails after 10 tries
+    NBLOCK = 2  # LK_NBLCK: fails at once
+    RLOCK = 3  # LK_RLCK: as LOCK (Windows has no read locks here)
+    NBRLOCK = 4  # LK_NBRLCK: as NBLOCK
 
 
 # --------------------------------------------------------------------- effects
@@ -135,6 +148,76 @@ class Flock:
 
 
 @dataclass(frozen=True, slots=True)
+class Seek:
+    """``os.lseek(fd, offset, SEEK_SET)``; outcome ``Position``."""
+
+    fd: int
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rmdir:
+    """``os.rmdir(path)``: how a mkdir lock is released."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """``os.utime(path)``: set the mtime to now, as a lease is renewed."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lockf:
+    """``fcntl.lockf(fd, op)``: a POSIX record lock on the whole file.
+
+    It belongs to the *process*: two agents of one process both get it, and
+    closing any descriptor of the file drops it.
+    """
+
+    fd: int
+    op: LockOp
+    blocking: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MsvcrtLocking:
+    """``msvcrt.locking(fd, mode, nbytes)``: a mandatory byte-range lock from the file position.
+
+    ``LOCK`` retries once a second and fails with ``OSError(EDEADLOCK)`` after 10 tries.
+    """
+
+    fd: int
+    mode: MsvcrtMode
+    nbytes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LockFileEx:
+    """``LockFileEx``/``UnlockFileEx`` on the file's handle: a mandatory byte-range lock."""
+
+    fd: int
+    op: LockOp
+    blocking: bool = True
+    offset: int = 0
+    length: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class GetPid:
+    """``os.getpid()``; outcome ``Pid``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessAlive:
+    """Is process ``pid`` alive (``kill(pid, 0)``)?  Outcome ``Alive``."""
+
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
 class HttpPost:
     """POST ``body`` to ``url``; outcome ``HttpResponse``.
 
@@ -178,6 +261,14 @@ Effect = (
     | Mkdir
     | Stat
     | Flock
+    | Seek
+    | Rmdir
+    | Touch
+    | Lockf
+    | MsvcrtLocking
+    | LockFileEx
+    | GetPid
+    | ProcessAlive
     | HttpPost
     | Now
     | Sleep
@@ -225,6 +316,21 @@ class Clock:
 
 
 @dataclass(frozen=True, slots=True)
+class Position:
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pid:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """The call raised: ``exception_type`` names the ``OSError`` subclass thrown in.
 
@@ -255,7 +361,19 @@ class Failed:
         )
 
 
-Outcome = Done | Opened | ReadData | Wrote | StatResult | HttpResponse | Clock | Failed
+Outcome = (
+    Done
+    | Opened
+    | ReadData
+    | Wrote
+    | StatResult
+    | HttpResponse
+    | Clock
+    | Position
+    | Pid
+    | Alive
+    | Failed
+)
 
 _EXCEPTION_TYPES: dict[str, type[OSError]] = {
     cls.__name__: cls

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._effects import (
+    Alive,
     Clock,
     Close,
     CreateExclusive,
@@ -24,22 +25,33 @@ from ._effects import (
     Failed,
     Flock,
     Fsync,
+    GetPid,
     HttpPost,
     HttpResponse,
+    Lockf,
+    LockFileEx,
     LockOp,
     Log,
     Mkdir,
+    MsvcrtLocking,
+    MsvcrtMode,
     Now,
     Open,
     Opened,
     OpenFlags,
     Outcome,
+    Pid,
+    Position,
+    ProcessAlive,
     Read,
     ReadData,
     Replace,
+    Rmdir,
+    Seek,
     Sleep,
     Stat,
     StatResult,
+    Touch,
     Truncate,
     Unlink,
     Write,
@@ -216,3 +228,40 @@ def now() -> Flow[float]:
 def http_post(url: str, body: bytes, content_type: str) -> Flow[HttpResponse]:
     effect = HttpPost(url, body, content_type)
     return _expect((yield effect), HttpResponse, effect)
+
+
+def seek(fd: int, offset: int = 0) -> Flow[int]:
+    effect = Seek(fd, offset)
+    return _expect((yield effect), Position, effect).offset
+
+
+def rmdir(path: str) -> Flow[None]:
+    return _done(Rmdir(path))
+
+
+def touch(path: str) -> Flow[None]:
+    return _done(Touch(path))
+
+
+def lockf(fd: int, op: LockOp, blocking: bool = True) -> Flow[None]:
+    return _done(Lockf(fd, op, blocking))
+
+
+def msvcrt_locking(fd: int, mode: MsvcrtMode, nbytes: int = 1) -> Flow[None]:
+    return _done(MsvcrtLocking(fd, mode, nbytes))
+
+
+def lock_file_ex(
+    fd: int, op: LockOp, blocking: bool = True, offset: int = 0, length: int = 1
+) -> Flow[None]:
+    return _done(LockFileEx(fd, op, blocking, offset, length))
+
+
+def getpid() -> Flow[int]:
+    effect = GetPid()
+    return _expect((yield effect), Pid, effect).pid
+
+
+def process_alive(pid: int) -> Flow[bool]:
+    effect = ProcessAlive(pid)
+    return _expect((yield effect), Alive, effect).alive

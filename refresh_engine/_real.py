@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, assert_never
 
 from ._effects import (
+    Alive,
     Clock,
     Close,
     CreateExclusive,
@@ -22,28 +23,38 @@ from ._effects import (
     Failed,
     Flock,
     Fsync,
+    GetPid,
     HttpPost,
     HttpResponse,
-    LockOp,
+    Lockf,
+    LockFileEx,
     Log,
     Mkdir,
+    MsvcrtLocking,
     Now,
     Open,
     Opened,
     OpenFlags,
     Outcome,
+    Pid,
+    Position,
+    ProcessAlive,
     Read,
     ReadData,
     Replace,
+    Rmdir,
+    Seek,
     Sleep,
     Stat,
     StatResult,
+    Touch,
     Truncate,
     Unlink,
     Write,
     Wrote,
 )
 from ._flow import Flow, FlowRunner, Raised, Returned
+from ._oslocks import flock, lock_file_ex, lockf, msvcrt_locking, process_alive
 
 if TYPE_CHECKING:
     import httpx
@@ -139,7 +150,23 @@ class RealWorld:
                 result = os.stat(path)
                 return StatResult(size=result.st_size, mtime=result.st_mtime)
             case Flock(fd, op, blocking):
-                _flock(fd, op, blocking)
+                flock(fd, op, blocking)
+            case Seek(fd, offset):
+                return Position(os.lseek(fd, offset, os.SEEK_SET))
+            case Rmdir(path):
+                os.rmdir(path)
+            case Touch(path):
+                os.utime(path)
+            case Lockf(fd, op, blocking):
+                lockf(fd, op, blocking)
+            case MsvcrtLocking(fd, mode, nbytes):
+                msvcrt_locking(fd, mode.value, nbytes)
+            case LockFileEx(fd, op, blocking, offset, length):
+                lock_file_ex(fd, op, blocking, offset, length)
+            case GetPid():
+                return Pid(os.getpid())
+            case ProcessAlive(pid):
+                return Alive(process_alive(pid))
             case HttpPost(url, body, content_type):
                 return self._post(url, body, content_type)
             case Now():
@@ -181,16 +208,3 @@ def _write_all(fd: int, data: bytes) -> int:
     while view:
         view = view[os.write(fd, view) :]
     return len(data)
-
-
-def _flock(fd: int, op: LockOp, blocking: bool) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: there is no flock to call
-        import errno
-
-        raise OSError(errno.ENOSYS, "flock is not available on this platform") from None
-    bits = {LockOp.SHARED: fcntl.LOCK_SH, LockOp.EXCLUSIVE: fcntl.LOCK_EX}.get(op, fcntl.LOCK_UN)
-    if not blocking and op is not LockOp.UNLOCK:
-        bits |= fcntl.LOCK_NB
-    fcntl.flock(fd, bits)

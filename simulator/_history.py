@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from fake_oauth_server import AuditEvent, redact
 from refresh_engine import (
+    Alive,
     Clock,
     Close,
     CreateExclusive,
@@ -23,20 +24,30 @@ from refresh_engine import (
     Failed,
     Flock,
     Fsync,
+    GetPid,
     HttpPost,
     HttpResponse,
+    Lockf,
+    LockFileEx,
     Log,
     Mkdir,
+    MsvcrtLocking,
     Now,
     Open,
     Opened,
     Outcome,
+    Pid,
+    Position,
+    ProcessAlive,
     Read,
     ReadData,
     Replace,
+    Rmdir,
+    Seek,
     Sleep,
     Stat,
     StatResult,
+    Touch,
     Truncate,
     Unlink,
     Write,
@@ -102,6 +113,23 @@ def describe_effect(effect: Effect) -> str:
             return f"stat {path}"
         case Flock(fd, op, blocking):
             return f"flock fd={fd} {op.value}" + ("" if blocking else " nonblocking")
+        case Seek(fd, offset):
+            return f"seek fd={fd} {offset}"
+        case Rmdir(path):
+            return f"rmdir {path}"
+        case Touch(path):
+            return f"touch {path}"
+        case Lockf(fd, op, blocking):
+            return f"lockf fd={fd} {op.value}" + ("" if blocking else " nonblocking")
+        case MsvcrtLocking(fd, mode, nbytes):
+            return f"msvcrt.locking fd={fd} {mode.name} {nbytes}"
+        case LockFileEx(fd, op, blocking, offset, length):
+            call = "UnlockFileEx" if op.value == "unlock" else f"LockFileEx {op.value}"
+            return f"{call} fd={fd} [{offset}, +{length})" + ("" if blocking else " immediate")
+        case GetPid():
+            return "getpid"
+        case ProcessAlive(pid):
+            return f"process-alive {pid}"
         case HttpPost(url, body, _):
             return f"POST {url} {redact(body.decode('utf-8', 'replace'))}"
         case Now():
@@ -129,6 +157,12 @@ def describe_outcome(outcome: Outcome) -> str:
             return f"{status} {describe_token_response(body)}"
         case Clock(now):
             return f"{now:.3f}"
+        case Position(offset):
+            return f"offset={offset}"
+        case Pid(pid):
+            return f"pid={pid}"
+        case Alive(alive):
+            return "alive" if alive else "gone"
         case Failed(exception_type, errno, message, winerror):
             extra = f" winerror={winerror}" if winerror is not None else ""
             return f"{exception_type}(errno={errno}{extra}) {message}"

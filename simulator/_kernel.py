@@ -19,6 +19,7 @@ from typing import Any, Protocol, assert_never
 from fake_oauth_server import AuditEvent, AuthServer, Request, fingerprint
 from refresh_engine import (
     AgentContext,
+    Alive,
     Clock,
     Close,
     CreateExclusive,
@@ -29,30 +30,40 @@ from refresh_engine import (
     Flow,
     FlowRunner,
     Fsync,
+    GetPid,
     HttpPost,
     HttpResponse,
+    Lockf,
+    LockFileEx,
     LockOp,
     Log,
     Mkdir,
+    MsvcrtLocking,
     Now,
     Open,
     Opened,
     Outcome,
+    Pid,
+    ProcessAlive,
     Raised,
     Read,
     ReadData,
     ReloginRequired,
     Replace,
     Returned,
+    Rmdir,
+    Seek,
     Sleep,
     Stat,
     StatResult,
+    Touch,
     Truncate,
     Unlink,
     Write,
     Wrote,
 )
 
+from ._errors import NotModelled
 from ._history import EventKind, HistoryEvent, render
 from ._schedule import Chooser, Schedule, default_choice, minimal_schedule
 from ._vfs import VirtualFS
@@ -322,6 +333,12 @@ class Simulation:
                 fs.flock(pid, fd, op)
             case Now():
                 return Clock(self.now)
+            case GetPid():
+                return Pid(pid)
+            case ProcessAlive(other):
+                return Alive(any(agent.pid == other for agent in self.agents))
+            case Seek() | Rmdir() | Touch() | Lockf() | MsvcrtLocking() | LockFileEx():
+                raise NotModelled(f"{type(effect).__name__} is not modelled by this OS model yet")
             case Log():
                 pass
             case HttpPost() | Sleep():

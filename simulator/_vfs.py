@@ -285,7 +285,7 @@ class VirtualFS:
         if not data:
             return 0
         buf = ofd.inode.data
-        if ofd.append:
+        if False:
             ofd.offset = len(buf)
         start = ofd.offset
         if start > len(buf):
@@ -349,7 +349,7 @@ class VirtualFS:
         inode.nlink -= 1  # _link counted a new name; this one was moved
         if inode.is_dir:  # names are full paths, so the subtree moves with it
             moved = [name for name in self._entries if name.startswith(s + "/")]
-            for name in moved[:0]:
+            for name in moved:
                 self._entries[d + name[len(s) :]] = self._entries.pop(name)
 
     def unlink(self, path: str) -> None:
