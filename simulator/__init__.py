@@ -10,14 +10,15 @@ that replays the run exactly.
 # it never imports conformance.
 
 from ._errors import NotModelled, ScheduleError, SimulatorError, WorldError
+from ._faults import FaultKind
 from ._history import EventKind, HistoryEvent, describe, render
 from ._kernel import AgentStatus, Engine, RunResult, Simulation, simulate
 from ._schedule import (
     Chooser,
     DefaultChooser,
-    IndexChooser,
     ReplayChooser,
     Schedule,
+    StepView,
     candidates,
     default_choice,
 )
@@ -33,8 +34,8 @@ __all__ = [
     "DefaultChooser",
     "Engine",
     "EventKind",
+    "FaultKind",
     "HistoryEvent",
-    "IndexChooser",
     "NotModelled",
     "ReplayChooser",
     "RunResult",
@@ -43,6 +44,7 @@ __all__ = [
     "SearchResult",
     "Simulation",
     "SimulatorError",
+    "StepView",
     "StoreLayout",
     "SwitchPointChooser",
     "VirtualFS",

@@ -64,6 +64,7 @@ class EventKind(enum.Enum):
     TURN_END = "turn-end"  # the engine returned a token or raised
     TOKEN_USE = "token-use"  # the agent used its token on the resource endpoint
     CLOCK = "clock"  # every agent waited; virtual time moved on
+    FAULT = "fault"  # the schedule injected a fault here
     DEADLOCK = "deadlock"  # agents wait and nothing can wake them
     STEP_BOUND = "step-bound"  # the run hit its step bound (possible livelock)
 

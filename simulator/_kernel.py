@@ -12,6 +12,7 @@ random source, so a schedule replays byte for byte.
 from __future__ import annotations
 
 import enum
+import errno
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
@@ -64,6 +65,7 @@ from refresh_engine import (
 )
 
 from ._errors import NotModelled
+from ._faults import REQUEST_FAULTS, FaultKind
 from ._history import EventKind, HistoryEvent, render
 from ._schedule import Chooser, Schedule, default_choice, minimal_schedule
 from ._vfs import VirtualFS
@@ -80,8 +82,19 @@ class AgentStatus(enum.Enum):
     IDLE = "idle"  # between turns, waiting for the workload's next one
     READY = "ready"  # has a pending effect
     SLEEPING = "sleeping"  # the engine asked to sleep
+    STALLED = "stalled"  # a stall fault stopped it; its pending effect waits
     AWAITING = "awaiting"  # its request reached the server; the response is in flight
+    USING = "using"  # the engine returned a token; the agent will use it next step
     DONE = "done"  # no turns left, or stranded
+
+
+_WAITING = (AgentStatus.IDLE, AgentStatus.SLEEPING, AgentStatus.STALLED)
+
+_REQUEST_FAULT_OUTCOMES: dict[FaultKind, Outcome] = {
+    FaultKind.SERVER_ERROR: HttpResponse(503, b'{"error": "temporarily_unavailable"}'),
+    FaultKind.RATE_LIMIT: HttpResponse(429, b'{"error": "rate_limited"}'),
+    FaultKind.RESET: Failed("ConnectionResetError", errno.ECONNRESET, "connection reset by peer"),
+}
 
 
 class _Agent:
@@ -96,9 +109,13 @@ class _Agent:
         "runner",
         "response",
         "request_id",
+        "token",
+        "skew",
     )
 
-    def __init__(self, name: str, pid: int, ctx: AgentContext, turns: tuple[float, ...]) -> None:
+    def __init__(
+        self, name: str, pid: int, ctx: AgentContext, turns: tuple[float, ...], skew: float
+    ) -> None:
         self.name = name
         self.pid = pid
         self.ctx = ctx
@@ -109,6 +126,8 @@ class _Agent:
         self.runner: FlowRunner[str] | None = None
         self.response: Outcome | None = None
         self.request_id = ""
+        self.token = ""
+        self.skew = skew
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +159,10 @@ class Simulation:
         self.server = AuthServer(spec.policy, seed=spec.server_seed)
         seed_world(spec, self.fs, self.server)
         self.agents = [
-            _Agent(a.name, spec.pid(i), spec.context(a.name), a.turns)
+            _Agent(a.name, spec.pid(i), spec.context(a.name), a.turns, spec.skew(a.name))
             for i, a in enumerate(spec.agents)
         ]
+        self.faults_left = spec.max_faults
         self._by_name = {agent.name: agent for agent in self.agents}
         self.events: list[HistoryEvent] = []
         self.step = 0
@@ -183,10 +203,15 @@ class Simulation:
             if self.step >= self.spec.max_steps:
                 self._record(EventKind.STEP_BOUND, "", note=f"stopped at {self.step} steps")
                 break
-            name = self.chooser.choose(self.step, runnable, last)
-            chosen.append(name)
-            defaults.append(name == default_choice(runnable, last))
-            self._run_step(self._agent(name))
+            choice = self.chooser.choose(_View(self, self.step, runnable, last))
+            chosen.append(choice)
+            defaults.append(choice == default_choice(runnable, last))
+            name, _, fault = choice.partition("!")
+            if fault:
+                self.faults_left -= 1
+                self._strike(self._agent(name), FaultKind.parse(fault))
+            else:
+                self._run_step(self._agent(name))
             last = name
             self.step += 1
 
@@ -194,7 +219,7 @@ class Simulation:
         return self._by_name[name]
 
     def _can_run(self, agent: _Agent) -> bool:
-        if agent.status is AgentStatus.AWAITING:
+        if agent.status is AgentStatus.AWAITING or agent.status is AgentStatus.USING:
             return True
         if agent.status is not AgentStatus.READY:
             return False
@@ -205,7 +230,7 @@ class Simulation:
 
     def _advance_clock(self) -> bool:
         """Jump to the earliest wake-up; False when nothing will ever wake."""
-        waiting = [a for a in self.agents if a.status in (AgentStatus.IDLE, AgentStatus.SLEEPING)]
+        waiting = [a for a in self.agents if a.status in _WAITING]
         if not waiting:
             blocked = [a.name for a in self.agents if a.status is not AgentStatus.DONE]
             if blocked:
@@ -218,6 +243,8 @@ class Simulation:
                 continue
             if agent.status is AgentStatus.IDLE:
                 self._begin_turn(agent)
+            elif agent.status is AgentStatus.STALLED:
+                agent.status = AgentStatus.READY  # the pending effect is still to do
             else:
                 self._resume(agent, Done())
         return True
@@ -243,18 +270,11 @@ class Simulation:
 
     def _after(self, agent: _Agent, result: Effect | Returned[str] | Raised) -> None:
         if isinstance(result, Returned):
-            token = str(result.value)
-            self._record(EventKind.TURN_END, agent.name, note=f"access token {fingerprint(token)}")
-            check = self.server.check_access(token, self.now)
+            agent.token = str(result.value)
             self._record(
-                EventKind.TOKEN_USE,
-                agent.name,
-                ok=check.ok,
-                note=fingerprint(token) + ("" if check.ok else f" ({check.reason})"),
+                EventKind.TURN_END, agent.name, note=f"access token {fingerprint(agent.token)}"
             )
-            self._schedule_next_turn(agent)
-            if agent.status is AgentStatus.IDLE and agent.wake_at <= self.now:
-                self._begin_turn(agent)
+            agent.status = AgentStatus.USING
         elif isinstance(result, Raised):
             error = result.error
             self._record(
@@ -270,7 +290,24 @@ class Simulation:
 
     # -------------------------------------------------------------- steps
 
+    def _use_token(self, agent: _Agent) -> None:
+        """The workload calls the resource endpoint with the token it was given."""
+        check = self.server.check_access(agent.token, self.now)
+        self._record(
+            EventKind.TOKEN_USE,
+            agent.name,
+            ok=check.ok,
+            note=fingerprint(agent.token) + ("" if check.ok else f" ({check.reason})"),
+        )
+        agent.token = ""
+        self._schedule_next_turn(agent)
+        if agent.status is AgentStatus.IDLE and agent.wake_at <= self.now:
+            self._begin_turn(agent)
+
     def _run_step(self, agent: _Agent) -> None:
+        if agent.status is AgentStatus.USING:
+            self._use_token(agent)
+            return
         if agent.status is AgentStatus.AWAITING:
             outcome = agent.response
             assert outcome is not None
@@ -296,6 +333,9 @@ class Simulation:
             outcome = self._perform(agent.pid, effect)
             self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome)
             self._resume(agent, outcome)
+
+    def _skew_of(self, pid: int) -> float:
+        return next((agent.skew for agent in self.agents if agent.pid == pid), 0.0)
 
     def _perform(self, pid: int, effect: Effect) -> Outcome:
         try:
@@ -332,7 +372,7 @@ class Simulation:
             case Flock(fd, op, _):
                 fs.flock(pid, fd, op)
             case Now():
-                return Clock(self.now)
+                return Clock(self.now + self._skew_of(pid))
             case GetPid():
                 return Pid(pid)
             case ProcessAlive(other):
@@ -361,6 +401,57 @@ class Simulation:
         response = self.server.handle(request, self.now)
         return HttpResponse(response.status, response.body)
 
+    # ------------------------------------------------------------- faults
+
+    def fault_options(self, agent: _Agent) -> tuple[FaultKind, ...]:
+        """The faults that may strike ``agent`` now; none once the budget is spent."""
+        allowed = self.spec.faults
+        if self.faults_left <= 0 or not allowed:
+            return ()
+        options: list[FaultKind] = []
+        if agent.status is AgentStatus.AWAITING:
+            options.append(FaultKind.DROP)
+        elif agent.runner is not None and isinstance(agent.runner.pending, HttpPost):
+            options.extend(REQUEST_FAULTS)
+        if agent.status is AgentStatus.READY:
+            options.append(FaultKind.STALL)
+        options.append(FaultKind.KILL)
+        return tuple(kind for kind in options if kind in allowed)
+
+    def _strike(self, agent: _Agent, fault: FaultKind) -> None:
+        self._record(EventKind.FAULT, agent.name, note=fault.value)
+        match fault:
+            case FaultKind.KILL:
+                self._kill(agent.pid)
+            case FaultKind.DROP:
+                agent.response = Failed("TimeoutError", errno.ETIMEDOUT, "the response was lost")
+                self._run_step(agent)
+            case FaultKind.SERVER_ERROR | FaultKind.RATE_LIMIT | FaultKind.RESET:
+                # the request never reaches the server; the agent sees the failure next step
+                agent.request_id = f"s{self.step}"
+                agent.response = _REQUEST_FAULT_OUTCOMES[fault]
+                agent.status = AgentStatus.AWAITING
+            case FaultKind.STALL:
+                agent.status = AgentStatus.STALLED
+                agent.wake_at = self.now + self.spec.stall_seconds
+
+    def _kill(self, pid: int) -> None:
+        """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later."""
+        self.fs.kill_process(pid)
+        for agent in self.agents:
+            if agent.pid != pid or agent.status is AgentStatus.DONE:
+                continue
+            if agent.runner is not None:
+                agent.runner.close()
+                agent.runner = None
+            if agent.status is not AgentStatus.IDLE:
+                agent.next_turn -= 1  # the interrupted turn is asked for again
+            agent.response = None
+            agent.token = ""
+            turn_at = self.spec.start_time + agent.turns[agent.next_turn]
+            agent.status = AgentStatus.IDLE
+            agent.wake_at = max(turn_at, self.now + self.spec.restart_delay)
+
     # ------------------------------------------------------------ history
 
     def _record(self, kind: EventKind, agent: str, **fields: Any) -> None:
@@ -370,6 +461,21 @@ class Simulation:
         paths = [self.spec.main_store]
         paths += [agent.ctx.agent_dir + "/auth-profiles.json" for agent in self.agents]
         return tuple((path, self.fs.read_file(path)) for path in paths if self.fs.exists(path))
+
+
+class _View:
+    """The chooser's window on one step (see ``StepView``)."""
+
+    __slots__ = ("_sim", "step", "runnable", "last")
+
+    def __init__(self, sim: Simulation, step: int, runnable: list[str], last: str | None) -> None:
+        self._sim = sim
+        self.step = step
+        self.runnable = runnable
+        self.last = last
+
+    def faults(self, agent: str) -> tuple[FaultKind, ...]:
+        return self._sim.fault_options(self._sim._agent(agent))
 
 
 def simulate(spec: WorldSpec, engine: Engine, chooser: Chooser) -> RunResult:

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ._errors import ScheduleError
+from ._faults import FaultKind
 
 #: The schedule string of a run that never departs from the default order.
 DEFAULT_ORDER = "default"
 
-_SEGMENT = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)(?:\*([0-9]+))?$")
+_SEGMENT = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)(?:\*([0-9]+)|!([a-z0-9]+))?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +41,28 @@ class Schedule:
             match = _SEGMENT.match(raw)
             if match is None:
                 raise ScheduleError(
-                    f"bad schedule segment {raw!r}: expected NAME or NAME*COUNT, e.g. 'atlas*12'"
+                    f"bad schedule segment {raw!r}: expected NAME, NAME*COUNT or NAME!FAULT, "
+                    "e.g. 'atlas*12' or 'atlas!drop'"
                 )
-            count = int(match.group(2) or 1)
+            name, count_text, fault = match.groups()
+            if fault is not None:
+                try:
+                    FaultKind.parse(fault)
+                except ValueError as exc:
+                    raise ScheduleError(f"bad schedule segment {raw!r}: {exc}") from None
+                steps.append(f"{name.lower()}!{fault}")
+                continue
+            count = int(count_text or 1)
             if count < 1:
                 raise ScheduleError(f"bad schedule segment {raw!r}: the count must be at least 1")
-            steps.extend([match.group(1).lower()] * count)
+            steps.extend([name.lower()] * count)
         return cls(tuple(steps))
 
     def segments(self) -> list[tuple[str, int]]:
-        """The run-length encoding: ``[(agent, steps), ...]``."""
+        """The run-length encoding: ``[(agent, steps), ...]``; a faulted step stands alone."""
         runs: list[tuple[str, int]] = []
         for name in self.steps:
-            if runs and runs[-1][0] == name:
+            if runs and runs[-1][0] == name and "!" not in name:
                 runs[-1] = (name, runs[-1][1] + 1)
             else:
                 runs.append((name, 1))
@@ -66,6 +76,10 @@ class Schedule:
     @property
     def context_switches(self) -> int:
         return max(0, len(self.segments()) - 1)
+
+    @property
+    def faults(self) -> int:
+        return sum("!" in step for step in self.steps)
 
 
 def default_choice(runnable: Sequence[str], last: str | None) -> str:
@@ -81,17 +95,34 @@ def candidates(runnable: Sequence[str], last: str | None) -> list[str]:
     return [first, *(name for name in runnable if name != first)]
 
 
-class Chooser(Protocol):
-    """Picks the agent to run when more than one can."""
+class StepView(Protocol):
+    """What a chooser may see at a step: who can run, and what each could do."""
 
-    def choose(self, step: int, runnable: Sequence[str], last: str | None) -> str: ...
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def runnable(self) -> Sequence[str]: ...
+
+    @property
+    def last(self) -> str | None: ...
+
+    def faults(self, agent: str) -> Sequence[FaultKind]:
+        """The faults that may strike ``agent`` at this step (empty when the budget is spent)."""
+        ...
+
+
+class Chooser(Protocol):
+    """Picks the agent to run (``"atlas"``), or a fault to strike it with (``"atlas!drop"``)."""
+
+    def choose(self, view: StepView) -> str: ...
 
 
 class DefaultChooser:
-    """Always the default order: no context switch that is not forced."""
+    """Always the default order: no context switch that is not forced, no fault."""
 
-    def choose(self, step: int, runnable: Sequence[str], last: str | None) -> str:
-        return default_choice(runnable, last)
+    def choose(self, view: StepView) -> str:
+        return default_choice(view.runnable, view.last)
 
 
 class ReplayChooser:
@@ -100,31 +131,23 @@ class ReplayChooser:
     def __init__(self, schedule: Schedule) -> None:
         self._steps = schedule.steps
 
-    def choose(self, step: int, runnable: Sequence[str], last: str | None) -> str:
+    def choose(self, view: StepView) -> str:
+        step = view.step
         if step >= len(self._steps):
-            return default_choice(runnable, last)
+            return default_choice(view.runnable, view.last)
         wanted = self._steps[step]
-        if wanted not in runnable:
+        name, _, fault = wanted.partition("!")
+        if name not in view.runnable:
             raise ScheduleError(
-                f"step {step}: the schedule runs {wanted!r}, but only "
-                f"{', '.join(runnable)} can run there"
+                f"step {step}: the schedule runs {name!r}, but only "
+                f"{', '.join(view.runnable)} can run there"
+            )
+        if fault and FaultKind.parse(fault) not in view.faults(name):
+            allowed = ", ".join(kind.value for kind in view.faults(name)) or "none"
+            raise ScheduleError(
+                f"step {step}: fault {fault!r} cannot strike {name} there (possible: {allowed})"
             )
         return wanted
-
-
-class IndexChooser:
-    """Choices as indices into ``candidates()``; drawn by Hypothesis, random or PCT."""
-
-    def __init__(self, draw: DrawIndex) -> None:
-        self._draw = draw
-
-    def choose(self, step: int, runnable: Sequence[str], last: str | None) -> str:
-        options = candidates(runnable, last)
-        return options[self._draw(len(options))]
-
-
-class DrawIndex(Protocol):
-    def __call__(self, n: int) -> int: ...
 
 
 def minimal_schedule(chosen: Iterable[str], defaults: Iterable[bool]) -> Schedule:

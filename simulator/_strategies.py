@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -18,7 +18,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from ._kernel import RunResult
-from ._schedule import Chooser, DefaultChooser, candidates
+from ._schedule import Chooser, DefaultChooser, StepView, candidates
 
 
 class SwitchPointChooser:
@@ -35,9 +35,9 @@ class SwitchPointChooser:
     def __init__(self, switches: dict[int, int]) -> None:
         self.switches = switches
 
-    def choose(self, step: int, runnable: Sequence[str], last: str | None) -> str:
-        options = candidates(runnable, last)
-        rank = self.switches.get(step)
+    def choose(self, view: StepView) -> str:
+        options = candidates(view.runnable, view.last)
+        rank = self.switches.get(view.step)
         if rank is None or len(options) == 1:
             return options[0]
         return options[1 + rank % (len(options) - 1)]

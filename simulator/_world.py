@@ -16,6 +16,7 @@ from fake_oauth_server import DEFAULT_BASE_URL, AuthServer, Policy
 from refresh_engine import AgentContext, Credential, profile_key, render_store, with_credential
 
 from ._errors import WorldError
+from ._faults import FaultKind
 from ._vfs import VirtualFS
 
 #: 2026-01-01T00:00:00Z: virtual time starts here, so expiries look like real ones.
@@ -52,6 +53,11 @@ class WorldSpec:
     start_time: float = DEFAULT_START
     max_steps: int = 5000
     server_seed: str = "tokenrace"
+    faults: frozenset[FaultKind] = frozenset()  # the faults a schedule may inject
+    max_faults: int = 0  # at most this many per run
+    restart_delay: float = 1.0  # seconds from a kill until the process is back
+    stall_seconds: float = 30.0  # how long a stalled agent stops
+    clock_skew: tuple[tuple[str, float], ...] = ()  # (agent, seconds its clock runs ahead)
 
     def __post_init__(self) -> None:
         names = [agent.name for agent in self.agents]
@@ -79,8 +85,13 @@ class WorldSpec:
         return posixpath.join(self.state_dir, "agents", name, "agent")
 
     def pid(self, index: int) -> int:
+        """Agents with the same ``process`` number share a pid; others get their own."""
         process = self.agents[index].process
         return 1000 + (index if process is None else 100 + process)
+
+    def skew(self, name: str) -> float:
+        """How far agent ``name``'s clock runs ahead of true time."""
+        return dict(self.clock_skew).get(name, 0.0)
 
     def context(self, name: str) -> AgentContext:
         return AgentContext(

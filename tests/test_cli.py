@@ -66,7 +66,7 @@ def test_replay_is_byte_identical_across_calls(capsys: pytest.CaptureFixture[str
         (["run", "--engine", "json:dumps"], "is not an engine"),
         (["run", "--scenario", "nosuch"], "unknown scenario 'nosuch'"),
         (["replay", "atlas*0"], "bad schedule segment 'atlas*0'"),
-        (["replay", "nova*40"], "step 4: the schedule runs 'nova', but only atlas"),
+        (["replay", "nova*40"], "step 5: the schedule runs 'nova', but only atlas"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(

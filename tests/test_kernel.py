@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from conformance import MirroredChildStores, NoCrossProcessLock
 from refresh_engine import (
     AgentContext,
@@ -22,6 +20,7 @@ from simulator import (
     ReplayChooser,
     RunResult,
     Schedule,
+    StepView,
     SwitchPointChooser,
     WorldSpec,
     simulate,
@@ -70,9 +69,9 @@ def test_clock_moves_only_when_every_agent_waits(two_agents: WorldSpec) -> None:
 class RoundRobin:
     """Switch at every step to the next runnable agent: maximal interleaving."""
 
-    def choose(self, step: int, runnable: Sequence[str], last: str | None) -> str:
-        later = [name for name in runnable if last is not None and name > last]
-        return later[0] if later else runnable[0]
+    def choose(self, view: StepView) -> str:
+        later = [name for name in view.runnable if view.last is not None and name > view.last]
+        return later[0] if later else view.runnable[0]
 
 
 def test_lock_waiter_runs_only_after_the_holder_unlocks(two_agents: WorldSpec) -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator import ReplayChooser, Schedule, ScheduleError, candidates, default_choice
+from simulator import FaultKind, ReplayChooser, Schedule, ScheduleError, candidates, default_choice
 
 names = st.sampled_from(["atlas", "axon", "nova", "nexis", "lumi"])
 
@@ -41,8 +41,31 @@ def test_default_order_stays_with_the_last_agent() -> None:
     assert candidates(["atlas", "nova", "lumi"], "nova") == ["nova", "atlas", "lumi"]
 
 
+class View:
+    def __init__(self, step: int, runnable: list[str], last: str | None) -> None:
+        self.step, self.runnable, self.last = step, runnable, last
+
+    def faults(self, agent: str) -> tuple[FaultKind, ...]:
+        return (FaultKind.KILL,)
+
+
 def test_replay_refuses_an_agent_that_cannot_run() -> None:
     chooser = ReplayChooser(Schedule.parse("nova"))
     with pytest.raises(ScheduleError, match="step 0: the schedule runs 'nova'"):
-        chooser.choose(0, ["atlas"], None)
-    assert chooser.choose(1, ["atlas", "nova"], "nova") == "nova"  # past the end: default
+        chooser.choose(View(0, ["atlas"], None))
+    assert chooser.choose(View(1, ["atlas", "nova"], "nova")) == "nova"  # past the end
+
+
+def test_replay_refuses_a_fault_that_cannot_strike_there() -> None:
+    chooser = ReplayChooser(Schedule.parse("nova!drop atlas!kill"))
+    with pytest.raises(ScheduleError, match="fault 'drop' cannot strike nova there"):
+        chooser.choose(View(0, ["nova"], None))
+    assert chooser.choose(View(1, ["atlas"], None)) == "atlas!kill"
+
+
+def test_faulted_steps_stand_alone_in_the_string() -> None:
+    schedule = Schedule.parse("atlas*2 atlas!drop atlas nova!kill")
+    assert str(schedule) == "atlas*2 atlas!drop atlas nova!kill"
+    assert schedule.faults == 2
+    with pytest.raises(ScheduleError, match="unknown fault 'boom'"):
+        Schedule.parse("atlas!boom")

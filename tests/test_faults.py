@@ -1,0 +1,136 @@
+"""Faults as schedule steps: a lost response, a killed process, a failed request, a stall."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from conformance import AnomalyKind, check
+from fake_oauth_server import AuditKind
+from refresh_engine import ReferenceEngine, lock_path
+from simulator import (
+    DefaultChooser,
+    EventKind,
+    FaultKind,
+    ReplayChooser,
+    Schedule,
+    Simulation,
+    StepView,
+    WorldSpec,
+    default_choice,
+    simulate,
+)
+
+
+class StrikeFirst:
+    """Default order, but strike ``fault`` at the first agent it is offered to."""
+
+    def __init__(self, fault: FaultKind) -> None:
+        self.fault = fault
+        self.struck = ""
+
+    def choose(self, view: StepView) -> str:
+        for agent in view.runnable:
+            if not self.struck and self.fault in view.faults(agent):
+                self.struck = agent
+                return f"{agent}!{self.fault.value}"
+        return default_choice(view.runnable, view.last)
+
+
+def with_faults(spec: WorldSpec, *kinds: FaultKind, budget: int = 1) -> WorldSpec:
+    return dataclasses.replace(spec, faults=frozenset(kinds), max_faults=budget)
+
+
+def test_no_fault_is_offered_without_a_budget(two_agents: WorldSpec) -> None:
+    chooser = StrikeFirst(FaultKind.KILL)
+    simulate(two_agents, ReferenceEngine(), chooser)
+    assert not chooser.struck
+
+
+def test_lost_response_after_commit_strands_the_login(two_agents: WorldSpec) -> None:
+    spec = with_faults(two_agents, FaultKind.DROP)
+    chooser = StrikeFirst(FaultKind.DROP)
+    result = simulate(spec, ReferenceEngine(), chooser)
+    faults = [e for e in result.events if e.kind is EventKind.FAULT]
+    assert [(e.agent, e.note) for e in faults] == [(chooser.struck, "drop")]
+    accepted = [e for e in result.audit if e.kind is AuditKind.ACCEPTED]
+    assert accepted, "the server committed the rotation before the response was lost"
+    ends = [e for e in result.events if e.kind is EventKind.TURN_END and e.agent == chooser.struck]
+    assert ends[-1].error_type == "TimeoutError"
+    kinds = {anomaly.kind for anomaly in check(result)}
+    # the store still holds the spent token: nova replays it, and under strict rotation
+    # with no reuse window nobody can recover
+    assert AnomalyKind.REFRESH_TOKEN_REUSE in kinds
+    assert AnomalyKind.AGENT_STRANDED in kinds
+
+
+def test_server_error_before_commit_spends_nothing(two_agents: WorldSpec) -> None:
+    spec = with_faults(two_agents, FaultKind.SERVER_ERROR)
+    chooser = StrikeFirst(FaultKind.SERVER_ERROR)
+    result = simulate(spec, ReferenceEngine(), chooser)
+    ends = [e for e in result.events if e.kind is EventKind.TURN_END and e.agent == chooser.struck]
+    assert ends[-1].error_type == "RefreshFailed"
+    assert "503" in ends[-1].note
+    assert not [e for e in result.audit if e.reason == "reused"]
+    assert {a.kind for a in check(result)} == {AnomalyKind.ENGINE_ERROR}
+
+
+def test_killed_holder_releases_its_flock_and_restarts(two_agents: WorldSpec) -> None:
+    spec = with_faults(two_agents, FaultKind.KILL)
+    lock = lock_path(spec.context("atlas"))
+
+    class KillHolder:
+        sim: Simulation
+
+        def __init__(self) -> None:
+            self.struck = False
+
+        def choose(self, view: StepView) -> str:
+            holders = self.sim.fs.lock_holders(lock) if self.sim.fs.exists(lock) else []
+            if not self.struck and holders and "atlas" in view.runnable:
+                self.struck = True
+                return "atlas!kill"
+            return default_choice(view.runnable, view.last)
+
+    chooser = KillHolder()
+    sim = Simulation(spec, ReferenceEngine(), chooser)
+    chooser.sim = sim
+    result = sim.run()
+    assert chooser.struck
+    kill = next(e for e in result.events if e.kind is EventKind.FAULT)
+    restarted = [
+        e
+        for e in result.events
+        if e.kind is EventKind.TURN_BEGIN and e.agent == "atlas" and e.step >= kill.step
+    ]
+    assert restarted, "the killed agent asks for its token again after the restart"
+    assert restarted[0].time == kill.time + spec.restart_delay
+    uses = [e for e in result.events if e.kind is EventKind.TOKEN_USE]
+    assert all(e.ok for e in uses)
+    assert check(result) == ()
+    # and the run replays exactly from its schedule string, fault included
+    replayed = simulate(
+        spec, ReferenceEngine(), ReplayChooser(Schedule.parse(str(result.schedule)))
+    )
+    assert replayed.render() == result.render()
+    assert "atlas!kill" in str(result.schedule)
+
+
+def test_stall_delays_the_agent_without_losing_its_effect(two_agents: WorldSpec) -> None:
+    spec = with_faults(two_agents, FaultKind.STALL)
+    chooser = StrikeFirst(FaultKind.STALL)
+    result = simulate(spec, ReferenceEngine(), chooser)
+    stall = next(e for e in result.events if e.kind is EventKind.FAULT)
+    later = [e for e in result.events if e.agent == chooser.struck and e.step > stall.step]
+    assert later[0].time == stall.time + spec.stall_seconds
+    assert check(result) == ()
+
+
+def test_clock_skew_moves_what_now_returns(two_agents: WorldSpec) -> None:
+    spec = dataclasses.replace(two_agents, clock_skew=(("nova", 120.0),))
+    result = simulate(spec, ReferenceEngine(), DefaultChooser())
+    nows = {
+        e.agent: e.outcome
+        for e in result.events
+        if e.kind is EventKind.EFFECT and type(e.effect).__name__ == "Now"
+    }
+    assert nows["nova"].now - nows["atlas"].now == 120.0  # type: ignore[union-attr]
