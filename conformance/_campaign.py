@@ -18,8 +18,13 @@ from simulator import (
     ReplayChooser,
     RunResult,
     Schedule,
+    SearchResult,
+    Strategy,
     WorldSpec,
+    search_exhaustive,
     search_hypothesis,
+    search_pct,
+    search_random,
     simulate,
 )
 
@@ -29,7 +34,8 @@ from ._engines import EngineEntry, Expectation
 
 class Verdict(enum.Enum):
     REPRODUCED = "reproduced"  # a fatal anomaly, with its minimal schedule
-    NOT_FOUND = "not found"  # no fatal anomaly within the examples tried
+    RULED_OUT = "ruled out"  # exhaustive search covered every schedule within its bound
+    NOT_FOUND = "not found"  # no fatal anomaly within the schedules tried
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +52,14 @@ class EngineResult:
     time_to_first_failure: float | None
     elapsed: float
     history: str  # the minimal failing run's history, tokens fingerprinted; "" when not found
+    strategy: Strategy = Strategy.HYPOTHESIS
+    bound: str = ""  # what the search covered, in words
 
     @property
     def passed(self) -> bool:
         if self.expectation is Expectation.BUGGY:
             return self.verdict is Verdict.REPRODUCED
-        return self.verdict is Verdict.NOT_FOUND
+        return self.verdict is not Verdict.REPRODUCED
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,49 @@ def has_fatal(result: RunResult) -> bool:
     return bool(fatal(check(result)))
 
 
+def world_bound(spec: WorldSpec) -> str:
+    """The world's size, as an exhaustive verdict states it."""
+    turns = max(len(agent.turns) for agent in spec.agents)
+    processes = len({spec.pid(index) for index in range(len(spec.agents))})
+    return (
+        f"{len(spec.agents)} agents in {processes} processes, {turns} turns each, "
+        f"{spec.max_faults} faults, at most {spec.max_steps} steps"
+    )
+
+
+def search_world(
+    spec: WorldSpec,
+    entry: EngineEntry,
+    strategy: Strategy,
+    *,
+    max_examples: int,
+    seed: int,
+    depth: int = 3,
+) -> SearchResult:
+    """Search ``entry``'s schedules in ``spec`` with one strategy."""
+
+    def run(chooser: Chooser) -> RunResult:
+        return simulate(spec, entry.factory(), chooser)
+
+    match strategy:
+        case Strategy.HYPOTHESIS:
+            faults = bool(spec.faults) and spec.max_faults > 0
+            return search_hypothesis(
+                run, has_fatal, max_examples=max_examples, seed=seed, faults=faults
+            )
+        case Strategy.RANDOM:
+            return search_random(run, has_fatal, max_examples=max_examples, seed=seed)
+        case Strategy.PCT:
+            names = [agent.name for agent in spec.agents]
+            return search_pct(
+                run, has_fatal, names, depth=depth, max_examples=max_examples, seed=seed
+            )
+        case Strategy.EXHAUSTIVE:
+            return search_exhaustive(
+                run, has_fatal, max_schedules=max_examples, describe=world_bound(spec)
+            )
+
+
 def search_engine(
     scenario: str,
     spec: WorldSpec,
@@ -83,28 +134,27 @@ def search_engine(
     *,
     max_examples: int,
     seed: int,
+    strategy: Strategy = Strategy.HYPOTHESIS,
 ) -> EngineResult:
-    """Search ``entry``'s schedules in ``spec`` with Hypothesis."""
-
-    def run(chooser: Chooser) -> RunResult:
-        return simulate(spec, entry.factory(), chooser)
-
-    search = search_hypothesis(run, has_fatal, max_examples=max_examples, seed=seed)
+    """Search ``entry``'s schedules in ``spec`` and give it a verdict."""
+    search = search_world(spec, entry, strategy, max_examples=max_examples, seed=seed)
     failing = search.failing
     if failing is None:
         return EngineResult(
-            entry.name,
-            entry.summary,
-            entry.expectation,
-            Verdict.NOT_FOUND,
-            (),
-            None,
-            0,
-            search.examples,
-            None,
-            None,
-            search.elapsed,
-            "",
+            engine=entry.name,
+            summary=entry.summary,
+            expectation=entry.expectation,
+            verdict=Verdict.RULED_OUT if search.complete else Verdict.NOT_FOUND,
+            anomalies=(),
+            schedule=None,
+            preemptions=0,
+            examples=search.examples,
+            first_failure_at=None,
+            time_to_first_failure=None,
+            elapsed=search.elapsed,
+            history="",
+            strategy=strategy,
+            bound=search.bound,
         )
     return EngineResult(
         engine=entry.name,
@@ -119,6 +169,8 @@ def search_engine(
         time_to_first_failure=search.time_to_first_failure,
         elapsed=search.elapsed,
         history=failing.render(),
+        strategy=strategy,
+        bound=search.bound,
     )
 
 
@@ -129,12 +181,15 @@ def run_campaign(
     *,
     max_examples: int = 1000,
     seed: int = 0,
+    strategy: Strategy = Strategy.HYPOTHESIS,
     on_result: Callable[[EngineResult], None] | None = None,
 ) -> CampaignResult:
     started = time.perf_counter()
     results = []
     for entry in entries:
-        result = search_engine(scenario, spec, entry, max_examples=max_examples, seed=seed)
+        result = search_engine(
+            scenario, spec, entry, max_examples=max_examples, seed=seed, strategy=strategy
+        )
         results.append(result)
         if on_result is not None:
             on_result(result)

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from simulator import Schedule, SimulatorError
+from simulator import Schedule, SimulatorError, Strategy
 
 from ._campaign import EngineResult, Verdict, replay, replay_command, run_campaign
 from ._checker import check, fatal
@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="engines",
         metavar="ENGINE",
         help="built-in name or module:attribute (repeatable; default: every built-in engine)",
+    )
+    run.add_argument(
+        "--strategy",
+        type=Strategy,
+        choices=list(Strategy),
+        default=Strategy.HYPOTHESIS,
+        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
+        help="how schedules are searched (default: hypothesis)",
     )
     run.add_argument("--examples", type=_positive, default=1000, help="schedules per engine")
     run.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
@@ -85,7 +93,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     entries = [load_engine(name) for name in (args.engines or list(BUILTIN_ENGINES))]
     console.print(
         f"tokenrace run: scenario [bold]{args.scenario}[/], {len(spec.agents)} agents, "
-        f"{_plural(len(entries), 'engine')}, up to {args.examples} schedules each, seed {args.seed}"
+        f"{_plural(len(entries), 'engine')}, {args.strategy.value} search, "
+        f"up to {args.examples} schedules each, seed {args.seed}"
     )
 
     def show(result: EngineResult) -> None:
@@ -99,6 +108,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             entries,
             max_examples=args.examples,
             seed=args.seed,
+            strategy=args.strategy,
             on_result=show,
         )
     table = Table(title=f"scenario {args.scenario}")
@@ -124,6 +134,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 def _print_result(console: Console, scenario: str, result: EngineResult) -> None:
     expected = "known bug" if result.expectation is Expectation.BUGGY else "expected clean"
     header = f"[bold]{result.engine}[/] ({expected}: {result.summary})"
+    if result.verdict is Verdict.RULED_OUT:
+        console.print(f"{header}\n  [green]RULED OUT[/] ({result.elapsed:.1f}s): {result.bound}")
+        return
     if result.verdict is Verdict.NOT_FOUND:
         console.print(
             f"{header}\n  [green]no fatal anomaly[/] in {result.examples} schedules "

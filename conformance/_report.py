@@ -11,7 +11,9 @@ Schema, version 1::
       "engines": [{
         "engine": str, "summary": str,
         "expected": "clean" | "buggy",
-        "verdict": "reproduced" | "not found",
+        "verdict": "reproduced" | "ruled out" | "not found",
+        "strategy": "hypothesis" | "random" | "pct" | "exhaustive",
+        "bound": str,            # what the search covered, in words
         "passed": bool,
         "schedules_tried": int,  # shrinking included
         "first_failure_at": int | null, "time_to_first_failure_s": float | null,
@@ -54,6 +56,8 @@ def engine_json(result: EngineResult, scenario: str) -> dict[str, Any]:
         "summary": result.summary,
         "expected": result.expectation.value,
         "verdict": result.verdict.value,
+        "strategy": result.strategy.value,
+        "bound": result.bound,
         "passed": result.passed,
         "schedules_tried": result.examples,
         "first_failure_at": result.first_failure_at,

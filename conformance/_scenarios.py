@@ -27,7 +27,17 @@ def headline() -> WorldSpec:
     )
 
 
-SCENARIOS = {"headline": headline}
+def small() -> WorldSpec:
+    """The headline's shape at a size exhaustive search can cover: 3 agents, 1 expiry."""
+    lifetime = Policy.preset("openai").access_token_lifetime
+    return WorldSpec(
+        agents=tuple(AgentSpec(name, (lifetime,)) for name in HEADLINE_AGENTS[:3]),
+        policy=Policy.preset("openai"),
+        layout=StoreLayout.MIRRORED,
+    )
+
+
+SCENARIOS = {"headline": headline, "small": small}
 
 
 def load_scenario(name: str) -> WorldSpec:

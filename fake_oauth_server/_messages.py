@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,20 +74,33 @@ class TokenPair:
             f"family={self.family!r}, generation={self.generation!r})"
         )
 
+    def to_json(self, now: float) -> dict[str, Any]:
+        """The RFC 6749 §5.1 token response for this pair, as seen at ``now``."""
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": max(0, round(self.expires_at - now)),
+        }
+
 
 class AuditKind(enum.Enum):
-    """What happened to a token."""
+    """What happened to a token (or, for ``FAULT``, to the request that carried it)."""
 
     ISSUED = "issued"
     PRESENTED = "presented"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     REVOKED = "revoked"
+    #: A fault struck the request; ``reason`` is the fault's kind ("5xx", "drop", ...).
+    FAULT = "fault"
 
 
 class TokenKind(enum.Enum):
     ACCESS = "access"
     REFRESH = "refresh"
+    #: An authorization code (``/authorize`` then the ``authorization_code`` grant).
+    CODE = "code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +119,40 @@ class AuditEvent:
     token_fp: str
     family: str
     generation: int
-    #: For REJECTED/REVOKED: "reused", "expired", "revoked" or "unknown".
+    #: REJECTED: "reused", "expired", "revoked" or "unknown".  ACCEPTED: "" or
+    #: "grace" (a spent token accepted inside the reuse window).  REVOKED: what
+    #: caused it ("reused", "superseded", "rotated", "code_reused").  FAULT: the
+    #: fault's kind.
     reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as JSON-ready values (what ``GET /_control/audit`` sends, one per line)."""
+        return {
+            "time": self.time,
+            "request_id": self.request_id,
+            "client_id": self.client_id,
+            "kind": self.kind.value,
+            "token_kind": self.token_kind.value,
+            "token_fp": self.token_fp,
+            "family": self.family,
+            "generation": self.generation,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditEvent:
+        """The inverse of ``to_json``."""
+        return cls(
+            time=float(data["time"]),
+            request_id=str(data["request_id"]),
+            client_id=str(data["client_id"]),
+            kind=AuditKind(data["kind"]),
+            token_kind=TokenKind(data["token_kind"]),
+            token_fp=str(data["token_fp"]),
+            family=str(data["family"]),
+            generation=int(data["generation"]),
+            reason=str(data.get("reason", "")),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Token format, deterministic minting, fingerprints and redaction.
 
-Tokens are opaque to clients but have a fixed shape here (``tra_`` or
-``trr_`` + 32 lowercase hex) so that ``redact`` can find every one of them
+Tokens are opaque to clients but have a fixed shape here (``tra_``,
+``trr_`` or, for authorization codes, ``trc_`` + 32 lowercase hex) so that ``redact`` can find every one of them
 in any text by a regex, and so that nothing raw ever reaches a report or a
 log.  Minting is a pure function of (seed, counter): the same seed and the
 same request sequence mint byte-identical tokens, which is what makes a
@@ -15,27 +15,31 @@ import re
 
 ACCESS_PREFIX = "tra_"
 REFRESH_PREFIX = "trr_"
+CODE_PREFIX = "trc_"
 
 _HEX_LEN = 32
 _FP_LEN = 8
 
 #: Every token this server could mint, wherever it sits in a text.
-TOKEN_RE = re.compile(r"tr[ar]_[0-9a-f]{32}")
+TOKEN_RE = re.compile(r"tr[arc]_[0-9a-f]{32}")
 _ACCESS_RE = re.compile(r"tra_[0-9a-f]{32}")
 _REFRESH_RE = re.compile(r"trr_[0-9a-f]{32}")
+_CODE_RE = re.compile(r"trc_[0-9a-f]{32}")
 
 
 def fingerprint(token: str) -> str:
     """A short, stable stand-in for ``token`` that is safe to show anywhere.
 
-    ``rt#`` + 8 hex for refresh tokens, ``at#`` for access tokens, ``tok#``
-    for anything else; the hex is the start of the token's sha256.
+    ``rt#`` + 8 hex for refresh tokens, ``at#`` for access tokens, ``code#``
+    for authorization codes, ``tok#`` for anything else; the hex is the start of the token's sha256.
     """
     digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:_FP_LEN]
     if _REFRESH_RE.fullmatch(token):
         return f"rt#{digest}"
     if _ACCESS_RE.fullmatch(token):
         return f"at#{digest}"
+    if _CODE_RE.fullmatch(token):
+        return f"code#{digest}"
     return f"tok#{digest}"
 
 
@@ -57,7 +61,7 @@ class Minter:
         return f"Minter(counter={self._counter})"
 
     def mint(self, prefix: str) -> str:
-        """The next token with ``prefix`` (``ACCESS_PREFIX`` or ``REFRESH_PREFIX``)."""
+        """The next token with ``prefix`` (``ACCESS_PREFIX``, ``REFRESH_PREFIX``, ``CODE_PREFIX``)."""
         self._counter += 1
         material = f"tokenrace\x00{self._seed}\x00{self._counter}\x00{prefix}"
         digest = hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()

@@ -10,6 +10,7 @@ that replays the run exactly.
 # it never imports conformance.
 
 from ._errors import NotModelled, ScheduleError, SimulatorError, WorldError
+from ._explore import search_exhaustive
 from ._faults import FaultKind
 from ._history import EventKind, HistoryEvent, describe, render
 from ._kernel import AgentStatus, Engine, RunResult, Simulation, simulate
@@ -22,7 +23,17 @@ from ._schedule import (
     candidates,
     default_choice,
 )
-from ._strategies import SearchResult, SwitchPointChooser, search_hypothesis, switch_points
+from ._strategies import (
+    PctChooser,
+    RandomChooser,
+    SearchResult,
+    Strategy,
+    SwitchPointChooser,
+    search_hypothesis,
+    search_pct,
+    search_random,
+    switch_points,
+)
 from ._vfs import VirtualFS
 from ._world import DEFAULT_START, AgentSpec, StoreLayout, WorldSpec, seed_world
 
@@ -37,6 +48,8 @@ __all__ = [
     "FaultKind",
     "HistoryEvent",
     "NotModelled",
+    "PctChooser",
+    "RandomChooser",
     "ReplayChooser",
     "RunResult",
     "Schedule",
@@ -46,6 +59,7 @@ __all__ = [
     "SimulatorError",
     "StepView",
     "StoreLayout",
+    "Strategy",
     "SwitchPointChooser",
     "VirtualFS",
     "WorldError",
@@ -54,7 +68,10 @@ __all__ = [
     "default_choice",
     "describe",
     "render",
+    "search_exhaustive",
     "search_hypothesis",
+    "search_pct",
+    "search_random",
     "seed_world",
     "simulate",
     "switch_points",

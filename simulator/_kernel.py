@@ -15,59 +15,32 @@ import enum
 import errno
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Protocol, assert_never
+from typing import Any, Protocol
 
 from fake_oauth_server import AuditEvent, AuthServer, Request, fingerprint
 from refresh_engine import (
     AgentContext,
-    Alive,
-    Clock,
-    Close,
-    CreateExclusive,
     Done,
     Effect,
     Failed,
     Flock,
     Flow,
     FlowRunner,
-    Fsync,
-    GetPid,
     HttpPost,
     HttpResponse,
-    Lockf,
-    LockFileEx,
     LockOp,
-    Log,
-    Mkdir,
-    MsvcrtLocking,
-    Now,
-    Open,
-    Opened,
     Outcome,
-    Pid,
-    ProcessAlive,
     Raised,
-    Read,
-    ReadData,
     ReloginRequired,
-    Replace,
     Returned,
-    Rmdir,
-    Seek,
     Sleep,
-    Stat,
-    StatResult,
-    Touch,
-    Truncate,
-    Unlink,
-    Write,
-    Wrote,
 )
 
-from ._errors import NotModelled
 from ._faults import REQUEST_FAULTS, FaultKind
+from ._footprint import EVERYTHING, SERVER_READ, Footprint, effect_footprint, local
 from ._history import EventKind, HistoryEvent, render
 from ._schedule import Chooser, Schedule, default_choice, minimal_schedule
+from ._syscalls import os_call
 from ._vfs import VirtualFS
 from ._world import WorldSpec, seed_world
 
@@ -338,54 +311,13 @@ class Simulation:
         return next((agent.skew for agent in self.agents if agent.pid == pid), 0.0)
 
     def _perform(self, pid: int, effect: Effect) -> Outcome:
-        try:
-            return self._os_call(pid, effect)
-        except OSError as exc:
-            return Failed.from_exception(exc)
-
-    def _os_call(self, pid: int, effect: Effect) -> Outcome:
-        fs = self.fs
-        match effect:
-            case Open(path, flags):
-                return Opened(fs.open(pid, path, flags))
-            case CreateExclusive(path):
-                return Opened(fs.create_exclusive(pid, path))
-            case Read(fd, size):
-                return ReadData(fs.read(pid, fd, size))
-            case Write(fd, data):
-                return Wrote(fs.write(pid, fd, data))
-            case Truncate(fd, size):
-                fs.truncate(pid, fd, size)
-            case Fsync(fd):
-                fs.fsync(pid, fd)
-            case Close(fd):
-                fs.close(pid, fd)
-            case Replace(src, dst):
-                fs.replace(src, dst)
-            case Unlink(path):
-                fs.unlink(path)
-            case Mkdir(path):
-                fs.mkdir(path)
-            case Stat(path):
-                size, mtime = fs.stat(path)
-                return StatResult(size, mtime)
-            case Flock(fd, op, _):
-                fs.flock(pid, fd, op)
-            case Now():
-                return Clock(self.now + self._skew_of(pid))
-            case GetPid():
-                return Pid(pid)
-            case ProcessAlive(other):
-                return Alive(any(agent.pid == other for agent in self.agents))
-            case Seek() | Rmdir() | Touch() | Lockf() | MsvcrtLocking() | LockFileEx():
-                raise NotModelled(f"{type(effect).__name__} is not modelled by this OS model yet")
-            case Log():
-                pass
-            case HttpPost() | Sleep():
-                raise AssertionError("handled by _run_step")
-            case _:
-                assert_never(effect)
-        return Done()
+        return os_call(
+            self.fs,
+            pid,
+            effect,
+            now=self.now + self._skew_of(pid),
+            alive=lambda other: any(agent.pid == other for agent in self.agents),
+        )
 
     def _post(self, effect: HttpPost, request_id: str) -> Outcome:
         url = urllib.parse.urlsplit(effect.url)
@@ -400,6 +332,18 @@ class Simulation:
         )
         response = self.server.handle(request, self.now)
         return HttpResponse(response.status, response.body)
+
+    def footprint(self, agent: _Agent, fault: FaultKind | None = None) -> Footprint:
+        """What ``agent``'s next step (struck by ``fault``) would touch; see ``_footprint``."""
+        if fault is FaultKind.KILL:
+            return EVERYTHING
+        if fault is not None or agent.status is AgentStatus.AWAITING:
+            return local(agent.name)
+        if agent.status is AgentStatus.USING:
+            return SERVER_READ
+        if agent.runner is None or agent.runner.pending is None:
+            return local(agent.name)
+        return effect_footprint(self.fs, agent.pid, agent.name, agent.runner.pending)
 
     # ------------------------------------------------------------- faults
 
@@ -476,6 +420,22 @@ class _View:
 
     def faults(self, agent: str) -> tuple[FaultKind, ...]:
         return self._sim.fault_options(self._sim._agent(agent))
+
+    def footprint(self, option: str) -> Footprint:
+        """What running ``option`` (``"atlas"`` or ``"atlas!kill"``) now would touch."""
+        name, _, fault = option.partition("!")
+        return self._sim.footprint(
+            self._sim._agent(name), FaultKind.parse(fault) if fault else None
+        )
+
+    @property
+    def waiting(self) -> list[str]:
+        """Agents with an effect to do that cannot run now (they wait for a lock)."""
+        return [
+            agent.name
+            for agent in self._sim.agents
+            if agent.status is AgentStatus.READY and agent.name not in self.runnable
+        ]
 
 
 def simulate(spec: WorldSpec, engine: Engine, chooser: Chooser) -> RunResult:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from ._errors import ScheduleError
 from ._faults import FaultKind
+from ._footprint import Footprint
 
 #: The schedule string of a run that never departs from the default order.
 DEFAULT_ORDER = "default"
@@ -109,6 +110,15 @@ class StepView(Protocol):
 
     def faults(self, agent: str) -> Sequence[FaultKind]:
         """The faults that may strike ``agent`` at this step (empty when the budget is spent)."""
+        ...
+
+    def footprint(self, option: str) -> Footprint:
+        """What running ``option`` (``"atlas"`` or ``"atlas!kill"``) now would touch."""
+        ...
+
+    @property
+    def waiting(self) -> Sequence[str]:
+        """Agents with an effect to do that cannot run now (they wait for a lock)."""
         ...
 
 

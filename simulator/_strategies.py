@@ -1,16 +1,25 @@
-"""Search strategies: how the choice at each step is made, and a search loop.
+"""Search strategies: how the choice at each step is made, and the search loops.
 
-``search_hypothesis`` lets Hypothesis draw the choices (``st.data()``) and
-shrink a failing run toward fewer context switches; ``DefaultChooser`` and
-``ReplayChooser`` need no search at all.  Every strategy ends in the same
-thing: a ``RunResult`` whose schedule string replays it exactly.
+Every strategy ends in the same thing, a ``RunResult`` whose schedule string
+replays it exactly:
+
+- ``hypothesis`` draws *switch points* (a step, an agent rank, a fault) and
+  shrinks a failing run toward fewer and earlier switches and fewer faults;
+- ``random`` switches agents and injects faults by coin flips;
+- ``pct`` is probabilistic concurrency testing (Burckhardt et al., ASPLOS
+  2010): random agent priorities and ``depth - 1`` priority change points,
+  which finds any bug of depth ``d`` with probability at least
+  ``1 / (n * k^(d-1))`` per run;
+- ``exhaustive`` (``_explore.py``) visits every schedule up to equivalence.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -21,57 +30,137 @@ from ._kernel import RunResult
 from ._schedule import Chooser, DefaultChooser, StepView, candidates
 
 
-class SwitchPointChooser:
-    """The default order, except at chosen steps, where another runnable agent goes.
+class Strategy(enum.Enum):
+    HYPOTHESIS = "hypothesis"
+    RANDOM = "random"
+    PCT = "pct"
+    EXHAUSTIVE = "exhaustive"
 
-    ``switches`` maps a step to a rank among the *other* runnable agents (taken
-    modulo their number).  Most races need only a few preemptions, so a
-    handful of switch points reaches them; Hypothesis shrinks the map toward
-    fewer and earlier switches, so the minimal schedule is the simplest story.
+
+def _with_fault(view: StepView, agent: str, pick: int) -> str:
+    """``agent``, or ``agent!fault`` when ``pick`` > 0 and a fault may strike it."""
+    if pick <= 0:
+        return agent
+    faults = view.faults(agent)
+    if not faults:
+        return agent
+    return f"{agent}!{faults[(pick - 1) % len(faults)].value}"
+
+
+class SwitchPointChooser:
+    """The default order, except at chosen steps.
+
+    ``points`` maps a step to ``(rank, fault)``: the agent at ``rank`` among
+    the candidates (0 is the default one) runs, struck by the ``fault``-th
+    possible fault when ``fault`` > 0.  Most races need only a few
+    preemptions, so a handful of points reaches them.
     """
 
-    __slots__ = ("switches",)
+    __slots__ = ("points",)
 
-    def __init__(self, switches: dict[int, int]) -> None:
-        self.switches = switches
+    def __init__(self, points: dict[int, tuple[int, int]]) -> None:
+        self.points = points
 
     def choose(self, view: StepView) -> str:
         options = candidates(view.runnable, view.last)
-        rank = self.switches.get(view.step)
-        if rank is None or len(options) == 1:
+        point = self.points.get(view.step)
+        if point is None:
             return options[0]
-        return options[1 + rank % (len(options) - 1)]
+        rank, fault = point
+        return _with_fault(view, options[rank % len(options)], fault)
 
 
-def switch_points(horizon: int, max_switches: int = 24) -> st.SearchStrategy[dict[int, int]]:
-    """Up to ``max_switches`` preemptions at steps below ``horizon``."""
-    point = st.tuples(st.integers(0, max(0, horizon - 1)), st.integers(0, 63))
+def switch_points(
+    horizon: int, max_switches: int = 24, faults: bool = False
+) -> st.SearchStrategy[dict[int, tuple[int, int]]]:
+    """Up to ``max_switches`` points at steps below ``horizon``; zeros shrink to no-ops."""
+    fault = st.integers(0, 7) if faults else st.just(0)
+    point = st.tuples(st.integers(0, max(0, horizon - 1)), st.tuples(st.integers(0, 63), fault))
     return st.lists(point, max_size=max_switches).map(dict)
+
+
+class RandomChooser:
+    """Switch to a random other agent with probability ``switch``; fault with ``fault``."""
+
+    __slots__ = ("_rng", "_switch", "_fault")
+
+    def __init__(self, rng: random.Random, switch: float = 0.25, fault: float = 0.02) -> None:
+        self._rng = rng
+        self._switch = switch
+        self._fault = fault
+
+    def choose(self, view: StepView) -> str:
+        options = candidates(view.runnable, view.last)
+        agent = options[0]
+        if len(options) > 1 and self._rng.random() < self._switch:
+            agent = self._rng.choice(options[1:])
+        strike = self._rng.random() < self._fault
+        return _with_fault(view, agent, 1 + self._rng.randrange(8) if strike else 0)
+
+
+class PctChooser:
+    """PCT: the highest-priority runnable agent runs; change points demote the runner."""
+
+    __slots__ = ("_priority", "_changes", "_rng", "_fault")
+
+    def __init__(
+        self,
+        rng: random.Random,
+        agents: Sequence[str],
+        depth: int,
+        horizon: int,
+        fault: float = 0.0,
+    ) -> None:
+        order = list(agents)
+        rng.shuffle(order)
+        # initial priorities depth .. depth+n-1; change point i lowers to depth-1-i
+        self._priority = {name: depth + rank for rank, name in enumerate(order)}
+        steps = rng.sample(range(max(horizon, depth)), k=max(0, depth - 1))
+        self._changes = {step: depth - 1 - index for index, step in enumerate(sorted(steps))}
+        self._rng = rng
+        self._fault = fault
+
+    def choose(self, view: StepView) -> str:
+        agent = max(view.runnable, key=self._priority.__getitem__)
+        lowered = self._changes.get(view.step)
+        if lowered is not None:
+            self._priority[agent] = lowered
+            agent = max(view.runnable, key=self._priority.__getitem__)
+        strike = self._fault > 0 and self._rng.random() < self._fault
+        return _with_fault(view, agent, 1 + self._rng.randrange(8) if strike else 0)
 
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """How a search ended: the minimal failing run, if one was found."""
+    """How a search ended: the (minimal, where the strategy shrinks) failing run, if any."""
 
+    strategy: Strategy
     failing: RunResult | None
     examples: int  # schedules run in all, shrinking included
     first_failure_at: int | None  # how many schedules it took to find the first failure
     elapsed: float  # seconds, wall clock
     time_to_first_failure: float | None
+    complete: bool = False  # exhaustive only: every schedule within the bound was covered
+    bound: str = ""  # what the search covered, in words
 
 
 class _Found(Exception):
     """Raised inside the property so Hypothesis shrinks toward the minimal run."""
 
 
+Run = Callable[[Chooser], RunResult]
+IsFailure = Callable[[RunResult], bool]
+
+
 def search_hypothesis(
-    run: Callable[[Chooser], RunResult],
-    is_failure: Callable[[RunResult], bool],
+    run: Run,
+    is_failure: IsFailure,
     *,
     max_examples: int = 1000,
     seed: int = 0,
     shrink: bool = True,
     max_switches: int = 24,
+    faults: bool = False,
 ) -> SearchResult:
     """Draw schedules until ``is_failure`` holds, then shrink; at most ``max_examples``.
 
@@ -83,7 +172,6 @@ def search_hypothesis(
     first_time: float | None = None
     failing: RunResult | None = None
     started = time.perf_counter()
-
     phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
     horizon = run(DefaultChooser()).steps + 1
 
@@ -98,10 +186,10 @@ def search_hypothesis(
         report_multiple_bugs=False,
         print_blob=False,
     )
-    @given(switch_points(horizon, max_switches))
-    def probe(switches: dict[int, int]) -> None:
+    @given(switch_points(horizon, max_switches, faults))
+    def probe(points: dict[int, tuple[int, int]]) -> None:
         nonlocal examples, first_at, first_time, failing
-        result = run(SwitchPointChooser(switches))
+        result = run(SwitchPointChooser(points))
         examples += 1
         if is_failure(result):
             if first_at is None:
@@ -113,9 +201,67 @@ def search_hypothesis(
     with contextlib.suppress(_Found):
         probe()
     return SearchResult(
+        strategy=Strategy.HYPOTHESIS,
         failing=failing,
         examples=examples,
         first_failure_at=first_at,
         elapsed=time.perf_counter() - started,
         time_to_first_failure=first_time,
+        bound=f"{examples} schedules with up to {max_switches} switch points",
+    )
+
+
+def search_sampled(
+    strategy: Strategy,
+    run: Run,
+    is_failure: IsFailure,
+    make_chooser: Callable[[random.Random, int], Chooser],
+    *,
+    max_examples: int,
+    seed: int,
+    bound: str,
+) -> SearchResult:
+    """Run independently seeded choosers until one fails; no shrinking."""
+    started = time.perf_counter()
+    horizon = run(DefaultChooser()).steps + 1
+    for index in range(max_examples):
+        result = run(make_chooser(random.Random(f"{seed}:{index}"), horizon))
+        if is_failure(result):
+            elapsed = time.perf_counter() - started
+            return SearchResult(strategy, result, index + 1, index + 1, elapsed, elapsed, False)
+    elapsed = time.perf_counter() - started
+    return SearchResult(strategy, None, max_examples, None, elapsed, None, False, bound)
+
+
+def search_random(
+    run: Run, is_failure: IsFailure, *, max_examples: int = 1000, seed: int = 0
+) -> SearchResult:
+    return search_sampled(
+        Strategy.RANDOM,
+        run,
+        is_failure,
+        lambda rng, _horizon: RandomChooser(rng),
+        max_examples=max_examples,
+        seed=seed,
+        bound=f"{max_examples} random schedules",
+    )
+
+
+def search_pct(
+    run: Run,
+    is_failure: IsFailure,
+    agents: Sequence[str],
+    *,
+    depth: int = 3,
+    max_examples: int = 1000,
+    seed: int = 0,
+) -> SearchResult:
+    return search_sampled(
+        Strategy.PCT,
+        run,
+        is_failure,
+        lambda rng, horizon: PctChooser(rng, agents, depth, horizon),
+        max_examples=max_examples,
+        seed=seed,
+        bound=f"{max_examples} PCT schedules of depth {depth}",
     )

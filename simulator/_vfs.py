@@ -285,7 +285,7 @@ class VirtualFS:
         if not data:
             return 0
         buf = ofd.inode.data
-        if False:
+        if ofd.append:
             ofd.offset = len(buf)
         start = ofd.offset
         if start > len(buf):
@@ -301,7 +301,7 @@ class VirtualFS:
             raise _error(errno.EINVAL)
         ofd = self._ofd(pid, fd)
         if not ofd.writable or ofd.inode.is_dir:
-            raise _error(errno.EINVAL)
+            raise _error(errno.EBADF)
         self._resize(ofd.inode, size)
 
     def fsync(self, pid: int, fd: int) -> None:
@@ -411,6 +411,20 @@ class VirtualFS:
         """Exit: the kernel closes every fd, and last references drop their flocks."""
         for fd, ofd in sorted(self._procs.pop(pid, {}).items()):
             self._release(ofd, pid, fd)
+
+    def inode_at(self, path: str) -> int | None:
+        """The inode number ``path`` names now, or None (for dependency tracking)."""
+        return self._entries.get(_norm(path))
+
+    def inode_of(self, pid: int, fd: int) -> int | None:
+        """The inode number behind ``fd`` of ``pid``, or None for a bad descriptor."""
+        ofd = self._procs.get(pid, {}).get(fd)
+        return None if ofd is None else ofd.inode.ino
+
+    def holds_flock(self, pid: int, fd: int) -> bool:
+        """Whether closing ``fd`` could release a lock (its OFD holds a flock)."""
+        ofd = self._procs.get(pid, {}).get(fd)
+        return ofd is not None and ofd in ofd.inode.flocks
 
     def open_fds(self, pid: int) -> list[int]:
         return sorted(self._procs.get(pid, ()))

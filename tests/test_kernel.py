@@ -37,7 +37,7 @@ def test_same_schedule_gives_byte_identical_histories(headline_world: WorldSpec)
 
 
 def test_a_searched_run_replays_from_its_schedule_string(headline_world: WorldSpec) -> None:
-    chooser = SwitchPointChooser({3: 1, 17: 2, 40: 0, 41: 3, 90: 1})
+    chooser = SwitchPointChooser({3: (1, 0), 17: (2, 0), 40: (1, 0), 41: (3, 0), 90: (1, 0)})
     searched = simulate(headline_world, NoCrossProcessLock(), chooser)
     assert searched.preemptions > 0
     replayed = simulate(
