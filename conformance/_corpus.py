@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 
-from refresh_engine import AgentContext, Flow, ReferenceEngine
+from refresh_engine import AgentContext, LockKind, ReferenceEngine
 
 
 class MirroredChildStores(ReferenceEngine):
@@ -49,10 +49,5 @@ class NoCrossProcessLock(ReferenceEngine):
     race_class = 3
     source = "openai/codex#10332"
 
-    def acquire_lock(self, ctx: AgentContext) -> Flow[int | None]:
-        return None
-        yield  # a flow that takes no effect: the in-process mutex is per process
-
-    def release_lock(self, ctx: AgentContext, handle: int | None) -> Flow[None]:
-        return None
-        yield
+    def __init__(self) -> None:
+        super().__init__(lock=LockKind.MUTEX)

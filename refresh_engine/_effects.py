@@ -206,6 +206,18 @@ class LockFileEx:
 
 
 @dataclass(frozen=True, slots=True)
+class Mutex:
+    """An in-process mutex named ``name``: ``EXCLUSIVE`` waits for it, ``UNLOCK`` frees it.
+
+    It serializes the agents of one process and nothing else, which is the
+    whole of classes 3 and 4 of RACES.md.
+    """
+
+    name: str
+    op: LockOp
+
+
+@dataclass(frozen=True, slots=True)
 class GetPid:
     """``os.getpid()``; outcome ``Pid``."""
 
@@ -267,6 +279,7 @@ Effect = (
     | Lockf
     | MsvcrtLocking
     | LockFileEx
+    | Mutex
     | GetPid
     | ProcessAlive
     | HttpPost

@@ -35,6 +35,7 @@ from ._effects import (
     Mkdir,
     MsvcrtLocking,
     MsvcrtMode,
+    Mutex,
     Now,
     Open,
     Opened,
@@ -265,3 +266,7 @@ def getpid() -> Flow[int]:
 def process_alive(pid: int) -> Flow[bool]:
     effect = ProcessAlive(pid)
     return _expect((yield effect), Alive, effect).alive
+
+
+def mutex(name: str, op: LockOp) -> Flow[None]:
+    return _done(Mutex(name, op))

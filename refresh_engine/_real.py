@@ -9,6 +9,7 @@ proved, run against the real machine.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, assert_never
@@ -28,9 +29,11 @@ from ._effects import (
     HttpResponse,
     Lockf,
     LockFileEx,
+    LockOp,
     Log,
     Mkdir,
     MsvcrtLocking,
+    Mutex,
     Now,
     Open,
     Opened,
@@ -163,6 +166,8 @@ class RealWorld:
                 msvcrt_locking(fd, mode.value, nbytes)
             case LockFileEx(fd, op, blocking, offset, length):
                 lock_file_ex(fd, op, blocking, offset, length)
+            case Mutex(name, op):
+                _mutex(name, op)
             case GetPid():
                 return Pid(os.getpid())
             case ProcessAlive(pid):
@@ -192,6 +197,20 @@ class RealWorld:
         except httpx.TransportError as exc:
             raise ConnectionError(f"POST {url}: {type(exc).__name__}") from None
         return HttpResponse(response.status_code, response.content)
+
+
+_MUTEXES: dict[str, threading.Lock] = {}
+_MUTEXES_GUARD = threading.Lock()
+
+
+def _mutex(name: str, op: LockOp) -> None:
+    """A process-wide named mutex: what an engine's in-process lock really is."""
+    with _MUTEXES_GUARD:
+        lock = _MUTEXES.setdefault(name, threading.Lock())
+    if op is LockOp.UNLOCK:
+        lock.release()
+    else:
+        lock.acquire()
 
 
 def _read(fd: int, size: int | None) -> bytes:

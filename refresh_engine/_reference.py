@@ -17,18 +17,24 @@ window: the server spent the token, and the new one never arrived.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import posixpath
-import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 from . import _flow as ops
-from ._effects import LockOp, OpenFlags
 from ._errors import RefreshFailed, ReloginRequired
 from ._flow import Flow
+from ._locks import (
+    DEFAULT_TIMING,
+    Held,
+    LockKind,
+    LockScope,
+    LockTiming,
+    acquire_lock,
+    lock_path_for,
+    release_lock,
+)
 from ._store import (
     Credential,
     atomic_write,
@@ -64,6 +70,7 @@ class AgentContext:
     token_url: str
     client_id: str = "tokenrace"
     refresh_margin: float = 300.0
+    platform: str = "linux"  # sys.platform of the machine the agent runs on
 
     @property
     def key(self) -> str:
@@ -97,30 +104,14 @@ def parse_token_error(status: int, body: bytes) -> TokenError:
 
 
 def lock_path(ctx: AgentContext) -> str:
-    """The refresh lock for one login, shared by every agent of the state dir."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", ctx.key)
-    return posixpath.join(ctx.state_dir, "locks", f"{safe}.lock")
-
-
-def acquire_flock(path: str) -> Flow[int]:
-    """Open the lock file and take an exclusive ``flock``; returns its fd."""
-    with contextlib.suppress(FileExistsError):
-        yield from ops.mkdir(posixpath.dirname(path))
-    fd = yield from ops.open_file(path, OpenFlags.WRITE | OpenFlags.CREATE)
-    try:
-        yield from ops.flock(fd, LockOp.EXCLUSIVE)
-    except Exception:
-        yield from ops.close(fd)
-        raise
-    return fd
-
-
-def release_flock(fd: int) -> Flow[None]:
-    """Unlock, then close.  The lock file stays: unlinking it races new lockers."""
-    try:
-        yield from ops.flock(fd, LockOp.UNLOCK)
-    finally:
-        yield from ops.close(fd)
+    """The reference engine's refresh lock: per provider + profileId, in the shared state dir."""
+    return lock_path_for(
+        LockScope.PROFILE,
+        key=ctx.key,
+        agent_dir=ctx.agent_dir,
+        store_path=ctx.main_store,
+        state_dir=ctx.state_dir,
+    )
 
 
 def post_refresh(ctx: AgentContext, refresh_token: str) -> Flow[Credential | TokenError]:
@@ -144,21 +135,51 @@ def post_refresh(ctx: AgentContext, refresh_token: str) -> Flow[Credential | Tok
 
 
 class ReferenceEngine:
-    """Read-through, correctly keyed lock, re-read under lock, atomic write."""
+    """Read-through, correctly keyed lock, re-read under lock, atomic write.
+
+    ``lock`` and ``scope`` choose the lock from the zoo (``_locks``); the
+    defaults, flock per provider + profileId, are what the guarantees above
+    are stated for.  Other choices make the variants the suite checks.
+    """
 
     name = "reference"
+
+    def __init__(
+        self,
+        lock: LockKind = LockKind.FLOCK,
+        scope: LockScope = LockScope.PROFILE,
+        timing: LockTiming = DEFAULT_TIMING,
+    ) -> None:
+        self.lock = lock
+        self.scope = scope
+        self.timing = timing
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lock={self.lock.value}, scope={self.scope.value})"
 
     def store_path(self, ctx: AgentContext) -> str:
         """The store this engine reads and writes: the main one."""
         return ctx.main_store
 
-    def acquire_lock(self, ctx: AgentContext) -> Flow[int | None]:
-        """Take the refresh lock; returns what ``release_lock`` needs."""
-        return (yield from acquire_flock(lock_path(ctx)))
+    def lock_path(self, ctx: AgentContext) -> str:
+        return lock_path_for(
+            self.scope,
+            key=ctx.key,
+            agent_dir=ctx.agent_dir,
+            store_path=self.store_path(ctx),
+            state_dir=ctx.state_dir,
+        )
 
-    def release_lock(self, ctx: AgentContext, handle: int | None) -> Flow[None]:
-        if handle is not None:
-            yield from release_flock(handle)
+    def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
+        """Take the refresh lock; returns what ``release_lock`` needs."""
+        return (
+            yield from acquire_lock(
+                self.lock, self.lock_path(ctx), platform=ctx.platform, timing=self.timing
+            )
+        )
+
+    def release_lock(self, ctx: AgentContext, held: Held) -> Flow[None]:
+        yield from release_lock(held)
 
     def access_token(self, ctx: AgentContext) -> Flow[str]:
         """A valid access token, refreshing at most once per expiry."""

@@ -32,6 +32,7 @@ from refresh_engine import (
     Log,
     Mkdir,
     MsvcrtLocking,
+    Mutex,
     Now,
     Open,
     Opened,
@@ -127,6 +128,8 @@ def describe_effect(effect: Effect) -> str:
         case LockFileEx(fd, op, blocking, offset, length):
             call = "UnlockFileEx" if op.value == "unlock" else f"LockFileEx {op.value}"
             return f"{call} fd={fd} [{offset}, +{length})" + ("" if blocking else " immediate")
+        case Mutex(name, op):
+            return f"mutex {op.value} {name}"
         case GetPid():
             return "getpid"
         case ProcessAlive(pid):

@@ -29,6 +29,7 @@ from refresh_engine import (
     HttpPost,
     HttpResponse,
     LockOp,
+    Mutex,
     Outcome,
     Raised,
     ReloginRequired,
@@ -136,6 +137,7 @@ class Simulation:
             for i, a in enumerate(spec.agents)
         ]
         self.faults_left = spec.max_faults
+        self.mutexes: dict[tuple[int, str], str] = {}  # (pid, name) -> holding agent
         self._by_name = {agent.name: agent for agent in self.agents}
         self.events: list[HistoryEvent] = []
         self.step = 0
@@ -199,6 +201,8 @@ class Simulation:
         effect = agent.runner.pending if agent.runner is not None else None
         if isinstance(effect, Flock) and effect.blocking and effect.op is not LockOp.UNLOCK:
             return self.fs.can_flock(agent.pid, effect.fd, effect.op)
+        if isinstance(effect, Mutex) and effect.op is not LockOp.UNLOCK:
+            return (agent.pid, effect.name) not in self.mutexes
         return True
 
     def _advance_clock(self) -> bool:
@@ -298,6 +302,10 @@ class Simulation:
             agent.response = self._post(effect, agent.request_id)
             agent.status = AgentStatus.AWAITING
             self._record(EventKind.REQUEST, agent.name, effect=effect, request_id=agent.request_id)
+        elif isinstance(effect, Mutex):
+            outcome = self._mutex(agent, effect)
+            self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome)
+            self._resume(agent, outcome)
         elif isinstance(effect, Sleep):
             self._record(EventKind.EFFECT, agent.name, effect=effect)
             agent.status = AgentStatus.SLEEPING
@@ -306,6 +314,17 @@ class Simulation:
             outcome = self._perform(agent.pid, effect)
             self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome)
             self._resume(agent, outcome)
+
+    def _mutex(self, agent: _Agent, effect: Mutex) -> Outcome:
+        """An in-process mutex: per process, so agents of other processes never wait."""
+        key = (agent.pid, effect.name)
+        if effect.op is LockOp.UNLOCK:
+            if self.mutexes.get(key) != agent.name:
+                return Failed("PermissionError", errno.EPERM, "release of an unheld mutex")
+            del self.mutexes[key]
+        else:
+            self.mutexes[key] = agent.name
+        return Done()
 
     def _skew_of(self, pid: int) -> float:
         return next((agent.skew for agent in self.agents if agent.pid == pid), 0.0)
@@ -343,7 +362,10 @@ class Simulation:
             return SERVER_READ
         if agent.runner is None or agent.runner.pending is None:
             return local(agent.name)
-        return effect_footprint(self.fs, agent.pid, agent.name, agent.runner.pending)
+        pending = agent.runner.pending
+        if isinstance(pending, Mutex):
+            return frozenset({(f"mutex:{agent.pid}:{pending.name}", True)})
+        return effect_footprint(self.fs, agent.pid, agent.name, pending)
 
     # ------------------------------------------------------------- faults
 
@@ -382,6 +404,7 @@ class Simulation:
     def _kill(self, pid: int) -> None:
         """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later."""
         self.fs.kill_process(pid)
+        self.mutexes = {key: holder for key, holder in self.mutexes.items() if key[0] != pid}
         for agent in self.agents:
             if agent.pid != pid or agent.status is AgentStatus.DONE:
                 continue

@@ -28,6 +28,7 @@ from refresh_engine import (
     Log,
     Mkdir,
     MsvcrtLocking,
+    Mutex,
     Now,
     Open,
     Opened,
@@ -102,8 +103,8 @@ def _call(
             raise NotModelled(f"{type(effect).__name__} is not modelled by this OS model yet")
         case Log():
             pass
-        case HttpPost() | Sleep():
-            raise AssertionError("the kernel handles HttpPost and Sleep itself")
+        case HttpPost() | Sleep() | Mutex():
+            raise AssertionError("the kernel handles HttpPost, Sleep and Mutex itself")
         case _:
             assert_never(effect)
     return Done()

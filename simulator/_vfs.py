@@ -301,7 +301,7 @@ class VirtualFS:
             raise _error(errno.EINVAL)
         ofd = self._ofd(pid, fd)
         if not ofd.writable or ofd.inode.is_dir:
-            raise _error(errno.EBADF)
+            raise _error(errno.EINVAL)
         self._resize(ofd.inode, size)
 
     def fsync(self, pid: int, fd: int) -> None:
