@@ -10,7 +10,22 @@ from __future__ import annotations
 
 import posixpath
 
-from refresh_engine import AgentContext, LockKind, ReferenceEngine
+from refresh_engine import (
+    AgentContext,
+    Credential,
+    Flow,
+    LockKind,
+    LockScope,
+    LockTiming,
+    OpenFlags,
+    ReferenceEngine,
+    TokenError,
+    ops,
+    post_refresh,
+    read_store,
+    render_store,
+    with_credential,
+)
 
 
 class MirroredChildStores(ReferenceEngine):
@@ -51,3 +66,161 @@ class NoCrossProcessLock(ReferenceEngine):
 
     def __init__(self) -> None:
         super().__init__(lock=LockKind.MUTEX)
+
+
+class LockPerAgentDir(ReferenceEngine):
+    """Class 2 of RACES.md, lock at the wrong scope: keyed per agent directory.
+
+    Source: openclaw/openclaw#67876 (one user: 499 failures in 24 h); also
+    lidge-jun/opencodex#2999 and vectorize-io/hindsight#2706.  Everything is
+    right but the lock's key: each agent locks ``<agentDir>/auth.lock``, so no
+    two agents ever wait for each other and both refresh the shared token.
+    """
+
+    name = "lock-per-agent"
+    race_class = 2
+    source = "openclaw/openclaw#67876"
+
+    def __init__(self) -> None:
+        super().__init__(scope=LockScope.AGENT_DIR)
+
+
+class RetryAfterBackoff(ReferenceEngine):
+    """Class 5 of RACES.md, lost response after the server rotated: the retry replays it.
+
+    Source: openai/codex#26516, openclaw/openclaw#121733; ory/hydra#1831 is
+    why servers add a grace window.  When the refresh response is lost the
+    engine backs off for a minute, then retries with the same refresh token.
+    The server had committed the rotation, and by then its reuse window has
+    closed, so the retry is a reuse.  (With no window at all the loss is
+    unavoidable for every engine, and the suite says so.)
+    """
+
+    name = "retry-after-backoff"
+    race_class = 5
+    source = "openai/codex#26516"
+    backoff = 60.0
+
+    def exchange(self, ctx: AgentContext, refresh_token: str) -> Flow[Credential | TokenError]:
+        try:
+            return (yield from post_refresh(ctx, refresh_token))
+        except (TimeoutError, ConnectionError):
+            yield from ops.sleep(self.backoff)
+        return (yield from post_refresh(ctx, refresh_token))
+
+
+class ShortStaleTimeout(ReferenceEngine):
+    """Class 6 of RACES.md, stale-lock break while the holder lives.
+
+    Source: appstrate/appstrate#1417; OpenClaw keeps call timeout (120 s) below
+    its stale timeout (180 s) for this reason
+    (src/agents/auth-profiles/constants.ts).  The engine locks with an O_EXCL
+    lock file that others break once it is older than 20 s; a holder stalled
+    for longer (a slow refresh, a GC pause) is still alive and still
+    refreshing when a second agent breaks in and refreshes the same token.
+    """
+
+    name = "short-stale-timeout"
+    race_class = 6
+    source = "appstrate/appstrate#1417"
+
+    def __init__(self) -> None:
+        super().__init__(lock=LockKind.EXCL_FILE, timing=LockTiming(stale=20.0, poll=1.0))
+
+
+class StaleSnapshotWriteBack(ReferenceEngine):
+    """Class 7 of RACES.md, lost update: a stale in-memory snapshot saved after a wait.
+
+    Source: MoonshotAI/kimi-code#3186; anthropics/claude-code#88583.  The
+    engine keeps the credential it read before waiting for the lock.  If
+    another agent refreshed meanwhile, it finds the fresh token under the
+    lock, but still "persists its state" on the way out, writing its old
+    snapshot over the newer token: the store goes back a generation, and
+    the next refresh spends a token that was already rotated.
+    """
+
+    name = "stale-snapshot"
+    race_class = 7
+    source = "MoonshotAI/kimi-code#3186"
+
+    def on_fresh_under_lock(self, ctx: AgentContext, path: str, before: Credential) -> Flow[None]:
+        yield from ReferenceEngine.save(self, ctx, path, before)
+
+
+class InPlaceRewrite(ReferenceEngine):
+    """Class 8 of RACES.md, torn read: the store is rewritten in place.
+
+    Source: openai/codex#8645 (codex-rs/login/src/auth/storage.rs truncates
+    and writes ``auth.json`` in place); aws/aws-cli#9632.  Between the
+    truncate and the write the file is empty; a reader that opens it then
+    sees no credential at all and gives up as if logged out.
+    """
+
+    name = "in-place-write"
+    race_class = 8
+    source = "openai/codex#8645"
+
+    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+        document = yield from read_store(path)
+        data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
+        fd = yield from ops.open_file(path, OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.TRUNCATE)
+        try:
+            yield from ops.write(fd, data)
+        finally:
+            yield from ops.close(fd)
+
+
+class CopyToMainAfterUnlock(ReferenceEngine):
+    """Class 13 of RACES.md, copy to main refused or late, so peers replay.
+
+    Source: openclaw/openclaw#74214, #67876.  The leader refreshes under the
+    provider + profileId lock, saves to its own agent store, releases the
+    lock, and only then copies the credential to main, best effort.  A peer
+    queued on the lock gets it first, re-reads main, which still holds the
+    spent token, and replays it.
+    """
+
+    name = "copy-after-unlock"
+    race_class = 13
+    source = "openclaw/openclaw#74214"
+
+    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+        own = posixpath.join(ctx.agent_dir, "auth-profiles.json")
+        yield from ReferenceEngine.save(self, ctx, own, credential)
+
+    def after_unlock(self, ctx: AgentContext, credential: Credential) -> Flow[None]:
+        yield from ReferenceEngine.save(self, ctx, ctx.main_store, credential)
+
+
+class SeparateLogins(ReferenceEngine):
+    """Class 14 of RACES.md, separate logins to one account.
+
+    Each agent logged in on its own and keeps its own grant in its own agent
+    store (correctly locked).  On a server that keeps one active grant per
+    user, every login revoked the ones before it, so all but the last agent
+    hold a dead refresh token and are stranded at their first refresh.
+    """
+
+    name = "separate-logins"
+    race_class = 14
+    source = "RACES.md class 14"
+
+    def store_path(self, ctx: AgentContext) -> str:
+        return posixpath.join(ctx.agent_dir, "auth-profiles.json")
+
+    def lock_path(self, ctx: AgentContext) -> str:
+        return posixpath.join(ctx.agent_dir, "auth.lock")
+
+
+#: Every known-bug engine, in RACES.md class order.
+CORPUS: tuple[type[ReferenceEngine], ...] = (
+    MirroredChildStores,
+    LockPerAgentDir,
+    NoCrossProcessLock,
+    RetryAfterBackoff,
+    ShortStaleTimeout,
+    StaleSnapshotWriteBack,
+    InPlaceRewrite,
+    CopyToMainAfterUnlock,
+    SeparateLogins,
+)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from refresh_engine import ReferenceEngine
 from simulator import Engine
 
-from ._corpus import MirroredChildStores, NoCrossProcessLock
+from ._corpus import CORPUS
 from ._errors import EngineLoadError
 
 
@@ -33,6 +33,15 @@ class EngineEntry:
     source: str = ""
 
 
+def _corpus_entry(engine: type[ReferenceEngine]) -> EngineEntry:
+    doc = (engine.__doc__ or "").strip().splitlines()[0]
+    title = doc.split(":", 1)[-1].strip().rstrip(".") if ":" in doc else doc
+    summary = f"class {getattr(engine, 'race_class', '?')}: {title}"
+    return EngineEntry(
+        engine.name, engine, Expectation.BUGGY, summary, getattr(engine, "source", "")
+    )
+
+
 BUILTIN_ENGINES: dict[str, EngineEntry] = {
     "reference": EngineEntry(
         "reference",
@@ -40,20 +49,7 @@ BUILTIN_ENGINES: dict[str, EngineEntry] = {
         Expectation.CLEAN,
         "read-through main store, provider+profile lock, re-read under lock, atomic write",
     ),
-    "mirrored": EngineEntry(
-        "mirrored",
-        MirroredChildStores,
-        Expectation.BUGGY,
-        "class 1: mirrored child stores (OpenClaw 2026.4.26)",
-        MirroredChildStores.source,
-    ),
-    "no-lock": EngineEntry(
-        "no-lock",
-        NoCrossProcessLock,
-        Expectation.BUGGY,
-        "class 3: no cross-process lock (Codex CLI instances)",
-        NoCrossProcessLock.source,
-    ),
+    **{engine.name: _corpus_entry(engine) for engine in CORPUS},
 }
 
 

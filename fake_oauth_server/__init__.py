@@ -1,34 +1,58 @@
-# fake_oauth_server imports only the standard library (and httpx/respx in _respx.py); nothing else of tokenrace.  # noqa: E501
+# fake_oauth_server imports only the standard library, httpx, respx and uvicorn; nothing else of tokenrace.  # noqa: E501
 """A deterministic fake OAuth token authority for refresh-token rotation races.
 
 The core, ``AuthServer``, is pure: ``handle(request, now) -> response`` with
 no I/O, no wall clock and no randomness, so the simulator can drive it one
-step at a time and replay a run byte for byte.  ``mount_respx`` puts the same
-core behind httpx through respx, for tests of real HTTP clients.  Tokens
-never appear raw in audit events or reprs; ``fingerprint`` and ``redact``
-give the safe form.
+step at a time and replay a run byte for byte.  ``Policy.preset(name)``
+gives the refresh behaviour of a real server (``openai``, ``rfc9700``,
+``auth0``, ``okta``, ``keycloak``, ``hydra``, ``entra``, ``google``);
+``FaultPlan`` scripts latency, 5xx, 429, resets and lost responses.
+
+Surfaces over the same core: ``mount_respx`` / ``respx_server`` put it
+behind httpx in-process; ``serve_in_thread`` and ``python -m
+fake_oauth_server`` run it as a real HTTP server on loopback with a control
+API (``ControlClient``).  Tokens never appear raw in audit events, logs or
+reprs; ``fingerprint`` and ``redact`` give the safe form.
 """
 
+from ._asgi import FakeOAuthApp
+from ._authcode import s256
+from ._client import ControlClient
 from ._core import (
+    AUTHORIZE_PATH,
     DEFAULT_ISSUER,
     ME_PATH,
     METADATA_PATH,
     TOKEN_PATH,
+    AuthServer,
+)
+from ._dialects import Failure
+from ._errors import (
+    ControlError,
+    FakeServerError,
+    InvalidFault,
+    InvalidPolicy,
+    ServeError,
+    UnknownPreset,
+)
+from ._faults import Delivery, Fault, FaultKind, FaultPlan
+from ._messages import (
     AccessCheck,
     AuditEvent,
     AuditKind,
-    AuthServer,
     Request,
     Response,
     TokenKind,
     TokenPair,
 )
-from ._errors import FakeServerError, InvalidPolicy, UnknownPreset
-from ._policy import PRESETS, ErrorDialect, Policy
-from ._respx import DEFAULT_BASE_URL, mount_respx
+from ._policy import ErrorDialect, Policy, ReuseResponse, ReuseScope
+from ._presets import PRESETS, preset_name
+from ._respx import DEFAULT_BASE_URL, InProcessServer, ManualClock, mount_respx, respx_server
+from ._serve import RunningServer, main, serve_in_thread
 from ._tokens import fingerprint, redact
 
 __all__ = [
+    "AUTHORIZE_PATH",
     "DEFAULT_BASE_URL",
     "DEFAULT_ISSUER",
     "METADATA_PATH",
@@ -39,16 +63,36 @@ __all__ = [
     "AuditEvent",
     "AuditKind",
     "AuthServer",
+    "ControlClient",
+    "ControlError",
+    "Delivery",
     "ErrorDialect",
+    "Failure",
+    "FakeOAuthApp",
     "FakeServerError",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "InProcessServer",
+    "InvalidFault",
     "InvalidPolicy",
+    "ManualClock",
     "Policy",
     "Request",
     "Response",
+    "ReuseResponse",
+    "ReuseScope",
+    "RunningServer",
+    "ServeError",
     "TokenKind",
     "TokenPair",
     "UnknownPreset",
     "fingerprint",
+    "main",
     "mount_respx",
+    "preset_name",
     "redact",
+    "respx_server",
+    "s256",
+    "serve_in_thread",
 ]

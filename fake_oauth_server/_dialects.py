@@ -34,44 +34,48 @@ from ._wire import JSON_CT, NO_STORE, Headers, encode_json
 
 
 class Failure(enum.Enum):
-    """Every way a request can fail; the value is the RFC 6749 ``error`` and default status."""
+    """Every way a request can fail; the value is (id, RFC 6749 ``error``, default status)."""
 
     # The refresh grant, by cause.
-    REFRESH_UNKNOWN = ("invalid_grant", 400)
-    REFRESH_REVOKED = ("invalid_grant", 400)  # the grant was revoked (reuse elsewhere)
-    REFRESH_SUPERSEDED = ("invalid_grant", 400)  # a newer login revoked the grant
-    REFRESH_REUSED = ("invalid_grant", 400)  # the most recently rotated token, again
-    REFRESH_STALE = ("invalid_grant", 400)  # an older rotated token
-    REFRESH_EXPIRED = ("invalid_grant", 400)  # the token's own lifetime
-    REFRESH_IDLE = ("invalid_grant", 400)  # the grant was not refreshed for too long
-    REFRESH_ENDED = ("invalid_grant", 400)  # the grant's absolute lifetime
+    REFRESH_UNKNOWN = ("refresh_unknown", "invalid_grant", 400)
+    # the grant was revoked (reuse elsewhere)
+    REFRESH_REVOKED = ("refresh_revoked", "invalid_grant", 400)
+    # a newer login revoked the grant
+    REFRESH_SUPERSEDED = ("refresh_superseded", "invalid_grant", 400)
+    # the most recently rotated token, again
+    REFRESH_REUSED = ("refresh_reused", "invalid_grant", 400)
+    REFRESH_STALE = ("refresh_stale", "invalid_grant", 400)  # an older rotated token
+    REFRESH_EXPIRED = ("refresh_expired", "invalid_grant", 400)  # the token's own lifetime
+    # the grant was not refreshed for too long
+    REFRESH_IDLE = ("refresh_idle", "invalid_grant", 400)
+    REFRESH_ENDED = ("refresh_ended", "invalid_grant", 400)  # the grant's absolute lifetime
     # The authorization_code grant.
-    CODE_INVALID = ("invalid_grant", 400)
-    PKCE_FAILED = ("invalid_grant", 400)
+    CODE_INVALID = ("code_invalid", "invalid_grant", 400)
+    PKCE_FAILED = ("pkce_failed", "invalid_grant", 400)
     # Malformed requests.
-    MISSING_PARAMETER = ("invalid_request", 400)
-    INVALID_REQUEST = ("invalid_request", 400)
-    UNSUPPORTED_GRANT = ("unsupported_grant_type", 400)
-    BODY_TOO_LARGE = ("invalid_request", 413)
-    NOT_FOUND = ("not_found", 404)
-    METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
+    MISSING_PARAMETER = ("missing_parameter", "invalid_request", 400)
+    INVALID_REQUEST = ("invalid_request", "invalid_request", 400)
+    UNSUPPORTED_GRANT = ("unsupported_grant", "unsupported_grant_type", 400)
+    BODY_TOO_LARGE = ("body_too_large", "invalid_request", 413)
+    NOT_FOUND = ("not_found", "not_found", 404)
+    METHOD_NOT_ALLOWED = ("method_not_allowed", "method_not_allowed", 405)
     # The resource endpoint.
-    ACCESS_MISSING = ("invalid_request", 401)
-    ACCESS_EXPIRED = ("invalid_token", 401)
-    ACCESS_REVOKED = ("invalid_token", 401)
-    ACCESS_UNKNOWN = ("invalid_token", 401)
+    ACCESS_MISSING = ("access_missing", "invalid_request", 401)
+    ACCESS_EXPIRED = ("access_expired", "invalid_token", 401)
+    ACCESS_REVOKED = ("access_revoked", "invalid_token", 401)
+    ACCESS_UNKNOWN = ("access_unknown", "invalid_token", 401)
     # Faults and bugs.
-    UNAVAILABLE = ("temporarily_unavailable", 503)
-    RATE_LIMITED = ("too_many_requests", 429)
-    SERVER_ERROR = ("server_error", 500)
+    UNAVAILABLE = ("unavailable", "temporarily_unavailable", 503)
+    RATE_LIMITED = ("rate_limited", "too_many_requests", 429)
+    SERVER_ERROR = ("server_error", "server_error", 500)
 
     @property
     def error(self) -> str:
-        return str(self.value[0])
+        return str(self.value[1])
 
     @property
     def status(self) -> int:
-        return int(self.value[1])
+        return int(self.value[2])
 
 
 _REFRESH = frozenset(f for f in Failure if f.name.startswith("REFRESH_"))
@@ -150,6 +154,12 @@ for _same, _as in (
     (Failure.REFRESH_UNKNOWN, Failure.REFRESH_REVOKED),
 ):
     _OPENAI[_same] = _OPENAI[_as]
+
+_OPENAI_TYPES = {
+    Failure.RATE_LIMITED: "requests",
+    Failure.UNAVAILABLE: "server_error",
+    Failure.SERVER_ERROR: "server_error",
+}
 
 _KEYCLOAK: dict[Failure, str] = {
     Failure.REFRESH_UNKNOWN: "Invalid refresh token",
@@ -250,6 +260,7 @@ _ENTRA: dict[Failure, tuple[int, str]] = {
 _ENTRA[Failure.REFRESH_SUPERSEDED] = _ENTRA[Failure.REFRESH_REVOKED]
 
 _HYDRA_CT: Headers = (("content-type", "application/json;charset=UTF-8"),)
+_JSON: Headers = (("content-type", JSON_CT),)
 
 
 def error_response(
@@ -271,7 +282,7 @@ def error_response(
     timestamp and trace ids.
     """
     code = status if status is not None else failure.status
-    headers: Headers = ((("content-type", JSON_CT),) if dialect is not ErrorDialect.HYDRA else _HYDRA_CT)
+    headers: Headers = _HYDRA_CT if dialect is ErrorDialect.HYDRA else _JSON
     payload: dict[str, Any]
     if failure in _ACCESS and dialect is not ErrorDialect.OPENAI:
         payload = {"error": failure.error, "error_description": message or _RFC_TEXT[failure]}
@@ -282,7 +293,7 @@ def error_response(
         payload = {
             "error": {
                 "message": message or text.format(param=param),
-                "type": "invalid_request_error",
+                "type": _OPENAI_TYPES.get(failure, "invalid_request_error"),
                 "param": param,
                 "code": openai_code,
             }

@@ -113,7 +113,7 @@ class Policy:
             if not isinstance(getattr(self, name), bool):
                 raise InvalidPolicy(f"{name} must be true or false")
         _check_seconds("access_token_lifetime", self.access_token_lifetime, optional=False)
-        for name in ("refresh_token_lifetime", "refresh_idle_lifetime", "refresh_absolute_lifetime"):
+        for name in _SECONDS - {"access_token_lifetime", "reuse_window"}:
             _check_seconds(name, getattr(self, name), optional=True)
         window = self.reuse_window
         if window is not None and (not _is_number(window) or not 0 <= window < math.inf):

@@ -1,11 +1,12 @@
 """Token format, deterministic minting, fingerprints and redaction.
 
 Tokens are opaque to clients but have a fixed shape here (``tra_``,
-``trr_`` or, for authorization codes, ``trc_`` + 32 lowercase hex) so that ``redact`` can find every one of them
-in any text by a regex, and so that nothing raw ever reaches a report or a
-log.  Minting is a pure function of (seed, counter): the same seed and the
-same request sequence mint byte-identical tokens, which is what makes a
-recorded schedule replay exactly.
+``trr_`` or, for authorization codes, ``trc_`` + 32 lowercase hex) so that
+``redact`` can find every one of them in any text by a regex, and so that
+nothing raw ever reaches a report or a log.  Minting is a pure function of
+(seed, counter): the same seed and the same request sequence mint
+byte-identical tokens, which is what makes a recorded schedule replay
+exactly.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Minter:
         return f"Minter(counter={self._counter})"
 
     def mint(self, prefix: str) -> str:
-        """The next token with ``prefix`` (``ACCESS_PREFIX``, ``REFRESH_PREFIX``, ``CODE_PREFIX``)."""
+        """The next token with ``prefix`` (``ACCESS_PREFIX``, ``REFRESH_PREFIX``, ...)."""
         self._counter += 1
         material = f"tokenrace\x00{self._seed}\x00{self._counter}\x00{prefix}"
         digest = hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()

@@ -124,7 +124,7 @@ def release_lock(held: Held) -> Flow[None]:
         case LockKind.EXCL_FILE:
             if held.fd is not None:
                 yield from ops.close(held.fd)
-            yield from ops.unlink(held.path)
+            yield from _unlink_if_ours(held.path)
             return
         case LockKind.MKDIR:
             yield from ops.rmdir(held.path)
@@ -176,6 +176,22 @@ def _excl_file(path: str, timing: LockTiming) -> Flow[Held]:
             continue
         yield from ops.write(fd, f"{pid}\n".encode())
         return Held(LockKind.EXCL_FILE, path, fd)
+
+
+def _unlink_if_ours(path: str) -> Flow[None]:
+    """Remove the lock file only if it names us: it may have been broken and re-taken."""
+    pid = yield from ops.getpid()
+    try:
+        fd = yield from ops.open_file(path, OpenFlags.READ)
+    except FileNotFoundError:
+        return
+    try:
+        owner = (yield from ops.read(fd)).strip()
+    finally:
+        yield from ops.close(fd)
+    if owner == str(pid).encode():
+        with contextlib.suppress(FileNotFoundError):
+            yield from ops.unlink(path)
 
 
 def _excl_is_stale(path: str, timing: LockTiming) -> Flow[bool]:

@@ -189,31 +189,66 @@ class ReferenceEngine:
             return credential.access
         lock = yield from self.acquire_lock(ctx)
         try:
-            return (yield from self._refresh_locked(ctx, path))
+            fresh = yield from self._refresh_locked(ctx, path, credential)
         finally:
             yield from self.release_lock(ctx, lock)
+        yield from self.after_unlock(ctx, fresh)
+        return fresh.access
 
-    def _refresh_locked(self, ctx: AgentContext, path: str) -> Flow[str]:
+    def _refresh_locked(self, ctx: AgentContext, path: str, before: Credential) -> Flow[Credential]:
         presented: set[str] = set()
         while True:
             document = yield from read_store(path)
             credential = credential_from(document, ctx.key, path)
             if credential.is_fresh((yield from ops.now()), ctx.refresh_margin):
-                return credential.access
+                yield from self.on_fresh_under_lock(ctx, path, before)
+                return credential
             if credential.refresh in presented:
                 raise ReloginRequired(
                     f"{ctx.agent}: the refresh token for {ctx.key} was rejected and the store "
                     "holds nothing newer; a new login is required"
                 )
             presented.add(credential.refresh)
-            result = yield from post_refresh(ctx, credential.refresh)
+            result = yield from self.exchange(ctx, credential.refresh)
             if isinstance(result, Credential):
-                document = yield from read_store(path)
-                data = render_store(with_credential(document, ctx.key, ctx.provider, result))
-                yield from atomic_write(path, data, writer=ctx.agent)
-                return result.access
+                yield from self.save(ctx, path, result)
+                return result
             if not result.token_rejected:
                 raise RefreshFailed(
                     f"{ctx.agent}: token endpoint answered {result.status} {result.code}"
                 )
             yield from ops.log(f"{ctx.agent}: refresh rejected ({result.code}); re-reading store")
+
+    # Hooks: each is one decision a real engine makes; the corpus overrides one at a time.
+
+    def exchange(self, ctx: AgentContext, refresh_token: str) -> Flow[Credential | TokenError]:
+        """POST the refresh; when the response is lost, retry once at once.
+
+        The server may have committed the rotation before the response was
+        lost.  Retrying at once is the only hope of landing inside a reuse
+        window; without one the token is gone whatever the client does.
+        """
+        try:
+            return (yield from post_refresh(ctx, refresh_token))
+        except (TimeoutError, ConnectionError):
+            yield from ops.log(f"{ctx.agent}: refresh response lost; retrying at once")
+        try:
+            return (yield from post_refresh(ctx, refresh_token))
+        except (TimeoutError, ConnectionError) as exc:
+            raise RefreshFailed(f"{ctx.agent}: the token endpoint did not answer twice") from exc
+
+    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+        """Re-read the document (other profiles may have changed), then replace it atomically."""
+        document = yield from read_store(path)
+        data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
+        yield from atomic_write(path, data, writer=ctx.agent)
+
+    def on_fresh_under_lock(self, ctx: AgentContext, path: str, before: Credential) -> Flow[None]:
+        """Someone else refreshed while we waited for the lock: nothing to do."""
+        return
+        yield
+
+    def after_unlock(self, ctx: AgentContext, credential: Credential) -> Flow[None]:
+        """After the lock is released: nothing to do."""
+        return
+        yield

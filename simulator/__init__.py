@@ -35,7 +35,7 @@ from ._strategies import (
     switch_points,
 )
 from ._vfs import VirtualFS
-from ._world import DEFAULT_START, AgentSpec, StoreLayout, WorldSpec, seed_world
+from ._world import DEFAULT_START, AgentSpec, OsModel, StoreLayout, WorldSpec, seed_world
 
 __all__ = [
     "DEFAULT_START",
@@ -48,6 +48,7 @@ __all__ = [
     "FaultKind",
     "HistoryEvent",
     "NotModelled",
+    "OsModel",
     "PctChooser",
     "RandomChooser",
     "ReplayChooser",

@@ -66,6 +66,7 @@ class EventKind(enum.Enum):
     TOKEN_USE = "token-use"  # the agent used its token on the resource endpoint
     CLOCK = "clock"  # every agent waited; virtual time moved on
     FAULT = "fault"  # the schedule injected a fault here
+    STORE = "store"  # a credential store changed; ``generation`` is what it holds now
     DEADLOCK = "deadlock"  # agents wait and nothing can wake them
     STEP_BOUND = "step-bound"  # the run hit its step bound (possible livelock)
 
@@ -85,6 +86,8 @@ class HistoryEvent:
     stranded: bool = False  # TURN_END: the engine raised ReloginRequired
     ok: bool = True  # TOKEN_USE: the resource endpoint accepted the token
     note: str = ""  # free text, already free of raw tokens
+    path: str = ""  # EFFECT on a descriptor: the file it names; STORE: the store
+    generation: int | None = None  # STORE: the generation the store now holds
 
 
 def describe_effect(effect: Effect) -> str:
@@ -212,6 +215,8 @@ def describe(event: HistoryEvent) -> str:
                 tag = "STRANDED " if event.stranded else ""
                 return f"turn ends: {tag}{event.error_type}: {redact(event.note)}"
             return f"turn ends with {redact(event.note)}"
+        case EventKind.STORE:
+            return f"{event.path} now holds {event.note}"
         case EventKind.TOKEN_USE:
             verdict = "accepted" if event.ok else "REJECTED"
             return f"uses {redact(event.note)} -> {verdict}"

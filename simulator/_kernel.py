@@ -17,7 +17,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fake_oauth_server import AuditEvent, AuthServer, Request, fingerprint
+from fake_oauth_server import AuditEvent, AuthServer, Policy, Request, fingerprint
 from refresh_engine import (
     AgentContext,
     Done,
@@ -35,6 +35,7 @@ from refresh_engine import (
     ReloginRequired,
     Returned,
     Sleep,
+    profile_key,
 )
 
 from ._faults import REQUEST_FAULTS, FaultKind
@@ -43,7 +44,8 @@ from ._history import EventKind, HistoryEvent, render
 from ._schedule import Chooser, Schedule, default_choice, minimal_schedule
 from ._syscalls import os_call
 from ._vfs import VirtualFS
-from ._world import WorldSpec, seed_world
+from ._watch import StoreWatch
+from ._world import STORE_NAME, WorldSpec, seed_world
 
 
 class Engine(Protocol):
@@ -115,6 +117,8 @@ class RunResult:
     preemptions: int  # steps where the chooser departed from the default order
     start_time: float
     home: str
+    policy: Policy  # the server's policy in this world (the checker asks about grace)
+    stores: tuple[str, ...]  # every credential store path the world watches
     final_files: tuple[tuple[str, bytes], ...]  # every store file at the end, for the checker
 
     def render(self) -> str:
@@ -137,6 +141,10 @@ class Simulation:
             for i, a in enumerate(spec.agents)
         ]
         self.faults_left = spec.max_faults
+        self.watch = StoreWatch(
+            [spec.main_store, *(spec.agent_dir(a.name) + "/" + STORE_NAME for a in spec.agents)],
+            profile_key(spec.provider, spec.profile_id),
+        )
         self.mutexes: dict[tuple[int, str], str] = {}  # (pid, name) -> holding agent
         self._by_name = {agent.name: agent for agent in self.agents}
         self.events: list[HistoryEvent] = []
@@ -164,6 +172,8 @@ class Simulation:
             preemptions=defaults.count(False),
             start_time=self.spec.start_time,
             home=self.spec.home,
+            policy=self.spec.policy,
+            stores=self.watch.stores,
             final_files=self._store_files(),
         )
 
@@ -312,7 +322,17 @@ class Simulation:
             agent.wake_at = self.now + max(0.0, effect.seconds)
         else:
             outcome = self._perform(agent.pid, effect)
-            self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome)
+            failed = isinstance(outcome, Failed)
+            self.watch.track(agent.pid, effect, getattr(outcome, "fd", None))
+            fd = getattr(effect, "fd", None)
+            path = self.watch.path_of(agent.pid, fd) if fd is not None else ""
+            self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome, path=path)
+            store = "" if failed else self.watch.changed_store(agent.pid, effect)
+            if store:
+                generation, note = self.watch.generation(self.fs, store, self.server.family_of)
+                self._record(
+                    EventKind.STORE, agent.name, path=store, generation=generation, note=note
+                )
             self._resume(agent, outcome)
 
     def _mutex(self, agent: _Agent, effect: Mutex) -> Outcome:
@@ -388,7 +408,7 @@ class Simulation:
         self._record(EventKind.FAULT, agent.name, note=fault.value)
         match fault:
             case FaultKind.KILL:
-                self._kill(agent.pid)
+                self._kill(agent.pid, agent.name)
             case FaultKind.DROP:
                 agent.response = Failed("TimeoutError", errno.ETIMEDOUT, "the response was lost")
                 self._run_step(agent)
@@ -401,9 +421,13 @@ class Simulation:
                 agent.status = AgentStatus.STALLED
                 agent.wake_at = self.now + self.spec.stall_seconds
 
-    def _kill(self, pid: int) -> None:
+    def _kill(self, pid: int, struck: str) -> None:
         """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later."""
         self.fs.kill_process(pid)
+        for other in self.agents:
+            if other.pid == pid and other.name != struck and other.status is not AgentStatus.DONE:
+                self._record(EventKind.FAULT, other.name, note=f"kill (with {struck})")
+        self.watch.forget_process(pid)
         self.mutexes = {key: holder for key, holder in self.mutexes.items() if key[0] != pid}
         for agent in self.agents:
             if agent.pid != pid or agent.status is AgentStatus.DONE:

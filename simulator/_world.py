@@ -29,6 +29,20 @@ class StoreLayout(enum.Enum):
 
     SHARED = "shared"  # only the main store exists
     MIRRORED = "mirrored"  # every agent dir holds a copy seeded from main
+    SEPARATE_LOGINS = "separate-logins"  # every agent logged in on its own, one account
+
+
+class OsModel(enum.Enum):
+    """Whose filesystem and lock semantics the world has."""
+
+    LINUX = "linux"
+    MACOS = "macos"
+    WINDOWS = "windows"
+
+    @property
+    def platform(self) -> str:
+        """``sys.platform`` on that OS, as engines see it."""
+        return {"linux": "linux", "macos": "darwin", "windows": "win32"}[self.value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +59,7 @@ class WorldSpec:
     agents: tuple[AgentSpec, ...]
     policy: Policy = field(default_factory=Policy)
     layout: StoreLayout = StoreLayout.MIRRORED
+    os: OsModel = OsModel.LINUX
     provider: str = "openai-codex"
     profile_id: str = "default"
     home: str = "/home/u"
@@ -103,18 +118,27 @@ class WorldSpec:
             state_dir=self.state_dir,
             token_url=self.token_url,
             refresh_margin=self.refresh_margin,
+            platform=self.os.platform,
         )
 
 
 def seed_world(spec: WorldSpec, fs: VirtualFS, server: AuthServer) -> None:
-    """Log in once and lay the credential out as ``spec.layout`` says."""
-    pair = server.seed_grant(spec.start_time)
-    credential = Credential(pair.access_token, pair.refresh_token, pair.expires_at)
+    """Log in once (or once per agent) and lay the credential out as ``spec.layout`` says."""
     key = profile_key(spec.provider, spec.profile_id)
-    data = render_store(with_credential({}, key, spec.provider, credential))
-    fs.makedirs(posixpath.dirname(spec.main_store))
-    fs.write_file(spec.main_store, data)
+
+    def login() -> bytes:
+        pair = server.seed_grant(spec.start_time)
+        credential = Credential(pair.access_token, pair.refresh_token, pair.expires_at)
+        return render_store(with_credential({}, key, spec.provider, credential))
+
+    separate = spec.layout is StoreLayout.SEPARATE_LOGINS
     for agent in spec.agents:
         fs.makedirs(spec.agent_dir(agent.name))
-        if spec.layout is StoreLayout.MIRRORED:
+        if separate:  # each agent logged in on its own, main last
+            fs.write_file(posixpath.join(spec.agent_dir(agent.name), STORE_NAME), login())
+    data = login()
+    fs.makedirs(posixpath.dirname(spec.main_store))
+    fs.write_file(spec.main_store, data)
+    if spec.layout is StoreLayout.MIRRORED:
+        for agent in spec.agents:
             fs.write_file(posixpath.join(spec.agent_dir(agent.name), STORE_NAME), data)

@@ -32,6 +32,7 @@ from fake_oauth_server import (
     mount_respx,
     redact,
 )
+from fake_oauth_server._ledger import Ledger
 
 FORM = (("content-type", "application/x-www-form-urlencoded"),)
 JSON_CT = (("content-type", "application/json"),)
@@ -98,17 +99,29 @@ def test_rotation_chain_over_generations() -> None:
     assert server.check_access(pair.access_token, 10.0).ok  # old access tokens live on
 
 
-def test_reuse_gives_exact_openai_body_and_keeps_family() -> None:
-    server = AuthServer(Policy.preset("openai"))
+def test_reuse_gives_exact_openai_body_and_keeps_family_by_default() -> None:
+    server = AuthServer()  # the defaults refuse the reuse but keep the family
     pair = server.seed_grant(0.0)
     fresh = refresh(server, pair.refresh_token).json()
     reused = refresh(server, pair.refresh_token, now=2.0)
     assert reused.status == 401
     assert reused.json() == REUSED_BODY
     assert ("content-type", "application/json") in reused.headers
-    # The openai preset refuses the reuse but does not revoke the family.
     assert refresh(server, fresh["refresh_token"], now=3.0).status == 200
     assert server.check_access(fresh["access_token"], 3.0).ok
+
+
+def test_openai_preset_reuse_then_later_refreshes_are_invalidated() -> None:
+    # RACES.md: 401 refresh_token_reused; later refreshes refresh_token_invalidated.
+    server = AuthServer(Policy.preset("openai"))
+    pair = server.seed_grant(0.0)
+    fresh = refresh(server, pair.refresh_token).json()
+    reused = refresh(server, pair.refresh_token, now=2.0)
+    assert (reused.status, reused.json()) == (401, REUSED_BODY)
+    later = refresh(server, fresh["refresh_token"], now=3.0)
+    assert later.status == 401
+    assert later.json()["error"]["code"] == "refresh_token_invalidated"
+    assert server.check_access(fresh["access_token"], 3.0).reason == "revoked"
 
 
 def test_rfc9700_reuse_revokes_whole_family() -> None:
@@ -425,14 +438,14 @@ def test_respx_base_url_with_path_prefix() -> None:
 def test_concurrent_refreshes_of_one_token_only_one_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     # Widen the window between reading the token's state and spending it, so
     # that without the server's lock every thread would pass the check.
-    check = AuthServer._refresh_rejection
+    check = Ledger.grant_failure
 
-    def slow_check(record: Any, now: float) -> str:
-        reason = check(record, now)
+    def slow_check(self: Ledger, family: Any, record: Any, now: float) -> Any:
+        failure = check(self, family, record, now)
         time.sleep(0.002)
-        return reason
+        return failure
 
-    monkeypatch.setattr(AuthServer, "_refresh_rejection", staticmethod(slow_check))
+    monkeypatch.setattr(Ledger, "grant_failure", slow_check)
     server = AuthServer()
     pair = server.seed_grant(0.0)
     barrier = threading.Barrier(8)
@@ -477,7 +490,7 @@ def test_redact_removes_every_token_from_a_body() -> None:
 
 
 def test_policy_presets_and_validation() -> None:
-    assert Policy.preset("openai") == Policy()
+    assert Policy.preset("openai") == Policy(revoke_family_on_reuse=True)
     strict = Policy.preset("rfc9700")
     assert (strict.rotation, strict.revoke_family_on_reuse, strict.dialect) == (
         True,
@@ -485,7 +498,7 @@ def test_policy_presets_and_validation() -> None:
         ErrorDialect.RFC6749,
     )
     with pytest.raises(UnknownPreset, match="'openai', 'rfc9700'") as caught:
-        Policy.preset("auth0")
+        Policy.preset("nope")
     assert isinstance(caught.value, FakeServerError)
     assert "openai" in PRESETS
     with pytest.raises(InvalidPolicy, match="access_token_lifetime"):

@@ -1,0 +1,205 @@
+"""Bug reports as scenario files (TOML): the world, the engine, and what must happen.
+
+A file looks like this (every field but ``[scenario] name`` and
+``[world] agents`` has a default)::
+
+    [scenario]
+    name = "headline"
+    title = "OpenClaw 2026.4.26: five agents, mirrored auth-profiles.json"
+    class = 1                      # the RACES.md class it re-creates
+    source = "openclaw/openclaw#74055"
+
+    [world]
+    agents = ["atlas", "axon", "nova", "nexis", "lumi"]
+    processes = { atlas = 1, axon = 1 }   # agents sharing a number share a process
+    turns = [0, 3600, 7200]        # seconds from the start when each agent wants a token
+    layout = "mirrored"            # shared | mirrored | separate-logins
+    os = "linux"                   # linux | macos | windows
+    policy = "openai"              # a fake-server preset
+    policy_overrides = { reuse_window = 30 }
+    faults = ["drop"]              # kill | drop | 5xx | 429 | reset | stall
+    max_faults = 1
+    stall_seconds = 30
+    max_steps = 5000
+
+    [expect]
+    engine = "mirrored"            # the engine the report is about
+    reproduces = true              # it must show a fatal anomaly (false: it must not)
+    reference = "clean"            # clean: the reference must pass; unclaimed: not promised
+
+    [search]
+    strategy = "hypothesis"        # hypothesis | random | pct | exhaustive
+    examples = 500
+    seed = 0
+
+A bad file is refused with the file, the line (for TOML syntax) or the
+field, and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from fake_oauth_server import FakeServerError, Policy
+from simulator import AgentSpec, FaultKind, OsModel, StoreLayout, Strategy, WorldSpec
+
+from ._errors import ConformanceError
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+
+class ScenarioError(ConformanceError):
+    """A scenario file is missing, malformed, or names something unknown."""
+
+
+class ReferenceClaim(enum.Enum):
+    CLEAN = "clean"  # the reference engine's guarantees cover this world: it must pass
+    UNCLAIMED = "unclaimed"  # the reference does not promise anything here (said why)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    title: str
+    race_class: int | None
+    source: str
+    world: WorldSpec
+    engine: str
+    reproduces: bool
+    reference: ReferenceClaim
+    strategy: Strategy
+    examples: int
+    seed: int
+    path: Path | None = None
+
+
+def load_scenario_file(path: Path) -> Scenario:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    return _Reader(path, data).scenario()
+
+
+def builtin_scenarios() -> list[Path]:
+    """The shipped scenario files, the headline first."""
+    return sorted(SCENARIO_DIR.glob("*.toml"))
+
+
+class _Reader:
+    """Reads one parsed file, naming the field of every problem."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+        known = {"scenario", "world", "expect", "search"}
+        for table in data:
+            if table not in known:
+                self.fail(f"[{table}]", f"unknown table; expected one of {sorted(known)}")
+
+    def fail(self, field: str, message: str) -> NoReturn:
+        raise ScenarioError(f"{self.path}: {field}: {message}")
+
+    def get(self, table: str, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        section = self.data.get(table, {})
+        if not isinstance(section, dict):
+            self.fail(f"[{table}]", "must be a table")
+        if key not in section:
+            if default is None:
+                self.fail(f"[{table}] {key}", "is required")
+            return default
+        value = section[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.fail(f"[{table}] {key}", f"must be a {names}, got {value!r}")
+        return value
+
+    def choice(self, table: str, key: str, enum_type: type[enum.Enum], default: str) -> Any:
+        value = self.get(table, key, str, default)
+        for member in enum_type:
+            if member.value == value:
+                return member
+        allowed = ", ".join(str(member.value) for member in enum_type)
+        self.fail(f"[{table}] {key}", f"unknown value {value!r}; expected one of {allowed}")
+
+    def scenario(self) -> Scenario:
+        race_class = self.get("scenario", "class", int, -1)
+        return Scenario(
+            name=self.get("scenario", "name", str),
+            title=self.get("scenario", "title", str, ""),
+            race_class=None if race_class == -1 else race_class,
+            source=self.get("scenario", "source", str, ""),
+            world=self.world(),
+            engine=self.get("expect", "engine", str, "reference"),
+            reproduces=self.get("expect", "reproduces", bool, False),
+            reference=self.choice("expect", "reference", ReferenceClaim, "clean"),
+            strategy=self.choice("search", "strategy", Strategy, "hypothesis"),
+            examples=self.get("search", "examples", int, 500),
+            seed=self.get("search", "seed", int, 0),
+            path=self.path,
+        )
+
+    def world(self) -> WorldSpec:
+        names = self.get("world", "agents", list)
+        if not names or not all(isinstance(name, str) for name in names):
+            self.fail("[world] agents", "must be a non-empty list of agent names")
+        processes = self.get("world", "processes", dict, {})
+        for name, number in processes.items():
+            if name not in names or not isinstance(number, int) or isinstance(number, bool):
+                self.fail("[world] processes", f"{name!r} = {number!r}: expected agent = number")
+        turns = self.get("world", "turns", list, [3600.0])
+        if not turns or not all(_is_number(turn) for turn in turns):
+            self.fail("[world] turns", "must be a non-empty list of seconds")
+        faults = []
+        for fault in self.get("world", "faults", list, []):
+            try:
+                faults.append(FaultKind.parse(str(fault)))
+            except ValueError as exc:
+                self.fail("[world] faults", str(exc))
+        try:
+            return WorldSpec(
+                agents=tuple(
+                    AgentSpec(name, tuple(float(turn) for turn in turns), processes.get(name))
+                    for name in names
+                ),
+                policy=self.policy(),
+                layout=self.choice("world", "layout", StoreLayout, "mirrored"),
+                os=self.choice("world", "os", OsModel, "linux"),
+                faults=frozenset(faults),
+                max_faults=self.get("world", "max_faults", int, 1 if faults else 0),
+                stall_seconds=float(self.get("world", "stall_seconds", (int, float), 30.0)),
+                max_steps=self.get("world", "max_steps", int, 5000),
+            )
+        except ConformanceError:
+            raise
+        except Exception as exc:  # WorldError and friends: say which file
+            self.fail("[world]", str(exc))
+
+    def policy(self) -> Policy:
+        preset = self.get("world", "policy", str, "openai")
+        overrides = self.get("world", "policy_overrides", dict, {})
+        try:
+            policy = Policy.preset(preset)
+        except FakeServerError as exc:
+            self.fail("[world] policy", str(exc))
+        fields = {field.name for field in dataclasses.fields(Policy)}
+        for key in overrides:
+            if key not in fields:
+                self.fail("[world] policy_overrides", f"unknown policy field {key!r}")
+        try:
+            return dataclasses.replace(policy, **overrides)
+        except (FakeServerError, TypeError, ValueError) as exc:
+            self.fail("[world] policy_overrides", str(exc))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

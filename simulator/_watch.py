@@ -1,0 +1,93 @@
+"""Watching the credential stores: which file each descriptor names, and what each store holds.
+
+The checker judges stores by *generation* (how many rotations the token in
+them has seen), so after every step that could change a store file the
+kernel asks ``StoreWatch`` for the store's new generation, and every read of
+a store is tagged with its path so a torn read can be named.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable, Iterable
+
+from refresh_engine import (
+    Close,
+    CreateExclusive,
+    Effect,
+    Open,
+    OpenFlags,
+    Replace,
+    Truncate,
+    Unlink,
+    Write,
+)
+
+from ._vfs import VirtualFS
+
+#: (family, generation) of a token the server minted, else None.
+Lineage = Callable[[str], tuple[str, int] | None]
+
+
+class StoreWatch:
+    """Descriptor paths per process, and store generations as they change."""
+
+    __slots__ = ("_paths", "_stores", "_key")
+
+    def __init__(self, stores: Iterable[str], key: str) -> None:
+        self._paths: dict[tuple[int, int], str] = {}
+        self._stores = frozenset(posixpath.normpath(path) for path in stores)
+        self._key = key
+
+    @property
+    def stores(self) -> tuple[str, ...]:
+        return tuple(sorted(self._stores))
+
+    def path_of(self, pid: int, fd: int) -> str:
+        return self._paths.get((pid, fd), "")
+
+    def is_store(self, path: str) -> bool:
+        return path in self._stores
+
+    def track(self, pid: int, effect: Effect, fd: int | None) -> None:
+        """Follow an ``Open``/``CreateExclusive`` that gave ``fd``, and every ``Close``."""
+        if isinstance(effect, Open | CreateExclusive) and fd is not None:
+            self._paths[(pid, fd)] = posixpath.normpath(effect.path)
+        elif isinstance(effect, Close):
+            self._paths.pop((pid, effect.fd), None)
+
+    def forget_process(self, pid: int) -> None:
+        for key in [key for key in self._paths if key[0] == pid]:
+            del self._paths[key]
+
+    def changed_store(self, pid: int, effect: Effect) -> str:
+        """The store path a successful ``effect`` may have changed, or ""."""
+        match effect:
+            case Write(fd) | Truncate(fd):
+                path = self.path_of(pid, fd)
+            case Replace(_, dst):
+                path = posixpath.normpath(dst)
+            case Unlink(target):
+                path = posixpath.normpath(target)
+            case Open(target, flags) if OpenFlags.TRUNCATE in flags or OpenFlags.CREATE in flags:
+                path = posixpath.normpath(target)
+            case _:
+                return ""
+        return path if path in self._stores else ""
+
+    def generation(self, fs: VirtualFS, path: str, lineage: Lineage) -> tuple[int | None, str]:
+        """The generation of the credential ``path`` holds, and a note on what it holds."""
+        if not fs.exists(path):
+            return None, "missing"
+        data = fs.read_file(path)
+        try:
+            document = json.loads(data)
+            token = document["profiles"][self._key]["refresh"]
+        except (ValueError, KeyError, TypeError):
+            return None, f"unparseable ({len(data)} bytes)"
+        found = lineage(str(token))
+        if found is None:
+            return None, "unknown token"
+        family, generation = found
+        return generation, f"{family}/g{generation}"
