@@ -8,6 +8,7 @@ anomaly, 2 for a usage or setup error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,11 +18,19 @@ from rich.table import Table
 
 from simulator import Schedule, SimulatorError, Strategy
 
-from ._campaign import EngineResult, Verdict, replay, replay_command, run_campaign
+from ._campaign import (
+    EngineResult,
+    Verdict,
+    replay,
+    replay_command,
+    run_campaign,
+    search_engine,
+)
 from ._checker import check, fatal
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine
 from ._errors import ConformanceError
 from ._report import write_report
+from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
 from ._scenarios import SCENARIOS, load_scenario
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -57,6 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     run.add_argument("--quiet", action="store_true", help="print only the verdict table")
 
+    repro = commands.add_parser(
+        "reproduce", help="run a scenario file (a bug report) and print its verdict"
+    )
+    repro.add_argument("file", type=Path, help="a scenario .toml file")
+    repro.add_argument("--engine", help="check this engine instead of the file's")
+    repro.add_argument("--examples", type=_positive, help="override the file's search budget")
+    repro.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+
+    chk = commands.add_parser(
+        "check", help="check an engine against every shipped scenario its guarantees cover"
+    )
+    chk.add_argument("--engine", required=True, help="built-in name or module:attribute")
+    chk.add_argument(
+        "--scenario",
+        type=Path,
+        action="append",
+        dest="scenarios",
+        help="scenario file (repeatable; default: every shipped scenario)",
+    )
+    chk.add_argument("--examples", type=_positive, help="override each scenario's budget")
+    chk.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+
     rep = commands.add_parser("replay", help="replay one schedule and print its history")
     rep.add_argument("schedule", help="a schedule string, e.g. 'atlas*12 nova*3' or 'default'")
     rep.add_argument("--scenario", default="headline")
@@ -81,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, console)
         if args.command == "replay":
             return _replay(args, console)
+        if args.command == "reproduce":
+            return _reproduce(args, console)
+        if args.command == "check":
+            return _check(args, console)
     except (ConformanceError, SimulatorError) as exc:
         errors.print(f"[bold red]tokenrace: error:[/] {exc}")
         return EXIT_USAGE
@@ -176,6 +211,65 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     if not anomalies:
         console.print("no anomaly")
     return EXIT_FAILED if fatal(anomalies) else EXIT_OK
+
+
+def _reproduce(args: argparse.Namespace, console: Console) -> int:
+    scenario = load_scenario_file(args.file)
+    entry = load_engine(args.engine or scenario.engine)
+    if args.engine:  # a user's engine is held to what the reference promises
+        entry = dataclasses.replace(entry, expectation=Expectation.CLEAN)
+    elif scenario.reproduces:
+        entry = dataclasses.replace(entry, expectation=Expectation.BUGGY)
+    entries = [entry]
+    if not args.engine and scenario.reference is ReferenceClaim.CLEAN:
+        entries.append(load_engine("reference"))
+    console.print(f"[bold]{scenario.title or scenario.name}[/]  ({scenario.source})")
+    campaign = run_campaign(
+        str(args.file),
+        scenario.world,
+        entries,
+        max_examples=args.examples or scenario.examples,
+        seed=scenario.seed,
+        strategy=scenario.strategy,
+        on_result=lambda result: _print_result(console, str(args.file), result),
+    )
+    write_report(campaign, args.report_dir)
+    return EXIT_OK if campaign.passed else EXIT_FAILED
+
+
+def _check(args: argparse.Namespace, console: Console) -> int:
+    entry = dataclasses.replace(load_engine(args.engine), expectation=Expectation.CLEAN)
+    files = args.scenarios or builtin_scenarios()
+    scenarios = [load_scenario_file(Path(path)) for path in files]
+    claimed = [s for s in scenarios if s.reference is ReferenceClaim.CLEAN]
+    table = Table(title=f"tokenrace check --engine {args.engine}")
+    for column in ("scenario", "class", "verdict", "anomaly", "schedules"):
+        table.add_column(column)
+    failed = False
+    results = []
+    for scenario in claimed:
+        result = search_engine(
+            scenario.name,
+            scenario.world,
+            entry,
+            max_examples=args.examples or scenario.examples,
+            seed=scenario.seed,
+            strategy=scenario.strategy,
+        )
+        results.append(result)
+        first = fatal(result.anomalies)
+        failed = failed or not result.passed
+        table.add_row(
+            scenario.name,
+            str(scenario.race_class or "-"),
+            result.verdict.value,
+            first[0].kind.value if first else "-",
+            str(result.examples),
+        )
+        if not result.passed:
+            _print_result(console, str(scenario.path), result)
+    console.print(table)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _plural(count: int, noun: str) -> str:

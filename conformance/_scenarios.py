@@ -9,10 +9,13 @@ expires, twice.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fake_oauth_server import Policy
 from simulator import AgentSpec, StoreLayout, WorldSpec
 
 from ._errors import UnknownScenario
+from ._scenario_files import builtin_scenarios, load_scenario_file
 
 HEADLINE_AGENTS = ("atlas", "axon", "nova", "nexis", "lumi")
 
@@ -41,8 +44,14 @@ SCENARIOS = {"headline": headline, "small": small}
 
 
 def load_scenario(name: str) -> WorldSpec:
-    try:
+    """A world by name (``headline``, ``small``, a shipped scenario file's name) or file path."""
+    if name in SCENARIOS:
         return SCENARIOS[name]()
-    except KeyError:
-        known = ", ".join(sorted(SCENARIOS))
-        raise UnknownScenario(f"unknown scenario {name!r}: known scenarios are {known}") from None
+    if name.endswith(".toml") or Path(name).is_file():
+        return load_scenario_file(Path(name)).world
+    shipped = [load_scenario_file(path) for path in builtin_scenarios()]
+    for scenario in shipped:
+        if scenario.name == name:
+            return scenario.world
+    known = ", ".join([*SCENARIOS, *(scenario.name for scenario in shipped)])
+    raise UnknownScenario(f"unknown scenario {name!r}: use a .toml file or one of {known}")

@@ -69,6 +69,11 @@ class FakeOAuthApp:
     def now(self) -> float:
         return time.time() + self.clock_offset
 
+    def restart(self) -> None:
+        """Request ids from ``r1`` again and the clock back to the wall clock (on a reset)."""
+        self._ids = itertools.count(1)
+        self.clock_offset = 0.0
+
     def shutdown_soon(self) -> None:
         """From any thread: let every held request through, so shutdown does not wait on them."""
         loop = self._loop

@@ -217,7 +217,7 @@ async def _reset(app: FakeOAuthApp, params: dict[str, str], data: dict[str, Any]
     seed = _text(data, "seed", "") if "seed" in data else None
     app.hold.set_holding(False)
     app.server.reset(seed=seed, policy=policy)
-    app.clock_offset = 0.0
+    app.restart()
     return _policy_answer(app.server.policy)
 
 

@@ -1,0 +1,124 @@
+"""Shipped scenario files: each known-bug engine is caught, the reference passes what it claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance import BUILTIN_ENGINES, Verdict, check, fatal, replay, search_engine
+from conformance._cli import main
+from conformance._scenario_files import (
+    ReferenceClaim,
+    ScenarioError,
+    builtin_scenarios,
+    load_scenario_file,
+)
+
+SCENARIOS = builtin_scenarios()
+
+
+def test_every_corpus_engine_has_a_scenario() -> None:
+    covered = {load_scenario_file(path).engine for path in SCENARIOS}
+    corpus = {name for name in BUILTIN_ENGINES if name != "reference"}
+    assert corpus <= covered
+    assert SCENARIOS[0].name.startswith("01-headline")
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda path: path.stem)
+def test_scenario_catches_its_engine(path: Path) -> None:
+    scenario = load_scenario_file(path)
+    assert scenario.reproduces
+    entry = BUILTIN_ENGINES[scenario.engine]
+    result = search_engine(
+        scenario.name,
+        scenario.world,
+        entry,
+        max_examples=scenario.examples,
+        seed=scenario.seed,
+        strategy=scenario.strategy,
+    )
+    assert result.verdict is Verdict.REPRODUCED, result.bound
+    assert fatal(result.anomalies)
+    assert result.schedule is not None
+    replayed = replay(scenario.world, entry, result.schedule)  # the minimal schedule replays
+    assert check(replayed) == result.anomalies
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda path: path.stem)
+def test_reference_passes_what_it_claims(path: Path) -> None:
+    scenario = load_scenario_file(path)
+    assert scenario.reference is ReferenceClaim.CLEAN
+    result = search_engine(
+        scenario.name,
+        scenario.world,
+        BUILTIN_ENGINES["reference"],
+        max_examples=scenario.examples,
+        seed=scenario.seed,
+        strategy=scenario.strategy,
+    )
+    assert result.verdict is not Verdict.REPRODUCED, [str(a) for a in result.anomalies]
+
+
+def test_check_fails_a_corpus_engine_and_names_its_anomaly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    files = [str(SCENARIOS[2]), str(SCENARIOS[1])]
+    argv = ["check", "--engine", "no-lock", "--scenario", files[0], "--scenario", files[1]]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "refresh-token-reuse" in out
+
+
+def test_check_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    files = [str(SCENARIOS[2]), str(SCENARIOS[1])]
+    argv = ["check", "--engine", "reference", "--scenario", files[0], "--scenario", files[1]]
+    assert main(argv) == 0
+    assert "ruled out" in capsys.readouterr().out
+
+
+def test_reproduce_exits_0_when_the_report_is_reproduced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["reproduce", str(SCENARIOS[0]), "--examples", "30", "--report-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "REPRODUCED" in out
+    assert "tokenrace replay --scenario" in out
+    assert (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[scenario\nname = 1", "not valid TOML"),
+        ('[scenario]\nname = "x"\n', "[world] agents: is required"),
+        (
+            '[scenario]\nname = "x"\n[world]\nagents = ["a"]\nlayout = "nope"',
+            "unknown value 'nope'",
+        ),
+        ('[scenario]\nname = "x"\n[world]\nagents = ["a"]\npolicy = "nope"', "[world] policy"),
+        ('[scenario]\nname = "x"\n[world]\nagents = ["a"]\nfaults = ["boom"]', "unknown fault"),
+        ('[scenario]\nname = "x"\n[world]\nagents = []', "non-empty list"),
+        ('[scenario]\nname = "x"\n[wrld]\n', "unknown table"),
+        (
+            '[scenario]\nname = "x"\n[world]\nagents = ["a"]\npolicy_overrides = {nope = 1}',
+            "unknown policy field 'nope'",
+        ),
+    ],
+)
+def test_bad_scenario_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match="bad.toml") as caught:
+        load_scenario_file(path)
+    assert message in str(caught.value)
+
+
+def test_bad_scenario_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[scenario\n")
+    assert main(["reproduce", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid TOML" in err
+    assert "line 1" in err
