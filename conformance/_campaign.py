@@ -54,6 +54,8 @@ class EngineResult:
     history: str  # the minimal failing run's history, tokens fingerprinted; "" when not found
     strategy: Strategy = Strategy.HYPOTHESIS
     bound: str = ""  # what the search covered, in words
+    scenario: str = ""  # the scenario's name or file, as ``tokenrace replay --scenario`` takes it
+    title: str = ""  # the scenario's one-line description
 
     @property
     def passed(self) -> bool:
@@ -64,15 +66,14 @@ class EngineResult:
 
 @dataclass(frozen=True, slots=True)
 class CampaignResult:
-    scenario: str
-    seed: int
-    max_examples: int
-    engines: tuple[EngineResult, ...]
+    """Every cell of a campaign: one engine searched in one scenario each."""
+
+    cells: tuple[EngineResult, ...]
     elapsed: float
 
     @property
     def passed(self) -> bool:
-        return all(result.passed for result in self.engines)
+        return all(result.passed for result in self.cells)
 
 
 def replay(spec: WorldSpec, entry: EngineEntry, schedule: Schedule) -> RunResult:
@@ -155,6 +156,7 @@ def search_engine(
             history="",
             strategy=strategy,
             bound=search.bound,
+            scenario=scenario,
         )
     return EngineResult(
         engine=entry.name,
@@ -171,6 +173,7 @@ def search_engine(
         history=failing.render(),
         strategy=strategy,
         bound=search.bound,
+        scenario=scenario,
     )
 
 
@@ -193,9 +196,7 @@ def run_campaign(
         results.append(result)
         if on_result is not None:
             on_result(result)
-    return CampaignResult(
-        scenario, seed, max_examples, tuple(results), time.perf_counter() - started
-    )
+    return CampaignResult(tuple(results), time.perf_counter() - started)
 
 
 def replay_command(scenario: str, engine: str, schedule: Schedule) -> str:

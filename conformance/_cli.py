@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from simulator import Schedule, SimulatorError, Strategy
@@ -29,9 +31,10 @@ from ._campaign import (
 from ._checker import check, fatal
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine
 from ._errors import ConformanceError
-from ._report import write_report
+from ._matrix import default_cells, run_cells
+from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
-from ._scenarios import SCENARIOS, load_scenario
+from ._scenarios import load_scenario
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_ANOMALIES_SHOWN = 4
@@ -44,27 +47,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = commands.add_parser("run", help="search every engine's schedules in a scenario")
-    run.add_argument("--scenario", default="headline", help=f"one of {', '.join(SCENARIOS)}")
+    run = commands.add_parser(
+        "run", help="the default campaign: every shipped scenario, its engine and the reference"
+    )
+    run.add_argument(
+        "--scenario",
+        action="append",
+        dest="scenarios",
+        metavar="NAME",
+        help="only this shipped scenario (repeatable; default: all)",
+    )
     run.add_argument(
         "--engine",
         action="append",
         dest="engines",
         metavar="ENGINE",
-        help="built-in name or module:attribute (repeatable; default: every built-in engine)",
+        help="only this engine; a module:attribute engine is checked where the reference is",
     )
     run.add_argument(
         "--strategy",
         type=Strategy,
         choices=list(Strategy),
-        default=Strategy.HYPOTHESIS,
+        default=None,
         metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
-        help="how schedules are searched (default: hypothesis)",
+        help="how schedules are searched (default: each scenario's own)",
     )
-    run.add_argument("--examples", type=_positive, default=1000, help="schedules per engine")
-    run.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
+    run.add_argument("--examples", type=_positive, help="schedules per cell (default: scenario's)")
+    run.add_argument("--seed", type=int, help="search seed (default: each scenario's)")
+    run.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
     run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     run.add_argument("--quiet", action="store_true", help="print only the verdict table")
+    run.add_argument("--json", action="store_true", help="print results.json, nothing else")
 
     repro = commands.add_parser(
         "reproduce", help="run a scenario file (a bug report) and print its verdict"
@@ -124,34 +137,60 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
-    spec = load_scenario(args.scenario)
-    entries = [load_engine(name) for name in (args.engines or list(BUILTIN_ENGINES))]
-    console.print(
-        f"tokenrace run: scenario [bold]{args.scenario}[/], {len(spec.agents)} agents, "
-        f"{_plural(len(entries), 'engine')}, {args.strategy.value} search, "
-        f"up to {args.examples} schedules each, seed {args.seed}"
+    names = args.engines or []
+    for name in names:
+        load_engine(name)  # fail early, with exit status 2, on a bad engine
+    builtin = [name for name in names if name in BUILTIN_ENGINES]
+    cells = default_cells(
+        engines=builtin if names else (),
+        scenarios=args.scenarios or (),
+        examples=args.examples,
+        strategy=args.strategy,
+        seed=args.seed,
     )
-
-    def show(result: EngineResult) -> None:
-        if not args.quiet:
-            _print_result(console, args.scenario, result)
-
-    with console.status("searching schedules…", spinner="dots"):
-        campaign = run_campaign(
-            args.scenario,
-            spec,
-            entries,
-            max_examples=args.examples,
-            seed=args.seed,
-            strategy=args.strategy,
-            on_result=show,
+    for name in (name for name in names if name not in BUILTIN_ENGINES):
+        cells += [
+            dataclasses.replace(cell, engine=name, expectation=Expectation.CLEAN)
+            for cell in default_cells(scenarios=args.scenarios or (), examples=args.examples)
+            if cell.engine == "reference"
+        ]
+    if not cells:
+        raise ConformanceError("no cell to run: the --scenario and --engine filters match nothing")
+    if not args.json:
+        scenarios = len({cell.scenario for cell in cells})
+        console.print(
+            f"tokenrace run: {_plural(len(cells), 'cell')} "
+            f"({_plural(scenarios, 'scenario')} x engines), {args.jobs or os.cpu_count()} jobs"
         )
-    table = Table(title=f"scenario {args.scenario}")
-    for column in ("engine", "expected", "verdict", "anomaly", "schedules", "time", "ok"):
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.quiet or args.json,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("cells", total=len(cells))
+
+        def show(result: EngineResult) -> None:
+            progress.advance(task)
+            if not (args.quiet or args.json):
+                _print_result(console, result.scenario, result)
+
+        campaign = run_cells(cells, jobs=args.jobs, on_result=show)
+    written = write_report(campaign, args.report_dir)
+    if args.json:
+        console.print_json(data=results_json(campaign))
+        return EXIT_OK if campaign.passed else EXIT_FAILED
+    table = Table(title="tokenrace run")
+    columns = ("scenario", "engine", "expected", "verdict", "anomaly", "schedules", "time", "ok")
+    for column in columns:
         table.add_column(column)
-    for result in campaign.engines:
+    for result in campaign.cells:
         first = fatal(result.anomalies)
         table.add_row(
+            result.scenario,
             result.engine,
             result.expectation.value,
             result.verdict.value,
@@ -161,7 +200,6 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             "[green]yes[/]" if result.passed else "[bold red]NO[/]",
         )
     console.print(table)
-    written = write_report(campaign, args.report_dir)
     console.print(f"report: {written[0]}  ({campaign.elapsed:.1f}s in all)")
     return EXIT_OK if campaign.passed else EXIT_FAILED
 

@@ -5,10 +5,10 @@ Schema, version 1::
     {
       "schema": "tokenrace.results/1",
       "tool_version": str,
-      "scenario": str, "seed": int, "max_examples": int,
-      "passed": bool,            # every engine met its expectation
+      "passed": bool,            # every cell met its expectation
       "elapsed_s": float,
-      "engines": [{
+      "cells": [{                # one engine searched in one scenario
+        "scenario": str, "title": str,
         "engine": str, "summary": str,
         "expected": "clean" | "buggy",
         "verdict": "reproduced" | "ruled out" | "not found",
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,10 @@ def _tool_version() -> str:
         return "0+unknown"
 
 
-def engine_json(result: EngineResult, scenario: str) -> dict[str, Any]:
+def engine_json(result: EngineResult) -> dict[str, Any]:
     return {
+        "scenario": result.scenario,
+        "title": result.title,
         "engine": result.engine,
         "summary": result.summary,
         "expected": result.expectation.value,
@@ -77,7 +80,7 @@ def engine_json(result: EngineResult, scenario: str) -> dict[str, Any]:
         "preemptions": result.preemptions,
         "replay": None
         if result.schedule is None
-        else replay_command(scenario, result.engine, result.schedule),
+        else replay_command(result.scenario, result.engine, result.schedule),
     }
 
 
@@ -85,12 +88,9 @@ def results_json(campaign: CampaignResult) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "tool_version": _tool_version(),
-        "scenario": campaign.scenario,
-        "seed": campaign.seed,
-        "max_examples": campaign.max_examples,
         "passed": campaign.passed,
         "elapsed_s": _round(campaign.elapsed),
-        "engines": [engine_json(result, campaign.scenario) for result in campaign.engines],
+        "cells": [engine_json(result) for result in campaign.cells],
     }
 
 
@@ -100,9 +100,10 @@ def write_report(campaign: CampaignResult, directory: Path) -> list[Path]:
     written = []
     text = json.dumps(results_json(campaign), indent=2) + "\n"
     written.append(_write(directory / "results.json", text))
-    for result in campaign.engines:
+    for result in campaign.cells:
         if result.history:
-            written.append(_write(directory / f"history-{result.engine}.txt", result.history))
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(result.scenario).stem}-{result.engine}")
+            written.append(_write(directory / f"history-{name}.txt", result.history))
     return written
 
 

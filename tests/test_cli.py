@@ -13,13 +13,14 @@ from conformance._cli import main
 
 
 def test_run_writes_report_and_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", "--examples", "60", "--report-dir", str(tmp_path)])
+    argv = ["run", "--scenario", "headline", "--examples", "60", "--report-dir", str(tmp_path)]
+    code = main([*argv, "--jobs", "1"])
     out = capsys.readouterr().out
     assert code == 0, out
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["schema"] == "tokenrace.results/1"
     assert report["passed"] is True
-    by_engine = {entry["engine"]: entry for entry in report["engines"]}
+    by_engine = {entry["engine"]: entry for entry in report["cells"]}
     assert by_engine["reference"]["verdict"] == "not found"
     assert by_engine["reference"]["schedules_tried"] == 60
     assert by_engine["mirrored"]["verdict"] == "reproduced"
@@ -34,6 +35,7 @@ def test_report_and_output_carry_no_raw_token(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     main(["run", "--examples", "20", "--report-dir", str(tmp_path), "--engine", "mirrored"])
+    assert list(tmp_path.glob("history-headline-mirrored.txt"))
     out = capsys.readouterr().out
     written = "".join(path.read_text() for path in tmp_path.iterdir())
     for text in (out, written):
@@ -64,7 +66,8 @@ def test_replay_is_byte_identical_across_calls(capsys: pytest.CaptureFixture[str
         (["run", "--engine", "nosuch"], "unknown engine 'nosuch'"),
         (["run", "--engine", "nosuch_module_xyz:Engine"], "cannot import 'nosuch_module_xyz'"),
         (["run", "--engine", "json:dumps"], "is not an engine"),
-        (["run", "--scenario", "nosuch"], "unknown scenario 'nosuch'"),
+        (["run", "--scenario", "nosuch"], "no cell to run"),
+        (["replay", "default", "--scenario", "nosuch"], "unknown scenario 'nosuch'"),
         (["replay", "atlas*0"], "bad schedule segment 'atlas*0'"),
         (["replay", "nova*40"], "step 5: the schedule runs 'nova', but only atlas"),
     ],
@@ -81,3 +84,20 @@ def test_bad_input_exits_2_with_a_clear_message(
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: tokenrace" in capsys.readouterr().out
+
+
+def test_run_json_is_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "--scenario", "separate-logins", "--json", "--report-dir", str(tmp_path)]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "results.json").read_text())
+    assert {cell["engine"] for cell in printed["cells"]} == {"separate-logins", "reference"}
+
+
+def test_run_a_user_engine_by_module_attribute(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--engine", "conformance._corpus:NoCrossProcessLock", "--scenario"]
+    argv += ["no-cross-process-lock", "--report-dir", str(tmp_path), "--jobs", "1"]
+    assert main(argv) == 1  # held to the reference's promise, it fails
+    assert "refresh-token-reuse" in capsys.readouterr().out
