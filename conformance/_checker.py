@@ -78,8 +78,7 @@ def check(result: RunResult) -> tuple[Anomaly, ...]:
     losses = _fault_losses(events, audit)
     anomalies += _lost_tokens(events, audit, losses)
     if losses and not result.policy.grace:
-        first = min(losses)
-        anomalies = [_unavoidable(anomaly, first) for anomaly in anomalies]
+        anomalies = [_unavoidable(anomaly, losses) for anomaly in anomalies]
     anomalies.sort(key=lambda anomaly: (anomaly.steps, anomaly.kind.value, anomaly.agent))
     return tuple(anomalies)
 
@@ -88,9 +87,18 @@ def fatal(anomalies: Iterable[Anomaly]) -> list[Anomaly]:
     return [anomaly for anomaly in anomalies if anomaly.severity is Severity.FATAL]
 
 
-def _unavoidable(anomaly: Anomaly, loss: int) -> Anomaly:
-    if anomaly.kind not in _CONSEQUENCES or max(anomaly.steps, default=0) < loss:
+def _unavoidable(anomaly: Anomaly, losses: list[int]) -> Anomaly:
+    """Demote what follows a fault that lost a rotated token (or is that token's loss)."""
+    if anomaly.kind not in _CONSEQUENCES:
         return anomaly
+    last = max(anomaly.steps, default=0)
+    if anomaly.kind is AnomalyKind.TOKEN_LOST:  # steps: the request that minted it
+        caused = [loss for loss in losses if loss >= last]
+    else:
+        caused = [loss for loss in losses if loss <= last]
+    if not caused:
+        return anomaly
+    loss = caused[0]
     return replace(
         anomaly,
         severity=Severity.WARNING,

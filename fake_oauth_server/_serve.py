@@ -18,7 +18,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -54,7 +54,8 @@ def bind(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         raise ServeError(f"host must be an IP address, got {host!r}") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -110,13 +111,17 @@ def serve_in_thread(
     port: int = 0,
     hold_timeout: float = 60.0,
     startup_timeout: float = 10.0,
+    access_log: Callable[[str], None] | None = None,
 ) -> Iterator[RunningServer]:
-    """Serve a fresh ``AuthServer`` on ``host:port`` from a background thread."""
+    """Serve a fresh ``AuthServer`` on ``host:port`` from a background thread.
+
+    ``access_log`` gets one line per request, tokens shown as fingerprints.
+    """
     chosen = Policy.preset(policy) if isinstance(policy, str) else policy
     sock = bind(host, port)
     base_url = url_of(sock)
     server = AuthServer(chosen, seed=seed, issuer=base_url)
-    app = FakeOAuthApp(server, hold_timeout=hold_timeout)
+    app = FakeOAuthApp(server, hold_timeout=hold_timeout, access_log=access_log)
     runner = _uvicorn(app)
     thread = threading.Thread(
         target=runner.run, kwargs={"sockets": [sock]}, name="fake-oauth-server", daemon=True

@@ -13,7 +13,8 @@ from ._errors import NotModelled, ScheduleError, SimulatorError, WorldError
 from ._explore import search_exhaustive
 from ._faults import FaultKind
 from ._history import EventKind, HistoryEvent, describe, render
-from ._kernel import AgentStatus, Engine, RunResult, Simulation, simulate
+from ._kernel import AgentStatus, Simulation, simulate
+from ._result import Engine, RunResult
 from ._schedule import (
     Chooser,
     DefaultChooser,

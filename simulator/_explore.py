@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._footprint import Footprint, dependent
-from ._kernel import RunResult
+from ._result import RunResult
 from ._schedule import Chooser, StepView, candidates
 from ._strategies import SearchResult, Strategy
 

@@ -12,6 +12,7 @@ reduction) but must never miss an access (that would cost soundness).
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from refresh_engine import (
@@ -64,8 +65,22 @@ def dependent(first: Footprint, second: Footprint) -> bool:
     return False
 
 
-def effect_footprint(fs: VirtualFS, pid: int, agent: str, effect: Effect) -> Footprint:
-    """What carrying out ``effect`` now, for ``pid``, would touch."""
+def effect_footprint(
+    fs: VirtualFS,
+    pid: int,
+    agent: str,
+    effect: Effect,
+    fold: Callable[[str], str] = str,
+) -> Footprint:
+    """What carrying out ``effect`` now, for ``pid``, would touch.
+
+    ``fold`` maps a path to the name the filesystem keys on (case-folding
+    where names are case-insensitive).
+    """
+
+    def _norm(path: str) -> str:
+        return fold(posixpath.normpath(path))
+
     table = (f"fdt:{pid}", True)
     match effect:
         case Open(path, flags):
@@ -112,7 +127,3 @@ def effect_footprint(fs: VirtualFS, pid: int, agent: str, effect: Effect) -> Foo
         case ProcessAlive():
             return frozenset({("procs", False)})
     return local(agent)  # Now, Sleep, Log, GetPid, Seek: private to the agent
-
-
-def _norm(path: str) -> str:
-    return posixpath.normpath(path)

@@ -200,7 +200,7 @@ def describe(event: HistoryEvent) -> str:
             assert event.effect is not None
             line = describe_effect(event.effect)
             if event.kind is EventKind.BLOCKED:
-                return f"{line} -> waits"
+                return f"{line} -> busy, {event.note}" if event.note else f"{line} -> waits"
             if event.outcome is not None:
                 line += f" -> {describe_outcome(event.outcome)}"
             return line

@@ -14,21 +14,23 @@ from __future__ import annotations
 import enum
 import errno
 import urllib.parse
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from fake_oauth_server import AuditEvent, AuthServer, Policy, Request, fingerprint
+from fake_oauth_server import AuthServer, Request, fingerprint
 from refresh_engine import (
     AgentContext,
     Done,
     Effect,
     Failed,
     Flock,
-    Flow,
     FlowRunner,
     HttpPost,
     HttpResponse,
+    Lockf,
+    LockFileEx,
     LockOp,
+    MsvcrtLocking,
+    MsvcrtMode,
     Mutex,
     Outcome,
     Raised,
@@ -40,18 +42,14 @@ from refresh_engine import (
 
 from ._faults import REQUEST_FAULTS, FaultKind
 from ._footprint import EVERYTHING, SERVER_READ, Footprint, effect_footprint, local
-from ._history import EventKind, HistoryEvent, render
-from ._schedule import Chooser, Schedule, default_choice, minimal_schedule
+from ._history import EventKind, HistoryEvent
+from ._os import MSVCRT_TRIES, WINDOWS_EDEADLOCK, OsLayer
+from ._result import Engine, RunResult
+from ._schedule import Chooser, default_choice, minimal_schedule
 from ._syscalls import os_call
 from ._vfs import VirtualFS
 from ._watch import StoreWatch
 from ._world import STORE_NAME, WorldSpec, seed_world
-
-
-class Engine(Protocol):
-    """What the simulator runs: anything with an ``access_token`` flow."""
-
-    def access_token(self, ctx: AgentContext) -> Flow[str]: ...
 
 
 class AgentStatus(enum.Enum):
@@ -87,6 +85,7 @@ class _Agent:
         "request_id",
         "token",
         "skew",
+        "tries",
     )
 
     def __init__(
@@ -104,25 +103,7 @@ class _Agent:
         self.request_id = ""
         self.token = ""
         self.skew = skew
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """A finished run: its history, the server's audit log and its schedule."""
-
-    events: tuple[HistoryEvent, ...]
-    audit: tuple[AuditEvent, ...]
-    schedule: Schedule  # the explicit prefix that replays this run exactly
-    steps: int
-    preemptions: int  # steps where the chooser departed from the default order
-    start_time: float
-    home: str
-    policy: Policy  # the server's policy in this world (the checker asks about grace)
-    stores: tuple[str, ...]  # every credential store path the world watches
-    final_files: tuple[tuple[str, bytes], ...]  # every store file at the end, for the checker
-
-    def render(self) -> str:
-        return render(self.events, self.audit, self.start_time, self.home)
+        self.tries = 0  # msvcrt.locking LK_LOCK attempts so far
 
 
 class Simulation:
@@ -134,6 +115,7 @@ class Simulation:
         self.chooser = chooser
         self.now = spec.start_time
         self.fs = VirtualFS(clock=lambda: self.now)
+        self.os = OsLayer(self.fs, spec.os, spec.nolock_dirs)
         self.server = AuthServer(spec.policy, seed=spec.server_seed)
         seed_world(spec, self.fs, self.server)
         self.agents = [
@@ -209,10 +191,17 @@ class Simulation:
         if agent.status is not AgentStatus.READY:
             return False
         effect = agent.runner.pending if agent.runner is not None else None
-        if isinstance(effect, Flock) and effect.blocking and effect.op is not LockOp.UNLOCK:
-            return self.fs.can_flock(agent.pid, effect.fd, effect.op)
-        if isinstance(effect, Mutex) and effect.op is not LockOp.UNLOCK:
-            return (agent.pid, effect.name) not in self.mutexes
+        pid = agent.pid
+        match effect:
+            case Flock(fd, op, True) if op is not LockOp.UNLOCK:
+                return self.os.can_flock(pid, fd, op, self.watch.path_of(pid, fd))
+            case Lockf(fd, op, True) if op is not LockOp.UNLOCK:
+                return self.os.can_lockf(pid, fd, op, self.watch.path_of(pid, fd))
+            case LockFileEx(fd, op, True, offset, length) if op is not LockOp.UNLOCK:
+                exclusive = op is LockOp.EXCLUSIVE
+                return self.os.can_range_lock(pid, fd, offset, offset + length, exclusive)
+            case Mutex(name, op) if op is not LockOp.UNLOCK:
+                return (pid, name) not in self.mutexes
         return True
 
     def _advance_clock(self) -> bool:
@@ -322,6 +311,9 @@ class Simulation:
             agent.wake_at = self.now + max(0.0, effect.seconds)
         else:
             outcome = self._perform(agent.pid, effect)
+            if self._msvcrt_retry(agent, effect, outcome):
+                return
+            agent.tries = 0
             failed = isinstance(outcome, Failed)
             self.watch.track(agent.pid, effect, getattr(outcome, "fd", None))
             fd = getattr(effect, "fd", None)
@@ -334,6 +326,24 @@ class Simulation:
                     EventKind.STORE, agent.name, path=store, generation=generation, note=note
                 )
             self._resume(agent, outcome)
+
+    def _msvcrt_retry(self, agent: _Agent, effect: Effect, outcome: Outcome) -> bool:
+        """``LK_LOCK`` tries once a second, ten times, then fails with EDEADLOCK."""
+        if not isinstance(effect, MsvcrtLocking) or not isinstance(outcome, Failed):
+            return False
+        if effect.mode not in (MsvcrtMode.LOCK, MsvcrtMode.RLOCK) or outcome.winerror != 33:
+            return False
+        agent.tries += 1
+        if agent.tries < MSVCRT_TRIES:
+            self._record(EventKind.BLOCKED, agent.name, effect=effect, note="retry in 1s")
+            agent.status = AgentStatus.STALLED  # the same effect is tried again on waking
+            agent.wake_at = self.now + 1.0
+            return True
+        agent.tries = 0
+        failed = Failed("OSError", WINDOWS_EDEADLOCK, "Resource deadlock avoided")
+        self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=failed)
+        self._resume(agent, failed)
+        return True
 
     def _mutex(self, agent: _Agent, effect: Mutex) -> Outcome:
         """An in-process mutex: per process, so agents of other processes never wait."""
@@ -351,11 +361,12 @@ class Simulation:
 
     def _perform(self, pid: int, effect: Effect) -> Outcome:
         return os_call(
-            self.fs,
+            self.os,
             pid,
             effect,
             now=self.now + self._skew_of(pid),
             alive=lambda other: any(agent.pid == other for agent in self.agents),
+            path_of=self.watch.path_of,
         )
 
     def _post(self, effect: HttpPost, request_id: str) -> Outcome:
@@ -385,7 +396,7 @@ class Simulation:
         pending = agent.runner.pending
         if isinstance(pending, Mutex):
             return frozenset({(f"mutex:{agent.pid}:{pending.name}", True)})
-        return effect_footprint(self.fs, agent.pid, agent.name, pending)
+        return effect_footprint(self.fs, agent.pid, agent.name, pending, self.os.path)
 
     # ------------------------------------------------------------- faults
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from ._kernel import RunResult
+from ._result import RunResult
 from ._schedule import Chooser, DefaultChooser, StepView, candidates
 
 

@@ -34,6 +34,7 @@ from refresh_engine import (
     Opened,
     Outcome,
     Pid,
+    Position,
     ProcessAlive,
     Read,
     ReadData,
@@ -50,57 +51,78 @@ from refresh_engine import (
     Wrote,
 )
 
-from ._errors import NotModelled
-from ._vfs import VirtualFS
+from ._os import OsLayer
 
 
 def os_call(
-    fs: VirtualFS, pid: int, effect: Effect, *, now: float, alive: Callable[[int], bool]
+    os: OsLayer,
+    pid: int,
+    effect: Effect,
+    *,
+    now: float,
+    alive: Callable[[int], bool],
+    path_of: Callable[[int, int], str],
 ) -> Outcome:
     """Do ``effect`` for process ``pid``; an ``OSError`` becomes ``Failed``."""
     try:
-        return _call(fs, pid, effect, now, alive)
+        return _call(os, pid, effect, now, alive, path_of)
     except OSError as exc:
         return Failed.from_exception(exc)
 
 
 def _call(
-    fs: VirtualFS, pid: int, effect: Effect, now: float, alive: Callable[[int], bool]
+    os: OsLayer,
+    pid: int,
+    effect: Effect,
+    now: float,
+    alive: Callable[[int], bool],
+    path_of: Callable[[int, int], str],
 ) -> Outcome:
+    fs = os.fs
     match effect:
         case Open(path, flags):
-            return Opened(fs.open(pid, path, flags))
+            return Opened(os.open(pid, path, flags))
         case CreateExclusive(path):
-            return Opened(fs.create_exclusive(pid, path))
+            return Opened(os.create_exclusive(pid, path))
         case Read(fd, size):
-            return ReadData(fs.read(pid, fd, size))
+            return ReadData(os.read(pid, fd, size))
         case Write(fd, data):
-            return Wrote(fs.write(pid, fd, data))
+            return Wrote(os.write(pid, fd, data))
         case Truncate(fd, size):
             fs.truncate(pid, fd, size)
         case Fsync(fd):
             fs.fsync(pid, fd)
         case Close(fd):
-            fs.close(pid, fd)
+            os.close(pid, fd)
         case Replace(src, dst):
-            fs.replace(src, dst)
+            os.replace(src, dst)
         case Unlink(path):
-            fs.unlink(path)
+            os.unlink(path)
         case Mkdir(path):
-            fs.mkdir(path)
+            fs.mkdir(os.path(path))
+        case Rmdir(path):
+            os.rmdir(path)
         case Stat(path):
-            size, mtime = fs.stat(path)
+            size, mtime = fs.stat(os.path(path))
             return StatResult(size, mtime)
+        case Touch(path):
+            fs.utime(os.path(path))
+        case Seek(fd, offset):
+            return Position(fs.seek(pid, fd, offset))
         case Flock(fd, op, _):
-            fs.flock(pid, fd, op)
+            os.flock(pid, fd, op, path_of(pid, fd))
+        case Lockf(fd, op, _):
+            os.lockf(pid, fd, op, path_of(pid, fd))
+        case MsvcrtLocking(fd, mode, nbytes):
+            os.msvcrt_locking(pid, fd, mode, nbytes)
+        case LockFileEx(fd, op, _, offset, length):
+            os.lock_file_ex(pid, fd, op, offset, length)
         case Now():
             return Clock(now)
         case GetPid():
             return Pid(pid)
         case ProcessAlive(other):
             return Alive(alive(other))
-        case Seek() | Rmdir() | Touch() | Lockf() | MsvcrtLocking() | LockFileEx():
-            raise NotModelled(f"{type(effect).__name__} is not modelled by this OS model yet")
         case Log():
             pass
         case HttpPost() | Sleep() | Mutex():

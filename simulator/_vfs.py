@@ -370,6 +370,46 @@ class VirtualFS:
         parent = self._parent(p)
         self._link(p, self._new_inode(is_dir=True), parent)
 
+    def rmdir(self, path: str) -> None:
+        """``rmdir(2)``: ENOENT, ENOTDIR, ENOTEMPTY as Linux says."""
+        p = _norm(path)
+        inode = self._get(p)
+        if inode is None:
+            self._parent(p)
+            raise _error(errno.ENOENT, p)
+        if not inode.is_dir:
+            raise _error(errno.ENOTDIR, p)
+        if inode.children:
+            raise _error(errno.ENOTEMPTY, p)
+        if p == "/":
+            raise _error(errno.EBUSY, p)
+        self._unlink(p, self._parent(p))
+
+    def utime(self, path: str) -> None:
+        """``os.utime(path)``: the mtime becomes now (a lease renewed)."""
+        p = _norm(path)
+        inode = self._get(p)
+        if inode is None:
+            self._parent(p)
+            raise _error(errno.ENOENT, p)
+        inode.mtime = self._clock()
+
+    def seek(self, pid: int, fd: int, offset: int) -> int:
+        """``lseek(fd, offset, SEEK_SET)``: moves the offset every fd of the OFD shares."""
+        if offset < 0:
+            raise _error(errno.EINVAL)
+        ofd = self._ofd(pid, fd)
+        ofd.offset = offset
+        return offset
+
+    def offset_of(self, pid: int, fd: int) -> int:
+        return self._ofd(pid, fd).offset
+
+    def is_open(self, path: str) -> bool:
+        """Whether any open file description refers to the file ``path`` names."""
+        inode = self._get(_norm(path))
+        return inode is not None and inode.open_count > 0
+
     def stat(self, path: str) -> tuple[int, float]:
         """``(size, mtime)``; a directory's size is reported as 0."""
         p = _norm(path)

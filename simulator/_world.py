@@ -73,6 +73,7 @@ class WorldSpec:
     restart_delay: float = 1.0  # seconds from a kill until the process is back
     stall_seconds: float = 30.0  # how long a stalled agent stops
     clock_skew: tuple[tuple[str, float], ...] = ()  # (agent, seconds its clock runs ahead)
+    nolock_dirs: tuple[str, ...] = ()  # directories on a mount where locks do nothing (NFS)
 
     def __post_init__(self) -> None:
         names = [agent.name for agent in self.agents]

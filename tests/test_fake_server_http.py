@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import threading
-from collections.abc import Iterator
-from urllib.parse import parse_qs, urlsplit
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 
 from fake_oauth_server import (
+    AuditEvent,
     AuditKind,
+    AuthServer,
     ControlError,
+    FakeOAuthApp,
     Fault,
     Policy,
     RunningServer,
@@ -230,3 +236,99 @@ def test_oversized_body_and_raw_garbage_never_5xx(live: RunningServer, http: htt
             conn.shutdown(socket.SHUT_WR)
             status_line = conn.recv(4096).split(b"\r\n", 1)[0]
         assert not status_line.startswith(b"HTTP/1.1 5"), (raw, status_line)
+
+
+def test_control_client_round_trips(live: RunningServer) -> None:
+    first = live.control.seed_grant()
+    live.control.reset(seed="0")
+    again = live.control.seed_grant()  # same seed, same tokens
+    assert (again.access_token, again.refresh_token) == (first.access_token, first.refresh_token)
+    live.control.reset(seed="other", policy=Policy.preset("okta"))
+    assert live.control.seed_grant().refresh_token != first.refresh_token
+    assert live.control.policy() == Policy.preset("okta")
+    assert abs(live.control.now() - time.time()) < 5
+    live.control.hold()
+    assert live.control.release_all() == []
+    live.control.hold(False)
+    events = live.control.audit()
+    assert [AuditEvent.from_json(e.to_json()) for e in events] == list(events)
+    assert repr(live.control) == f"ControlClient({live.base_url!r})"
+
+
+def test_access_log_shows_fingerprints_only() -> None:
+    lines: list[str] = []
+    with serve_in_thread("openai", access_log=lines.append) as running:
+        pair = running.control.seed_grant()
+        with httpx.Client(base_url=running.base_url, trust_env=False) as http:
+            http.post(f"/oauth/token?refresh_token={pair.refresh_token}", data=form("x"))
+            http.get("/v1/me", headers={"authorization": f"Bearer {pair.access_token}"})
+    assert any(fingerprint(pair.refresh_token) in line for line in lines), lines
+    assert not any(RAW_TOKEN.search(line) for line in lines)
+    assert any('"POST /_control/grants" 201 control' in line for line in lines)
+
+
+# ------------------------------------------------------------------ the ASGI app on its own
+
+
+def run_asgi(app: FakeOAuthApp, method: str, path: str, body: bytes = b"") -> list[dict[str, Any]]:
+    """Drive the ASGI app directly, as a server other than ours would."""
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
+        "server": ("127.0.0.1", 1),
+        "client": ("127.0.0.1", 2),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_asgi_app_elsewhere_answers_502_for_drops_and_500_for_bugs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = AuthServer(Policy.preset("rfc9700"))
+    app = FakeOAuthApp(server)
+    try:
+        pair = server.seed_grant(time.time())
+        server.set_faults([Fault.drop()])
+        sent = run_asgi(app, "POST", "/oauth/token", urlencode(form(pair.refresh_token)).encode())
+        assert sent[0]["status"] == 502
+        assert server.family_of(pair.refresh_token) == ("fam-1", 0)
+        assert any(e.kind is AuditKind.ACCEPTED for e in server.audit)  # it did commit
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("trr_" + "1" * 32)
+
+        monkeypatch.setattr(server, "deliver", broken)
+        sent = run_asgi(app, "POST", "/oauth/token")
+        assert sent[0]["status"] == 500
+        assert b"Traceback" not in sent[1]["body"]
+        assert b"trr_" not in sent[1]["body"]
+    finally:
+        app.close()
+
+
+def test_asgi_lifespan() -> None:
+    app = FakeOAuthApp(AuthServer())
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message["type"])
+
+    asyncio.run(app({"type": "lifespan"}, receive, send))
+    app.close()
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

@@ -1,0 +1,251 @@
+"""OS models over the virtual filesystem: what differs between Linux, macOS and Windows.
+
+The filesystem (``_vfs``) has POSIX semantics; this layer adds what each OS
+decides on top, as Python on that OS would show it:
+
+- ``linux``, ``macos``: ``flock`` per open file description (in ``_vfs``);
+  ``lockf``/fcntl record locks per *process*, dropped when the process closes
+  any descriptor of the file; the two kinds do not exclude each other (as
+  RACES.md class 10 has it); ``msvcrt.locking`` and ``LockFileEx`` do not
+  exist (``OSError(ENOSYS)``); macOS names are case-insensitive.
+- ``windows``: no ``fcntl`` (``flock``/``lockf`` fail with ``ENOSYS``, as
+  ``RealWorld`` reports a missing ``fcntl``); replacing a file another handle
+  holds open fails with ``PermissionError`` (winerror 5), deleting one with
+  ``PermissionError`` (winerror 32); locks are mandatory byte ranges per
+  handle (``msvcrt.locking`` from the file position, ``LockFileEx``): reads
+  and writes of a range another handle locked fail with winerror 33; names
+  are case-insensitive.
+- ``nolock`` directories (NFS mounted ``nolock``, SMB): ``flock`` and
+  ``lockf`` succeed and lock nothing (RACES.md class 11).
+
+What no model here covers raises ``NotModelled`` rather than guess.
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from refresh_engine import LockOp, MsvcrtMode, OpenFlags
+
+from ._errors import NotModelled
+from ._vfs import VirtualFS
+from ._world import OsModel
+
+#: ``errno`` values as CPython on Windows reports them.
+WINDOWS_EDEADLOCK = 36  # msvcrt.locking gave up after 10 tries
+ERROR_ACCESS_DENIED = 5
+ERROR_SHARING_VIOLATION = 32
+ERROR_LOCK_VIOLATION = 33
+MSVCRT_TRIES = 10  # LK_LOCK tries once a second, 10 times
+
+
+def _win_error(winerror: int, message: str, path: str | None = None) -> OSError:
+    exc = (
+        PermissionError(errno.EACCES, message)
+        if path is None
+        else PermissionError(errno.EACCES, message, path)
+    )
+    exc.winerror = winerror  # type: ignore[attr-defined]
+    return exc
+
+
+def _missing(call: str, model: OsModel) -> OSError:
+    return OSError(errno.ENOSYS, f"{call} is not available on {model.platform}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    pid: int
+    fd: int
+    start: int
+    end: int
+    exclusive: bool
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return self.start < end and start < self.end
+
+
+class OsLayer:
+    """One OS model's view of the virtual filesystem, for one simulated machine."""
+
+    __slots__ = ("fs", "model", "_nolock", "_lockf", "_ranges")
+
+    def __init__(self, fs: VirtualFS, model: OsModel, nolock_dirs: Sequence[str] = ()) -> None:
+        self.fs = fs
+        self.model = model
+        self._nolock = tuple(posixpath.normpath(d) for d in nolock_dirs)
+        self._lockf: dict[int, dict[int, LockOp]] = {}  # inode -> pid -> mode
+        self._ranges: dict[int, list[_Range]] = {}  # inode -> byte-range locks (Windows)
+
+    @property
+    def windows(self) -> bool:
+        return self.model is OsModel.WINDOWS
+
+    def path(self, path: str) -> str:
+        """The name the filesystem keys on: case-folded where names are case-insensitive."""
+        return path if self.model is OsModel.LINUX else path.lower()
+
+    # ------------------------------------------------------- names and data
+
+    def open(self, pid: int, path: str, flags: OpenFlags) -> int:
+        return self.fs.open(pid, self.path(path), flags)
+
+    def create_exclusive(self, pid: int, path: str) -> int:
+        return self.fs.create_exclusive(pid, self.path(path))
+
+    def read(self, pid: int, fd: int, size: int | None) -> bytes:
+        if self.windows:
+            start = self.fs.offset_of(pid, fd)
+            self._check_range(pid, fd, start, start + (size if size is not None else 1 << 62))
+        return self.fs.read(pid, fd, size)
+
+    def write(self, pid: int, fd: int, data: bytes) -> int:
+        if self.windows:
+            start = self.fs.offset_of(pid, fd)
+            self._check_range(pid, fd, start, start + len(data), writing=True)
+        return self.fs.write(pid, fd, data)
+
+    def replace(self, src: str, dst: str) -> None:
+        src, dst = self.path(src), self.path(dst)
+        if self.windows:
+            if self.fs.is_open(src):
+                raise _win_error(ERROR_SHARING_VIOLATION, "file in use by another process", src)
+            if self.fs.is_open(dst):
+                raise _win_error(ERROR_ACCESS_DENIED, "Access is denied", dst)
+        self.fs.replace(src, dst)
+
+    def unlink(self, path: str) -> None:
+        path = self.path(path)
+        if self.windows and self.fs.is_open(path):
+            raise _win_error(ERROR_SHARING_VIOLATION, "file in use by another process", path)
+        self.fs.unlink(path)
+
+    def rmdir(self, path: str) -> None:
+        path = self.path(path)
+        if self.windows and self.fs.is_open(path):
+            raise NotModelled("rmdir of a directory a handle holds open on Windows")
+        self.fs.rmdir(path)
+
+    def close(self, pid: int, fd: int) -> None:
+        inode = self.fs.inode_of(pid, fd)
+        self.fs.close(pid, fd)
+        if inode is None:
+            return
+        held = self._lockf.get(inode)
+        if held is not None:  # POSIX: closing ANY descriptor drops the process's record locks
+            held.pop(pid, None)
+        ranges = self._ranges.get(inode)
+        if ranges:
+            self._ranges[inode] = [r for r in ranges if (r.pid, r.fd) != (pid, fd)]
+
+    def kill(self, pid: int) -> None:
+        """A process dies: the OS closes its files and drops every lock it held."""
+        self.fs.kill_process(pid)
+        for held in self._lockf.values():
+            held.pop(pid, None)
+        for inode, ranges in self._ranges.items():
+            self._ranges[inode] = [r for r in ranges if r.pid != pid]
+
+    # ---------------------------------------------------------------- locks
+
+    def in_nolock_dir(self, path: str) -> bool:
+        return any(path == d or path.startswith(d + "/") for d in self._nolock)
+
+    def flock(self, pid: int, fd: int, op: LockOp, path: str) -> None:
+        if self.windows:
+            raise _missing("flock", self.model)
+        if self.in_nolock_dir(path):
+            return  # the mount says yes and locks nothing
+        self.fs.flock(pid, fd, op)
+
+    def can_flock(self, pid: int, fd: int, op: LockOp, path: str) -> bool:
+        if self.windows or self.in_nolock_dir(path):
+            return True  # it fails or succeeds at once; it never waits
+        return self.fs.can_flock(pid, fd, op)
+
+    def lockf(self, pid: int, fd: int, op: LockOp, path: str) -> None:
+        if self.windows:
+            raise _missing("lockf", self.model)
+        inode = self.fs.inode_of(pid, fd)
+        if inode is None:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        if self.in_nolock_dir(path):
+            return
+        held = self._lockf.setdefault(inode, {})
+        if op is LockOp.UNLOCK:
+            held.pop(pid, None)
+            return
+        if not self._lockf_free(inode, pid, op):
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        held[pid] = op
+
+    def can_lockf(self, pid: int, fd: int, op: LockOp, path: str) -> bool:
+        inode = self.fs.inode_of(pid, fd)
+        if self.windows or inode is None or op is LockOp.UNLOCK or self.in_nolock_dir(path):
+            return True
+        return self._lockf_free(inode, pid, op)
+
+    def _lockf_free(self, inode: int, pid: int, op: LockOp) -> bool:
+        """Record locks never conflict within one process: that is the gateway trap."""
+        for other, mode in self._lockf.get(inode, {}).items():
+            if other != pid and (op is LockOp.EXCLUSIVE or mode is LockOp.EXCLUSIVE):
+                return False
+        return True
+
+    def msvcrt_locking(self, pid: int, fd: int, mode: MsvcrtMode, nbytes: int) -> None:
+        """One try of ``msvcrt.locking``; the kernel retries ``LOCK`` once a second."""
+        if not self.windows:
+            raise _missing("msvcrt.locking", self.model)
+        start = self.fs.offset_of(pid, fd)
+        self._range_lock(pid, fd, start, start + nbytes, mode is not MsvcrtMode.UNLOCK, True)
+
+    def lock_file_ex(self, pid: int, fd: int, op: LockOp, offset: int, length: int) -> None:
+        if not self.windows:
+            raise _missing("LockFileEx", self.model)
+        locking = op is not LockOp.UNLOCK
+        self._range_lock(pid, fd, offset, offset + length, locking, op is LockOp.EXCLUSIVE)
+
+    def can_range_lock(self, pid: int, fd: int, start: int, end: int, exclusive: bool) -> bool:
+        inode = self.fs.inode_of(pid, fd)
+        if not self.windows or inode is None:
+            return True
+        return not any(
+            r.overlaps(start, end) and (exclusive or r.exclusive)
+            for r in self._ranges.get(inode, ())
+            if (r.pid, r.fd) != (pid, fd) or r.exclusive
+        )
+
+    def _range_lock(
+        self, pid: int, fd: int, start: int, end: int, locking: bool, exclusive: bool
+    ) -> None:
+        inode = self.fs.inode_of(pid, fd)
+        if inode is None:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        ranges = self._ranges.setdefault(inode, [])
+        if not locking:
+            mine = [r for r in ranges if (r.pid, r.fd, r.start, r.end) == (pid, fd, start, end)]
+            if not mine:
+                raise _win_error(158, "The segment is already unlocked")  # ERROR_NOT_LOCKED
+            ranges.remove(mine[0])
+            return
+        if not self.can_range_lock(pid, fd, start, end, exclusive):
+            raise _win_error(
+                ERROR_LOCK_VIOLATION,
+                "The process cannot access the file "
+                "because another process has locked a portion of the file",
+            )
+        ranges.append(_Range(pid, fd, start, end, exclusive))
+
+    def _check_range(self, pid: int, fd: int, start: int, end: int, writing: bool = False) -> None:
+        """Windows locks are mandatory: another handle's locked range cannot be read or written."""
+        inode = self.fs.inode_of(pid, fd)
+        if inode is None:
+            return
+        for r in self._ranges.get(inode, ()):
+            if (r.pid, r.fd) == (pid, fd) or not r.overlaps(start, end):
+                continue
+            if writing or r.exclusive:
+                raise _win_error(ERROR_LOCK_VIOLATION, "a portion of the file is locked")
