@@ -8,18 +8,21 @@ every one of them.
 
 from __future__ import annotations
 
+import errno
 import posixpath
 
 from refresh_engine import (
     AgentContext,
     Credential,
     Flow,
+    Held,
     LockKind,
     LockScope,
     LockTiming,
     OpenFlags,
     ReferenceEngine,
     TokenError,
+    acquire_lock,
     ops,
     post_refresh,
     read_store,
@@ -212,15 +215,125 @@ class SeparateLogins(ReferenceEngine):
         return posixpath.join(ctx.agent_dir, "auth.lock")
 
 
+class FcntlOrNothing(ReferenceEngine):
+    """Class 4 of RACES.md, no lock on Windows: the lock silently becomes a no-op.
+
+    Source: MoonshotAI/kimi-code#3186; Scottcjn/beacon-skill#845.  The engine
+    locks with ``fcntl.flock``; where ``fcntl`` does not exist (Windows) it
+    shrugs and refreshes without a lock.  Correct on Linux, racy on Windows.
+    """
+
+    name = "fcntl-or-nothing"
+    race_class = 4
+    source = "MoonshotAI/kimi-code#3186"
+
+    def __init__(self) -> None:
+        super().__init__(lock=LockKind.FLOCK)
+
+    def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
+        try:
+            return (yield from super().acquire_lock(ctx))
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+            return Held(LockKind.NONE, self.lock_path(ctx))  # "no fcntl here: skip locking"
+
+
+class IgnoreReplaceError(ReferenceEngine):
+    """Class 9 of RACES.md, Windows sharing violation on atomic replace, dropped.
+
+    Source: razzant/ouroboros#259; fsnow/cst#705.  The engine writes a temp
+    file and replaces the store, but a ``PermissionError`` from the replace
+    (Windows: another process has the store open) is logged and dropped.
+    The server already rotated, so the new token is lost and the store still
+    holds the spent one.
+    """
+
+    name = "ignore-replace-error"
+    race_class = 9
+    source = "razzant/ouroboros#259"
+
+    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+        document = yield from read_store(path)
+        data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
+        temp = path + f".{ctx.agent}.tmp"
+        fd = yield from ops.open_file(temp, OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.TRUNCATE)
+        try:
+            yield from ops.write(fd, data)
+        finally:
+            yield from ops.close(fd)
+        try:
+            yield from ops.replace(temp, path)
+        except PermissionError:
+            yield from ops.log(f"{ctx.agent}: could not save the credential; continuing")
+
+
+class IncompatibleLocks(ReferenceEngine):
+    """Class 10 of RACES.md, incompatible lock mechanisms on one lock file.
+
+    Source: AzureAD/microsoft-authentication-extensions-for-python#66.  Two
+    tools share one login and one lock file, but the CLI (agents named
+    ``cli…``) takes ``flock`` while the IDE (``ide…``) takes an fcntl record
+    lock, as Java's ``FileChannel.lock`` does; on Linux and macOS the two
+    never exclude each other.
+    """
+
+    name = "incompatible-locks"
+    race_class = 10
+    source = "AzureAD/microsoft-authentication-extensions-for-python#66"
+
+    def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
+        kind = LockKind.LOCKF if ctx.agent.startswith("ide") else LockKind.FLOCK
+        return (yield from acquire_lock(kind, self.lock_path(ctx), platform=ctx.platform))
+
+
+class TrustsNetworkFlock(ReferenceEngine):
+    """Class 11 of RACES.md, a lock that is a no-op on the filesystem.
+
+    Source: tox-dev/filelock#6.  The state dir lives on NFS mounted
+    ``nolock`` (or SMB), where ``flock`` returns success and locks nothing.
+    The engine is the reference engine itself: its lock is only as good as
+    the filesystem, which is why the reference does not claim this world.
+    """
+
+    name = "trusts-network-flock"
+    race_class = 11
+    source = "tox-dev/filelock#6"
+
+    def __init__(self) -> None:
+        super().__init__(lock=LockKind.FLOCK)
+
+
+class LockfInGateway(ReferenceEngine):
+    """Class 12 of RACES.md, POSIX record locks inside one process.
+
+    Source: harlowja/fasteners#93.  The engine locks with ``fcntl.lockf``,
+    whose locks belong to the process: two agents of one gateway process
+    both "hold" it at once, and closing any descriptor of the file drops it.
+    """
+
+    name = "lockf-in-gateway"
+    race_class = 12
+    source = "harlowja/fasteners#93"
+
+    def __init__(self) -> None:
+        super().__init__(lock=LockKind.LOCKF)
+
+
 #: Every known-bug engine, in RACES.md class order.
 CORPUS: tuple[type[ReferenceEngine], ...] = (
     MirroredChildStores,
     LockPerAgentDir,
     NoCrossProcessLock,
+    FcntlOrNothing,
     RetryAfterBackoff,
     ShortStaleTimeout,
     StaleSnapshotWriteBack,
     InPlaceRewrite,
+    IgnoreReplaceError,
+    IncompatibleLocks,
+    TrustsNetworkFlock,
+    LockfInGateway,
     CopyToMainAfterUnlock,
     SeparateLogins,
 )

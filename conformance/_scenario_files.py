@@ -17,6 +17,7 @@ A file looks like this (every field but ``[scenario] name`` and
     os = "linux"                   # linux | macos | windows
     policy = "openai"              # a fake-server preset
     policy_overrides = { reuse_window = 30 }
+    nolock_dirs = ["~/.openclaw"]  # on a mount where locks do nothing (NFS nolock)
     faults = ["drop"]              # kill | drop | 5xx | 429 | reset | stall
     max_faults = 1
     stall_seconds = 30
@@ -178,11 +179,20 @@ class _Reader:
                 max_faults=self.get("world", "max_faults", int, 1 if faults else 0),
                 stall_seconds=float(self.get("world", "stall_seconds", (int, float), 30.0)),
                 max_steps=self.get("world", "max_steps", int, 5000),
+                nolock_dirs=tuple(self.dirs("nolock_dirs")),
             )
         except ConformanceError:
             raise
         except Exception as exc:  # WorldError and friends: say which file
             self.fail("[world]", str(exc))
+
+    def dirs(self, key: str) -> list[str]:
+        """Directories, ``~`` meaning the simulated home."""
+        home = WorldSpec.__dataclass_fields__["home"].default
+        found = self.get("world", key, list, [])
+        if not all(isinstance(path, str) and path.startswith(("/", "~")) for path in found):
+            self.fail(f"[world] {key}", "must be a list of absolute or ~/ paths")
+        return [home + path[1:] if path.startswith("~") else path for path in found]
 
     def policy(self) -> Policy:
         preset = self.get("world", "policy", str, "openai")

@@ -1,4 +1,4 @@
-# fake_oauth_server imports only the standard library, httpx, respx and uvicorn; nothing else of tokenrace.  # noqa: E501
+# fake_oauth_server imports the standard library, httpx, respx, uvicorn (and pytest in its plugin), nothing else of tokenrace.  # noqa: E501
 """A deterministic fake OAuth token authority for refresh-token rotation races.
 
 The core, ``AuthServer``, is pure: ``handle(request, now) -> response`` with

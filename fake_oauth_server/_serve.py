@@ -146,9 +146,9 @@ def serve_in_thread(
         sock.close()
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fake_oauth_server",
+        prog=prog,
         description="Serve a fake OAuth token authority for refresh-token races on loopback.",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address (default %(default)s)")
@@ -190,13 +190,23 @@ def _policy_from_args(preset: str, overrides: Sequence[str]) -> Policy:
     return Policy.from_json(fields)
 
 
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Run the server until interrupted; 0 on a clean stop, 1 if it cannot start, 2 on usage."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "python -m fake_oauth_server",
+    out: TextIO | None = None,
+) -> int:
+    """Run the server until interrupted; 0 on a clean stop, 1 if it cannot start, 2 on usage.
+
+    ``prog`` names the command in usage messages (``tokenrace serve``).
+    """
     stdout = out or sys.stdout
-    parser = _parser()
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be 0-65535")
+    if not 0 < args.hold_timeout <= 3600:
+        parser.error("--hold-timeout must be 0-3600 seconds")
     try:
         policy = _policy_from_args(args.policy, args.set)
         sock = bind(args.host, args.port)

@@ -9,7 +9,6 @@ one effect at a time; the real interpreter loops it to the end.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -115,11 +114,15 @@ class FlowRunner(Generic[T]):
         """Abandon the flow (its process was killed): no ``finally`` runs effects.
 
         A flow whose ``finally`` tries to yield an effect while closing makes
-        Python raise ``RuntimeError``; a killed process runs no cleanup, so
-        that is expected and ignored.
+        Python raise ``RuntimeError`` and leaves it suspended there; a killed
+        process runs no cleanup, so close again until it is really gone.
         """
-        with contextlib.suppress(RuntimeError):
-            self._flow.close()
+        for _ in range(10_000):
+            try:
+                self._flow.close()
+            except RuntimeError:
+                continue
+            break
         self.state = RunnerState.FINISHED
         self.pending = None
 

@@ -21,6 +21,7 @@ from ._flow import Flow
 
 
 class LockKind(enum.Enum):
+    NATIVE = "native"  # the OS's own blocking lock: flock on POSIX, LockFileEx on Windows
     NONE = "none"  # no lock at all
     MUTEX = "mutex"  # an in-process mutex: serializes one process's agents only
     FLOCK = "flock"  # fcntl.flock on a lock file (per open file description)
@@ -82,6 +83,8 @@ def acquire_lock(
     kind: LockKind, path: str, *, platform: str = "linux", timing: LockTiming = DEFAULT_TIMING
 ) -> Flow[Held]:
     """Take the lock, waiting as the kind waits."""
+    if kind is LockKind.NATIVE:
+        kind = LockKind.LOCKFILEEX if platform == "win32" else LockKind.FLOCK
     if kind is LockKind.NONE:
         return Held(kind, path)
     if kind is LockKind.MUTEX:

@@ -138,15 +138,17 @@ class ReferenceEngine:
     """Read-through, correctly keyed lock, re-read under lock, atomic write.
 
     ``lock`` and ``scope`` choose the lock from the zoo (``_locks``); the
-    defaults, flock per provider + profileId, are what the guarantees above
-    are stated for.  Other choices make the variants the suite checks.
+    defaults, the OS's native blocking lock (flock on POSIX, LockFileEx on
+    Windows) per provider + profileId, are what the guarantees above are
+    stated for, on a filesystem where those locks work (not NFS ``nolock``).
+    Other choices make the variants the suite checks.
     """
 
     name = "reference"
 
     def __init__(
         self,
-        lock: LockKind = LockKind.FLOCK,
+        lock: LockKind = LockKind.NATIVE,
         scope: LockScope = LockScope.PROFILE,
         timing: LockTiming = DEFAULT_TIMING,
     ) -> None:

@@ -112,11 +112,20 @@ def read_credential(path: str, key: str) -> Flow[Credential]:
     return credential_from(document, key, path)
 
 
+#: How often a replace that Windows refuses (a reader holds the file open) is retried.
+REPLACE_TRIES = 20
+REPLACE_PAUSE = 0.05
+
+
 def atomic_write(path: str, data: bytes, *, writer: str) -> Flow[None]:
     """Write ``data`` to ``path`` so no reader ever sees a prefix.
 
     Temp file beside the target (same filesystem), fsync, then replace.
-    ``writer`` keeps concurrent writers' temp files apart.
+    ``writer`` keeps concurrent writers' temp files apart.  On Windows a
+    replace fails while any other handle has the file open
+    (``PermissionError``, winerror 5); readers hold it for moments, so the
+    replace is retried, and if it still fails the error is raised, never
+    dropped: the new token must not silently go unsaved.
     """
     directory, name = posixpath.split(path)
     temp = posixpath.join(directory, f".{name}.{writer}.tmp")
@@ -126,4 +135,11 @@ def atomic_write(path: str, data: bytes, *, writer: str) -> Flow[None]:
         yield from ops.fsync(fd)
     finally:
         yield from ops.close(fd)
-    yield from ops.replace(temp, path)
+    for attempt in range(REPLACE_TRIES):
+        try:
+            yield from ops.replace(temp, path)
+            return
+        except PermissionError:
+            if attempt == REPLACE_TRIES - 1:
+                raise
+            yield from ops.sleep(REPLACE_PAUSE)

@@ -78,9 +78,11 @@ def test_close_abandons_a_flow_with_cleanup_pending() -> None:
         finally:
             yield from ops.close(fd)
 
-    runner = FlowRunner(holds_lock())
+    flow = holds_lock()
+    runner = FlowRunner(flow)
     runner.start()
     runner.resume(Opened(3))
     runner.close()  # a killed process runs no cleanup: no error escapes
+    assert flow.gi_frame is None  # and the flow is really gone, not left suspended
     with pytest.raises(RuntimeError, match="cannot resume"):
         runner.resume(Done())
