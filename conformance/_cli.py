@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from rich.table import Table
 from simulator import Schedule, SimulatorError, Strategy
 
 from ._campaign import (
+    CampaignResult,
     EngineResult,
     Verdict,
     replay,
@@ -285,6 +287,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
         table.add_column(column)
     failed = False
     results = []
+    started = time.perf_counter()
     for scenario in claimed:
         result = search_engine(
             scenario.name,
@@ -294,6 +297,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
             seed=scenario.seed,
             strategy=scenario.strategy,
         )
+        result = dataclasses.replace(result, title=scenario.title)
         results.append(result)
         first = fatal(result.anomalies)
         failed = failed or not result.passed
@@ -307,6 +311,10 @@ def _check(args: argparse.Namespace, console: Console) -> int:
         if not result.passed:
             _print_result(console, str(scenario.path), result)
     console.print(table)
+    written = write_report(
+        CampaignResult(tuple(results), time.perf_counter() - started), args.report_dir
+    )
+    console.print(f"report: {written[0]}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
