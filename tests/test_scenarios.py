@@ -83,19 +83,19 @@ def test_reference_passes_what_it_claims(path: Path) -> None:
 
 
 def test_check_fails_a_corpus_engine_and_names_its_anomaly(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     files = [str(SCENARIOS[2]), str(SCENARIOS[1])]
     argv = ["check", "--engine", "no-lock", "--scenario", files[0], "--scenario", files[1]]
-    assert main(argv) == 1
+    assert main([*argv, "--report-dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "refresh-token-reuse" in out
 
 
-def test_check_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_passes_the_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     files = [str(SCENARIOS[2]), str(SCENARIOS[1])]
     argv = ["check", "--engine", "reference", "--scenario", files[0], "--scenario", files[1]]
-    assert main(argv) == 0
+    assert main([*argv, "--report-dir", str(tmp_path)]) == 0
     assert "ruled out" in capsys.readouterr().out
 
 
