@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reproduce or rule out OAuth refresh-token reuse races, deterministically.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "serve", help="run the fake OAuth server on loopback (tokenrace serve --help)"
+    )
 
     run = commands.add_parser(
         "run", help="the default campaign: every shipped scenario, its engine and the reference"
@@ -118,6 +121,12 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["serve"]:  # the fake server's own command line
+        from fake_oauth_server import main as serve_main
+
+        return serve_main(args_list[1:], prog="tokenrace serve")
+    argv = args_list
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(highlight=False)

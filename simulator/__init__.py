@@ -9,11 +9,12 @@ that replays the run exactly.
 # simulator imports refresh_engine and fake_oauth_server (and hypothesis);
 # it never imports conformance.
 
+from ._agent import AgentStatus
 from ._errors import NotModelled, ScheduleError, SimulatorError, WorldError
 from ._explore import search_exhaustive
 from ._faults import FaultKind
 from ._history import EventKind, HistoryEvent, describe, render
-from ._kernel import AgentStatus, Simulation, simulate
+from ._kernel import Simulation, simulate
 from ._result import Engine, RunResult
 from ._schedule import (
     Chooser,

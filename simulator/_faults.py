@@ -19,6 +19,7 @@ class FaultKind(enum.Enum):
     RATE_LIMIT = "429"  # the server answers 429 without looking at the request
     RESET = "reset"  # the connection resets before the server sees the request
     STALL = "stall"  # the agent stops for a while (GC pause, swapped out, slow disk)
+    CRASH = "crash"  # the machine loses power: every process dies, unsynced data is lost
 
     @classmethod
     def parse(cls, text: str) -> FaultKind:

@@ -11,14 +11,12 @@ random source, so a schedule replays byte for byte.
 
 from __future__ import annotations
 
-import enum
 import errno
 import urllib.parse
 from typing import Any
 
 from fake_oauth_server import AuthServer, Request, fingerprint
 from refresh_engine import (
-    AgentContext,
     Done,
     Effect,
     Failed,
@@ -37,9 +35,12 @@ from refresh_engine import (
     ReloginRequired,
     Returned,
     Sleep,
+    Write,
+    Wrote,
     profile_key,
 )
 
+from ._agent import _REQUEST_FAULT_OUTCOMES, _WAITING, AgentStatus, _Agent
 from ._faults import REQUEST_FAULTS, FaultKind
 from ._footprint import EVERYTHING, SERVER_READ, Footprint, effect_footprint, local
 from ._history import EventKind, HistoryEvent
@@ -50,60 +51,6 @@ from ._syscalls import os_call
 from ._vfs import VirtualFS
 from ._watch import StoreWatch
 from ._world import STORE_NAME, WorldSpec, seed_world
-
-
-class AgentStatus(enum.Enum):
-    IDLE = "idle"  # between turns, waiting for the workload's next one
-    READY = "ready"  # has a pending effect
-    SLEEPING = "sleeping"  # the engine asked to sleep
-    STALLED = "stalled"  # a stall fault stopped it; its pending effect waits
-    AWAITING = "awaiting"  # its request reached the server; the response is in flight
-    USING = "using"  # the engine returned a token; the agent will use it next step
-    DONE = "done"  # no turns left, or stranded
-
-
-_WAITING = (AgentStatus.IDLE, AgentStatus.SLEEPING, AgentStatus.STALLED)
-
-_REQUEST_FAULT_OUTCOMES: dict[FaultKind, Outcome] = {
-    FaultKind.SERVER_ERROR: HttpResponse(503, b'{"error": "temporarily_unavailable"}'),
-    FaultKind.RATE_LIMIT: HttpResponse(429, b'{"error": "rate_limited"}'),
-    FaultKind.RESET: Failed("ConnectionResetError", errno.ECONNRESET, "connection reset by peer"),
-}
-
-
-class _Agent:
-    __slots__ = (
-        "name",
-        "pid",
-        "ctx",
-        "turns",
-        "next_turn",
-        "status",
-        "wake_at",
-        "runner",
-        "response",
-        "request_id",
-        "token",
-        "skew",
-        "tries",
-    )
-
-    def __init__(
-        self, name: str, pid: int, ctx: AgentContext, turns: tuple[float, ...], skew: float
-    ) -> None:
-        self.name = name
-        self.pid = pid
-        self.ctx = ctx
-        self.turns = turns
-        self.next_turn = 0
-        self.status = AgentStatus.IDLE
-        self.wake_at = 0.0
-        self.runner: FlowRunner[str] | None = None
-        self.response: Outcome | None = None
-        self.request_id = ""
-        self.token = ""
-        self.skew = skew
-        self.tries = 0  # msvcrt.locking LK_LOCK attempts so far
 
 
 class Simulation:
@@ -310,22 +257,51 @@ class Simulation:
             agent.status = AgentStatus.SLEEPING
             agent.wake_at = self.now + max(0.0, effect.seconds)
         else:
-            outcome = self._perform(agent.pid, effect)
+            outcome = self._do(agent, effect)
+            if outcome is None:
+                return  # a torn write's first part: the agent writes the rest next step
             if self._msvcrt_retry(agent, effect, outcome):
                 return
             agent.tries = 0
-            failed = isinstance(outcome, Failed)
-            self.watch.track(agent.pid, effect, getattr(outcome, "fd", None))
-            fd = getattr(effect, "fd", None)
-            path = self.watch.path_of(agent.pid, fd) if fd is not None else ""
-            self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome, path=path)
-            store = "" if failed else self.watch.changed_store(agent.pid, effect)
-            if store:
-                generation, note = self.watch.generation(self.fs, store, self.server.family_of)
-                self._record(
-                    EventKind.STORE, agent.name, path=store, generation=generation, note=note
-                )
+            self._record_effect(agent, effect, outcome)
             self._resume(agent, outcome)
+
+    def _do(self, agent: _Agent, effect: Effect) -> Outcome | None:
+        """Carry out an OS effect; ``None`` when only a torn write's first part was written.
+
+        With ``torn_writes`` a write tears: one step writes a prefix, the
+        agent's next step the rest, and a reader running in between sees the
+        prefix, as a concurrent read of a real file can.
+        """
+        if not (isinstance(effect, Write) and self.spec.torn_writes and len(effect.data) > 1):
+            return self._perform(agent.pid, effect)
+        half = len(effect.data) // 2
+        if not agent.torn:
+            first = Write(effect.fd, effect.data[:half])
+            outcome = self._perform(agent.pid, first)
+            if isinstance(outcome, Failed):
+                return outcome
+            agent.torn = True
+            self._record_effect(agent, first, outcome, note="first part of a torn write")
+            return None
+        agent.torn = False
+        outcome = self._perform(agent.pid, Write(effect.fd, effect.data[half:]))
+        return Wrote(len(effect.data)) if isinstance(outcome, Wrote) else outcome
+
+    def _record_effect(
+        self, agent: _Agent, effect: Effect, outcome: Outcome, note: str = ""
+    ) -> None:
+        """The effect's history line, and the store's new generation if it changed one."""
+        self.watch.track(agent.pid, effect, getattr(outcome, "fd", None))
+        fd = getattr(effect, "fd", None)
+        path = self.watch.path_of(agent.pid, fd) if fd is not None else ""
+        self._record(
+            EventKind.EFFECT, agent.name, effect=effect, outcome=outcome, path=path, note=note
+        )
+        store = "" if isinstance(outcome, Failed) else self.watch.changed_store(agent.pid, effect)
+        if store:
+            generation, text = self.watch.generation(self.fs, store, self.server.family_of)
+            self._record(EventKind.STORE, agent.name, path=store, generation=generation, note=text)
 
     def _msvcrt_retry(self, agent: _Agent, effect: Effect, outcome: Outcome) -> bool:
         """``LK_LOCK`` tries once a second, ten times, then fails with EDEADLOCK."""
@@ -412,7 +388,7 @@ class Simulation:
             options.extend(REQUEST_FAULTS)
         if agent.status is AgentStatus.READY:
             options.append(FaultKind.STALL)
-        options.append(FaultKind.KILL)
+        options.extend((FaultKind.KILL, FaultKind.CRASH))
         return tuple(kind for kind in options if kind in allowed)
 
     def _strike(self, agent: _Agent, fault: FaultKind) -> None:
@@ -420,6 +396,18 @@ class Simulation:
         match fault:
             case FaultKind.KILL:
                 self._kill(agent.pid, agent.name)
+            case FaultKind.CRASH:
+                for pid in sorted({other.pid for other in self.agents}):
+                    self._kill(pid, agent.name)
+                self.fs.crash()
+                for store in self.watch.stores:
+                    if self.fs.exists(store):
+                        generation, note = self.watch.generation(
+                            self.fs, store, self.server.family_of
+                        )
+                        self._record(
+                            EventKind.STORE, "", path=store, generation=generation, note=note
+                        )
             case FaultKind.DROP:
                 agent.response = Failed("TimeoutError", errno.ETIMEDOUT, "the response was lost")
                 self._run_step(agent)
@@ -434,7 +422,7 @@ class Simulation:
 
     def _kill(self, pid: int, struck: str) -> None:
         """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later."""
-        self.fs.kill_process(pid)
+        self.os.kill(pid)
         for other in self.agents:
             if other.pid == pid and other.name != struck and other.status is not AgentStatus.DONE:
                 self._record(EventKind.FAULT, other.name, note=f"kill (with {struck})")

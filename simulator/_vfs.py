@@ -452,6 +452,16 @@ class VirtualFS:
         for fd, ofd in sorted(self._procs.pop(pid, {}).items()):
             self._release(ofd, pid, fd)
 
+    def crash(self) -> None:
+        """Power loss: every file keeps only what its last fsync made durable.
+
+        Directory entries survive (the metadata journal replays them), so a
+        file created or renamed but never fsynced is there, and empty.
+        """
+        for inode in self._inodes.values():
+            if not inode.is_dir:
+                inode.data[:] = inode.durable_data
+
     def inode_at(self, path: str) -> int | None:
         """The inode number ``path`` names now, or None (for dependency tracking)."""
         return self._entries.get(_norm(path))

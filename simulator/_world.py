@@ -74,6 +74,7 @@ class WorldSpec:
     stall_seconds: float = 30.0  # how long a stalled agent stops
     clock_skew: tuple[tuple[str, float], ...] = ()  # (agent, seconds its clock runs ahead)
     nolock_dirs: tuple[str, ...] = ()  # directories on a mount where locks do nothing (NFS)
+    torn_writes: bool = False  # a write takes two steps; a reader between sees a prefix
 
     def __post_init__(self) -> None:
         names = [agent.name for agent in self.agents]

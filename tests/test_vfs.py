@@ -552,7 +552,7 @@ FLAGS = (
     | st.just(C | X | W)
     | st.frozensets(st.sampled_from(list(OpenFlags))).map(_flags_from)
 )
-OPEN_PATHS = st.sampled_from(["/a", "/b"]) | st.sampled_from(NAMES)
+OPEN_PATHS = st.sampled_from(["/a", "/b", "/d"]) | st.sampled_from(NAMES)
 
 
 def _call(fn: Callable[[], Any]) -> tuple[Any, tuple[type[OSError], int | None] | None]:
@@ -575,9 +575,10 @@ class VfsAgainstLinux(RuleBasedStateMachine):
         for d in ("/d", "/e"):
             self.vfs.mkdir(d)
             os.mkdir(self.real(d))
-        self.vfs.write_file("/a", b"seed")
-        with open(self.real("/a"), "wb") as f:
-            f.write(b"seed")
+        for path, data in (("/a", b"seed"), ("/d/a", b"in d")):  # /d starts non-empty
+            self.vfs.write_file(path, data)
+            with open(self.real(path), "wb") as f:
+                f.write(data)
 
     def real(self, path: str) -> str:
         return self.root + path

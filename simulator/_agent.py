@@ -1,0 +1,66 @@
+"""An agent's state in the kernel: its status, its flow and what it waits for."""
+
+from __future__ import annotations
+
+import enum
+import errno
+
+from refresh_engine import AgentContext, Failed, FlowRunner, HttpResponse, Outcome
+
+from ._faults import FaultKind
+
+
+class AgentStatus(enum.Enum):
+    IDLE = "idle"  # between turns, waiting for the workload's next one
+    READY = "ready"  # has a pending effect
+    SLEEPING = "sleeping"  # the engine asked to sleep
+    STALLED = "stalled"  # a stall fault stopped it; its pending effect waits
+    AWAITING = "awaiting"  # its request reached the server; the response is in flight
+    USING = "using"  # the engine returned a token; the agent will use it next step
+    DONE = "done"  # no turns left, or stranded
+
+
+_WAITING = (AgentStatus.IDLE, AgentStatus.SLEEPING, AgentStatus.STALLED)
+
+_REQUEST_FAULT_OUTCOMES: dict[FaultKind, Outcome] = {
+    FaultKind.SERVER_ERROR: HttpResponse(503, b'{"error": "temporarily_unavailable"}'),
+    FaultKind.RATE_LIMIT: HttpResponse(429, b'{"error": "rate_limited"}'),
+    FaultKind.RESET: Failed("ConnectionResetError", errno.ECONNRESET, "connection reset by peer"),
+}
+
+
+class _Agent:
+    __slots__ = (
+        "name",
+        "pid",
+        "ctx",
+        "turns",
+        "next_turn",
+        "status",
+        "wake_at",
+        "runner",
+        "response",
+        "request_id",
+        "token",
+        "skew",
+        "tries",
+        "torn",
+    )
+
+    def __init__(
+        self, name: str, pid: int, ctx: AgentContext, turns: tuple[float, ...], skew: float
+    ) -> None:
+        self.name = name
+        self.pid = pid
+        self.ctx = ctx
+        self.turns = turns
+        self.next_turn = 0
+        self.status = AgentStatus.IDLE
+        self.wake_at = 0.0
+        self.runner: FlowRunner[str] | None = None
+        self.response: Outcome | None = None
+        self.request_id = ""
+        self.token = ""
+        self.skew = skew
+        self.tries = 0  # msvcrt.locking LK_LOCK attempts so far
+        self.torn = False  # the first part of a torn write is written
