@@ -56,6 +56,7 @@ class EngineResult:
     bound: str = ""  # what the search covered, in words
     scenario: str = ""  # the scenario's name or file, as ``tokenrace replay --scenario`` takes it
     title: str = ""  # the scenario's one-line description
+    failing_run: RunResult | None = None  # the minimal failing run itself, for reports
 
     @property
     def passed(self) -> bool:
@@ -174,6 +175,7 @@ def search_engine(
         strategy=strategy,
         bound=search.bound,
         scenario=scenario,
+        failing_run=failing,
     )
 
 
