@@ -15,6 +15,7 @@ from ._explore import search_exhaustive
 from ._faults import FaultKind
 from ._history import EventKind, HistoryEvent, describe, render
 from ._kernel import Simulation, simulate
+from ._reality import RealityMismatch, compare_with_reality
 from ._result import Engine, RunResult
 from ._schedule import (
     Chooser,
@@ -53,6 +54,7 @@ __all__ = [
     "OsModel",
     "PctChooser",
     "RandomChooser",
+    "RealityMismatch",
     "ReplayChooser",
     "RunResult",
     "Schedule",
@@ -68,6 +70,7 @@ __all__ = [
     "WorldError",
     "WorldSpec",
     "candidates",
+    "compare_with_reality",
     "default_choice",
     "describe",
     "render",

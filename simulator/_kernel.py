@@ -45,6 +45,7 @@ from ._faults import REQUEST_FAULTS, FaultKind
 from ._footprint import EVERYTHING, SERVER_READ, Footprint, effect_footprint, local
 from ._history import EventKind, HistoryEvent
 from ._os import MSVCRT_TRIES, WINDOWS_EDEADLOCK, OsLayer
+from ._realfs import RealFS
 from ._result import Engine, RunResult
 from ._schedule import Chooser, default_choice, minimal_schedule
 from ._syscalls import os_call
@@ -56,12 +57,20 @@ from ._world import STORE_NAME, WorldSpec, seed_world
 class Simulation:
     """One run of one engine in one world under one chooser."""
 
-    def __init__(self, spec: WorldSpec, engine: Engine, chooser: Chooser) -> None:
+    def __init__(
+        self, spec: WorldSpec, engine: Engine, chooser: Chooser, real_root: str | None = None
+    ) -> None:
+        """``real_root``: carry every file effect out for real under that directory
+        (``RealFS``), to check the OS model against this machine."""
         self.spec = spec
         self.engine = engine
         self.chooser = chooser
         self.now = spec.start_time
-        self.fs = VirtualFS(clock=lambda: self.now)
+        self.fs = (
+            VirtualFS(clock=lambda: self.now)
+            if real_root is None
+            else RealFS(real_root, clock=lambda: self.now)
+        )
         self.os = OsLayer(self.fs, spec.os, spec.nolock_dirs)
         self.server = AuthServer(spec.policy, seed=spec.server_seed)
         seed_world(spec, self.fs, self.server)
@@ -93,6 +102,8 @@ class Simulation:
             for agent in self.agents:  # a deadlocked or aborted run leaves flows open
                 if agent.runner is not None:
                     agent.runner.close()
+            if isinstance(self.fs, RealFS):
+                self.fs.close_all()
         return RunResult(
             events=tuple(self.events),
             audit=self.server.audit,
@@ -484,6 +495,8 @@ class _View:
         ]
 
 
-def simulate(spec: WorldSpec, engine: Engine, chooser: Chooser) -> RunResult:
-    """Run ``engine`` in a fresh world built from ``spec``."""
-    return Simulation(spec, engine, chooser).run()
+def simulate(
+    spec: WorldSpec, engine: Engine, chooser: Chooser, real_root: str | None = None
+) -> RunResult:
+    """Run ``engine`` in a fresh world built from ``spec`` (for real under ``real_root``)."""
+    return Simulation(spec, engine, chooser, real_root).run()
