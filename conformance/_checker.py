@@ -51,7 +51,8 @@ class Anomaly:
 
     def __str__(self) -> str:
         steps = ", ".join(str(step) for step in self.steps)
-        return f"{self.kind.value} ({self.severity.value}) at step {steps}: {self.message}"
+        where = f" at step {steps}" if steps else ""
+        return f"{self.kind.value} ({self.severity.value}){where}: {self.message}"
 
 
 #: Anomalies that follow from a lost token; unavoidable when the policy has no reuse window.

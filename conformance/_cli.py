@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from ._campaign import (
     search_engine,
 )
 from ._checker import check, fatal
+from ._command import CommandRun, orders, run_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine
 from ._errors import ConformanceError
 from ._matrix import default_cells, run_cells
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenrace",
         description="Reproduce or rule out OAuth refresh-token reuse races, deterministically.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     commands.add_parser(
         "serve", help="run the fake OAuth server on loopback (tokenrace serve --help)"
     )
@@ -95,7 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     chk = commands.add_parser(
         "check", help="check an engine against every shipped scenario its guarantees cover"
     )
-    chk.add_argument("--engine", required=True, help="built-in name or module:attribute")
+    what = chk.add_mutually_exclusive_group(required=True)
+    what.add_argument("--engine", help="built-in name or module:attribute")
+    what.add_argument(
+        "--command",
+        help="a program in any language, started once per agent (see README, 'Any language')",
+    )
+    chk.add_argument(
+        "--agents", default="atlas,nova,lumi", help="--command: agent names (default 3)"
+    )
+    chk.add_argument("--orders", type=_positive, default=6, help="--command: release orders")
+    chk.add_argument("--order", help="--command: exactly this release order, e.g. nova,atlas")
+    chk.add_argument(
+        "--kill", action="store_true", help="--command: also SIGKILL the first held agent"
+    )
+    chk.add_argument("--policy", default="openai", help="--command: the server's preset")
+    chk.add_argument("--timeout", type=float, default=30.0, help="--command: seconds per run")
     chk.add_argument(
         "--scenario",
         type=Path,
@@ -132,13 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(highlight=False)
     errors = Console(stderr=True, highlight=False)
     try:
-        if args.command == "run":
+        if args.subcommand == "run":
             return _run(args, console)
-        if args.command == "replay":
+        if args.subcommand == "replay":
             return _replay(args, console)
-        if args.command == "reproduce":
+        if args.subcommand == "reproduce":
             return _reproduce(args, console)
-        if args.command == "check":
+        if args.subcommand == "check":
             return _check(args, console)
     except (ConformanceError, SimulatorError) as exc:
         errors.print(f"[bold red]tokenrace: error:[/] {exc}")
@@ -287,6 +304,8 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:
+    if args.command:
+        return _check_command(args, console)
     entry = dataclasses.replace(load_engine(args.engine), expectation=Expectation.CLEAN)
     files = args.scenarios or builtin_scenarios()
     scenarios = [load_scenario_file(Path(path)) for path in files]
@@ -325,6 +344,58 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(f"report: {written[0]}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _check_command(args: argparse.Namespace, console: Console) -> int:
+    agents = [name.strip() for name in args.agents.split(",") if name.strip()]
+    if args.order:
+        picked = [tuple(name.strip() for name in args.order.split(","))]
+        if sorted(picked[0]) != sorted(agents):
+            agents = list(picked[0])
+    else:
+        picked = orders(agents, args.orders, seed=0)
+    variants = [
+        (order, kill) for order in picked for kill in ((False, True) if args.kill else (False,))
+    ]
+    console.print(f"tokenrace check --command {args.command!r}: {len(variants)} runs")
+    started = time.perf_counter()
+    failing: CommandRun | None = None
+    for order, kill in variants:
+        run = run_command(
+            args.command, order, policy=args.policy, kill_first=kill, timeout=args.timeout
+        )
+        verdict = "[red]FAILED[/]" if run.failed else "[green]ok[/]"
+        console.print(f"  {verdict} {run.describe()}", soft_wrap=True)
+        if run.failed:
+            failing = failing or run
+            for anomaly in run.anomalies:
+                console.print(f"      {anomaly}", markup=False, soft_wrap=True)
+    if failing is not None:
+        replay = (
+            f"tokenrace check --command {shlex.quote(args.command)} "
+            f"--order {','.join(failing.order)}" + (" --kill" if failing.killed else "")
+        )
+        console.print("  to run the failing order again:")
+        console.print(f"      {replay}", markup=False, soft_wrap=True)
+    result = EngineResult(
+        engine=args.command,
+        summary="a program started once per agent",
+        expectation=Expectation.CLEAN,
+        verdict=Verdict.REPRODUCED if failing else Verdict.NOT_FOUND,
+        anomalies=failing.anomalies if failing else (),
+        schedule=None,
+        preemptions=0,
+        examples=len(variants),
+        first_failure_at=None,
+        time_to_first_failure=None,
+        elapsed=time.perf_counter() - started,
+        history=failing.log if failing else "",
+        bound=f"{len(variants)} runs: release orders of {', '.join(agents)}"
+        + (", with and without a kill" if args.kill else ""),
+        scenario="command",
+    )
+    write_report(CampaignResult((result,), result.elapsed), args.report_dir)
+    return EXIT_FAILED if failing else EXIT_OK
 
 
 def _plural(count: int, noun: str) -> str:

@@ -1,12 +1,26 @@
-"""Reports written by every run: ``results.json`` (schema ``tokenrace.results/1``).
+"""Reports written by every run, check and reproduce, into one directory.
 
-Schema, version 1::
+``write_report`` writes, and returns in this order:
+
+- ``results.json``: every verdict, for scripts (schema below);
+- ``history-<scenario>-<engine>.txt``: the history of each minimal failing run;
+- ``index.html``: the matrix, colour-coded, and a sequence diagram (inline SVG)
+  of each reproduced cell with its replay command; self-contained (``_html``);
+- ``summary.md``: the same matrix for GitHub, e.g. a job summary (``_summary``);
+- ``junit.xml``: one test case per cell (``_junit``).
+
+History files of earlier runs that this run did not write are removed, so
+the directory describes one run.  Every file is created 0600 and refused if
+it would contain a raw token.
+
+Schema, version 1 (fields are only ever added within a version)::
 
     {
       "schema": "tokenrace.results/1",
       "tool_version": str,
       "passed": bool,            # every cell met its expectation
       "elapsed_s": float,
+      "reports": {"html": "index.html", "markdown": "summary.md", "junit": "junit.xml"},
       "cells": [{                # one engine searched in one scenario
         "scenario": str, "title": str,
         "engine": str, "summary": str,
@@ -20,7 +34,8 @@ Schema, version 1::
         "elapsed_s": float,
         "anomalies": [{"kind", "severity", "agent", "steps": [int], "message"}],
         "schedule": str | null, "preemptions": int,
-        "replay": str | null     # the command that replays the minimal failing run
+        "replay": str | null,    # the command that replays the minimal failing run
+        "history_file": str | null  # beside results.json: the minimal failing run's history
       }]
     }
 
@@ -40,6 +55,9 @@ from typing import Any
 from fake_oauth_server import redact
 
 from ._campaign import CampaignResult, EngineResult, replay_command
+from ._html import render_html
+from ._junit import render_junit
+from ._summary import render_summary
 
 SCHEMA = "tokenrace.results/1"
 
@@ -49,6 +67,14 @@ def _tool_version() -> str:
         return metadata.version("tokenrace")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def history_name(result: EngineResult) -> str | None:
+    """The file name of a cell's history, or None when it has none."""
+    if not result.history:
+        return None
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(result.scenario).stem}-{result.engine}")
+    return f"history-{name}.txt"
 
 
 def engine_json(result: EngineResult) -> dict[str, Any]:
@@ -81,6 +107,7 @@ def engine_json(result: EngineResult) -> dict[str, Any]:
         "replay": None
         if result.schedule is None
         else replay_command(result.scenario, result.engine, result.schedule),
+        "history_file": history_name(result),
     }
 
 
@@ -90,20 +117,26 @@ def results_json(campaign: CampaignResult) -> dict[str, Any]:
         "tool_version": _tool_version(),
         "passed": campaign.passed,
         "elapsed_s": _round(campaign.elapsed),
+        "reports": {"html": "index.html", "markdown": "summary.md", "junit": "junit.xml"},
         "cells": [engine_json(result) for result in campaign.cells],
     }
 
 
 def write_report(campaign: CampaignResult, directory: Path) -> list[Path]:
-    """Write ``results.json`` and each failing history; returns the paths written."""
+    """Write every report of ``campaign`` into ``directory``; returns the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     text = json.dumps(results_json(campaign), indent=2) + "\n"
     written.append(_write(directory / "results.json", text))
     for result in campaign.cells:
-        if result.history:
-            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(result.scenario).stem}-{result.engine}")
-            written.append(_write(directory / f"history-{name}.txt", result.history))
+        name = history_name(result)
+        if name is not None:
+            written.append(_write(directory / name, result.history))
+    written.append(_write(directory / "index.html", render_html(campaign, version=_tool_version())))
+    written.append(_write(directory / "summary.md", render_summary(campaign)))
+    written.append(_write(directory / "junit.xml", render_junit(campaign)))
+    for stale in set(directory.glob("history-*.txt")) - set(written):
+        stale.unlink()  # an earlier run's: it would be mistaken for this one's
     return written
 
 
@@ -111,8 +144,9 @@ def _write(path: Path, text: str) -> Path:
     if redact(text) != text:  # a raw token slipped through: refuse to write it
         raise ValueError(f"refusing to write {path}: it would contain a raw token")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
+    os.chmod(path, 0o600)  # O_CREAT's mode applies only to a new file
     return path
 
 

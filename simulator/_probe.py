@@ -1,0 +1,181 @@
+"""The host's side of the probe: start ``_wine_probe`` under Wine or natively, and talk to it.
+
+A test drives one or more live probe processes with the same calls whatever
+their OS: ``effect`` does one ``refresh_engine`` effect for real, ``exec``
+runs a snippet (an engine's whole flow through ``RealWorld``), and the
+probe's POSTs come back here to be answered by a native fake server.
+Processes stay alive across requests, since a Wine start costs most of a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from refresh_engine import Effect, Outcome
+
+from ._wine import WineError, WinePython, windows_path
+from ._wine_probe import MARK, decode, encode
+
+#: answers the probe's POSTs: ``(url, body, headers) -> (status, body)``
+HttpHandler = Callable[[str, bytes, dict[str, str]], tuple[int, bytes]]
+PROBE_SCRIPT = Path(__file__).with_name("_wine_probe.py")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOutcome:
+    """One effect done for real: its outcome, the errno's name on that OS, the time it took."""
+
+    outcome: Outcome
+    errno_name: str | None
+    seconds: float
+
+
+class ProbeError(WineError):
+    """Code the probe ran raised: ``type_name`` is the exception's class name."""
+
+    def __init__(self, type_name: str, message: str, trace: str) -> None:
+        super().__init__(f"{type_name}: {message}\n{trace}")
+        self.type_name = type_name
+
+
+class Probe:
+    """A live probe process (``_wine_probe``): Windows CPython under Wine, or native.
+
+    ``path()`` names a host path as the probe's OS does, so one test drives
+    both.  Requests are answered in order; ``send`` and ``receive`` apart let
+    a test leave one probe waiting (on a lock) while it works another.
+    """
+
+    def __init__(self, command: Sequence[str], env: dict[str, str], *, windows: bool) -> None:
+        self.windows = windows
+        self.log: list[str] = []
+        self._process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert self._process.stdout is not None
+        self._fd = self._process.stdout.fileno()
+        self._buffer = b""
+        hello = self.receive(timeout=120.0)
+        self.platform: str = hello["platform"]
+        self.pid: int = hello["pid"]
+
+    @classmethod
+    def wine(cls, wine: WinePython) -> Probe:
+        return cls(wine.command(windows_path(PROBE_SCRIPT)), wine.env(), windows=True)
+
+    @classmethod
+    def native(cls) -> Probe:
+        """The probe in this machine's own Python, with this checkout's packages."""
+        root = str(PROBE_SCRIPT.parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *sys.path[1:]]))
+        return cls([sys.executable, str(PROBE_SCRIPT)], env, windows=False)
+
+    def path(self, path: Path | str) -> str:
+        return windows_path(path, "/") if self.windows else str(path)
+
+    def send(self, request: dict[str, Any]) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(request).encode() + b"\n")
+        self._process.stdin.flush()
+
+    def receive(self, *, timeout: float = 60.0, http: HttpHandler | None = None) -> dict[str, Any]:
+        """The next answer; ``http`` serves the probe's POSTs meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self._line(deadline)
+            if not line.startswith(MARK):
+                self.log.append(line.decode(errors="replace").rstrip())
+                continue
+            message: dict[str, Any] = json.loads(line[len(MARK) :])
+            if message["op"] != "http":
+                return message
+            if http is None:
+                raise WineError(f"the probe POSTed to {message['url']} and no handler was given")
+            status, body = http(message["url"], decode(message["body"]), message["headers"])
+            self.send({"status": status, "body": encode(body)})
+
+    def _line(self, deadline: float) -> bytes:
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if self._process.poll() is not None and not _readable(self._fd, 0):
+                raise WineError(f"the probe exited ({self._process.returncode}):\n" + self.tail())
+            if left <= 0:
+                raise TimeoutError("the probe did not answer in time")
+            if _readable(self._fd, min(left, 0.1)):
+                chunk = os.read(self._fd, 65536)
+                if not chunk and self._process.wait() is not None:
+                    raise WineError("the probe closed its output:\n" + self.tail())
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def tail(self) -> str:
+        return "\n".join(self.log[-30:])
+
+    def effect(self, effect: Effect, *, timeout: float = 60.0) -> ProbeOutcome:
+        """Do ``effect`` with ``RealWorld.perform`` in the probe."""
+        self.send({"op": "effect", "effect": encode(effect)})
+        reply = self._reply(self.receive(timeout=timeout))
+        return ProbeOutcome(decode(reply["outcome"]), reply["errno_name"], reply["seconds"])
+
+    def exec(self, code: str, *, timeout: float = 60.0, http: HttpHandler | None = None) -> Any:
+        """Run ``code`` in the probe; the value it left in ``result``."""
+        self.send({"op": "exec", "code": code})
+        return self.result(timeout=timeout, http=http)
+
+    def result(self, *, timeout: float = 60.0, http: HttpHandler | None = None) -> Any:
+        """The answer to an ``exec`` sent earlier with ``send``."""
+        return decode(self._reply(self.receive(timeout=timeout, http=http))["value"])
+
+    @staticmethod
+    def _reply(message: dict[str, Any]) -> dict[str, Any]:
+        if "error" in message:
+            error = message["error"]
+            raise ProbeError(error["type"], error["message"], error["traceback"])
+        return message
+
+    def close(self) -> None:
+        """Ask it to quit, then wait; a probe stuck in a call is killed."""
+        with contextlib.suppress(OSError, ValueError):
+            self.send({"op": "quit"})
+        with contextlib.suppress(OSError, ValueError):
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        assert self._process.stdout is not None
+        self._process.stdout.close()
+
+    def kill(self) -> None:
+        """End it at once (TerminateProcess under Wine): the OS drops its handles and locks."""
+        self._process.kill()
+        self._process.wait()
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
