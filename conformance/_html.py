@@ -14,7 +14,7 @@ from html import escape
 from . import _sequence, _svg
 from ._campaign import CampaignResult, EngineResult, Verdict, replay_command
 from ._engines import Expectation
-from ._summary import KNOWN_BUG, counts, first_anomaly, matrix
+from ._summary import KNOWN_BUG, anomaly_lines, counts, first_anomaly, matrix
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 CSS = """
@@ -59,7 +59,7 @@ article.cell.unexpected { border: 2px solid var(--red); }
 ul.anomalies { margin: 4px 0; padding-left: 20px; } ul.anomalies li.warning { color: var(--muted); }
 pre.cmd { background: #f6f8fa; border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px;
   overflow-x: auto; user-select: all; }
-.diagram { overflow-x: auto; border: 1px solid var(--line); border-radius: 6px; margin-top: 6px; }
+.diagram { margin: 6px 0 0; overflow-x: auto; border: 1px solid var(--line); border-radius: 6px; }
 .diagram svg { display: block; }
 details pre { max-height: 40em; overflow: auto; background: #f6f8fa; padding: 8px 12px; }
 table.searches td { font-size: 13px; }
@@ -170,11 +170,11 @@ def _article(anchor: str, cell: EngineResult, index: int) -> str:
         f'<p class="meta">{escape(expected)}: {escape(cell.summary)}. {cell.strategy.value} '
         f"search: found {found}({cell.time_to_first_failure or 0:.2f} s), {cell.examples} "
         f"run in all, shrinking included; the minimal schedule forces {cell.preemptions} "
-        "context switches beyond the default order.</p>"
+        f"context switch{'' if cell.preemptions == 1 else 'es'} beyond the default order.</p>"
     )
     out.append('<h4>Anomalies</h4><ul class="anomalies">')
-    for anomaly in cell.anomalies:
-        out.append(f'<li class="{anomaly.severity.value}">{escape(str(anomaly))}</li>')
+    for anomaly, text in zip(cell.anomalies, anomaly_lines(cell), strict=True):
+        out.append(f'<li class="{anomaly.severity.value}">{escape(text)}</li>')
     out.append("</ul>")
     if cell.schedule is not None:
         command = replay_command(cell.scenario, cell.engine, cell.schedule)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from ._campaign import CampaignResult, EngineResult, Verdict, replay_command
 from ._checker import fatal
 from ._engines import Expectation
+from ._summary import anomaly_lines
 
 # characters XML 1.0 cannot carry, even escaped
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -93,7 +94,7 @@ def _describe(cell: EngineResult) -> str:
         f"{cell.scenario} / {cell.engine} ({expected}): {cell.verdict.value}",
         f"search: {cell.strategy.value}, {cell.examples} schedules; {cell.bound}",
     ]
-    lines += [f"- {anomaly}" for anomaly in cell.anomalies]
+    lines += [f"- {line}" for line in anomaly_lines(cell)]
     if cell.schedule is not None:
         lines.append(f"minimal schedule: {cell.schedule}")
         lines.append(f"replay: {replay_command(cell.scenario, cell.engine, cell.schedule)}")

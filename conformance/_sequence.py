@@ -79,6 +79,7 @@ class Lane:
     kind: LaneKind
     label: str  # short, distinguishing
     title: str  # the full name (a path), for tooltips
+    caption: str = ""  # what the lane is, above its label ("agent", "store", "mutex"...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,15 +163,20 @@ class _Builder:
     # lanes ------------------------------------------------------------------
 
     def lanes(self) -> list[Lane]:
-        lanes = [Lane(agent, LaneKind.AGENT, agent, agent) for agent in self.agents]
+        lanes = [Lane(agent, LaneKind.AGENT, agent, agent, "agent") for agent in self.agents]
         lock_names = _distinct([key.split(":", 1)[1] for key in self.lock_keys], self.run.home)
         for key, name in zip(self.lock_keys, lock_names, strict=True):
-            full = key.split(":", 1)[1].replace(self.run.home + "/", "~/")
-            lanes.append(Lane(key, LaneKind.LOCK, name, f"{key.split(':')[0]} {full}"))
+            kind, full = key.split(":", 1)
+            full = full.replace(self.run.home + "/", "~/")
+            caption = "mutex (in-process)" if kind == "mutex" else "lock"
+            lanes.append(Lane(key, LaneKind.LOCK, name, f"{caption} {full}", caption))
         store_names = _distinct(self.store_keys, self.run.home)
         for key, name in zip(self.store_keys, store_names, strict=True):
-            lanes.append(Lane(key, LaneKind.STORE, name, key.replace(self.run.home + "/", "~/")))
-        lanes.append(Lane(SERVER, LaneKind.SERVER, "token endpoint", "the fake OAuth server"))
+            full = key.replace(self.run.home + "/", "~/")
+            lanes.append(Lane(key, LaneKind.STORE, name, full, "store"))
+        lanes.append(
+            Lane(SERVER, LaneKind.SERVER, "token endpoint", "the fake OAuth server", "server")
+        )
         return lanes
 
     def _lane(self, keys: list[str], key: str) -> str:
@@ -443,9 +449,9 @@ def _fold(rows: Iterable[Row]) -> list[Row]:
             while last >= 0 and out[last].kind is RowKind.DIVIDER and out[last].tone is Tone.NORMAL:
                 last -= 1
             if last >= 0 and _same(out[last], row):
-                kept = out[last]
+                kept, ticks = out[last], out[last + 1 :]
                 out[last] = dataclasses.replace(kept, repeat=kept.repeat + 1, until=row.time)
-                del out[last + 1 :]
+                out[last + 1 :] = ticks[-1:]  # the loop's last tick: later rows happen after it
                 continue
         elif out and out[-1].kind is RowKind.DIVIDER and out[-1].tone is row.tone is Tone.NORMAL:
             out[-1] = row  # two ticks in a row: keep the later time

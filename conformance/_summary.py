@@ -26,7 +26,7 @@ LEGEND = (
     "🔴 reproduced: a fatal anomaly, with a minimal schedule that replays it · "
     "🟢 ruled out: no schedule within the stated bound has one · "
     "⚪ not found: none in the schedules tried (not a proof) · "
-    "❌ not what the scenario expects"
+    "❌ not what the scenario expects · – not run"
 )
 
 
@@ -81,6 +81,13 @@ def counts(campaign: CampaignResult) -> str:
 def first_anomaly(result: EngineResult) -> str:
     found = fatal(result.anomalies)
     return found[0].kind.value if found else ""
+
+
+def anomaly_lines(result: EngineResult) -> list[str]:
+    """Each anomaly as a line, the run's home directory shown as ``~``."""
+    home = result.failing_run.home + "/" if result.failing_run is not None else ""
+    lines = [str(anomaly) for anomaly in result.anomalies]
+    return [line.replace(home, "~/") for line in lines] if home else lines
 
 
 def cell_text(result: EngineResult, *, name_engine: bool) -> str:
@@ -146,10 +153,11 @@ def render_summary(campaign: CampaignResult) -> str:
 def _details(cell: EngineResult, *, folded: bool) -> list[str]:
     """A cell's anomalies and its replay command (or, if nothing was found, what was searched)."""
     expected = "known bug" if cell.expectation is Expectation.BUGGY else "expected clean"
-    head = f"**{_cell(cell.scenario)}** · `{cell.engine}` ({expected}): {cell.verdict.value}"
+    name = f"{_inline(cell.scenario)}</b> · <code>{_inline(cell.engine)}</code>"
+    head = f"<b>{name} ({expected}): {cell.verdict.value}"
     body: list[str] = []
     if cell.verdict is Verdict.REPRODUCED:
-        body += [f"- {_inline(str(anomaly))}" for anomaly in cell.anomalies]
+        body += [f"- {_inline(line)}" for line in anomaly_lines(cell)]
         if cell.schedule is not None:
             command = replay_command(cell.scenario, cell.engine, cell.schedule)
             body += ["", "```sh", command, "```"]
@@ -180,7 +188,7 @@ def _cell(text: str) -> str:
 
 
 def _inline(text: str) -> str:
-    return text.replace("\n", " ").replace("<", "&lt;")
+    return text.replace("\n", " ").replace("&", "&amp;").replace("<", "&lt;")
 
 
 def _plural(count: int, noun: str) -> str:

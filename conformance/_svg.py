@@ -120,7 +120,7 @@ def _lifelines(lanes: tuple[Lane, ...], xs: dict[str, int], height: int, lane_w:
             f'<rect x="{left}" y="6" width="{lane_w - 12}" height="{HEAD_H - 10}" rx="6" '
             f'fill="{fill}" stroke="{colour}"/>'
             f'<text x="{x}" y="20" text-anchor="middle" font-size="9" fill="{colour}" '
-            f'letter-spacing="0.5">{lane.kind.value.upper()}</text>'
+            f'letter-spacing="0.5">{escape((lane.caption or lane.kind.value).upper())}</text>'
             f'<text x="{x}" y="34" text-anchor="middle" font-weight="600" fill="#1f2328">'
             f"{escape(lane.label)}</text></g>"
         )

@@ -71,11 +71,17 @@ def effect_footprint(
     agent: str,
     effect: Effect,
     fold: Callable[[str], str] = str,
+    locked: Callable[[int], bool] = lambda ino: True,
+    windows: bool = False,
 ) -> Footprint:
     """What carrying out ``effect`` now, for ``pid``, would touch.
 
     ``fold`` maps a path to the name the filesystem keys on (case-folding
-    where names are case-insensitive).
+    where names are case-insensitive); ``locked(ino)`` says whether any lock
+    is held on an inode, so a ``close`` that could drop one (a flock, a
+    process's lockf, a handle's byte ranges) depends on lockers; with
+    ``windows`` an inode's open handles decide whether a replace or a delete
+    succeeds, so opens and closes depend on them.
     """
 
     def _norm(path: str) -> str:
@@ -90,7 +96,8 @@ def effect_footprint(
                 creates = OpenFlags.CREATE in flags
                 return frozenset({(f"path:{p}", creates), table})
             data = (f"ino:{ino}", OpenFlags.TRUNCATE in flags)
-            return frozenset({(f"path:{p}", False), data, table})
+            handles = {(f"open:{ino}", True)} if windows else set()
+            return frozenset({(f"path:{p}", False), data, table, *handles})
         case CreateExclusive(path):
             return frozenset({(f"path:{_norm(path)}", True), table})
         case Read(fd) | Write(fd) | Truncate(fd) | Fsync(fd):
@@ -100,8 +107,14 @@ def effect_footprint(
             return frozenset({(f"ino:{ino}", not isinstance(effect, Read))})
         case Close(fd):
             ino = fs.inode_of(pid, fd)
-            releases = ino is not None and fs.holds_flock(pid, fd)
-            return frozenset({table, (f"lock:{ino}", True)}) if releases else frozenset({table})
+            if ino is None:
+                return frozenset({table})
+            touched = {table}
+            if locked(ino):
+                touched.add((f"lock:{ino}", True))
+            if windows:
+                touched.add((f"open:{ino}", True))
+            return frozenset(touched)
         case Flock(fd) | Lockf(fd):
             ino = fs.inode_of(pid, fd)
             return local(agent) if ino is None else frozenset({(f"lock:{ino}", True)})
@@ -111,12 +124,15 @@ def effect_footprint(
                 return local(agent)
             return frozenset({(f"lock:{ino}", True), (f"ino:{ino}", True)})
         case Replace(src, dst):
-            return frozenset({(f"path:{_norm(src)}", True), (f"path:{_norm(dst)}", True)})
+            names = {(f"path:{_norm(src)}", True), (f"path:{_norm(dst)}", True)}
+            return frozenset(names | _handles(fs, windows, src, dst, fold=_norm))
         case Mkdir(path):
             p = _norm(path)  # mkdir of an existing name fails and changes nothing
             return frozenset({(f"path:{p}", fs.inode_at(p) is None)})
         case Unlink(path) | Rmdir(path):
-            return frozenset({(f"path:{_norm(path)}", True)})
+            return frozenset(
+                {(f"path:{_norm(path)}", True)} | _handles(fs, windows, path, fold=_norm)
+            )
         case Stat(path) | Touch(path):
             p = _norm(path)
             found = fs.inode_at(p)
@@ -127,3 +143,13 @@ def effect_footprint(
         case ProcessAlive():
             return frozenset({("procs", False)})
     return local(agent)  # Now, Sleep, Log, GetPid, Seek: private to the agent
+
+
+def _handles(
+    fs: VirtualFS, windows: bool, *paths: str, fold: Callable[[str], str]
+) -> set[tuple[str, bool]]:
+    """On Windows, whether the files are open decides a replace or delete: read that."""
+    if not windows:
+        return set()
+    found = (fs.inode_at(fold(path)) for path in paths)
+    return {(f"open:{ino}", False) for ino in found if ino is not None}

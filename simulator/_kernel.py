@@ -383,7 +383,15 @@ class Simulation:
         pending = agent.runner.pending
         if isinstance(pending, Mutex):
             return frozenset({(f"mutex:{agent.pid}:{pending.name}", True)})
-        return effect_footprint(self.fs, agent.pid, agent.name, pending, self.os.path)
+        return effect_footprint(
+            self.fs,
+            agent.pid,
+            agent.name,
+            pending,
+            self.os.path,
+            self.os.has_locks,
+            self.os.windows,
+        )
 
     # ------------------------------------------------------------- faults
 

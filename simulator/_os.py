@@ -151,6 +151,12 @@ class OsLayer:
 
     # ---------------------------------------------------------------- locks
 
+    def has_locks(self, inode: int) -> bool:
+        """Any lock held on ``inode``: a flock, a process's lockf, a handle's byte range."""
+        return (
+            self.fs.flocked(inode) or bool(self._lockf.get(inode)) or bool(self._ranges.get(inode))
+        )
+
     def in_nolock_dir(self, path: str) -> bool:
         return any(path == d or path.startswith(d + "/") for d in self._nolock)
 

@@ -228,6 +228,9 @@ class RealFS(VirtualFS):
         real = self._fds.get(pid, {}).get(fd)
         return None if real is None else os.fstat(real).st_ino
 
+    def flocked(self, inode: int) -> bool:
+        return any(self.inode_of(pid, fd) == inode for pid, fd in self._flocked)
+
     def holds_flock(self, pid: int, fd: int) -> bool:
         return (pid, fd) in self._flocked
 

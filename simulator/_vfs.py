@@ -471,6 +471,11 @@ class VirtualFS:
         ofd = self._procs.get(pid, {}).get(fd)
         return None if ofd is None else ofd.inode.ino
 
+    def flocked(self, inode: int) -> bool:
+        """Whether any open file description holds a flock on ``inode``."""
+        found = self._inodes.get(inode)
+        return found is not None and bool(found.flocks)
+
     def holds_flock(self, pid: int, fd: int) -> bool:
         """Whether closing ``fd`` could release a lock (its OFD holds a flock)."""
         ofd = self._procs.get(pid, {}).get(fd)

@@ -21,8 +21,10 @@ from refresh_engine import (
 )
 from simulator import (
     AgentSpec,
+    OsModel,
     ReplayChooser,
     RunResult,
+    StoreLayout,
     Strategy,
     WorldSpec,
     search_exhaustive,
@@ -164,3 +166,49 @@ def test_reduction_counts_are_reported() -> None:
     # brute force ran every interleaving once: as many distinct step orders as schedules
     assert len(set(seen)) == len(seen) == full.examples
     assert reduced.examples * 10 < full.examples
+
+
+class ReaderAndReplacer(ReferenceEngine):
+    """Atlas reads the store; Nova replaces it: on Windows, Atlas's open handle decides."""
+
+    def access_token(self, ctx: AgentContext) -> Flow[str]:
+        if ctx.agent == "atlas":
+            fd = yield from ops.open_file(ctx.main_store, OpenFlags.READ)
+            yield from ops.read(fd, 1)
+            yield from ops.close(fd)
+            return "read"
+        temp = ctx.main_store + ".new"
+        fd = yield from ops.create_exclusive(temp)
+        yield from ops.close(fd)
+        try:
+            yield from ops.replace(temp, ctx.main_store)
+        except PermissionError:
+            return "refused"
+        return "replaced"
+
+
+@pytest.mark.parametrize("os_model", [OsModel.LINUX, OsModel.WINDOWS])
+def test_reduction_is_sound_on_each_os(os_model: OsModel) -> None:
+    """Windows makes a replace depend on who has the file open: DPOR must know it."""
+    spec = WorldSpec(
+        agents=(AgentSpec("atlas", (10.0,)), AgentSpec("nova", (10.0,))),
+        layout=StoreLayout.SHARED,
+        os=os_model,
+        max_steps=200,
+    )
+    outcomes: dict[bool, set[tuple[object, ...]]] = {True: set(), False: set()}
+    for reduction in (True, False):
+
+        def collect(result: RunResult, reduction: bool = reduction) -> bool:
+            outcomes[reduction].add(_final_state(result))
+            return False
+
+        search = search_exhaustive(
+            lambda chooser: simulate(spec, ReaderAndReplacer(), chooser),
+            collect,
+            reduction=reduction,
+        )
+        assert search.complete
+    assert outcomes[True] == outcomes[False]
+    expected = 2 if os_model is OsModel.WINDOWS else 1  # refused, or not, on Windows
+    assert len(outcomes[False]) == expected
