@@ -13,7 +13,7 @@ Requests:
   the answer holds the outcome, the errno's symbolic name on this OS, and the
   seconds the call took (a lock that waits shows here).
 - ``{"op": "exec", "code": ...}``: run Python in a namespace kept across
-  requests (``world``, ``load_file``, ``refresh_engine``); the answer holds
+  requests (``world``, ``http``, ``load_file``, ``refresh_engine``); the answer holds
   the variable ``result``, or the exception's type, message and traceback.
 - ``{"op": "quit"}``.
 
@@ -150,6 +150,7 @@ class RecordingWorld(RealWorld):
 
     def __init__(self, http: HostHttp) -> None:
         super().__init__(http)  # type: ignore[arg-type]  # duck-typed: only .post is used
+        self.http = http
         self.trace: list[tuple[str, str, float]] = []
 
     def perform(self, effect: Effect) -> Outcome:
@@ -194,6 +195,7 @@ def main() -> int:
     world = RecordingWorld(HostHttp(channel))
     space: dict[str, Any] = {
         "world": world,
+        "http": world.http,
         "load_file": load_file,
         "refresh_engine": refresh_engine,
         "encode": encode,
