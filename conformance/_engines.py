@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from refresh_engine import ReferenceEngine
+from refresh_engine import BrokeredEngine, ReferenceEngine
 from simulator import Engine
 
 from ._corpus import CORPUS
@@ -48,6 +48,12 @@ BUILTIN_ENGINES: dict[str, EngineEntry] = {
         ReferenceEngine,
         Expectation.CLEAN,
         "read-through main store, provider+profile lock, re-read under lock, atomic write",
+    ),
+    "broker": EngineEntry(
+        "broker",
+        BrokeredEngine,
+        Expectation.CLEAN,
+        "broker layout: one agent refreshes, the others wait for it and only read",
     ),
     **{engine.name: _corpus_entry(engine) for engine in CORPUS},
 }

@@ -76,6 +76,7 @@ from ._locks import (
 from ._real import RealWorld
 from ._reference import (
     AgentContext,
+    BrokeredEngine,
     ReferenceEngine,
     TokenError,
     lock_path,
@@ -98,6 +99,7 @@ from ._store import (
 __all__ = [
     "AgentContext",
     "Alive",
+    "BrokeredEngine",
     "Clock",
     "Close",
     "CreateExclusive",

@@ -254,3 +254,33 @@ class ReferenceEngine:
         """After the lock is released: nothing to do."""
         return
         yield
+
+
+class BrokeredEngine(ReferenceEngine):
+    """The broker layout: one agent (the broker) refreshes; every other agent only reads.
+
+    A client whose credential is stale waits for the broker, re-reading the
+    main store every ``poll`` seconds for up to ``patience`` seconds, and
+    never presents a refresh token itself, so no two refreshes can race.
+    """
+
+    name = "broker"
+
+    def __init__(self, broker: str = "broker", poll: float = 1.0, patience: float = 120.0):
+        super().__init__()
+        self.broker = broker
+        self.poll = poll
+        self.patience = patience
+
+    def access_token(self, ctx: AgentContext) -> Flow[str]:
+        if ctx.agent == self.broker:
+            return (yield from super().access_token(ctx))
+        waited = 0.0
+        while True:
+            credential = yield from read_credential(ctx.main_store, ctx.key)
+            if credential.expires_at > (yield from ops.now()):
+                return credential.access
+            if waited >= self.patience:
+                raise RefreshFailed(f"{ctx.agent}: the broker did not refresh in {waited:g}s")
+            yield from ops.sleep(self.poll)
+            waited += self.poll

@@ -229,6 +229,16 @@ def test_publish_replaces_only_the_marked_matrix(campaign: CampaignResult, tmp_p
         publish(campaign, tmp_path / "bare.md")
 
 
+@pytest.mark.slow
+def test_published_matrix_is_the_default_campaigns() -> None:
+    """reports/README.md shows what `tokenrace run` finds today (about 40 s on 2 cores)."""
+    campaign = run_cells(default_cells())
+    readme = Path(__file__).resolve().parent.parent / "reports" / "README.md"
+    assert f"{BEGIN}\n{matrix_markdown(campaign)}{END}" in readme.read_text(encoding="utf-8"), (
+        "the published matrix is stale: regenerate it with conformance._summary.publish"
+    )
+
+
 # junit.xml ---------------------------------------------------------------------------
 
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
