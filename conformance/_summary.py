@@ -5,7 +5,8 @@ engine plus one per clean engine (the reference, a user's engine), since each
 scenario has its own known bug.  ``summary.md`` is written to be read where
 CI shows Markdown (a job summary, a pull-request comment); ``publish`` puts the
 timing-free part of it between two markers of a committed file, so the
-published matrix changes only when a verdict does.
+published matrix changes only when a verdict does
+(``python -m conformance._publish`` regenerates ``reports/README.md``).
 """
 
 from __future__ import annotations

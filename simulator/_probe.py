@@ -152,21 +152,24 @@ class Probe:
         """Ask it to quit, then wait; a probe stuck in a call is killed."""
         with contextlib.suppress(OSError, ValueError):
             self.send({"op": "quit"})
-        with contextlib.suppress(OSError, ValueError):
-            assert self._process.stdin is not None
-            self._process.stdin.close()
+        self._close_pipes()
         try:
             self._process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-        assert self._process.stdout is not None
-        self._process.stdout.close()
 
     def kill(self) -> None:
         """End it at once (TerminateProcess under Wine): the OS drops its handles and locks."""
         self._process.kill()
         self._process.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for pipe in (self._process.stdin, self._process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     def __enter__(self) -> Probe:
         return self

@@ -235,8 +235,26 @@ def test_published_matrix_is_the_default_campaigns() -> None:
     campaign = run_cells(default_cells())
     readme = Path(__file__).resolve().parent.parent / "reports" / "README.md"
     assert f"{BEGIN}\n{matrix_markdown(campaign)}{END}" in readme.read_text(encoding="utf-8"), (
-        "the published matrix is stale: regenerate it with conformance._summary.publish"
+        "the published matrix is stale: python -m conformance._publish"
     )
+
+
+def test_workflows_gate_upload_and_keep_the_example_database() -> None:
+    workflows = Path(__file__).resolve().parent.parent / ".github" / "workflows"
+    adopt = (workflows / "tokenrace.yml").read_text(encoding="utf-8")
+    assert "workflow_call:" in adopt
+    assert 'tokenrace check --engine "$ENGINE" --report-dir reports/latest' in adopt
+    assert "tokenrace run --report-dir reports/latest" in adopt
+    assert "path: .hypothesis" in adopt
+    assert "actions/upload-artifact@v4" in adopt
+    assert "path: reports/latest/" in adopt
+    assert 'reports/latest/summary.md >> "$GITHUB_STEP_SUMMARY"' in adopt
+    assert 'exit "${STATUS:-2}"' in adopt  # the job fails exactly when tokenrace did
+    own = (workflows / "ci.yml").read_text(encoding="utf-8")
+    for needed in ("ubuntu-latest", "macos-latest", "windows-latest", "- run: .ci/run"):
+        assert needed in own
+    assert "pytest -m wine" in own
+    assert "uses: ./.github/workflows/tokenrace.yml" in own
 
 
 # junit.xml ---------------------------------------------------------------------------
@@ -406,6 +424,7 @@ def test_no_report_or_log_holds_a_raw_token(
         == 1
     )
     captured = capsys.readouterr()
+    assert "refresh_token_reused" in captured.out  # the log is the replayed history itself
     texts = {"stdout": captured.out, "stderr": captured.err}
     for directory in (reported, cwd / "reports" / "latest"):
         files = sorted(directory.iterdir())

@@ -20,23 +20,32 @@ ones; the native half needs no Wine and runs in every CI run.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import pytest
 
+from fake_oauth_server import DEFAULT_BASE_URL, AuditKind, AuthServer, Policy
+from fake_oauth_server._messages import Request, TokenKind
 from refresh_engine import (
+    AgentContext,
+    Alive,
     Close,
     CreateExclusive,
+    Credential,
+    Done,
     Effect,
     Failed,
     Flock,
+    Flow,
     Lockf,
     LockFileEx,
     LockOp,
@@ -46,6 +55,7 @@ from refresh_engine import (
     Opened,
     OpenFlags,
     Outcome,
+    ProcessAlive,
     Read,
     Replace,
     Seek,
@@ -53,8 +63,12 @@ from refresh_engine import (
     StatResult,
     Unlink,
     Write,
+    ops,
+    render_store,
+    with_credential,
 )
-from simulator import OsModel
+from refresh_engine._store import REPLACE_TRIES
+from simulator import AgentSpec, DefaultChooser, OsModel, WorldSpec, simulate
 from simulator._os import OsLayer
 from simulator._probe import Probe
 from simulator._syscalls import os_call
@@ -220,7 +234,8 @@ def run_real(script: Script, pool: Pool, root: Path) -> tuple[list[str], list[st
 def compare(script: Script, model: list[str], calls: list[str], real: list[str]) -> None:
     """Every step must agree; a step marked ``wine=`` must still show Wine's own answer."""
     rows, wrong = [], False
-    for index, (step, call, said, got) in enumerate(zip(script.steps, calls, model, real)):
+    columns = zip(script.steps, calls, model, real, strict=True)
+    for index, (step, call, said, got) in enumerate(columns):
         expected = step.wine if step.wine is not None else re.escape(said)
         bad = re.fullmatch(expected, got) is None
         wrong |= bad
@@ -434,3 +449,297 @@ def test_fcntl_does_not_import_and_msvcrt_does(pool: Pool) -> None:
         "    result = [type(exc).__name__, msvcrt.LK_LOCK, msvcrt.LK_NBLCK]\n"
     )
     assert probe.exec(code) == ["ModuleNotFoundError", 1, 2]
+
+
+# ------------------------------------------------ msvcrt.locking LK_LOCK gives up
+
+
+class WaitsForMsvcrtLock:
+    """Atlas takes byte 0 with LK_NBLCK and keeps it; nova then asks for it with LK_LOCK."""
+
+    def access_token(self, ctx: AgentContext) -> Flow[str]:
+        fd = yield from ops.open_file(ctx.state_dir + "/lock", RWC)
+        if ctx.agent == "atlas":
+            yield from ops.msvcrt_locking(fd, MsvcrtMode.NBLOCK, 1)
+            yield from ops.sleep(3600.0)
+            return "held"
+        yield from ops.sleep(1.0)
+        try:
+            yield from ops.msvcrt_locking(fd, MsvcrtMode.LOCK, 1)
+        except OSError as exc:
+            return f"gave up: {Failed.from_exception(exc).exception_type}(errno {exc.errno})"
+        return "locked"
+
+
+def model_lk_lock() -> tuple[str, float]:
+    """What the simulated Windows kernel says: the outcome, and seconds from first try to it."""
+    spec = WorldSpec(
+        agents=(AgentSpec("atlas", (0.0,)), AgentSpec("nova", (0.0,))), os=OsModel.WINDOWS
+    )
+    result = simulate(spec, WaitsForMsvcrtLock(), DefaultChooser())
+    tries = [
+        event
+        for event in result.events
+        if event.agent == "nova" and isinstance(event.effect, MsvcrtLocking)
+    ]
+    last = tries[-1].outcome
+    assert isinstance(last, Failed)
+    return f"OSError(errno {last.errno})", tries[-1].time - tries[0].time
+
+
+@pytest.mark.wine
+def test_lk_lock_gives_up_at_once_under_wine_where_windows_waits_ten_seconds(
+    pool: Pool, tmp_path: Path
+) -> None:
+    """Windows' CRT tries LK_LOCK 10 times a second apart, then EDEADLOCK (36); Wine 8's
+    ``_locking`` sleeps 1 ms between tries and sets no errno.  The model follows Windows,
+    so here Wine is pinned and the model shown beside it."""
+    model, model_seconds = model_lk_lock()
+    holder, waiter = pool.get("win32", 1), pool.get("win32", 2)
+    path = holder.path(tmp_path / "lock")
+    held = holder.effect(Open(path, RWC)).outcome
+    wanted = waiter.effect(Open(path, RWC)).outcome
+    assert isinstance(held, Opened)
+    assert isinstance(wanted, Opened)
+    try:
+        assert holder.effect(MsvcrtLocking(held.fd, MsvcrtMode.NBLOCK, 1)).outcome == Done()
+        tried = waiter.effect(MsvcrtLocking(wanted.fd, MsvcrtMode.LOCK, 1))
+    finally:
+        holder.effect(Close(held.fd))
+        waiter.effect(Close(wanted.fd))
+    real = render(tried.outcome, tried.errno_name)
+    shown = f"model: {model} after {model_seconds:.1f} s; wine: {real} after {tried.seconds:.3f} s"
+    assert model == "OSError(errno 36)", shown
+    assert model_seconds == pytest.approx(9.0), shown
+    assert re.fullmatch(STALE_ERRNO, real), shown
+    assert tried.seconds < 1.0, shown
+
+
+# ---------------------------------------------------------- engines, for real
+
+CORPUS = Path(__file__).resolve().parent.parent / "conformance" / "_corpus.py"
+PROVIDER, PROFILE = "openai-codex", "default"
+KEY = f"{PROVIDER}:{PROFILE}"
+PLATFORMS = [
+    pytest.param("win32", marks=pytest.mark.wine, id="windows-wine"),
+    pytest.param("native", id="native"),
+]
+
+RUN_ENGINE = """
+import sys
+if "corpus" not in globals():
+    corpus = load_file({corpus!r}, "tokenrace_corpus")
+engines = {{
+    "reference": refresh_engine.ReferenceEngine,
+    "fcntl-or-nothing": corpus.FcntlOrNothing,
+    "ignore-replace-error": corpus.IgnoreReplaceError,
+}}
+ctx = refresh_engine.AgentContext(
+    agent={agent!r}, provider={provider!r}, profile_id={profile!r}, main_store={store!r},
+    agent_dir={root!r} + "/" + {agent!r}, state_dir={root!r}, token_url={url!r},
+    platform=sys.platform,
+)
+world.trace.clear()
+try:
+    token, error = world.run(engines[{engine!r}]().access_token(ctx)), None
+except Exception as exc:
+    token, error = None, type(exc).__name__
+result = {{"token": token, "error": error, "trace": world.trace}}
+"""
+
+
+class Server:
+    """The fake OAuth server, native: it answers the probes' POSTs over their pipes."""
+
+    def __init__(self) -> None:
+        self.auth = AuthServer(Policy.preset("openai"), seed="wine")
+        self.requests = 0
+
+    def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        self.requests += 1
+        request = Request(
+            "POST", urlsplit(url).path, body, tuple(headers.items()), f"r{self.requests}"
+        )
+        response = self.auth.handle(request, time.time())
+        return response.status, response.body
+
+    def count(self, kind: AuditKind) -> int:
+        return sum(
+            1
+            for event in self.auth.audit
+            if event.kind is kind and event.token_kind is TokenKind.REFRESH
+        )
+
+    def accepts(self, access_token: str | None) -> bool:
+        return access_token is not None and self.auth.check_access(access_token, time.time()).ok
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    token: str | None
+    error: str | None
+    trace: list[tuple[str, str, float]]
+
+    def calls(self, effect: str) -> list[str]:
+        return [outcome for name, outcome, _ in self.trace if name == effect]
+
+
+def seed_store(root: Path, server: Server) -> tuple[Path, str]:
+    """An expired credential in the main store: the next ``access_token`` must refresh."""
+    pair = server.auth.seed_grant(time.time())
+    credential = Credential(pair.access_token, pair.refresh_token, time.time() - 60)
+    store = root / "main" / "auth-profiles.json"
+    store.parent.mkdir()
+    store.write_bytes(render_store(with_credential({}, KEY, PROVIDER, credential)))
+    return store, pair.refresh_token
+
+
+def stored_refresh(store: Path) -> str:
+    profiles = json.loads(store.read_bytes())["profiles"]
+    return str(profiles[KEY]["refresh"])
+
+
+def engine_code(probe: Probe, engine: str, agent: str, root: Path, store: Path) -> str:
+    return RUN_ENGINE.format(
+        corpus=probe.path(CORPUS),
+        agent=agent,
+        provider=PROVIDER,
+        profile=PROFILE,
+        store=probe.path(store),
+        root=probe.path(root),
+        url=DEFAULT_BASE_URL + "/oauth/token",
+        engine=engine,
+    )
+
+
+def engine_run(value: object) -> EngineRun:
+    assert isinstance(value, dict)
+    trace = [(str(e), str(o), float(s)) for e, o, s in value["trace"]]
+    return EngineRun(value["token"], value["error"], trace)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_reference_engine_refreshes_under_the_native_lock(
+    platform: str, pool: Pool, tmp_path: Path
+) -> None:
+    """RealWorld in Windows CPython: LockFileEx for real, the store replaced for real."""
+    probe = pool.get(platform, 1)
+    server = Server()
+    store, before = seed_store(tmp_path, server)
+    code = engine_code(probe, "reference", "atlas", tmp_path, store)
+    run = engine_run(probe.exec(code, http=server))
+    assert run.error is None, run
+    assert server.accepts(run.token)
+    assert server.count(AuditKind.ACCEPTED) == 1
+    native_lock = "LockFileEx" if probe.platform == "win32" else "Flock"
+    assert run.calls(native_lock) == ["Done", "Done"]  # taken, then given back
+    assert run.calls("Flock" if probe.platform == "win32" else "LockFileEx") == []
+    assert run.calls("Replace") == ["Done"]
+    assert stored_refresh(store) != before
+    assert (tmp_path / "locks" / "openai-codex_default.lock").exists()
+
+
+#: how long B may take to show it is not waiting for A's lock
+NOT_WAITING = 2.0
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("engine", ["reference", "fcntl-or-nothing"])
+def test_second_process_during_a_refresh(
+    engine: str, platform: str, pool: Pool, tmp_path: Path
+) -> None:
+    """A is inside its refresh (its POST answered by the server, the answer held back)
+    when B, another process, needs a token.  Under a real lock B waits and then finds
+    A's new token; class 4's engine, where fcntl is missing, takes no lock on Windows:
+    B presents the spent token, the server revokes the family, B must log in again."""
+    a, b = pool.get(platform, 1), pool.get(platform, 2)
+    server = Server()
+    store, _ = seed_store(tmp_path, server)
+    runs: dict[str, EngineRun] = {}
+
+    def hold_a(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        answer = server(url, body, headers)  # A's refresh is spent on the server
+        b.send({"op": "exec", "code": engine_code(b, engine, "nova", tmp_path, store)})
+        with contextlib.suppress(TimeoutError):  # B is waiting for A's lock
+            runs["b"] = engine_run(b.result(timeout=NOT_WAITING, http=server))
+        return answer
+
+    a.send({"op": "exec", "code": engine_code(a, engine, "atlas", tmp_path, store)})
+    runs["a"] = engine_run(a.result(http=hold_a))
+    if "b" not in runs:
+        runs["b"] = engine_run(b.result(http=server))
+    run_a, run_b = runs["a"], runs["b"]
+    assert run_a.error is None, run_a
+    if engine == "fcntl-or-nothing" and b.platform == "win32":
+        assert run_b.calls("Flock") == ["OSError(ENOSYS, None)"]
+        assert run_b.error == "ReloginRequired", run_b
+        assert server.count(AuditKind.REJECTED) >= 1  # the spent token, presented again
+        assert not server.accepts(run_a.token)  # reuse revoked A's new tokens too
+        return
+    assert run_b.error is None, run_b
+    assert run_b.token == run_a.token  # B found A's token under the lock
+    assert server.count(AuditKind.ACCEPTED) == 1
+    assert server.count(AuditKind.REJECTED) == 0
+    lock = "LockFileEx" if b.platform == "win32" else "Flock"
+    waited = [seconds for name, _, seconds in run_b.trace if name == lock][0]
+    assert waited >= NOT_WAITING * 0.9, run_b.trace  # B really waited in the kernel
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("engine", ["ignore-replace-error", "reference"])
+def test_replace_while_another_process_holds_the_store_open(
+    engine: str, platform: str, pool: Pool, tmp_path: Path
+) -> None:
+    """Class 9 for real: process A has the store open (a reader) while process B
+    refreshes and replaces it.  Windows refuses the replace (PermissionError,
+    winerror 5); the class-9 engine drops the error, so the rotated token is lost and
+    the next refresh presents a spent one.  Linux replaces under the open reader."""
+    holder, writer = pool.get(platform, 1), pool.get(platform, 2)
+    server = Server()
+    store, before = seed_store(tmp_path, server)
+    opened = holder.effect(Open(holder.path(store), R)).outcome
+    assert isinstance(opened, Opened)
+    try:
+        run = engine_run(
+            writer.exec(engine_code(writer, engine, "nova", tmp_path, store), http=server)
+        )
+    finally:
+        holder.effect(Close(opened.fd))
+    assert server.count(AuditKind.ACCEPTED) == 1  # the server rotated either way
+    if writer.platform != "win32":
+        assert run.error is None, run
+        assert run.calls("Replace") == ["Done"]
+        assert stored_refresh(store) != before
+    elif engine == "reference":  # it retries, then raises: never silently unsaved
+        assert run.error == "PermissionError", run
+        assert run.calls("Replace") == ["PermissionError(EACCES, 5)"] * REPLACE_TRIES
+        assert stored_refresh(store) == before
+        return
+    else:
+        assert run.error is None, run  # the caller got a token and heard nothing
+        assert run.calls("Replace") == ["PermissionError(EACCES, 5)"]
+        assert stored_refresh(store) == before  # the store kept the spent token
+    again = engine_run(
+        writer.exec(engine_code(writer, engine, "nova", tmp_path, store), http=server)
+    )
+    if writer.platform == "win32":
+        assert again.error == "ReloginRequired", again  # the token was lost
+        assert server.count(AuditKind.REJECTED) == 1
+    else:
+        assert again.error is None, again
+        assert again.token == run.token  # the saved token is fresh: no refresh
+        assert server.count(AuditKind.ACCEPTED) == 1
+
+
+@pytest.mark.wine
+def test_process_alive_sees_windows_processes_come_and_go(pool: Pool) -> None:
+    """The stale-lock breaker's question, asked with OpenProcess: never ``os.kill(pid, 0)``."""
+    asker, other = pool.get("win32", 1), pool.get("win32", 2)
+    assert asker.effect(ProcessAlive(other.pid)).outcome == Alive(True)
+    assert asker.effect(ProcessAlive(asker.pid)).outcome == Alive(True)
+    gone = other.pid
+    pool.kill("win32", 2)  # TerminateProcess, as Wine does it
+    deadline = time.monotonic() + 10.0  # wineserver learns of the death on its own time
+    while asker.effect(ProcessAlive(gone)).outcome != Alive(False):
+        assert time.monotonic() < deadline, f"pid {gone} still alive after it was killed"
+        time.sleep(0.05)

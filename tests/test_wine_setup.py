@@ -82,8 +82,8 @@ def test_compiled_packages_are_refused(tmp_path: Path, monkeypatch: pytest.Monke
 
 def _no_wine(monkeypatch: pytest.MonkeyPatch, *, root: bool, apt: bool) -> None:
     monkeypatch.setattr(_wine, "find_launcher", lambda: None)
-    monkeypatch.setattr(_wine.os, "geteuid", lambda: 0 if root else 1000)
-    monkeypatch.setattr(_wine.shutil, "which", lambda name: "/usr/bin/apt-get" if apt else None)
+    monkeypatch.setattr("os.geteuid", lambda: 0 if root else 1000)
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/apt-get" if apt else None)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the Wine setup is for Linux hosts")
