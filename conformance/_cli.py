@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--kill", action="store_true", help="--command: also SIGKILL the first held agent"
     )
     chk.add_argument("--policy", default="openai", help="--command: the server's preset")
+    chk.add_argument(
+        "--layout",
+        choices=["shared", "mirrored"],
+        default="shared",
+        help="--command: mirrored copies main's store into every agent dir first",
+    )
     chk.add_argument("--timeout", type=float, default=30.0, help="--command: seconds per run")
     chk.add_argument(
         "--scenario",
@@ -228,7 +234,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             "[green]yes[/]" if result.passed else "[bold red]NO[/]",
         )
     console.print(table)
-    console.print(f"report: {written[0]}  ({campaign.elapsed:.1f}s in all)")
+    console.print(
+        f"report: {args.report_dir / 'index.html'}  (summary.md, results.json, junit.xml "
+        f"beside it; {campaign.elapsed:.1f}s in all)"
+    )
     return EXIT_OK if campaign.passed else EXIT_FAILED
 
 
@@ -339,10 +348,8 @@ def _check(args: argparse.Namespace, console: Console) -> int:
         if not result.passed:
             _print_result(console, str(scenario.path), result)
     console.print(table)
-    written = write_report(
-        CampaignResult(tuple(results), time.perf_counter() - started), args.report_dir
-    )
-    console.print(f"report: {written[0]}")
+    write_report(CampaignResult(tuple(results), time.perf_counter() - started), args.report_dir)
+    console.print(f"report: {args.report_dir / 'index.html'}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -362,7 +369,12 @@ def _check_command(args: argparse.Namespace, console: Console) -> int:
     failing: CommandRun | None = None
     for order, kill in variants:
         run = run_command(
-            args.command, order, policy=args.policy, kill_first=kill, timeout=args.timeout
+            args.command,
+            order,
+            policy=args.policy,
+            kill_first=kill,
+            timeout=args.timeout,
+            mirrored=args.layout == "mirrored",
         )
         verdict = "[red]FAILED[/]" if run.failed else "[green]ok[/]"
         console.print(f"  {verdict} {run.describe()}", soft_wrap=True)

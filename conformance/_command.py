@@ -29,6 +29,7 @@ statuses and the tokens printed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -94,6 +95,7 @@ def run_command(
     kill_first: bool = False,
     timeout: float = 30.0,
     settle: float = 0.3,
+    mirrored: bool = False,
 ) -> CommandRun:
     """Start the program once per agent and let their refreshes through in ``order``."""
     argv = shlex.split(command)
@@ -102,6 +104,12 @@ def run_command(
         control = running.control
         pair = control.seed_grant(user="user", client_id="tokenrace")
         store = _seed_store(Path(root), pair.access_token, pair.refresh_token)
+        if mirrored:  # every agent dir holds a copy of main, as OpenClaw's docs said
+            for agent in order:
+                copy = Path(root) / "agents" / agent / "agent" / store.name
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(store.read_bytes())
+                copy.chmod(0o600)
         control.hold(True)
         processes = {
             agent: _start(argv, agent, Path(root), store, running.token_url) for agent in order
@@ -138,6 +146,12 @@ def run_command(
         outputs = {agent: _finish(process) for agent, process in processes.items()}
         now = control.now()
         anomalies = _judge(running.server, outputs, now, stuck)
+        if (
+            killed
+            and not running.server.policy.grace
+            and _killed_request_committed(running.server, killed)
+        ):
+            anomalies = tuple(_unavoidable(anomaly, killed) for anomaly in anomalies)
         for record in running.server.audit:
             reason = f" ({record.reason})" if record.reason else ""
             log.append(
@@ -153,6 +167,26 @@ def run_command(
         exit_codes=tuple((agent, code) for agent, (code, _, _) in outputs.items()),
         anomalies=anomalies,
         log="\n".join(log) + "\n",
+    )
+
+
+def _killed_request_committed(server: AuthServer, agent: str) -> bool:
+    """Did the server accept a refresh from the agent that was killed (nobody got the answer)?"""
+    return any(
+        record.kind is AuditKind.ACCEPTED and record.client_id == agent
+        for record in server.audit
+        if record.token_kind is TokenKind.REFRESH
+    )
+
+
+def _unavoidable(anomaly: Anomaly, killed: str) -> Anomaly:
+    if anomaly.kind is AnomalyKind.DEADLOCK:
+        return anomaly
+    return dataclasses.replace(
+        anomaly,
+        severity=Severity.WARNING,
+        message=anomaly.message + f" (unavoidable: {killed} was killed after sending a refresh "
+        "the server committed, and the policy has no reuse window)",
     )
 
 

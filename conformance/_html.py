@@ -165,7 +165,8 @@ def _article(anchor: str, cell: EngineResult, index: int) -> str:
     ]
     if cell.title:
         out.append(f"<p><strong>{escape(cell.title)}</strong></p>")
-    found = f"after {cell.first_failure_at} schedules " if cell.first_failure_at else ""
+    first = cell.first_failure_at
+    found = f"after {first} schedule{'' if first == 1 else 's'} " if first else ""
     out.append(
         f'<p class="meta">{escape(expected)}: {escape(cell.summary)}. {cell.strategy.value} '
         f"search: found {found}({cell.time_to_first_failure or 0:.2f} s), {cell.examples} "

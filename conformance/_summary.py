@@ -128,7 +128,8 @@ def render_summary(campaign: CampaignResult) -> str:
     verdict = (
         "every cell met its expectation"
         if not unexpected
-        else f"{_plural(len(unexpected), 'cell')} did not meet its expectation"
+        else f"{_plural(len(unexpected), 'cell')} did not meet "
+        + ("its expectation" if len(unexpected) == 1 else "their expectations")
     )
     out = [
         f"# tokenrace: {status}",

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from html import escape
 
-from ._sequence import Diagram, Lane, LaneKind, Row, RowKind, Tone
+from ._diagram import Diagram, Lane, LaneKind, Row, RowKind, Tone
 
 GUTTER = 52  # step numbers
 LANE_W = 150  # narrower, down to 116, when there are many lanes
 HEAD_H = 46
 ROW_H = 26
 DETAIL_H = 12  # extra height of a row with a second line
-MARKS_W = 250  # the anomaly column on the right
+MARKS_MIN = 60  # the anomaly column on the right, widened to fit what it says
 CHAR_W = 6.1  # average advance of an 11px sans-serif character
+LINK_LABEL = " spent, then reused"  # after the token's fingerprint, beside the bracket
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 
 COLOURS = {
@@ -47,9 +48,10 @@ LANE_FILLS = {
 
 def render_svg(diagram: Diagram, *, prefix: str = "seq", title: str = "") -> str:
     """The diagram as one ``<svg>`` element; ``prefix`` keeps its ids unique on a page."""
-    lane_w = max(116, min(LANE_W, 1300 // max(1, len(diagram.lanes))))
+    lane_w = max(104, min(LANE_W, 1300 // max(1, len(diagram.lanes))))
     xs = {lane.key: GUTTER + lane_w * i + lane_w // 2 for i, lane in enumerate(diagram.lanes)}
-    width = GUTTER + lane_w * len(diagram.lanes) + MARKS_W
+    edge = GUTTER + lane_w * len(diagram.lanes)  # where the lanes end and the marks begin
+    width = edge + _marks_width(diagram, lane_w)
     ys: list[int] = []
     y = HEAD_H + 18
     for row in diagram.rows:
@@ -68,7 +70,7 @@ def render_svg(diagram: Diagram, *, prefix: str = "seq", title: str = "") -> str
     out += _lifelines(diagram.lanes, xs, height, lane_w)
     out += _spend_links(diagram.rows, ys, xs)
     for row, row_y in zip(diagram.rows, ys, strict=True):
-        out.append(_row(row, row_y, xs, width, prefix))
+        out.append(_row(row, row_y, xs, edge, prefix))
     if diagram.hidden:
         out.append(
             f'<text x="{GUTTER}" y="{height - 10}" fill="{COLOURS[Tone.MUTED]}">… '
@@ -122,9 +124,15 @@ def _lifelines(lanes: tuple[Lane, ...], xs: dict[str, int], height: int, lane_w:
             f'<text x="{x}" y="20" text-anchor="middle" font-size="9" fill="{colour}" '
             f'letter-spacing="0.5">{escape((lane.caption or lane.kind.value).upper())}</text>'
             f'<text x="{x}" y="34" text-anchor="middle" font-weight="600" fill="#1f2328">'
-            f"{escape(lane.label)}</text></g>"
+            f"{escape(_fit(lane.label, lane_w - 14))}</text></g>"
         )
     return out
+
+
+def _fit(text: str, room: float) -> str:
+    """``text`` cut with an ellipsis to fit ``room`` pixels of bold 11px text."""
+    most = max(4, int(room / (CHAR_W + 0.6)))
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def _spend_links(rows: tuple[Row, ...], ys: list[int], xs: dict[str, int]) -> list[str]:
@@ -142,12 +150,20 @@ def _spend_links(rows: tuple[Row, ...], ys: list[int], xs: dict[str, int]) -> li
             f'<g class="reuse-link"><path d="M{x - 6},{top} H{x} V{bottom} H{x - 6}" '
             f'fill="none" stroke="{colour}" stroke-width="1.5" stroke-dasharray="3 2"/>'
             f'<text x="{x + 4}" y="{(top + bottom) // 2}" fill="{colour}" font-size="10">'
-            f"{escape(token)} spent, then reused</text></g>"
+            f"{escape(token)}{LINK_LABEL}</text></g>"
         )
     return out
 
 
-def _row(row: Row, y: int, xs: dict[str, int], width: int, prefix: str) -> str:
+def _marks_width(diagram: Diagram, lane_w: int) -> int:
+    """Room right of the lanes for the anomaly names and the spend-to-reuse bracket's label."""
+    marks = [len(", ".join(row.marks)) * CHAR_W + 24 for row in diagram.rows if row.marks]
+    links = [len(LINK_LABEL) + 11 for row in diagram.rows if row.tone is Tone.SPEND]
+    needed = marks + [n * CHAR_W * 10 / 11 + 24 - lane_w / 2 for n in links]
+    return int(max([MARKS_MIN, *needed]))
+
+
+def _row(row: Row, y: int, xs: dict[str, int], edge: int, prefix: str) -> str:
     colour = COLOURS[row.tone]
     label = row.label + (f" ×{row.repeat}" if row.repeat > 1 else "")
     tooltip = row.tooltip + (
@@ -161,7 +177,7 @@ def _row(row: Row, y: int, xs: dict[str, int], width: int, prefix: str) -> str:
     ]
     if row.kind is RowKind.DIVIDER:
         parts.append(
-            f'<line x1="{GUTTER}" y1="{y}" x2="{width - MARKS_W}" y2="{y}" stroke="{colour}" '
+            f'<line x1="{GUTTER}" y1="{y}" x2="{edge}" y2="{y}" stroke="{colour}" '
             f'stroke-opacity="0.5" stroke-dasharray="6 4"/>'
             f'<text x="{GUTTER + 4}" y="{y - 4}" font-size="10" fill="{colour}">'
             f"{escape(label)}</text>"
@@ -174,10 +190,10 @@ def _row(row: Row, y: int, xs: dict[str, int], width: int, prefix: str) -> str:
         if row.kind is RowKind.NOTE:
             parts.append(_note(label, xs[row.source], y, colour, row.tone))
         else:
-            parts.append(_arrow(row, label, xs[row.source], xs[row.target], y, width, prefix))
+            parts.append(_arrow(row, label, xs[row.source], xs[row.target], y, edge, prefix))
     if row.marks:
         parts.append(
-            f'<text class="mark" x="{width - MARKS_W + 12}" y="{y + 4}" font-weight="600" '
+            f'<text class="mark" x="{edge + 12}" y="{y + 4}" font-weight="600" '
             f'fill="{COLOURS[Tone.BAD]}">{escape(", ".join(row.marks))}</text>'
         )
     parts.append("</g>")
@@ -197,7 +213,7 @@ def _note(label: str, x: int, y: int, colour: str, tone: Tone) -> str:
     )
 
 
-def _arrow(row: Row, label: str, x1: int, x2: int, y: int, width: int, prefix: str) -> str:
+def _arrow(row: Row, label: str, x1: int, x2: int, y: int, edge: int, prefix: str) -> str:
     colour = COLOURS[row.tone]
     heavy = row.tone in (Tone.REUSE, Tone.SPEND)
     dash = ' stroke-dasharray="5 3"' if row.dashed else ""
@@ -206,10 +222,10 @@ def _arrow(row: Row, label: str, x1: int, x2: int, y: int, width: int, prefix: s
     parts = [
         f'<line class="arrow" x1="{x1}" y1="{y}" x2="{end}" y2="{y}" stroke="{colour}" '
         f'stroke-width="{shaft}"{dash} marker-end="url(#{prefix}-{row.tone.value})"/>',
-        _label(label, (x1 + x2) / 2, y - 5, width, colour, bold=heavy),
+        _label(label, (x1 + x2) / 2, y - 5, edge, colour, bold=heavy),
     ]
     if row.detail:
-        parts.append(_label(row.detail, (x1 + x2) / 2, y + 13, width, "#57606a", size=10))
+        parts.append(_label(row.detail, (x1 + x2) / 2, y + 13, edge, "#57606a", size=10))
     if row.tone is Tone.REUSE:  # the badge a reader looks for first
         bx = min(x1, x2) + 10
         parts.append(
@@ -224,7 +240,7 @@ def _label(
     text: str,
     centre: float,
     y: float,
-    width: int,
+    edge: int,
     colour: str,
     *,
     size: int = 11,
@@ -232,7 +248,7 @@ def _label(
 ) -> str:
     """Text centred over an arrow, pulled in so it never leaves the drawing."""
     half = len(text) * CHAR_W * size / 22
-    centre = max(GUTTER + half + 2, min(width - MARKS_W - half, centre))
+    centre = max(GUTTER + half + 2, min(edge - half, centre))
     weight = ' font-weight="600"' if bold else ""
     return (
         f'<text x="{centre:.0f}" y="{y:.0f}" text-anchor="middle" font-size="{size}" '

@@ -186,17 +186,33 @@ class RealWorld:
         return Done()
 
     def _post(self, url: str, body: bytes, content_type: str) -> HttpResponse:
-        import httpx
+        """POST with the client given (anything with httpx's ``post``), or a new httpx one.
 
+        httpx is imported only when this module makes the client itself, so a
+        caller that passes its own client needs no httpx at all.
+        """
         if self._http is None:
+            import httpx
+
             self._http = httpx.Client(timeout=self._timeout)
         try:
             response = self._http.post(url, content=body, headers={"content-type": content_type})
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(f"POST {url}: {type(exc).__name__}") from None
-        except httpx.TransportError as exc:
-            raise ConnectionError(f"POST {url}: {type(exc).__name__}") from None
+        except Exception as exc:
+            kind = _transport_failure(exc)
+            if kind is None:
+                raise
+            raise kind(f"POST {url}: {type(exc).__name__}") from None
         return HttpResponse(response.status_code, response.content)
+
+
+def _transport_failure(exc: Exception) -> type[OSError] | None:
+    """The OSError a network failure becomes: httpx's timeouts and transport errors."""
+    names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("httpx")}
+    if "TimeoutException" in names:
+        return TimeoutError
+    if "TransportError" in names:
+        return ConnectionError
+    return None
 
 
 _MUTEXES: dict[str, threading.Lock] = {}

@@ -318,7 +318,7 @@ class Simulation:
         """``LK_LOCK`` tries once a second, ten times, then fails with EDEADLOCK."""
         if not isinstance(effect, MsvcrtLocking) or not isinstance(outcome, Failed):
             return False
-        if effect.mode not in (MsvcrtMode.LOCK, MsvcrtMode.RLOCK) or outcome.winerror != 33:
+        if effect.mode not in (MsvcrtMode.LOCK, MsvcrtMode.RLOCK) or outcome.errno != errno.EACCES:
             return False
         agent.tries += 1
         if agent.tries < MSVCRT_TRIES:

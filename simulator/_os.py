@@ -24,6 +24,7 @@ What no model here covers raises ``NotModelled`` rather than guess.
 from __future__ import annotations
 
 import errno
+import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,11 +203,19 @@ class OsLayer:
         return True
 
     def msvcrt_locking(self, pid: int, fd: int, mode: MsvcrtMode, nbytes: int) -> None:
-        """One try of ``msvcrt.locking``; the kernel retries ``LOCK`` once a second."""
+        """One try of ``msvcrt.locking``; the kernel retries ``LOCK`` once a second.
+
+        The C runtime reports failures by errno alone: ``PermissionError``
+        (EACCES) with no winerror, where LockFileEx gives winerror 33.
+        """
         if not self.windows:
             raise _missing("msvcrt.locking", self.model)
         start = self.fs.offset_of(pid, fd)
-        self._range_lock(pid, fd, start, start + nbytes, mode is not MsvcrtMode.UNLOCK, True)
+        locking = mode is not MsvcrtMode.UNLOCK
+        try:
+            self._range_lock(pid, fd, start, start + nbytes, locking, True)
+        except PermissionError as exc:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES)) from exc
 
     def lock_file_ex(self, pid: int, fd: int, op: LockOp, offset: int, length: int) -> None:
         if not self.windows:
@@ -215,14 +224,19 @@ class OsLayer:
         self._range_lock(pid, fd, offset, offset + length, locking, op is LockOp.EXCLUSIVE)
 
     def can_range_lock(self, pid: int, fd: int, start: int, end: int, exclusive: bool) -> bool:
+        """LockFileEx's rules: an exclusive lock overlaps no locked range, not even the
+        handle's own; a shared lock overlaps shared ones, and the same handle's exclusive."""
         inode = self.fs.inode_of(pid, fd)
         if not self.windows or inode is None:
             return True
-        return not any(
-            r.overlaps(start, end) and (exclusive or r.exclusive)
-            for r in self._ranges.get(inode, ())
-            if (r.pid, r.fd) != (pid, fd) or r.exclusive
-        )
+        for r in self._ranges.get(inode, ()):
+            if not r.overlaps(start, end):
+                continue
+            if exclusive:
+                return False
+            if r.exclusive and (r.pid, r.fd) != (pid, fd):
+                return False
+        return True
 
     def _range_lock(
         self, pid: int, fd: int, start: int, end: int, locking: bool, exclusive: bool
@@ -246,12 +260,18 @@ class OsLayer:
         ranges.append(_Range(pid, fd, start, end, exclusive))
 
     def _check_range(self, pid: int, fd: int, start: int, end: int, writing: bool = False) -> None:
-        """Windows locks are mandatory: another handle's locked range cannot be read or written."""
+        """Windows locks are mandatory: another handle's exclusive range cannot be read or
+        written, and a shared range cannot be written by anyone, its holder included.
+
+        Reads and writes go through the C runtime, so the error is ``PermissionError``
+        (EACCES) with no winerror.
+        """
         inode = self.fs.inode_of(pid, fd)
         if inode is None:
             return
         for r in self._ranges.get(inode, ()):
-            if (r.pid, r.fd) == (pid, fd) or not r.overlaps(start, end):
+            if not r.overlaps(start, end):
                 continue
-            if writing or r.exclusive:
-                raise _win_error(ERROR_LOCK_VIOLATION, "a portion of the file is locked")
+            own = (r.pid, r.fd) == (pid, fd)
+            if (r.exclusive and not own) or (writing and not r.exclusive):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))

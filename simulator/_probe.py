@@ -23,7 +23,8 @@ from typing import Any
 
 from refresh_engine import Effect, Outcome
 
-from ._wine import WineError, WinePython, windows_path
+from ._errors import SimulatorError
+from ._wine import WinePython, windows_path
 from ._wine_probe import MARK, decode, encode
 
 #: answers the probe's POSTs: ``(url, body, headers) -> (status, body)``
@@ -40,11 +41,11 @@ class ProbeOutcome:
     seconds: float
 
 
-class ProbeError(WineError):
-    """Code the probe ran raised: ``type_name`` is the exception's class name."""
+class ProbeError(SimulatorError):
+    """The probe failed: code it ran raised (``type_name`` names the class), or it died."""
 
-    def __init__(self, type_name: str, message: str, trace: str) -> None:
-        super().__init__(f"{type_name}: {message}\n{trace}")
+    def __init__(self, message: str, type_name: str = "", trace: str = "") -> None:
+        super().__init__(f"{type_name}: {message}\n{trace}" if type_name else message)
         self.type_name = type_name
 
 
@@ -69,7 +70,11 @@ class Probe:
         assert self._process.stdout is not None
         self._fd = self._process.stdout.fileno()
         self._buffer = b""
-        hello = self.receive(timeout=120.0)
+        try:
+            hello = self.receive(timeout=120.0)
+        except BaseException:
+            self.kill()  # a probe that never said hello leaves no process or pipe behind
+            raise
         self.platform: str = hello["platform"]
         self.pid: int = hello["pid"]
 
@@ -80,8 +85,8 @@ class Probe:
     @classmethod
     def native(cls) -> Probe:
         """The probe in this machine's own Python, with this checkout's packages."""
-        root = str(PROBE_SCRIPT.parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *sys.path[1:]]))
+        paths = [str(PROBE_SCRIPT.parent.parent), os.environ.get("PYTHONPATH", "")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
         return cls([sys.executable, str(PROBE_SCRIPT)], env, windows=False)
 
     def path(self, path: Path | str) -> str:
@@ -104,7 +109,7 @@ class Probe:
             if message["op"] != "http":
                 return message
             if http is None:
-                raise WineError(f"the probe POSTed to {message['url']} and no handler was given")
+                raise ProbeError(f"the probe POSTed to {message['url']} and no handler was given")
             status, body = http(message["url"], decode(message["body"]), message["headers"])
             self.send({"status": status, "body": encode(body)})
 
@@ -112,13 +117,13 @@ class Probe:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if self._process.poll() is not None and not _readable(self._fd, 0):
-                raise WineError(f"the probe exited ({self._process.returncode}):\n" + self.tail())
+                raise ProbeError(f"the probe exited ({self._process.returncode}):\n" + self.tail())
             if left <= 0:
                 raise TimeoutError("the probe did not answer in time")
             if _readable(self._fd, min(left, 0.1)):
                 chunk = os.read(self._fd, 65536)
                 if not chunk and self._process.wait() is not None:
-                    raise WineError("the probe closed its output:\n" + self.tail())
+                    raise ProbeError("the probe closed its output:\n" + self.tail())
                 self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
@@ -145,7 +150,7 @@ class Probe:
     def _reply(message: dict[str, Any]) -> dict[str, Any]:
         if "error" in message:
             error = message["error"]
-            raise ProbeError(error["type"], error["message"], error["traceback"])
+            raise ProbeError(error["message"], error["type"], error["traceback"])
         return message
 
     def close(self) -> None:

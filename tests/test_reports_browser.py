@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from conformance._campaign import CampaignResult
+from conformance._diagram import Tone
 from conformance._matrix import default_cells, run_cells
 from conformance._report import write_report
-from conformance._sequence import Tone
 from conformance._svg import BANDS, COLOURS
 
 FLAGS = [
@@ -53,13 +53,14 @@ CANDIDATES = [
 
 def chromium() -> str:
     override = os.environ.get("TOKENRACE_CHROMIUM")
-    for name in [override] if override else CANDIDATES:
+    names = [override] if override else CANDIDATES
+    for name in names:
         found = shutil.which(name) or (name if Path(name).is_file() else None)
         if found:
             return found
     pytest.fail(
         "headless Chromium is needed to check the HTML report and none was found "
-        "(looked for " + ", ".join(CANDIDATES) + "). Install it: `apt-get install -y chromium` "
+        "(looked for " + ", ".join(names) + "). Install it: `apt-get install -y chromium` "
         "on Debian (.ci/run does this), or set TOKENRACE_CHROMIUM to a Chrome binary."
     )
 

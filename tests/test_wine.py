@@ -8,11 +8,11 @@ type, errno (by name: Windows and Linux number them differently) and
 winerror; a difference fails and prints both columns.
 
 Where Wine itself is known to differ from Windows, a step carries what Wine
-gives (``wine=``, a pattern), so the step checks that Wine still does that and
-the model's claim stays unconfirmed there.  Where the model differs from
-both Wine and Windows' documented behaviour, the script is a strict xfail
-naming the mismatch: fixing the model makes it pass, and then fail until the
-marker goes.
+gives (``wine=``, a pattern), so the step checks that Wine still does that,
+that the model does not copy it, and the model's claim stays unconfirmed
+there.  Where the model differs from both Wine and Windows' documented
+behaviour, the script is a strict xfail naming the mismatch: fixing the
+model makes it pass, and then fail until the marker goes.
 
 The engine tests run the same flows in Windows processes and in native
 ones; the native half needs no Wine and runs in every CI run.
@@ -238,8 +238,11 @@ def compare(script: Script, model: list[str], calls: list[str], real: list[str])
     for index, (step, call, said, got) in enumerate(columns):
         expected = step.wine if step.wine is not None else re.escape(said)
         bad = re.fullmatch(expected, got) is None
-        wrong |= bad
+        # the model follows Windows: where Wine deviates, the model must not copy Wine
+        copied = step.wine is not None and re.fullmatch(step.wine, said) is not None
+        wrong |= bad or copied
         note = "  <-- MISMATCH" if bad else ("  (Wine differs from Windows)" if step.wine else "")
+        note += "  <-- the model copies Wine's deviation" if copied else ""
         rows.append(f"{index:2} p{step.proc} {call}\n     model: {said}\n     wine:  {got}{note}")
     table = "\n".join(rows)
     assert not wrong, f"{script.name}: the model and Windows under Wine disagree\n{table}"
@@ -412,12 +415,6 @@ MODEL_MISMATCHES = [
                 do(1, lambda n: LockFileEx(n.fd("a"), LockOp.EXCLUSIVE, False, 20, 10)),
             ),
         ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="MODEL MISMATCH: a handle may take a shared lock over its own exclusive "
-            "range, and may not take an exclusive lock over its own shared range "
-            "(LockFileEx docs; Wine agrees); OsLayer.can_range_lock has it the other way",
-        ),
         id="own-range-overlap",
     ),
 ]
@@ -437,6 +434,23 @@ def test_windows_model_matches_windows_under_wine(
     model = run_model(script)
     calls, real = run_real(script, pool, tmp_path)
     compare(script, model, calls, real)
+
+
+@pytest.mark.wine
+def test_a_wrong_model_is_caught(
+    pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison can fail: a Windows model that replaces like Linux does not pass."""
+
+    def replace_like_linux(layer: OsLayer, src: str, dst: str) -> None:
+        layer.fs.replace(layer.path(src), layer.path(dst))
+
+    monkeypatch.setattr(OsLayer, "replace", replace_like_linux)
+    script = SCRIPTS[0]
+    model = run_model(script)
+    calls, real = run_real(script, pool, tmp_path)
+    with pytest.raises(AssertionError, match="MISMATCH"):
+        compare(script, model, calls, real)
 
 
 @pytest.mark.wine

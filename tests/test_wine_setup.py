@@ -160,6 +160,6 @@ def test_native_probe_posts_through_the_host() -> None:
     )
     with Probe.native() as probe:
         assert probe.exec(code, http=answer) == [200, b'{"ok": true}']
-        with pytest.raises(_wine.WineError, match="no handler"):
+        with pytest.raises(ProbeError, match="no handler"):
             probe.exec(code)
     assert seen == [("http://h/t", b"a=1")]
