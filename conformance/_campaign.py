@@ -104,6 +104,8 @@ def search_world(
     max_examples: int,
     seed: int,
     depth: int = 3,
+    database: str | None = None,
+    key: str = "",
 ) -> SearchResult:
     """Search ``entry``'s schedules in ``spec`` with one strategy."""
 
@@ -114,7 +116,13 @@ def search_world(
         case Strategy.HYPOTHESIS:
             faults = bool(spec.faults) and spec.max_faults > 0
             return search_hypothesis(
-                run, has_fatal, max_examples=max_examples, seed=seed, faults=faults
+                run,
+                has_fatal,
+                max_examples=max_examples,
+                seed=seed,
+                faults=faults,
+                database=database,
+                key=key,
             )
         case Strategy.RANDOM:
             return search_random(run, has_fatal, max_examples=max_examples, seed=seed)
@@ -137,9 +145,16 @@ def search_engine(
     max_examples: int,
     seed: int,
     strategy: Strategy = Strategy.HYPOTHESIS,
+    database: str | None = None,
 ) -> EngineResult:
-    """Search ``entry``'s schedules in ``spec`` and give it a verdict."""
-    search = search_world(spec, entry, strategy, max_examples=max_examples, seed=seed)
+    """Search ``entry``'s schedules in ``spec`` and give it a verdict.
+
+    ``database``: a directory where Hypothesis keeps failing schedules between runs.
+    """
+    key = f"{scenario}|{entry.name}|{seed}"
+    search = search_world(
+        spec, entry, strategy, max_examples=max_examples, seed=seed, database=database, key=key
+    )
     failing = search.failing
     if failing is None:
         return EngineResult(

@@ -41,6 +41,7 @@ from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_fi
 from ._scenarios import load_scenario
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_DB = ".hypothesis/tokenrace"
 MAX_ANOMALIES_SHOWN = 4
 
 
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="search seed (default: each scenario's)")
     run.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
     run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    run.add_argument(
+        "--hypothesis-db",
+        metavar="DIR",
+        help="keep failing schedules in DIR and try them first next time, as CI should "
+        f"(e.g. {DEFAULT_DB}); the search is then no longer seeded",
+    )
     run.add_argument("--quiet", action="store_true", help="print only the verdict table")
     run.add_argument("--json", action="store_true", help="print results.json, nothing else")
 
@@ -128,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chk.add_argument("--examples", type=_positive, help="override each scenario's budget")
     chk.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    chk.add_argument("--hypothesis-db", metavar="DIR", help="as for run")
 
     rep = commands.add_parser("replay", help="replay one schedule and print its history")
     rep.add_argument("schedule", help="a schedule string, e.g. 'atlas*12 nova*3' or 'default'")
@@ -190,6 +198,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         ]
     if not cells:
         raise ConformanceError("no cell to run: the --scenario and --engine filters match nothing")
+    if args.hypothesis_db:
+        cells = [dataclasses.replace(cell, database=args.hypothesis_db) for cell in cells]
     if not args.json:
         scenarios = len({cell.scenario for cell in cells})
         console.print(
@@ -213,7 +223,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 _print_result(console, result.scenario, result)
 
         campaign = run_cells(cells, jobs=args.jobs, on_result=show)
-    written = write_report(campaign, args.report_dir)
+    write_report(campaign, args.report_dir)
     if args.json:
         console.print_json(data=results_json(campaign))
         return EXIT_OK if campaign.passed else EXIT_FAILED
@@ -333,6 +343,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
             max_examples=args.examples or scenario.examples,
             seed=scenario.seed,
             strategy=scenario.strategy,
+            database=args.hypothesis_db or None,
         )
         result = dataclasses.replace(result, title=scenario.title)
         results.append(result)

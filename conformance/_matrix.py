@@ -32,6 +32,7 @@ class Cell:
     strategy: Strategy
     examples: int
     seed: int
+    database: str | None = None  # Hypothesis' example database directory, kept between runs
 
 
 def default_cells(
@@ -82,6 +83,7 @@ def run_cell(cell: Cell) -> EngineResult:
         max_examples=cell.examples,
         seed=cell.seed,
         strategy=cell.strategy,
+        database=cell.database,
     )
     return dataclasses.replace(result, title=cell.title)
 

@@ -11,7 +11,7 @@ sent back its outcome; a failed call is thrown into the engine as the
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class OpenFlags(enum.Flag):
@@ -80,7 +80,7 @@ class Write:
     """Write ``data`` at the descriptor's offset; outcome ``Wrote``."""
 
     fd: int
-    data: bytes
+    data: bytes = field(repr=False)  # may hold tokens: never in a repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +237,7 @@ class HttpPost:
     """
 
     url: str
-    body: bytes
+    body: bytes = field(repr=False)  # holds the refresh token: never in a repr
     content_type: str = "application/x-www-form-urlencoded"
 
 
@@ -303,7 +303,7 @@ class Opened:
 
 @dataclass(frozen=True, slots=True)
 class ReadData:
-    data: bytes
+    data: bytes = field(repr=False)  # may hold tokens: never in a repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +320,7 @@ class StatResult:
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
-    body: bytes
+    body: bytes = field(repr=False)  # holds tokens: never in a repr
 
 
 @dataclass(frozen=True, slots=True)

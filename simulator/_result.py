@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fake_oauth_server import AuditEvent, Policy
@@ -31,7 +31,7 @@ class RunResult:
     home: str
     policy: Policy  # the server's policy in this world (the checker asks about grace)
     stores: tuple[str, ...]  # every credential store path the world watches
-    final_files: tuple[tuple[str, bytes], ...]  # every store file at the end, for the checker
+    final_files: tuple[tuple[str, bytes], ...] = field(repr=False)  # every store file, at the end
 
     def render(self) -> str:
         return render(self.events, self.audit, self.start_time, self.home)

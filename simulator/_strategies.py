@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from ._result import RunResult
 from ._schedule import Chooser, DefaultChooser, StepView, candidates
@@ -144,6 +145,16 @@ class SearchResult:
     bound: str = ""  # what the search covered, in words
 
 
+def _seeded(
+    seed: int, database: str | None
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``@seed`` for a reproducible search, unless there is a database: Hypothesis does not
+    read or write its database under a fixed seed, and the database is the point then."""
+    if database is not None:
+        return lambda test: test
+    return hypothesis_seed(seed)
+
+
 class _Found(Exception):
     """Raised inside the property so Hypothesis shrinks toward the minimal run."""
 
@@ -161,11 +172,17 @@ def search_hypothesis(
     shrink: bool = True,
     max_switches: int = 24,
     faults: bool = False,
+    database: str | None = None,
+    key: str = "",
 ) -> SearchResult:
     """Draw schedules until ``is_failure`` holds, then shrink; at most ``max_examples``.
 
     The default order runs first: it fixes the horizon within which switch
-    points are drawn, and a bug it shows needs no search at all.
+    points are drawn, and a bug it shows needs no search at all.  With
+    ``database`` (a directory), Hypothesis keeps the minimal failing schedules
+    under ``key`` there and tries them first next time, so a CI run that
+    caches the directory re-finds a known counterexample at once; the search
+    is then not seeded (Hypothesis ignores its database under a fixed seed).
     """
     examples = 0
     first_at: int | None = None
@@ -173,12 +190,14 @@ def search_hypothesis(
     failing: RunResult | None = None
     started = time.perf_counter()
     phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
+    if database is not None:
+        phases.insert(0, Phase.reuse)  # saved failing schedules first
     horizon = run(DefaultChooser()).steps + 1
 
-    @hypothesis_seed(seed)
+    @_seeded(seed, database)
     @settings(
         max_examples=max_examples,
-        database=None,
+        database=None if database is None else DirectoryBasedExampleDatabase(database),
         deadline=None,
         phases=phases,
         verbosity=Verbosity.quiet,
@@ -198,6 +217,10 @@ def search_hypothesis(
             failing = result
             raise _Found()
 
+    if key:  # one probe function serves every cell: tell their database entries apart
+        inner = getattr(getattr(probe, "hypothesis", None), "inner_test", None)
+        if inner is not None:
+            inner._hypothesis_internal_add_digest = key.encode()
     with contextlib.suppress(_Found):
         probe()
     return SearchResult(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -212,3 +213,26 @@ def test_reduction_is_sound_on_each_os(os_model: OsModel) -> None:
     assert outcomes[True] == outcomes[False]
     expected = 2 if os_model is OsModel.WINDOWS else 1  # refused, or not, on Windows
     assert len(outcomes[False]) == expected
+
+
+def test_example_database_replays_a_found_counterexample_first(tmp_path: Path) -> None:
+    spec = load_scenario("small")
+    entry = BUILTIN_ENGINES["no-lock"]
+    first = search_engine(
+        "small", spec, entry, max_examples=300, seed=7, database=str(tmp_path / "db")
+    )
+    again = search_engine(
+        "small", spec, entry, max_examples=300, seed=7, database=str(tmp_path / "db")
+    )
+    assert first.verdict is again.verdict is Verdict.REPRODUCED
+    assert again.first_failure_at == 1  # the saved minimal schedule, tried before anything
+    assert again.schedule == first.schedule
+    other = search_engine(
+        "small",
+        spec,
+        BUILTIN_ENGINES["lock-per-agent"],
+        max_examples=300,
+        seed=7,
+        database=str(tmp_path / "db"),
+    )
+    assert other.first_failure_at != 1 or other.schedule != first.schedule  # keys kept apart
