@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,7 +36,7 @@ from ._checker import check, fatal
 from ._command import CommandRun, orders, run_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine
 from ._errors import ConformanceError
-from ._matrix import default_cells, run_cells
+from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells, with_lock
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
 from ._scenarios import load_scenario
@@ -92,6 +93,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="print only the verdict table")
     run.add_argument("--json", action="store_true", help="print results.json, nothing else")
+
+    mat = commands.add_parser(
+        "matrix",
+        help="engine x layout x lock x OS x agents/processes x policy x faults, a verdict each",
+    )
+    mat.add_argument("--engine", action="append", dest="engines", metavar="ENGINE")
+    for axis_name, default, meaning in (
+        ("layout", "shared", "shared, mirrored, separate-logins"),
+        ("lock", "", "a lock kind for engines that take one (flock, lockf, mutex, ...)"),
+        ("scope", "", "a lock scope: agent-dir, store-file, profile"),
+        ("os", "linux", "linux, macos, windows"),
+        ("agents", "2", "agent counts"),
+        ("processes", "separate", "separate, gateway (all agents in one process)"),
+        ("policy", "openai", "server presets"),
+        ("faults", "none", "none, or a fault kind: kill, drop, 5xx, 429, reset, stall, crash"),
+    ):
+        mat.add_argument(f"--{axis_name}", default=default, help=f"comma-separated: {meaning}")
+    mat.add_argument("--expiries", type=_positive, default=1, help="access-token expiries")
+    mat.add_argument(
+        "--strategy",
+        type=Strategy,
+        choices=list(Strategy),
+        default=Strategy.HYPOTHESIS,
+        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
+    )
+    mat.add_argument("--examples", type=_positive, default=200, help="schedules per cell")
+    mat.add_argument("--seed", type=int, default=0)
+    mat.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
+    mat.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    mat.add_argument("--quiet", action="store_true", help="print only the verdict table")
 
     repro = commands.add_parser(
         "reproduce", help="run a scenario file (a bug report) and print its verdict"
@@ -171,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reproduce(args, console)
         if args.subcommand == "check":
             return _check(args, console)
+        if args.subcommand == "matrix":
+            return _matrix(args, console)
     except (ConformanceError, SimulatorError) as exc:
         errors.print(f"[bold red]tokenrace: error:[/] {exc}")
         return EXIT_USAGE
@@ -234,8 +267,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     for result in campaign.cells:
         first = fatal(result.anomalies)
         table.add_row(
-            result.scenario,
-            result.engine,
+            escape(result.scenario),
+            escape(result.engine),
             result.expectation.value,
             result.verdict.value,
             first[0].kind.value if first else "-",
@@ -253,7 +286,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 def _print_result(console: Console, scenario: str, result: EngineResult) -> None:
     expected = "known bug" if result.expectation is Expectation.BUGGY else "expected clean"
-    header = f"[bold]{result.engine}[/] ({expected}: {result.summary})"
+    header = f"[bold]{escape(result.engine)}[/] ({expected}: {escape(result.summary)})"
     if result.verdict is Verdict.RULED_OUT:
         console.print(f"{header}\n  [green]RULED OUT[/] ({result.elapsed:.1f}s): {result.bound}")
         return
@@ -296,6 +329,58 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     if not anomalies:
         console.print("no anomaly")
     return EXIT_FAILED if fatal(anomalies) else EXIT_OK
+
+
+def _matrix(args: argparse.Namespace, console: Console) -> int:
+    def axis(text: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in text.split(",")) or ("",)
+
+    try:
+        counts = tuple(int(count) for count in axis(args.agents))
+    except ValueError:
+        raise ConformanceError(f"--agents must be numbers, got {args.agents!r}") from None
+    axes = MatrixAxes(
+        engines=tuple(args.engines or ["reference"]),
+        layouts=axis(args.layout),
+        locks=axis(args.lock),
+        scopes=axis(args.scope),
+        oses=axis(args.os),
+        agents=counts,
+        processes=axis(args.processes),
+        policies=axis(args.policy),
+        faults=axis(args.faults),
+        expiries=args.expiries,
+    )
+    cells = matrix_cells(axes, strategy=args.strategy, examples=args.examples, seed=args.seed)
+    for cell in {(cell.engine, cell.lock, cell.scope): cell for cell in cells}.values():
+        entry = load_engine(cell.engine)  # fail early on a bad engine, lock or scope
+        if cell.lock or cell.scope:
+            with_lock(entry, cell.lock, cell.scope)
+    console.print(f"tokenrace matrix: {_plural(len(cells), 'cell')}, {args.strategy.value} search")
+
+    def show(result: EngineResult) -> None:
+        if not args.quiet and result.verdict is Verdict.REPRODUCED:
+            _print_result(console, result.scenario, result)
+
+    campaign = run_cells(cells, jobs=args.jobs, on_result=show)
+    write_report(campaign, args.report_dir)
+    table = Table(title="tokenrace matrix")
+    for column in ("world", "engine", "verdict", "anomaly", "schedules"):
+        table.add_column(column, overflow="fold")
+    for result in campaign.cells:
+        first = fatal(result.anomalies)
+        verdict = result.verdict.value
+        colour = "red" if result.verdict is Verdict.REPRODUCED else "green"
+        table.add_row(
+            escape(result.scenario),
+            escape(result.engine),
+            f"[{colour}]{verdict}[/]",
+            first[0].kind.value if first else "-",
+            str(result.examples),
+        )
+    console.print(table)
+    console.print(f"report: {args.report_dir / 'index.html'}  ({campaign.elapsed:.1f}s in all)")
+    return EXIT_OK if campaign.passed else EXIT_FAILED
 
 
 def _reproduce(args: argparse.Namespace, console: Console) -> int:

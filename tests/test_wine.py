@@ -57,6 +57,7 @@ from refresh_engine import (
     Outcome,
     ProcessAlive,
     Read,
+    ReadData,
     Replace,
     Seek,
     Stat,
@@ -121,6 +122,8 @@ def render(outcome: Outcome | None, errno_name: str | None) -> str:
         return "Opened"
     if isinstance(outcome, StatResult):
         return f"StatResult(size={outcome.size})"
+    if isinstance(outcome, ReadData):  # its repr hides the data (it may hold tokens)
+        return f"ReadData(data={outcome.data!r})"
     return repr(outcome)
 
 
