@@ -262,8 +262,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK if campaign.passed else EXIT_FAILED
     table = Table(title="tokenrace run")
     columns = ("scenario", "engine", "expected", "verdict", "anomaly", "schedules", "time", "ok")
-    for column in columns:
-        table.add_column(column)
+    for column in columns:  # fold long names in a narrow terminal rather than cut them
+        table.add_column(column, overflow="fold")
     for result in campaign.cells:
         first = fatal(result.anomalies)
         table.add_row(
