@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import BUILTIN_ENGINES, Verdict, check, fatal, replay, search_engine
+from conformance import BUILTIN_ENGINES, EngineResult, Verdict, check, fatal, replay, search_engine
 from conformance._cli import main
 from conformance._scenario_files import (
     ReferenceClaim,
@@ -16,6 +16,19 @@ from conformance._scenario_files import (
 )
 
 SCENARIOS = builtin_scenarios()
+
+
+def _search(path: Path, engine: str) -> EngineResult:
+    """Search ``engine`` in the scenario file's world with the file's own budget."""
+    scenario = load_scenario_file(path)
+    return search_engine(
+        scenario.name,
+        scenario.world,
+        BUILTIN_ENGINES[engine],
+        max_examples=scenario.examples,
+        seed=scenario.seed,
+        strategy=scenario.strategy,
+    )
 
 
 def test_every_corpus_engine_has_a_scenario() -> None:
@@ -36,14 +49,7 @@ def test_clean_designs_are_only_the_broker() -> None:
 def test_scenario_catches_its_engine(path: Path) -> None:
     scenario = load_scenario_file(path)
     entry = BUILTIN_ENGINES[scenario.engine]
-    result = search_engine(
-        scenario.name,
-        scenario.world,
-        entry,
-        max_examples=scenario.examples,
-        seed=scenario.seed,
-        strategy=scenario.strategy,
-    )
+    result = _search(path, scenario.engine)
     assert result.verdict is Verdict.REPRODUCED, result.bound
     assert fatal(result.anomalies)
     assert result.schedule is not None
@@ -62,29 +68,13 @@ def test_the_reference_claims_all_but_the_documented_exceptions() -> None:
 @pytest.mark.parametrize("path", UNCLAIMED, ids=lambda path: path.stem)
 def test_unclaimed_worlds_really_break_the_reference(path: Path) -> None:
     """What the reference does not promise, it says, and the suite shows why."""
-    scenario = load_scenario_file(path)
-    result = search_engine(
-        scenario.name,
-        scenario.world,
-        BUILTIN_ENGINES["reference"],
-        max_examples=scenario.examples,
-        seed=scenario.seed,
-        strategy=scenario.strategy,
-    )
+    result = _search(path, "reference")
     assert result.verdict is Verdict.REPRODUCED
 
 
 @pytest.mark.parametrize("path", CLAIMED, ids=lambda path: path.stem)
 def test_reference_passes_what_it_claims(path: Path) -> None:
-    scenario = load_scenario_file(path)
-    result = search_engine(
-        scenario.name,
-        scenario.world,
-        BUILTIN_ENGINES["reference"],
-        max_examples=scenario.examples,
-        seed=scenario.seed,
-        strategy=scenario.strategy,
-    )
+    result = _search(path, "reference")
     assert result.verdict is not Verdict.REPRODUCED, [str(a) for a in result.anomalies]
 
 
@@ -154,13 +144,6 @@ def test_bad_scenario_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_the_broker_design_comes_out_clean() -> None:
     scenario = load_scenario_file(SCENARIOS[-1])
-    result = search_engine(
-        scenario.name,
-        scenario.world,
-        BUILTIN_ENGINES["broker"],
-        max_examples=scenario.examples,
-        seed=scenario.seed,
-        strategy=scenario.strategy,
-    )
+    result = _search(SCENARIOS[-1], "broker")
     assert result.verdict is Verdict.NOT_FOUND
     assert result.examples == scenario.examples
