@@ -303,12 +303,15 @@ def _fault_losses(events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) -
         if record.kind is AuditKind.ACCEPTED and record.token_kind is TokenKind.REFRESH
     }
     last_request: dict[str, HistoryEvent] = {}
+    awaiting: dict[str, str] = {}  # agent -> request in flight (sent, no response yet)
     holding: dict[str, int] = {}  # agent -> step it received a new token not yet stored
     losses = []
     for event in events:
         if event.kind is EventKind.REQUEST:
             last_request[event.agent] = event
+            awaiting[event.agent] = event.request_id
         elif event.kind is EventKind.RESPONSE:
+            awaiting.pop(event.agent, None)
             outcome = event.outcome
             if isinstance(outcome, HttpResponse) and outcome.status == 200:
                 holding[event.agent] = event.step
@@ -316,11 +319,14 @@ def _fault_losses(events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) -
             holding.pop(event.agent, None)
         elif event.kind is EventKind.FAULT:
             request = last_request.get(event.agent)
+            killed = event.note.startswith("kill")
+            in_flight = awaiting.pop(event.agent, None) if killed else None
             if event.note == "drop" and request is not None and request.request_id in accepted:
                 losses.append(event.step)
-            elif event.note.startswith("kill") and event.agent in holding:
+            elif killed and (event.agent in holding or in_flight in accepted):
+                # killed holding a new token, or while the committed answer was on its way
                 losses.append(event.step)
-                del holding[event.agent]
+                holding.pop(event.agent, None)
     return losses
 
 

@@ -15,7 +15,9 @@ from ._explore import search_exhaustive
 from ._faults import FaultKind
 from ._history import EventKind, HistoryEvent, describe, render
 from ._kernel import Simulation, simulate
-from ._reality import RealityMismatch, compare_with_reality
+from ._procfs import ProcessFS, simulate_processes
+from ._procpool import ProcessPool
+from ._reality import RealityMismatch, comparable_history, compare_with_reality
 from ._result import Engine, RunResult
 from ._schedule import (
     Chooser,
@@ -53,6 +55,8 @@ __all__ = [
     "NotModelled",
     "OsModel",
     "PctChooser",
+    "ProcessFS",
+    "ProcessPool",
     "RandomChooser",
     "RealityMismatch",
     "ReplayChooser",
@@ -70,6 +74,7 @@ __all__ = [
     "WorldError",
     "WorldSpec",
     "candidates",
+    "comparable_history",
     "compare_with_reality",
     "default_choice",
     "describe",
@@ -80,5 +85,6 @@ __all__ = [
     "search_random",
     "seed_world",
     "simulate",
+    "simulate_processes",
     "switch_points",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from fake_oauth_server import AuthServer, Request, fingerprint
@@ -58,16 +59,24 @@ class Simulation:
     """One run of one engine in one world under one chooser."""
 
     def __init__(
-        self, spec: WorldSpec, engine: Engine, chooser: Chooser, real_root: str | None = None
+        self,
+        spec: WorldSpec,
+        engine: Engine,
+        chooser: Chooser,
+        real_root: str | None = None,
+        backend: Callable[[Callable[[], float]], VirtualFS] | None = None,
     ) -> None:
         """``real_root``: carry every file effect out for real under that directory
-        (``RealFS``), to check the OS model against this machine."""
+        (``RealFS``), to check the OS model against this machine.  ``backend``: build
+        the filesystem from the virtual clock instead (``_procfs``: real processes)."""
         self.spec = spec
         self.engine = engine
         self.chooser = chooser
         self.now = spec.start_time
         self.fs = (
-            VirtualFS(clock=lambda: self.now)
+            backend(lambda: self.now)
+            if backend is not None
+            else VirtualFS(clock=lambda: self.now)
             if real_root is None
             else RealFS(real_root, clock=lambda: self.now)
         )

@@ -14,11 +14,18 @@ decides on top, as Python on that OS would show it:
   ``PermissionError`` (winerror 32); locks are mandatory byte ranges per
   handle (``msvcrt.locking`` from the file position, ``LockFileEx``): reads
   and writes of a range another handle locked fail with winerror 33; names
-  are case-insensitive.
+  are case-insensitive; path calls (``os.mkdir``, ``os.stat``, ``os.replace``,
+  ...) are Win32 calls, so their errors carry a winerror (2, 3, 145, 183; 5 for
+  unlinking a directory), where ``os.open``'s (the C runtime's) carry none.
 - ``nolock`` directories (NFS mounted ``nolock``, SMB): ``flock`` and
   ``lockf`` succeed and lock nothing (RACES.md class 11).
 
 What no model here covers raises ``NotModelled`` rather than guess.
+
+Over a filesystem whose calls real processes make (``RealProcesses``, the
+process backend of ``_procfs``), this layer decides nothing but names: every
+call, lock and "would this lock be granted now?" goes to the real OS, except
+in ``nolock`` directories, which stay modelled (this machine has no such mount).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from refresh_engine import LockOp, MsvcrtMode, OpenFlags
 
@@ -41,6 +49,14 @@ ERROR_ACCESS_DENIED = 5
 ERROR_SHARING_VIOLATION = 32
 ERROR_LOCK_VIOLATION = 33
 MSVCRT_TRIES = 10  # LK_LOCK tries once a second, 10 times
+#: the Win32 errors behind the POSIX errors of path calls: errno -> (errno, winerror, message)
+_WIN32_PATH_ERRORS = {
+    errno.ENOENT: (errno.ENOENT, 2, "The system cannot find the file specified"),
+    errno.EEXIST: (errno.EEXIST, 183, "Cannot create a file when that file already exists"),
+    errno.ENOTEMPTY: (errno.ENOTEMPTY, 145, "The directory is not empty"),
+    errno.EISDIR: (errno.EACCES, ERROR_ACCESS_DENIED, "Access is denied"),
+}
+ERROR_PATH_NOT_FOUND = 3
 
 
 def _win_error(winerror: int, message: str, path: str | None = None) -> OSError:
@@ -69,10 +85,29 @@ class _Range:
         return self.start < end and start < self.end
 
 
+@runtime_checkable
+class RealProcesses(Protocol):
+    """A filesystem whose calls real processes make: their OS holds the per-process locks."""
+
+    def act_as(self, pid: int) -> None: ...
+
+    def has_locks(self, inode: int) -> bool: ...
+
+    def lockf(self, pid: int, fd: int, op: LockOp) -> None: ...
+
+    def can_lockf(self, pid: int, fd: int, op: LockOp) -> bool: ...
+
+    def msvcrt_locking(self, pid: int, fd: int, mode: MsvcrtMode, nbytes: int) -> None: ...
+
+    def lock_file_ex(self, pid: int, fd: int, op: LockOp, offset: int, length: int) -> None: ...
+
+    def can_range_lock(self, pid: int, fd: int, start: int, end: int, exclusive: bool) -> bool: ...
+
+
 class OsLayer:
     """One OS model's view of the virtual filesystem, for one simulated machine."""
 
-    __slots__ = ("fs", "model", "_nolock", "_lockf", "_ranges")
+    __slots__ = ("fs", "model", "_nolock", "_lockf", "_ranges", "_real")
 
     def __init__(self, fs: VirtualFS, model: OsModel, nolock_dirs: Sequence[str] = ()) -> None:
         self.fs = fs
@@ -80,6 +115,17 @@ class OsLayer:
         self._nolock = tuple(posixpath.normpath(d) for d in nolock_dirs)
         self._lockf: dict[int, dict[int, LockOp]] = {}  # inode -> pid -> mode
         self._ranges: dict[int, list[_Range]] = {}  # inode -> byte-range locks (Windows)
+        self._real = fs if isinstance(fs, RealProcesses) else None  # real processes decide
+
+    def act_as(self, pid: int) -> None:
+        """The next call is ``pid``'s: real processes do even path-only calls in its process."""
+        if self._real is not None:
+            self._real.act_as(pid)
+
+    @property
+    def _emulates_windows(self) -> bool:
+        """Windows' rules come from this model, not from a real Windows process."""
+        return self.windows and self._real is None
 
     @property
     def windows(self) -> bool:
@@ -98,37 +144,80 @@ class OsLayer:
         return self.fs.create_exclusive(pid, self.path(path))
 
     def read(self, pid: int, fd: int, size: int | None) -> bytes:
-        if self.windows:
+        if self._emulates_windows:
             start = self.fs.offset_of(pid, fd)
             self._check_range(pid, fd, start, start + (size if size is not None else 1 << 62))
         return self.fs.read(pid, fd, size)
 
     def write(self, pid: int, fd: int, data: bytes) -> int:
-        if self.windows:
+        if self._emulates_windows:
             start = self.fs.offset_of(pid, fd)
             self._check_range(pid, fd, start, start + len(data), writing=True)
         return self.fs.write(pid, fd, data)
 
     def replace(self, src: str, dst: str) -> None:
         src, dst = self.path(src), self.path(dst)
-        if self.windows:
+        if self._emulates_windows:
             if self.fs.is_open(src):
                 raise _win_error(ERROR_SHARING_VIOLATION, "file in use by another process", src)
             if self.fs.is_open(dst):
                 raise _win_error(ERROR_ACCESS_DENIED, "Access is denied", dst)
-        self.fs.replace(src, dst)
+        try:
+            self.fs.replace(src, dst)
+        except OSError as exc:
+            raise self._win32(exc, src, dst) from None
 
     def unlink(self, path: str) -> None:
         path = self.path(path)
-        if self.windows and self.fs.is_open(path):
+        if self._emulates_windows and self.fs.is_open(path):
             raise _win_error(ERROR_SHARING_VIOLATION, "file in use by another process", path)
-        self.fs.unlink(path)
+        try:
+            self.fs.unlink(path)
+        except OSError as exc:
+            raise self._win32(exc, path) from None
 
     def rmdir(self, path: str) -> None:
         path = self.path(path)
-        if self.windows and self.fs.is_open(path):
+        if self._emulates_windows and self.fs.is_open(path):
             raise NotModelled("rmdir of a directory a handle holds open on Windows")
-        self.fs.rmdir(path)
+        try:
+            self.fs.rmdir(path)
+        except OSError as exc:
+            raise self._win32(exc, path) from None
+
+    def mkdir(self, path: str) -> None:
+        path = self.path(path)
+        try:
+            self.fs.mkdir(path)
+        except OSError as exc:
+            raise self._win32(exc, path) from None
+
+    def stat(self, path: str) -> tuple[int, float]:
+        path = self.path(path)
+        try:
+            return self.fs.stat(path)
+        except OSError as exc:
+            raise self._win32(exc, path) from None
+
+    def utime(self, path: str) -> None:
+        path = self.path(path)
+        try:
+            self.fs.utime(path)
+        except OSError as exc:
+            raise self._win32(exc, path) from None
+
+    def _win32(self, exc: OSError, *paths: str) -> OSError:
+        """On Windows, a path call's error as the Win32 call gives it: with a winerror,
+        3 (path not found) where a parent directory is missing.  Else ``exc`` itself."""
+        found = _WIN32_PATH_ERRORS.get(exc.errno or 0)
+        if not self._emulates_windows or found is None:
+            return exc
+        code, winerror, message = found
+        if code == errno.ENOENT and not all(self.fs.exists(posixpath.dirname(p)) for p in paths):
+            winerror, message = ERROR_PATH_NOT_FOUND, "The system cannot find the path specified"
+        error = OSError(code, message, exc.filename)
+        error.winerror = winerror  # type: ignore[attr-defined]
+        return error
 
     def close(self, pid: int, fd: int) -> None:
         inode = self.fs.inode_of(pid, fd)
@@ -154,6 +243,8 @@ class OsLayer:
 
     def has_locks(self, inode: int) -> bool:
         """Any lock held on ``inode``: a flock, a process's lockf, a handle's byte range."""
+        if self._real is not None:
+            return self._real.has_locks(inode)
         return (
             self.fs.flocked(inode) or bool(self._lockf.get(inode)) or bool(self._ranges.get(inode))
         )
@@ -162,7 +253,7 @@ class OsLayer:
         return any(path == d or path.startswith(d + "/") for d in self._nolock)
 
     def flock(self, pid: int, fd: int, op: LockOp, path: str) -> None:
-        if self.windows:
+        if self._emulates_windows:
             raise _missing("flock", self.model)
         if self.in_nolock_dir(path):
             return  # the mount says yes and locks nothing
@@ -174,6 +265,9 @@ class OsLayer:
         return self.fs.can_flock(pid, fd, op)
 
     def lockf(self, pid: int, fd: int, op: LockOp, path: str) -> None:
+        if self._real is not None and not self.in_nolock_dir(path):
+            self._real.lockf(pid, fd, op)
+            return
         if self.windows:
             raise _missing("lockf", self.model)
         inode = self.fs.inode_of(pid, fd)
@@ -193,6 +287,8 @@ class OsLayer:
         inode = self.fs.inode_of(pid, fd)
         if self.windows or inode is None or op is LockOp.UNLOCK or self.in_nolock_dir(path):
             return True
+        if self._real is not None:
+            return self._real.can_lockf(pid, fd, op)
         return self._lockf_free(inode, pid, op)
 
     def _lockf_free(self, inode: int, pid: int, op: LockOp) -> bool:
@@ -208,6 +304,9 @@ class OsLayer:
         The C runtime reports failures by errno alone: ``PermissionError``
         (EACCES) with no winerror, where LockFileEx gives winerror 33.
         """
+        if self._real is not None:
+            self._real.msvcrt_locking(pid, fd, mode, nbytes)
+            return
         if not self.windows:
             raise _missing("msvcrt.locking", self.model)
         start = self.fs.offset_of(pid, fd)
@@ -218,6 +317,9 @@ class OsLayer:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES)) from exc
 
     def lock_file_ex(self, pid: int, fd: int, op: LockOp, offset: int, length: int) -> None:
+        if self._real is not None:
+            self._real.lock_file_ex(pid, fd, op, offset, length)
+            return
         if not self.windows:
             raise _missing("LockFileEx", self.model)
         locking = op is not LockOp.UNLOCK
@@ -229,6 +331,8 @@ class OsLayer:
         inode = self.fs.inode_of(pid, fd)
         if not self.windows or inode is None:
             return True
+        if self._real is not None:
+            return self._real.can_range_lock(pid, fd, start, end, exclusive)
         for r in self._ranges.get(inode, ()):
             if not r.overlaps(start, end):
                 continue

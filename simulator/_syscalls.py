@@ -64,6 +64,7 @@ def os_call(
     path_of: Callable[[int, int], str],
 ) -> Outcome:
     """Do ``effect`` for process ``pid``; an ``OSError`` becomes ``Failed``."""
+    os.act_as(pid)  # real processes do path-only calls (replace, stat, ...) in pid's process
     try:
         return _call(os, pid, effect, now, alive, path_of)
     except OSError as exc:
@@ -99,14 +100,14 @@ def _call(
         case Unlink(path):
             os.unlink(path)
         case Mkdir(path):
-            fs.mkdir(os.path(path))
+            os.mkdir(path)
         case Rmdir(path):
             os.rmdir(path)
         case Stat(path):
-            size, mtime = fs.stat(os.path(path))
+            size, mtime = os.stat(path)
             return StatResult(size, mtime)
         case Touch(path):
-            fs.utime(os.path(path))
+            os.utime(path)
         case Seek(fd, offset):
             return Position(fs.seek(pid, fd, offset))
         case Flock(fd, op, _):
