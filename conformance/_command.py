@@ -108,8 +108,9 @@ def run_command(
             for agent in order:
                 copy = Path(root) / "agents" / agent / "agent" / store.name
                 copy.parent.mkdir(parents=True, exist_ok=True)
-                copy.write_bytes(store.read_bytes())
-                copy.chmod(0o600)
+                fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:  # credential files are born 0600
+                    handle.write(store.read_bytes())
         control.hold(True)
         processes = {
             agent: _start(argv, agent, Path(root), store, running.token_url) for agent in order
