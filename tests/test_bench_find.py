@@ -1,0 +1,70 @@
+"""Smoke tests of benchmarks/bench_find.py: the stress test and the frontrun harness."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_find  # noqa: E402
+
+from fake_oauth_server import serve_in_thread  # noqa: E402
+
+
+def scenario(name: str) -> bench_find.Scenario:
+    return bench_find.known_bug_scenarios([name])[0]
+
+
+def test_every_known_bug_scenario_is_listed_with_its_gaps() -> None:
+    names = {s.name: s for s in bench_find.known_bug_scenarios()}
+    assert len(names) == 14
+    assert "Windows" in bench_find.real_world_gap(names["no-lock-on-windows"]) or "windows" in (
+        bench_find.real_world_gap(names["no-lock-on-windows"])
+    )
+    assert "NFS" in bench_find.real_world_gap(names["nfs-nolock"])
+    assert bench_find.real_world_gap(names["headline"]) == ""
+    assert "drop" in bench_find.fault_gap(names["lost-response-retry"])
+
+
+def test_stress_attempt_finds_separate_logins_and_passes_the_reference() -> None:
+    buggy = scenario("separate-logins")
+    clean = dataclasses.replace(scenario("lock-per-agent-dir"), engine="reference")
+    with tempfile.TemporaryDirectory() as tmp:
+        with serve_in_thread(buggy.world.policy) as running:
+            kinds = bench_find.stress_attempt(running, buggy, Path(tmp) / "a")
+        with serve_in_thread(clean.world.policy) as running:
+            assert bench_find.stress_attempt(running, clean, Path(tmp) / "b") == set()
+    assert "agent-stranded" in kinds
+
+
+def test_stress_attempt_runs_a_gateway_as_one_process() -> None:
+    gateway = scenario("lockf-in-gateway")
+    assert bench_find._groups(gateway) == [["atlas", "nova"]]
+    assert bench_find._groups(scenario("headline")) == [
+        [name] for name in ("atlas", "axon", "nova", "nexis", "lumi")
+    ]
+
+
+def test_frontrun_finds_the_lock_at_the_wrong_scope() -> None:
+    importlib.import_module("frontrun")  # a dev dependency: a missing one fails
+    result = bench_find.frontrun_cold_start(scenario("lock-per-agent-dir"), "random", 10.0, 0)
+    assert result["found"], result
+
+
+def test_ratios_say_not_found() -> None:
+    row = {
+        "default_strategy": "hypothesis",
+        "tokenrace": {"hypothesis": {"found": True, "seconds": 0.01}},
+        "stress": {"found": True, "seconds": 1.0},
+        "frontrun_dpor": {"found": False, "seconds": None},
+    }
+    assert bench_find.ratios(row) == {
+        "stress": "100x",
+        "frontrun_dpor": "not found within budget",
+        "frontrun_random": "not run",
+    }
