@@ -28,6 +28,7 @@ import argparse
 import importlib.util
 import json
 import os
+import posixpath
 import sys
 import threading
 import time
@@ -37,11 +38,16 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# benchmarks/ (for ``peers``) and, after it, the repository (for ``conformance``'s corpus
+# file and ``fake_oauth_server``'s token module): the Windows CPython under Wine reads its
+# path from its ``._pth`` file and ignores PYTHONPATH, so the worker puts them there itself
+_HERE = Path(__file__).resolve().parent
+for _path in (str(_HERE.parent), str(_HERE)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 from peers import PEERS  # noqa: E402
 
-from fake_oauth_server import redact  # noqa: E402
 from refresh_engine import (  # noqa: E402
     AgentContext,
     BrokeredEngine,
@@ -52,6 +58,31 @@ from refresh_engine import (  # noqa: E402
 
 EngineCall = Callable[[AgentContext, httpx.Client, Callable[[], float]], str]
 EXIT_RELOGIN = 3
+
+
+def _load_file(package: str, module: str, alias: str) -> Any:
+    """``package/module.py`` loaded from its file, without importing ``package``.
+
+    ``fake_oauth_server``'s ``__init__`` imports uvicorn and respx, and
+    ``conformance``'s the simulator and Hypothesis: neither is there under
+    Wine (its interpreter gets the pure-Python engine and httpx only), and
+    natively they would be most of an agent process's start-up.
+    """
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ImportError(f"package {package!r} not found on {sys.path}")
+    path = Path(found.submodule_search_locations[0]) / f"{module}.py"
+    spec = importlib.util.spec_from_file_location(alias, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+redact: Callable[[str], str] = _load_file(
+    "fake_oauth_server", "_tokens", "tokenrace_bench_tokens"
+).redact
 
 
 def make_engine(name: str) -> EngineCall:
@@ -78,16 +109,11 @@ def flow_engine(name: str) -> Any:
         return ReferenceEngine()
     if name == "broker":
         return BrokeredEngine()
-    package = importlib.util.find_spec("conformance")
-    if ":" not in name and package is not None and package.submodule_search_locations:
-        path = Path(package.submodule_search_locations[0]) / "_corpus.py"
-        spec = importlib.util.spec_from_file_location("tokenrace_bench_corpus", path)
-        if spec is not None and spec.loader is not None:
-            corpus = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(corpus)
-            for engine in corpus.CORPUS:
-                if engine.name == name:
-                    return engine()
+    if ":" not in name:
+        corpus = _load_file("conformance", "_corpus", "tokenrace_bench_corpus")
+        for engine in corpus.CORPUS:
+            if engine.name == name:
+                return engine()
     from conformance import load_engine
 
     return load_engine(name).factory()
@@ -147,13 +173,20 @@ def _env_context(agent: str, agent_dir: str) -> AgentContext:
     )
 
 
-def once(engine: str, agents: list[str]) -> int:
-    """Every agent of this process asks for a token once (threads when several)."""
+def once(engine: str, agents: list[str], start_at: float | None = None) -> int:
+    """Every agent of this process asks for a token once (threads when several).
+
+    ``start_at``: a wall-clock instant (``time.time()``, the one clock a
+    Windows process under Wine shares with Linux) to wait for, once the
+    engine is loaded, before asking: a start barrier for processes whose
+    start-up varies by more than the race window (Wine's).  An instant
+    already past, or more than 10 s ahead, is not waited for.
+    """
     env = os.environ
     offset = 0.0
     if agents:
         contexts = [
-            _env_context(name, os.path.join(env["TOKENRACE_STATE_DIR"], "agents", name, "agent"))
+            _env_context(name, posixpath.join(env["TOKENRACE_STATE_DIR"], "agents", name, "agent"))
             for name in agents
         ]
     else:
@@ -163,7 +196,8 @@ def once(engine: str, agents: list[str]) -> int:
     def run(ctx: AgentContext) -> None:
         call = make_engine(engine)
         with httpx.Client(timeout=30.0) as http:
-            results.append(obtain(call, ctx, http, offset))
+            late = _wait_until_wall(start_at) if start_at is not None else 0.0
+            results.append(obtain(call, ctx, http, offset) | {"late": late})
 
     threads = [threading.Thread(target=run, args=(ctx,)) for ctx in contexts]
     for thread in threads:
@@ -225,6 +259,14 @@ def bare(http: httpx.Client, url: str, refresh_token: str, count: int) -> dict[s
     return {"ok": True, "seconds": seconds, "statuses": statuses, "refresh_token": refresh_token}
 
 
+def _wait_until_wall(start_at: float) -> float:
+    """Sleep until the wall-clock instant ``start_at``; how late this call came (0 if not)."""
+    delay = float(start_at) - time.time()
+    if 0 < delay < 10:
+        time.sleep(delay)
+    return max(0.0, -delay)
+
+
 def _wait_until(start_at: float) -> None:
     """Sleep until a shared CLOCK_MONOTONIC instant (system-wide on Linux): a start barrier."""
     delay = float(start_at) - time.monotonic()
@@ -238,12 +280,15 @@ def main(argv: list[str] | None = None) -> int:
     one = sub.add_parser("once", help="ask for a token once, configured by TOKENRACE_* variables")
     one.add_argument("--engine", default="reference")
     one.add_argument("--agents", default="", help="several agents of one process, as threads")
+    one.add_argument(
+        "--start-at", type=float, default=None, help="wall-clock instant to ask at (a barrier)"
+    )
     sub.add_parser("serve", help="a pool worker reading JSON commands on stdin")
     args = parser.parse_args(argv)
     if args.mode == "serve":
         return serve()
     agents = [name for name in args.agents.split(",") if name]
-    return once(args.engine, agents)
+    return once(args.engine, agents, args.start_at)
 
 
 if __name__ == "__main__":

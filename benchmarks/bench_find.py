@@ -34,9 +34,18 @@ stuck (deadlock).  Each figure is the median over ``--repeat`` cold starts;
 an alternative that finds nothing within its budget in a cold start is not
 repeated and is reported as not found.  Ratios compare each alternative's
 median time with tokenrace's (the strategy the scenario file names, which
-``tokenrace run`` uses).  Scenarios that need a world this Linux machine
-does not have (Windows semantics, NFS mounted nolock) are run by tokenrace
-only, and said so.  Every loop is bounded in count and time; loopback only.
+``tokenrace run`` uses).
+
+Scenarios of the ``windows`` OS model get their stress test under Wine: each
+agent process is the official Windows CPython (``simulator._wine``, set up
+on first use, cached) running ``agent_worker.py once`` with the state dir as
+a Windows path (``Z:\\...``), so the engine sees ``sys.platform == "win32"``,
+no ``fcntl`` and Windows' sharing rules; the fake server and the harness stay
+native and the agents reach it over loopback.  When Wine cannot be set up
+the row says why instead.  frontrun cannot follow there (no Windows build of
+it), and run natively its threads get Linux semantics, where these engines
+are correct: the row says so.  A scenario that needs NFS mounted nolock is
+run by tokenrace only.  Every loop is bounded in count and time; loopback only.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import errno
 import itertools
 import json
 import os
+import selectors
 import shutil
 import subprocess
 import sys
@@ -105,10 +115,20 @@ from refresh_engine import (
     Outcome as EffectOutcome,
 )
 from simulator import OsModel, Strategy
+from simulator._wine import (
+    WineError,
+    WinePython,
+    WineUnavailable,
+    ensure_wine_python,
+    windows_path,
+)
 
 _REAL_TIME = time.time  # captured before frontrun can patch the time module
 ATTEMPT_TIMEOUT = 30.0  # seconds one stress turn may take before its agents are called stuck
 MAX_ATTEMPTS = 10_000
+#: how far ahead the agents of a Wine turn are told to ask at once (``--start-at``): a Windows
+#: CPython takes 1.4-1.9 s to start under Wine here, spread wider than the race window
+WINE_START_LEAD = 2.5
 FRONTRUN_STRATEGIES = ("dpor", "random")
 
 
@@ -121,13 +141,40 @@ def known_bug_scenarios(names: list[str] | None = None) -> list[Scenario]:
 
 
 def real_world_gap(scenario: Scenario) -> str:
-    """Why this scenario cannot be run for real on this machine ("" when it can)."""
+    """Why this scenario cannot be run for real on this machine ("" when it can).
+
+    ``windows`` scenarios can: their agent processes run under Wine
+    (``needs_wine``).
+    """
     world = scenario.world
-    if world.os is not OsModel.LINUX:
-        return f"needs {world.os.value} semantics (simulated only on this Linux machine)"
     if world.nolock_dirs:
         return "needs a state dir on NFS mounted nolock (simulated only here)"
+    if world.os not in (OsModel.LINUX, OsModel.WINDOWS):
+        return f"needs {world.os.value} semantics (simulated only on this Linux machine)"
     return ""
+
+
+def needs_wine(scenario: Scenario) -> bool:
+    """Whether the stress test runs this scenario's agents as Windows processes under Wine."""
+    return scenario.world.os is OsModel.WINDOWS
+
+
+#: why frontrun is not run on a ``windows`` scenario (checked against PyPI for frontrun 0.7.0)
+FRONTRUN_WINDOWS_GAP = (
+    "frontrun cannot run in the Windows CPython: 0.7.0 has no Windows wheel on PyPI "
+    "(manylinux and macOS only; its DPOR is a compiled extension, _dpor, and its CLI's "
+    "I/O hook an LD_PRELOAD library), and run natively its threads get Linux semantics, "
+    "where this engine is correct"
+)
+
+
+def wine_python() -> tuple[WinePython | None, str]:
+    """The Windows CPython under Wine (set up now if need be), or why it cannot be had."""
+    try:
+        return ensure_wine_python(), ""
+    except (WineUnavailable, WineError, OSError, subprocess.SubprocessError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return None, f"Wine unavailable: {reason[:200]}"
 
 
 def fault_gap(scenario: Scenario) -> str:
@@ -183,8 +230,13 @@ def _groups(scenario: Scenario) -> list[list[str]]:
     return list(groups.values())
 
 
-def stress_attempt(running: RunningServer, scenario: Scenario, root: Path) -> set[str]:
-    """One attempt: every turn, all processes at once, in a fresh world; the anomaly kinds."""
+def stress_attempt(
+    running: RunningServer, scenario: Scenario, root: Path, wine: WinePython | None = None
+) -> set[str]:
+    """One attempt: every turn, all processes at once, in a fresh world; the anomaly kinds.
+
+    With ``wine``, every agent process is the Windows CPython under Wine.
+    """
     world = DiskWorld(root)
     names = [agent.name for agent in scenario.world.agents]
     world.login(running, names, scenario.world.layout)
@@ -195,6 +247,9 @@ def stress_attempt(running: RunningServer, scenario: Scenario, root: Path) -> se
     for turn in turns:
         world.age(turn - previous)  # the clock reaching this turn, as the stores see it
         previous = turn
+        if wine is not None:
+            outcomes += _wine_turn(world, running, scenario, wine)
+            continue
         processes = []
         for group in _groups(scenario):
             argv = [sys.executable, str(WORKER), "once", "--engine", scenario.engine]
@@ -220,12 +275,119 @@ def stress_attempt(running: RunningServer, scenario: Scenario, root: Path) -> se
     return judge(running, running.server.audit[mark:], outcomes).kinds
 
 
-def stress_search(scenario: Scenario, budget: float) -> dict[str, Any]:
+def wine_env(world: DiskWorld, agent: str, token_url: str, wine: WinePython) -> dict[str, str]:
+    """The ``--command`` environment with Windows paths, over Wine's own (prefix, no DISPLAY).
+
+    The paths are ``Z:/...`` with forward slashes, as the probes name them
+    (``simulator._probe``): the engines join paths with ``posixpath``, and
+    Windows takes either separator.
+    """
+    env = world.env(agent, token_url)
+    for name in ("TOKENRACE_STORE", "TOKENRACE_STATE_DIR", "TOKENRACE_AGENT_DIR"):
+        env[name] = windows_path(env[name], "/")
+    return {**env, **wine.env()}
+
+
+def _wine_turn(
+    world: DiskWorld, running: RunningServer, scenario: Scenario, wine: WinePython
+) -> list[Outcome]:
+    """Every process of the scenario at once as Windows CPython under Wine; their outcomes.
+
+    Output goes through pipes that are read until each process exits, never
+    until end-of-file: Wine's helper processes inherit and keep the pipes
+    (``simulator._wine.run_command``).
+    """
+    processes: list[tuple[list[str], subprocess.Popen[bytes]]] = []
+    start_at = time.time() + WINE_START_LEAD
+    for group in _groups(scenario):
+        args = ["once", "--engine", scenario.engine, "--start-at", repr(start_at)]
+        if len(group) > 1:
+            args += ["--agents", ",".join(group)]
+        command = wine.command(windows_path(WORKER), *args)
+        env = wine_env(world, group[0], running.token_url, wine)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        processes.append((group, process))
+    outputs = _read_until_exit([process for _, process in processes], ATTEMPT_TIMEOUT)
+    outcomes: list[Outcome] = []
+    for group, process in processes:
+        out, exited = outputs[process.pid]
+        if not exited:
+            outcomes += [Outcome.timed_out(name, ATTEMPT_TIMEOUT) for name in group]
+            continue
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        answered = [Outcome.from_json(json.loads(line)) for line in lines]
+        outcomes += answered
+        missing = set(group) - {outcome.agent for outcome in answered}
+        outcomes += [Outcome(name, False, 0.0, error="Crashed: no answer") for name in missing]
+    return outcomes
+
+
+def _read_until_exit(
+    processes: list[subprocess.Popen[bytes]], timeout: float
+) -> dict[int, tuple[str, bool]]:
+    """Each process's stdout and whether it exited within ``timeout`` (the rest are killed).
+
+    Reads stdout and stderr of all of them meanwhile, so none blocks on a
+    full pipe; stderr is dropped.
+    """
+    deadline = time.monotonic() + timeout
+    chunks: dict[int, list[bytes]] = {process.pid: [] for process in processes}
+    killed: set[int] = set()
+    owner: dict[int, subprocess.Popen[bytes]] = {}
+    with selectors.DefaultSelector() as selector:
+        for process in processes:
+            for stream in (process.stdout, process.stderr):
+                assert stream is not None
+                selector.register(stream, selectors.EVENT_READ)
+                owner[stream.fileno()] = process
+        try:
+            while True:  # bounded by the deadline
+                exited = all(process.poll() is not None for process in processes)
+                ready = selector.select(0 if exited else 0.02) if selector.get_map() else []
+                for key, _ in ready:
+                    data = os.read(key.fd, 65536)
+                    process = owner[key.fd]
+                    if not data:
+                        selector.unregister(key.fileobj)
+                    elif key.fileobj is process.stdout:
+                        chunks[process.pid].append(data)
+                if exited and not ready:
+                    break
+                if time.monotonic() > deadline:
+                    for process in processes:
+                        if process.poll() is None:
+                            process.kill()
+                            process.wait()
+                            killed.add(process.pid)
+                    break
+        finally:
+            for process in processes:
+                for stream in (process.stdout, process.stderr):
+                    if stream is not None:
+                        stream.close()
+    return {
+        process.pid: (
+            b"".join(chunks[process.pid]).decode(errors="replace"),
+            process.pid not in killed,
+        )
+        for process in processes
+    }
+
+
+def stress_search(
+    scenario: Scenario, budget: float, wine: WinePython | None = None
+) -> dict[str, Any]:
     """Repeat attempts from a cold start until one fails or ``budget`` seconds pass."""
     started = time.perf_counter()
     with serve_in_thread(scenario.world.policy) as running, tempfile.TemporaryDirectory() as tmp:
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            kinds = stress_attempt(running, scenario, Path(tmp) / f"a{attempt}")
+            kinds = stress_attempt(running, scenario, Path(tmp) / f"a{attempt}", wine)
             elapsed = time.perf_counter() - started
             if kinds:
                 return {
@@ -471,6 +633,7 @@ def run(
     progress: bool = True,
 ) -> dict[str, Any]:
     rows = []
+    wine_state: tuple[WinePython | None, str] | None = None  # set up once, on first need
     for scenario in known_bug_scenarios(scenario_names):
         row: dict[str, Any] = {
             "scenario": scenario.name,
@@ -482,11 +645,26 @@ def run(
         gap = real_world_gap(scenario)
         row["skipped"] = gap
         row["fault_gap"] = fault_gap(scenario)
-        if not gap:
-            row["stress"] = cold_starts(
-                repeat, lambda seed, scenario=scenario: stress_search(scenario, budget)
-            )
+        row["gaps"] = {}  # alternative -> why it was not run on this row
+        wine: WinePython | None = None
+        if not gap and needs_wine(scenario):
+            row["stress_runner"] = "Windows CPython under Wine"
+            if wine_state is None:
+                wine_state = wine_python()
+            wine, why = wine_state
+            if wine is None:
+                row["gaps"]["stress"] = why
             for strategy in FRONTRUN_STRATEGIES:
+                row["gaps"][f"frontrun_{strategy}"] = FRONTRUN_WINDOWS_GAP
+        if not gap and "stress" not in row["gaps"]:
+            row["stress"] = cold_starts(
+                repeat,
+                lambda seed, scenario=scenario, wine=wine: stress_search(scenario, budget, wine),
+            )
+        if not gap:
+            for strategy in FRONTRUN_STRATEGIES:
+                if f"frontrun_{strategy}" in row["gaps"]:
+                    continue
                 row[f"frontrun_{strategy}"] = cold_starts(
                     repeat,
                     lambda seed, strategy=strategy, scenario=scenario: frontrun_cold_start(
@@ -571,9 +749,9 @@ def markdown(result: dict[str, Any]) -> str:
             cells += ["-", "-", "-", "-", "-", "-", row["skipped"]]
         else:
             for key in ALTERNATIVES:
-                cells.append(_cell(row[key], "count"))
-            cells += [row["ratios"][key] for key in ALTERNATIVES]
-            cells.append(row["fault_gap"] or _why_not(row))
+                cells.append(_cell(row[key], "count") if key in row else "-")
+            cells += [row["ratios"][key] if key in row else "-" for key in ALTERNATIVES]
+            cells.append(_note(row))
         rows.append(cells)
     lines.append("\nAgainst what a user would do instead (ratio: its time over tokenrace's):\n")
     lines.append(
@@ -598,15 +776,30 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- {label}: {', '.join(missed) if missed else 'none'}")
     skipped = [r["scenario"] for r in result["rows"] if r["skipped"]]
     lines.append(f"- not runnable on this machine (tokenrace only): {', '.join(skipped) or 'none'}")
+    wined = [r["scenario"] for r in result["rows"] if r.get("stress_runner")]
+    if wined:
+        lines.append(
+            "- stress test with every agent process the Windows CPython under Wine: "
+            + ", ".join(wined)
+        )
     return "\n".join(lines) + "\n"
 
 
-def _why_not(row: dict[str, Any]) -> str:
+def _note(row: dict[str, Any]) -> str:
+    if row["fault_gap"]:
+        return str(row["fault_gap"])
     notes = []
-    if row["engine"] == "no-lock" and not row["frontrun_dpor"]["found"]:
+    if row.get("stress_runner"):
+        notes.append(f"stress test: agents as {row['stress_runner']}")
+    gaps: dict[str, str] = row.get("gaps", {})
+    if "stress" in gaps:
+        notes.append(f"stress test not run: {gaps['stress']}")
+    frontrun_gaps = {gaps[key] for key in ("frontrun_dpor", "frontrun_random") if key in gaps}
+    notes += [f"frontrun not run: {gap}" for gap in sorted(frontrun_gaps)]
+    if row["engine"] == "no-lock" and not row.get("frontrun_dpor", {}).get("found", True):
         notes.append("frontrun runs threads of one process, which the in-process mutex serializes")
     for key, label in ALTERNATIVES.items():
-        why = row[key].get("why")
+        why = row.get(key, {}).get("why")
         if why and not row[key]["found"]:
             notes.append(f"{label}: {why[:120]}")
     return "; ".join(notes)

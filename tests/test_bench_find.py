@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -23,12 +25,58 @@ def scenario(name: str) -> bench_find.Scenario:
 def test_every_known_bug_scenario_is_listed_with_its_gaps() -> None:
     names = {s.name: s for s in bench_find.known_bug_scenarios()}
     assert len(names) == 14
-    assert "Windows" in bench_find.real_world_gap(names["no-lock-on-windows"]) or "windows" in (
-        bench_find.real_world_gap(names["no-lock-on-windows"])
-    )
+    for windows in ("no-lock-on-windows", "windows-replace-dropped"):  # run under Wine
+        assert bench_find.real_world_gap(names[windows]) == ""
+        assert bench_find.needs_wine(names[windows])
+    assert not bench_find.needs_wine(names["headline"])
     assert "NFS" in bench_find.real_world_gap(names["nfs-nolock"])
     assert bench_find.real_world_gap(names["headline"]) == ""
     assert "drop" in bench_find.fault_gap(names["lost-response-retry"])
+
+
+def test_a_row_says_why_wine_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable() -> tuple[None, str]:
+        return None, "Wine unavailable: wine is not installed and this is not root"
+
+    monkeypatch.setattr(bench_find, "wine_python", unavailable)
+    found = {strategy.value: _FOUND for strategy in bench_find.Strategy}
+    monkeypatch.setattr(bench_find, "tokenrace_times", lambda *args: found)
+    result = bench_find.run(["no-lock-on-windows"], 1, 1.0, 1, progress=False)
+    row = result["rows"][0]
+    assert "stress" not in row
+    assert row["ratios"]["stress"] == "not run"
+    assert row["gaps"]["stress"].startswith("Wine unavailable: wine is not installed")
+    assert "no Windows wheel" in row["gaps"]["frontrun_dpor"]
+    text = bench_find.markdown(result)
+    assert "stress test not run: Wine unavailable: wine is not installed" in text
+
+
+_FOUND = {"found": True, "runs": 1, "schedules": 1, "seconds": 0.01, "budget_schedules": 1}
+
+
+@pytest.mark.wine
+def test_wine_stress_attempt_finds_no_lock_on_windows_and_passes_the_reference() -> None:
+    """Class 4 for real: three Windows CPython processes under Wine, no lock among them.
+
+    The same engine takes its flock on Linux and is clean there; under Wine
+    ``fcntl`` does not import, the engine skips the lock, and three agents
+    asking at one instant spend the refresh token more than once.  The
+    reference engine takes LockFileEx under the same stress and is clean.
+    """
+    wine, why = bench_find.wine_python()
+    if wine is None:
+        pytest.fail(f"the wine tests need Wine: {why}")
+    buggy = scenario("no-lock-on-windows")
+    clean = dataclasses.replace(buggy, engine="reference")
+    with tempfile.TemporaryDirectory() as tmp:
+        with serve_in_thread(buggy.world.policy) as running:
+            found = [
+                bench_find.stress_attempt(running, buggy, Path(tmp) / f"a{attempt}", wine)
+                for attempt in range(2)
+            ]
+        with serve_in_thread(clean.world.policy) as running:
+            assert bench_find.stress_attempt(running, clean, Path(tmp) / "r", wine) == set()
+    assert any("refresh-token-reuse" in kinds for kinds in found), found
 
 
 def test_stress_attempt_finds_separate_logins_and_passes_the_reference() -> None:
