@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import selectors
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,6 +72,13 @@ class Probe:
         assert self._process.stdout is not None
         self._fd = self._process.stdout.fileno()
         self._buffer = b""
+        # Windows' select takes sockets only: there a thread reads the pipe
+        self._chunks: queue.SimpleQueue[bytes] | None = None
+        if sys.platform == "win32":
+            self._chunks = queue.SimpleQueue()
+            threading.Thread(
+                target=self._pump, name=f"probe-{self._process.pid}", daemon=True
+            ).start()
         try:
             hello = self.receive(timeout=120.0)
         except BaseException:
@@ -116,17 +125,46 @@ class Probe:
     def _line(self, deadline: float) -> bytes:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
-            if self._process.poll() is not None and not _readable(self._fd, 0):
+            if self._process.poll() is not None and not self._ready(0):
                 raise ProbeError(f"the probe exited ({self._process.returncode}):\n" + self.tail())
             if left <= 0:
                 raise TimeoutError("the probe did not answer in time")
-            if _readable(self._fd, min(left, 0.1)):
-                chunk = os.read(self._fd, 65536)
-                if not chunk and self._process.wait() is not None:
-                    raise ProbeError("the probe closed its output:\n" + self.tail())
-                self._buffer += chunk
+            chunk = self._next_chunk(min(left, 0.1))
+            if chunk is None:
+                continue
+            if not chunk and self._process.wait() is not None:
+                raise ProbeError("the probe closed its output:\n" + self.tail())
+            self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
+
+    def _ready(self, timeout: float) -> bool:
+        if self._chunks is None:
+            return _readable(self._fd, timeout)
+        return not self._chunks.empty()
+
+    def _next_chunk(self, timeout: float) -> bytes | None:
+        """What the probe wrote next (b"" at its end), or None if nothing came in time."""
+        if self._chunks is None:
+            return os.read(self._fd, 65536) if _readable(self._fd, timeout) else None
+        try:
+            return self._chunks.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _pump(self) -> None:
+        """Windows: move the pipe's output to the queue until its end."""
+        assert self._chunks is not None
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except OSError:
+                chunk = b""
+            self._chunks.put(chunk)
+            if not chunk:
+                assert self._process.stdout is not None
+                self._process.stdout.close()
+                return
 
     def tail(self) -> str:
         return "\n".join(self.log[-30:])
@@ -171,7 +209,13 @@ class Probe:
         self._close_pipes()
 
     def _close_pipes(self) -> None:
-        for pipe in (self._process.stdin, self._process.stdout):
+        # on Windows the reading thread owns stdout, and ends at the pipe's end
+        pipes = (
+            (self._process.stdin,)
+            if self._chunks is not None
+            else (self._process.stdin, self._process.stdout)
+        )
+        for pipe in pipes:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()

@@ -53,6 +53,7 @@ import errno
 import os
 import posixpath
 import stat
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -301,11 +302,17 @@ class ProcessFS(RealFS):
             return True
         if held is not None:
             raise NotModelled("a blocking flock conversion: no probe can ask it unchanged")
-        name = f"/proc/{self._pool.os_pid(pid)}/fd/{self._real_fd(pid, fd)}"
+        real_fd = self._real_fd(pid, fd)
+        if sys.platform == "linux":  # the same inode, wherever its name went
+            name = f"/proc/{self._pool.os_pid(pid)}/fd/{real_fd}"
+        else:  # macOS: no /proc; the name the file has now
+            name = str(self._pool.exec(pid, f"result = _tr_path({real_fd})"))
 
         def granted() -> bool:
             probe = os.open(name, os.O_RDONLY)
             try:
+                if os.fstat(probe).st_ino != self._fd_inodes.get((pid, fd)):
+                    raise NotModelled(f"a flock probe found another file at {name}")
                 real_flock(probe, op, blocking=False)
             except BlockingIOError:
                 return False

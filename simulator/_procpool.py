@@ -1,7 +1,9 @@
 """Live worker processes for the process backend, keyed by the kernel's virtual pids.
 
-Every virtual process of a world is one real worker (``_wine_probe``): native
-CPython for ``linux``, the Windows CPython under Wine for ``windows``.  A
+Every virtual process of a world is one real worker (``_wine_probe``), in
+this machine's own Python when the world's OS model is the host's
+(``linux`` on Linux, ``macos`` on macOS, ``windows`` on Windows), and in the
+Windows CPython under Wine for ``windows`` on a Linux host.  A
 worker starts on first use and stays alive across runs (a Wine start costs
 up to a second); a kill fault really kills it (SIGKILL, which Wine turns into
 TerminateProcess) and the next use of that pid starts a fresh one.  Windows
@@ -15,6 +17,7 @@ request times out.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -32,11 +35,22 @@ from refresh_engine._oslocks import lock_file_ex
 def _tr_getlk(fd, exclusive):
     """F_GETLK in this process: would lockf be granted?  Changes no lock; own locks never
     conflict, as for the lockf call itself."""
-    import fcntl
-    layout = "hhqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid
+    import fcntl, sys
+    if sys.platform == "darwin":  # struct flock: start, len, pid, type, whence
+        layout, kind_at = "qqihh", 3
+    else:  # 64-bit Linux: type, whence, start, len, pid
+        layout, kind_at = "hhqqi4x", 0
     kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
-    got = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(layout, kind, 0, 0, 0, 0))
-    return struct.unpack(layout, got)[0] == fcntl.F_UNLCK
+    asked = [0, 0, 0, 0, 0]  # whence SEEK_SET, start 0, len 0 (to the end), pid 0
+    asked[kind_at] = kind
+    got = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(layout, *asked))
+    return struct.unpack(layout, got)[kind_at] == fcntl.F_UNLCK
+
+def _tr_path(fd):
+    """The name an open descriptor's file has now (macOS F_GETPATH; no /proc there)."""
+    import fcntl
+    got = fcntl.fcntl(fd, getattr(fcntl, "F_GETPATH", 50), bytes(1024))
+    return os.fsdecode(got.split(b"\\0", 1)[0])
 
 def _tr_range_free(path, exclusive, offset, length):
     """LockFileEx on a fresh handle of this (third) process, undone at once if granted."""
@@ -91,6 +105,26 @@ def _tr_close(fds):
 PROBER = 0  # the prober's key: no world uses pid 0
 
 
+#: the OS model of this machine's own processes, by ``sys.platform``
+HOST_MODELS = {"linux": OsModel.LINUX, "darwin": OsModel.MACOS, "win32": OsModel.WINDOWS}
+
+
+def host_model() -> OsModel | None:
+    """The OS model this machine's own processes are (None on an unmodelled OS)."""
+    return HOST_MODELS.get(sys.platform)
+
+
+def can_run(os_model: OsModel) -> str:
+    """Why real ``os_model`` processes cannot run on this host ("" when they can);
+    Wine being absent is found later, when the pool starts."""
+    if os_model is host_model():
+        return ""
+    if os_model is OsModel.WINDOWS and sys.platform == "linux":
+        return ""  # under Wine
+    where = "Windows, or Linux with Wine" if os_model is OsModel.WINDOWS else os_model.value
+    return f"real {os_model.value} processes need a {where} host; this is {sys.platform}"
+
+
 class PoolError(SimulatorError):
     """A worker could not be had: too many, or it would not start."""
 
@@ -120,13 +154,13 @@ class ProcessPool:
         timeout: float = 30.0,
         wine: WinePython | None = None,
     ) -> None:
-        if os_model is OsModel.MACOS:
-            raise NotModelled("real processes run here as linux, or as windows under Wine")
+        if why := can_run(os_model):
+            raise NotModelled(why)
         self.os_model = os_model
         self.timeout = timeout
         self._max = max_processes
         self._wine: WinePython | None = None
-        if os_model is OsModel.WINDOWS:
+        if os_model is not host_model():  # windows on a Linux host
             self._wine = wine if wine is not None else ensure_wine_python()
         self._workers: dict[int, Probe] = {}
         self._started = 0
@@ -149,7 +183,7 @@ class ProcessPool:
 
     def path(self, host_path: str) -> str:
         """A host path as the workers name it (``Z:\\...`` under Wine)."""
-        return windows_path(host_path) if self.windows else host_path
+        return windows_path(host_path) if self._wine is not None else host_path
 
     def get(self, pid: int) -> Probe:
         """The live worker of ``pid``, started now if it has none."""

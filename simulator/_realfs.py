@@ -50,6 +50,9 @@ from refresh_engine._oslocks import flock as real_flock
 from ._errors import NotModelled
 from ._vfs import VirtualFS
 
+#: Windows opens descriptors in text mode (newlines translated) unless told otherwise
+_BINARY = getattr(os, "O_BINARY", 0)
+
 
 class RealFS(VirtualFS):
     """``VirtualFS``'s interface, done for real under ``root`` (a subclass only for its type).
@@ -104,7 +107,7 @@ class RealFS(VirtualFS):
         os.makedirs(self.real(path), mode=0o700, exist_ok=True)
 
     def write_file(self, path: str, data: bytes) -> None:
-        fd = os.open(self.real(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(self.real(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _BINARY, 0o600)
         try:
             os.write(fd, data)
             self._touch(fd)
