@@ -1,6 +1,13 @@
 """Time to find each known bug: tokenrace's strategies against what a user would do instead.
 
     python benchmarks/bench_find.py [--quick] [--repeat 3] [--budget 60] [--scenario NAME]
+                                    [--merge]
+
+``--merge`` (with ``--scenario``) re-measures only those rows and keeps the
+others of the existing ``find.json``; ``--only frontrun`` (or ``stress``,
+``tokenrace``, comma-separated) re-measures only those columns of them.
+Every figure records the run it comes from (date and git revision; those
+from before this was recorded say so).
 
 For every known-bug scenario (``conformance/scenarios/``), from a cold start:
 
@@ -53,6 +60,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import itertools
 import json
 import os
@@ -74,6 +82,7 @@ from harness import (
     DiskWorld,
     Outcome,
     fmt,
+    git_revision,
     judge,
     machine,
     machine_line,
@@ -130,6 +139,13 @@ MAX_ATTEMPTS = 10_000
 #: CPython takes 1.4-1.9 s to start under Wine here, spread wider than the race window
 WINE_START_LEAD = 2.5
 FRONTRUN_STRATEGIES = ("dpor", "random")
+#: what one run measures (``--only``); a row's figures per section, by the run they come from
+SECTIONS = frozenset({"tokenrace", "stress", "frontrun"})
+SECTION_KEYS = {
+    "tokenrace": ("tokenrace",),
+    "stress": ("stress",),
+    "frontrun": tuple(f"frontrun_{strategy}" for strategy in FRONTRUN_STRATEGIES),
+}
 
 
 def known_bug_scenarios(names: list[str] | None = None) -> list[Scenario]:
@@ -481,11 +497,28 @@ class CooperativeRealWorld(RealWorld):
                 return [(src, "write"), (dst, "write")]
             case Read(fd):
                 return [(self._paths[fd], "read")] if fd in self._paths else []
-            case Write(fd) | Truncate(fd) | Fsync(fd) | Close(fd):
+            case Write(fd) | Truncate(fd) | Fsync(fd):
                 return [(self._paths[fd], "write")] if fd in self._paths else []
+            case Close():
+                # closing changes no file's contents (reported as a write, it made every
+                # two readers of the store conflict, and DPOR reorder reads among themselves)
+                return []
             case Flock(fd) | Lockf(fd):
                 return [(self._paths[fd], "write")] if fd in self._paths else []
         return []
+
+
+def _frontrun_call(
+    engine: Any, ctx: AgentContext, http: httpx.Client, clock: Callable[[], float]
+) -> str:
+    """One engine call through ``CooperativeRealWorld`` (``obtain``'s callable).
+
+    A module function with the engine as an argument, not a closure: frontrun
+    keys a closure's cell by its code object, so every thread's own ``engine``
+    would look like one shared variable written by all of them.
+    """
+    world = CooperativeRealWorld(http, clock=clock, sleep=time.sleep)
+    return str(world.run(engine.access_token(ctx)))
 
 
 def frontrun_search(scenario: Scenario, strategy: str, budget: float, seed: int) -> dict[str, Any]:
@@ -507,22 +540,21 @@ def frontrun_search(scenario: Scenario, strategy: str, budget: float, seed: int)
                 self.world.login(running, names, spec.layout, now=_REAL_TIME)
                 self.world.age(turns[0])  # the first turn's expiry; later turns move the clock
                 self.mark = len(running.server.audit)
-                self.outcomes: list[Outcome] = []
+                # one list per agent: a list every thread appends to would be a shared
+                # object to frontrun, whose DPOR would spend its budget reordering appends
+                self.outcomes: dict[str, list[Outcome]] = {name: [] for name in names}
                 self.clients = {name: httpx.Client(timeout=30.0) for name in names}
 
         def agent(name: str) -> Callable[[State], None]:
             def work(state: State) -> None:
                 ctx: AgentContext = state.world.context(name, running.token_url)
-                engine = entry.factory()
-
-                def call(ctx: AgentContext, http: httpx.Client, clock: Callable[[], float]) -> str:
-                    world = CooperativeRealWorld(http, clock=clock, sleep=lambda s: time.sleep(s))
-                    return world.run(engine.access_token(ctx))
+                outcomes = state.outcomes[name]
+                call = functools.partial(_frontrun_call, entry.factory())
 
                 for turn in turns:
                     offset = turn - turns[0]
                     answer = obtain(call, ctx, state.clients[name], offset, now=_REAL_TIME)
-                    state.outcomes.append(Outcome.from_json(answer))
+                    outcomes.append(Outcome.from_json(answer))
 
             return work
 
@@ -532,9 +564,10 @@ def frontrun_search(scenario: Scenario, strategy: str, budget: float, seed: int)
             for client in state.clients.values():
                 client.close()
             audit = running.server.audit[state.mark :]
-            tally = judge(running, audit, state.outcomes, now=_REAL_TIME())
+            outcomes = [outcome for name in names for outcome in state.outcomes[name]]
+            tally = judge(running, audit, outcomes, now=_REAL_TIME())
             if os.environ.get("BENCH_FIND_DEBUG"):  # what each interleaving ended with
-                print(sorted(tally.kinds), [o.error for o in state.outcomes], file=sys.stderr)
+                print(sorted(tally.kinds), [o.error for o in outcomes], file=sys.stderr)
             return not tally.fatal
 
         options: dict[str, Any] = {
@@ -631,7 +664,12 @@ def run(
     budget: float,
     schedules: int,
     progress: bool = True,
+    only: frozenset[str] = SECTIONS,
 ) -> dict[str, Any]:
+    """Measure every section of ``only`` (``SECTIONS``) for each scenario.
+
+    A row lacks the sections left out (``merge`` takes them from an earlier run).
+    """
     rows = []
     wine_state: tuple[WinePython | None, str] | None = None  # set up once, on first need
     for scenario in known_bug_scenarios(scenario_names):
@@ -640,8 +678,9 @@ def run(
             "class": scenario.race_class,
             "engine": scenario.engine,
             "default_strategy": scenario.strategy.value,
-            "tokenrace": tokenrace_times(scenario, repeat, schedules),
         }
+        if "tokenrace" in only:
+            row["tokenrace"] = tokenrace_times(scenario, repeat, schedules)
         gap = real_world_gap(scenario)
         row["skipped"] = gap
         row["fault_gap"] = fault_gap(scenario)
@@ -656,12 +695,12 @@ def run(
                 row["gaps"]["stress"] = why
             for strategy in FRONTRUN_STRATEGIES:
                 row["gaps"][f"frontrun_{strategy}"] = FRONTRUN_WINDOWS_GAP
-        if not gap and "stress" not in row["gaps"]:
+        if not gap and "stress" not in row["gaps"] and "stress" in only:
             row["stress"] = cold_starts(
                 repeat,
                 lambda seed, scenario=scenario, wine=wine: stress_search(scenario, budget, wine),
             )
-        if not gap:
+        if not gap and "frontrun" in only:
             for strategy in FRONTRUN_STRATEGIES:
                 if f"frontrun_{strategy}" in row["gaps"]:
                     continue
@@ -671,9 +710,10 @@ def run(
                         scenario, strategy, budget, seed
                     ),
                 )
-        row["ratios"] = ratios(row)
+        if "tokenrace" in row:
+            row["ratios"] = ratios(row)
         rows.append(row)
-        if progress:
+        if progress and "tokenrace" in row:
             print(f"  {scenario.name}: {summary_line(row)}", file=sys.stderr, flush=True)
     return {"repeat": repeat, "budget_seconds": budget, "budget_schedules": schedules, "rows": rows}
 
@@ -770,6 +810,15 @@ def markdown(result: dict[str, Any]) -> str:
             rows,
         )
     )
+    runs: dict[str, list[str]] = {}
+    for row in result["rows"]:
+        measured = row.get("measured", {})
+        for section in ("tokenrace", "stress", "frontrun"):
+            if section in measured:
+                runs.setdefault(measured[section], []).append(f"{row['scenario']} ({section})")
+    if len(runs) > 1:
+        lines.append("\nFigures from different runs (same budgets and repeat count):\n")
+        lines += [f"- {when}: {', '.join(names)}" for when, names in runs.items()]
     lines.append("\nNever found within the budget:\n")
     for key, label in ALTERNATIVES.items():
         missed = [r["scenario"] for r in result["rows"] if key in r and not r[key]["found"]]
@@ -816,19 +865,88 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedules", type=int, default=1000, help="tokenrace's budget")
     parser.add_argument("--scenario", action="append", help="only these scenarios (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other rows of the existing find.json"
+    )
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated sections to measure ({', '.join(sorted(SECTIONS))}; needs --merge)",
+    )
     args = parser.parse_args(args_list)
+    only = SECTIONS
+    if args.only:
+        only = frozenset(part.strip() for part in args.only.split(",") if part.strip())
+        if not only <= SECTIONS or not only:
+            parser.error(f"--only takes {', '.join(sorted(SECTIONS))}")
+        if only != SECTIONS and not args.merge:
+            parser.error("--only needs --merge: the other figures come from find.json")
     if args.quick:
         args.repeat, args.budget, args.schedules = 1, 5.0, 300
     if not 1 <= args.repeat <= 20 or not 0 < args.budget <= 3600 or not args.schedules >= 1:
         parser.error("--repeat 1-20, --budget up to 3600 s, --schedules at least 1")
     info = machine()
-    result = run(args.scenario, args.repeat, args.budget, args.schedules)
+    result = run(args.scenario, args.repeat, args.budget, args.schedules, only=only)
+    result["sections"] = sorted(only)
+    measured = f"{time.strftime('%Y-%m-%d')} @ {git_revision()}"
+    for row in result["rows"]:
+        row["measured"] = {
+            section: measured
+            for section in only
+            if any(key in row for key in SECTION_KEYS[section])
+        }
+    if args.merge:
+        try:
+            result = merge(json.loads((args.out / "find.json").read_text()), result)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--merge: cannot use {args.out / 'find.json'}: {exc}")
     text = f"Machine: {machine_line(info)}\n\n" + markdown(result)
     print(text)
     write_json(args.out / "find.json", {"machine": info, **result})
     (args.out / "find.md").write_text(text)
     print(f"wrote {args.out / 'find.md'} and {args.out / 'find.json'}", file=sys.stderr)
     return 0
+
+
+EARLIER_RUN = "an earlier run (not recorded)"
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old``'s rows with those ``new`` re-measured replaced (in scenario order).
+
+    The budgets and repeat count must match: a table mixes runs, never settings.
+    """
+    for key in ("repeat", "budget_seconds", "budget_schedules"):
+        if old.get(key) != new[key]:
+            raise ValueError(f"{key} was {old.get(key)!r} there, {new[key]!r} now")
+    only = frozenset(new.get("sections", SECTIONS))
+    fresh = {row["scenario"]: row for row in new["rows"]}
+    rows = []
+    for row in old.get("rows", []):
+        row.setdefault("gaps", {})
+        if not isinstance(row.get("measured"), dict):
+            row["measured"] = {
+                section: row.get("measured", EARLIER_RUN)
+                for section in SECTIONS
+                if any(key in row for key in SECTION_KEYS[section])
+            }
+        update = fresh.pop(row["scenario"], None)
+        if update is None:
+            rows.append(row)
+            continue
+        merged = dict(update)
+        for section in SECTIONS - only:  # the sections not re-measured stay as they were
+            for key in SECTION_KEYS[section]:
+                if key in row:
+                    merged[key] = row[key]
+            if section in row["measured"]:
+                merged["measured"][section] = row["measured"][section]
+        if "tokenrace" in merged:
+            merged["ratios"] = ratios(merged)
+        rows.append(merged)
+    rows += fresh.values()
+    order = {scenario.name: index for index, scenario in enumerate(known_bug_scenarios())}
+    rows.sort(key=lambda row: order.get(row["scenario"], len(order)))
+    return {**new, "rows": rows}
 
 
 def _child(argv: list[str]) -> int:
