@@ -104,6 +104,14 @@ def test_frontrun_finds_the_lock_at_the_wrong_scope() -> None:
     assert result["found"], result
 
 
+def test_frontrun_dpor_finds_the_lock_at_the_wrong_scope() -> None:
+    """DPOR reaches the store race: no tail races of the harness's own keep it busy."""
+    importlib.import_module("frontrun")
+    result = bench_find.frontrun_cold_start(scenario("lock-per-agent-dir"), "dpor", 10.0, 0)
+    assert result["found"], result
+    assert result["executions"] <= 10, result
+
+
 def test_ratios_say_not_found() -> None:
     row = {
         "default_strategy": "hypothesis",
@@ -116,3 +124,39 @@ def test_ratios_say_not_found() -> None:
         "frontrun_dpor": "not found within budget",
         "frontrun_random": "not run",
     }
+
+
+def test_merge_keeps_the_columns_not_remeasured() -> None:
+    old_row = {
+        "scenario": "headline",
+        "default_strategy": "hypothesis",
+        "tokenrace": {"hypothesis": {"found": True, "seconds": 0.01}},
+        "stress": {"found": True, "seconds": 1.0},
+        "frontrun_dpor": {"found": False, "seconds": None},
+        "frontrun_random": {"found": True, "seconds": 2.0},
+    }
+    settings = {"repeat": 3, "budget_seconds": 30.0, "budget_schedules": 1000}
+    new_row = {
+        "scenario": "headline",
+        "default_strategy": "hypothesis",
+        "gaps": {},
+        "frontrun_dpor": {"found": True, "seconds": 0.5},
+        "frontrun_random": {"found": True, "seconds": 3.0},
+        "measured": {"frontrun": "today"},
+    }
+    old = {**settings, "rows": [old_row, {**old_row, "scenario": "separate-logins"}]}
+    new = {**settings, "sections": ["frontrun"], "rows": [new_row]}
+    merged = bench_find.merge(old, new)
+    headline, other = merged["rows"]
+    assert headline["stress"] == {"found": True, "seconds": 1.0}
+    assert headline["frontrun_dpor"]["seconds"] == 0.5
+    assert headline["ratios"] == {
+        "stress": "100x",
+        "frontrun_dpor": "50x",
+        "frontrun_random": "300x",
+    }
+    assert headline["measured"]["frontrun"] == "today"
+    assert headline["measured"]["stress"] == bench_find.EARLIER_RUN
+    assert other["frontrun_dpor"]["found"] is False
+    with pytest.raises(ValueError, match="budget_seconds"):
+        bench_find.merge({**old, "budget_seconds": 60.0}, new)
