@@ -202,7 +202,7 @@ def sync_site(site: Path, files: dict[str, bytes]) -> bool:
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     stamp = site / ".digest"
-    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == digest.hexdigest():
         return False
     staging = site.with_name(site.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -210,7 +210,7 @@ def sync_site(site: Path, files: dict[str, bytes]) -> bool:
         out = staging / name
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
-    (staging / ".digest").write_text(digest.hexdigest())
+    (staging / ".digest").write_text(digest.hexdigest(), encoding="utf-8")
     shutil.rmtree(site, ignore_errors=True)
     staging.rename(site)
     return True
@@ -264,8 +264,11 @@ class WinePython:
         return run_command(self.command(windows_path(script), *args), self.env(), timeout)
 
 
-def run_command(command: Sequence[str], env: dict[str, str], timeout: float) -> WineRun:
-    """Run until the process exits, reading its pipes meanwhile; never wait for EOF."""
+def run_command(
+    command: Sequence[str], env: dict[str, str], timeout: float, echo: Log | None = None
+) -> WineRun:
+    """Run until the process exits, reading its pipes meanwhile; never wait for EOF.
+    ``echo`` gets the output as it comes, for long runs."""
     started = time.monotonic()
     process = subprocess.Popen(
         command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -284,6 +287,8 @@ def run_command(command: Sequence[str], env: dict[str, str], timeout: float) -> 
                     data = os.read(key.fd, 65536)
                     if data:
                         chunks[key.fd].append(data)
+                        if echo is not None:
+                            echo(data.decode(errors="replace").replace("\r\n", "\n"))
                     else:
                         selector.unregister(key.fileobj)
                 if exited and not ready:
@@ -333,15 +338,15 @@ def ensure_wine_python(
         if sync_site(site, package_files(packages)):
             _say(log, f"copied {', '.join(packages)} into {site}")
         pth = python_dir / PTH_NAME
-        if not pth.exists() or pth.read_text() != PTH_TEXT:
-            pth.write_text(PTH_TEXT)
+        if not pth.exists() or pth.read_text(encoding="utf-8") != PTH_TEXT:
+            pth.write_text(PTH_TEXT, encoding="utf-8")
         wine = WinePython(launcher, python_dir / "python.exe", home / "prefix", site)
         if not (wine.prefix / _READY).exists():
             started = time.monotonic()
             smoke = wine.run("import sys, refresh_engine; print(sys.platform)", timeout=300)
             if smoke.returncode != 0 or smoke.stdout.strip() != "win32":
                 raise WineUnavailable(f"the Windows interpreter does not start:\n{smoke}")
-            (wine.prefix / _READY).write_text(launcher + "\n")
+            (wine.prefix / _READY).write_text(launcher + "\n", encoding="utf-8")
             _say(log, f"created the Wine prefix in {time.monotonic() - started:.1f} s")
     return wine
 

@@ -78,7 +78,7 @@ def ensure_host_site(
     site = wine.site.with_name("host-site")
     wanted = pinned(requirements)
     stamp = site / ".requirements"
-    if stamp.exists() and stamp.read_text() == "\n".join(wanted):
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == "\n".join(wanted):
         return site
     with tempfile.TemporaryDirectory(prefix="tokenrace-wheels-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:"]
@@ -92,7 +92,7 @@ def ensure_host_site(
                 f"{done.stdout}{done.stderr}"
             )
         sync_site(site, wheel_files(wheels))
-    stamp.write_text("\n".join(wanted))
+    stamp.write_text("\n".join(wanted), encoding="utf-8")
     _say(log, f"unpacked {len(wheels)} Windows wheels into {site}")
     return site
 
@@ -103,7 +103,13 @@ def host_command(wine: WinePython, site: Path, code: str) -> list[str]:
     return wine.command("-c", BOOT.format(paths=paths) + code)
 
 
-def run_pytest(args: Sequence[str], *, timeout: float = 1800.0, log: Log | None = None) -> WineRun:
+def run_pytest(
+    args: Sequence[str],
+    *,
+    timeout: float = 1800.0,
+    log: Log | None = None,
+    echo: Log | None = None,
+) -> WineRun:
     """pytest with ``args`` (paths relative to the checkout), in a Windows host under Wine.
 
     Pytest keeps no cache and Hypothesis' database goes to a temporary dir, so
@@ -118,19 +124,21 @@ def run_pytest(args: Sequence[str], *, timeout: float = 1800.0, log: Log | None 
             f"os.environ['HYPOTHESIS_STORAGE_DIRECTORY'] = {windows_path(tmp)!r}; "
             f"import pytest; sys.exit(pytest.main({argv!r}))"
         )
-        return run_command(host_command(wine, site, code), wine.env(), timeout)
+        return run_command(host_command(wine, site, code), wine.env(), timeout, echo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run pytest as a Windows host would, and print what it printed."""
+    """Run pytest as a Windows host would, printing its output as it comes."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        done = run_pytest(args or ["-q", "-m", "not slow", "tests/test_controlled_processes.py"])
+        done = run_pytest(
+            args or ["-q", "-m", "not slow", "tests/test_controlled_processes.py"],
+            log=print,
+            echo=lambda text: print(text, end="", flush=True),
+        )
     except WineUnavailable as exc:
         print(f"tokenrace wine host: {exc}", file=sys.stderr)
         return 2
-    print(done.stdout, end="")
-    print(done.stderr, end="", file=sys.stderr)
     return done.returncode
 
 

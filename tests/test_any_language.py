@@ -28,9 +28,9 @@ def test_finds_the_reuse_bug_of_an_unlocked_engine(
     out = capsys.readouterr().out
     assert "refresh-token-reuse (fatal)" in out
     assert "--order" in out  # the line that runs the failing order again
-    report = json.loads((tmp_path / "results.json").read_text())
+    report = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert report["cells"][0]["verdict"] == "reproduced"
-    assert "trr_" not in (tmp_path / "results.json").read_text()
+    assert "trr_" not in (tmp_path / "results.json").read_text(encoding="utf-8")
 
 
 def test_passes_a_correct_engine_in_every_order(

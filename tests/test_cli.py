@@ -17,7 +17,7 @@ def test_run_writes_report_and_passes(tmp_path: Path, capsys: pytest.CaptureFixt
     code = main([*argv, "--jobs", "1"])
     out = capsys.readouterr().out
     assert code == 0, out
-    report = json.loads((tmp_path / "results.json").read_text())
+    report = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert report["schema"] == "tokenrace.results/1"
     assert report["passed"] is True
     by_engine = {entry["engine"]: entry for entry in report["cells"]}
@@ -37,7 +37,7 @@ def test_report_and_output_carry_no_raw_token(
     main(["run", "--examples", "20", "--report-dir", str(tmp_path), "--engine", "mirrored"])
     assert list(tmp_path.glob("history-headline-mirrored.txt"))
     out = capsys.readouterr().out
-    written = "".join(path.read_text() for path in tmp_path.iterdir())
+    written = "".join(path.read_text(encoding="utf-8") for path in tmp_path.iterdir())
     for text in (out, written):
         assert "trr_" not in text
         assert "tra_" not in text
@@ -90,7 +90,7 @@ def test_run_json_is_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
     argv = ["run", "--scenario", "separate-logins", "--json", "--report-dir", str(tmp_path)]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads((tmp_path / "results.json").read_text())
+    assert printed == json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert {cell["engine"] for cell in printed["cells"]} == {"separate-logins", "reference"}
 
 

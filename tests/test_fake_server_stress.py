@@ -325,8 +325,8 @@ def test_default_policy(fake_oauth_http):
 
 
 def test_pytest_plugin_fixtures(tmp_path: Path) -> None:
-    (tmp_path / "test_client.py").write_text(PLUGIN_TEST)
-    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    (tmp_path / "test_client.py").write_text(PLUGIN_TEST, encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n", encoding="utf-8")
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     command = [
         sys.executable,

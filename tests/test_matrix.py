@@ -41,7 +41,7 @@ def test_matrix_command_writes_a_verdict_per_cell(
     argv = ["matrix", "--engine", "reference", "--engine", "mirrored", "--layout", "mirrored"]
     argv += ["--os", "linux,windows", "--examples", "30", "--jobs", "1", "--quiet"]
     assert main([*argv, "--report-dir", str(tmp_path)]) == 1  # mirrored breaks
-    report = json.loads((tmp_path / "results.json").read_text())
+    report = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     cells = {(cell["engine"], cell["scenario"]): cell["verdict"] for cell in report["cells"]}
     assert len(cells) == 4
     assert all(v == "reproduced" for (engine, _), v in cells.items() if engine == "mirrored")

@@ -20,18 +20,18 @@ ALLOWED = {
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
-    ci_lines = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
     command = ci_lines[-1]
     assert command.startswith("python3 -m venv .venv")
     assert "pytest -n auto" in command
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"\n{command}\n" in readme
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_package_imports_only_what_it_may(package: str) -> None:
     for path in sorted((ROOT / package).glob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -47,7 +47,7 @@ def test_package_imports_only_what_it_may(package: str) -> None:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_package_states_its_import_rule_and_exports(package: str) -> None:
-    text = (ROOT / package / "__init__.py").read_text()
+    text = (ROOT / package / "__init__.py").read_text(encoding="utf-8")
     assert "# " + package + " imports" in text or "# " + package + " may import" in text
     module = importlib.import_module(package)
     for name in module.__all__:
@@ -57,5 +57,5 @@ def test_package_states_its_import_rule_and_exports(package: str) -> None:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_modules_stay_small(package: str) -> None:
     for path in (ROOT / package).glob("*.py"):
-        lines = len(path.read_text().splitlines())
+        lines = len(path.read_text(encoding="utf-8").splitlines())
         assert lines <= 520, f"{path.relative_to(ROOT)} has {lines} lines"

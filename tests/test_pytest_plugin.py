@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
 
 def _run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -24,8 +24,10 @@ def _run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_plugin_gates_a_projects_engine(tmp_path: Path) -> None:
     found = re.search(r"```python\n# my_engine.py\n(.*?)```", README, re.S)
     assert found is not None
-    (tmp_path / "my_engine.py").write_text(found.group(1))
-    (tmp_path / "test_nothing_else.py").write_text("def test_own():\n    assert True\n")
+    (tmp_path / "my_engine.py").write_text(found.group(1), encoding="utf-8")
+    (tmp_path / "test_nothing_else.py").write_text(
+        "def test_own():\n    assert True\n", encoding="utf-8"
+    )
     done = _run_pytest(
         tmp_path, "--tokenrace-engine", "my_engine:MyEngine", "--tokenrace-examples", "60"
     )

@@ -10,7 +10,7 @@ import pytest
 
 from conformance._cli import main
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
 
 def test_readme_engine_is_caught_exactly_where_the_readme_says(
@@ -18,13 +18,13 @@ def test_readme_engine_is_caught_exactly_where_the_readme_says(
 ) -> None:
     found = re.search(r"```python\n# my_engine.py\n(.*?)```", README, re.S)
     assert found is not None, "the README lost its example engine"
-    (tmp_path / "my_engine.py").write_text(found.group(1))
+    (tmp_path / "my_engine.py").write_text(found.group(1), encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     argv = ["check", "--engine", "my_engine:MyEngine", "--examples", "150"]
     code = main([*argv, "--report-dir", str(tmp_path / "report")])
     out = capsys.readouterr().out
     assert code == 1
-    report = json.loads((tmp_path / "report" / "results.json").read_text())
+    report = json.loads((tmp_path / "report" / "results.json").read_text(encoding="utf-8"))
     rows = {cell["scenario"]: cell["verdict"] for cell in report["cells"]}
     reproduced = {name for name, verdict in rows.items() if verdict == "reproduced"}
     assert reproduced == {"no-lock-on-windows", "windows-replace-dropped", "lost-response-retry"}

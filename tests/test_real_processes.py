@@ -16,7 +16,7 @@ AGENT = f"{sys.executable} -m conformance.agent --engine"
 def _check(tmp_path: Path, engine: str, *extra: str) -> tuple[int, str, dict[str, object]]:
     argv = ["check", "--command", f"{AGENT} {engine}", "--layout", "mirrored", *extra]
     code = main([*argv, "--report-dir", str(tmp_path)])
-    report = json.loads((tmp_path / "results.json").read_text())
+    report = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     return code, json.dumps(report), report
 
 

@@ -60,8 +60,8 @@ def test_campaign_covers_every_verdict(campaign: CampaignResult) -> None:
 
 
 def test_write_report_writes_every_file_private(campaign: CampaignResult, tmp_path: Path) -> None:
-    (tmp_path / "history-old-engine.txt").write_text("from an earlier run\n")
-    (tmp_path / "notes.txt").write_text("not ours\n")
+    (tmp_path / "history-old-engine.txt").write_text("from an earlier run\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("not ours\n", encoding="utf-8")
     written = write_report(campaign, tmp_path)
     names = [path.name for path in written]
     assert names[0] == "results.json"
@@ -74,7 +74,7 @@ def test_write_report_writes_every_file_private(campaign: CampaignResult, tmp_pa
 
 
 def test_results_json_documents_its_new_fields(reported: Path) -> None:
-    results = json.loads((reported / "results.json").read_text())
+    results = json.loads((reported / "results.json").read_text(encoding="utf-8"))
     assert results["schema"] == "tokenrace.results/1"
     assert results["reports"] == {
         "html": "index.html",
@@ -102,7 +102,7 @@ def test_writer_refuses_a_raw_token(campaign: CampaignResult, tmp_path: Path) ->
 
 
 def test_html_is_self_contained(reported: Path) -> None:
-    page = (reported / "index.html").read_text()
+    page = (reported / "index.html").read_text(encoding="utf-8")
     assert "Content-Security-Policy" in page
     assert "default-src 'none'" in page
     assert not re.search(r"<(script|link|img|iframe|object)\b", page)
@@ -113,7 +113,7 @@ def test_html_is_self_contained(reported: Path) -> None:
 def test_html_has_the_matrix_and_one_diagram_per_reproduction(
     campaign: CampaignResult, reported: Path
 ) -> None:
-    page = (reported / "index.html").read_text()
+    page = (reported / "index.html").read_text(encoding="utf-8")
     for verdict in ("v-reproduced", "v-ruled-out", "v-not-found"):
         assert f'class="v {verdict}' in page
     reproduced = [c for c in campaign.cells if c.verdict is Verdict.REPRODUCED]
@@ -202,7 +202,7 @@ def test_lane_names_keep_what_differs() -> None:
 def test_summary_has_the_matrix_and_replay_commands(
     campaign: CampaignResult, reported: Path
 ) -> None:
-    summary = (reported / "summary.md").read_text()
+    summary = (reported / "summary.md").read_text(encoding="utf-8")
     assert summary.startswith("# tokenrace: ✅ passed")
     assert "| scenario | known-bug engine | reference |" in summary
     for cell in campaign.cells:
@@ -216,16 +216,16 @@ def test_summary_has_the_matrix_and_replay_commands(
 
 def test_publish_replaces_only_the_marked_matrix(campaign: CampaignResult, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Results\n\nbefore\n\n{BEGIN}\nold\n{END}\n\nafter\n")
+    readme.write_text(f"# Results\n\nbefore\n\n{BEGIN}\nold\n{END}\n\nafter\n", encoding="utf-8")
     assert publish(campaign, readme) is True
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     assert text.startswith("# Results\n\nbefore\n\n")
     assert text.endswith("\n\nafter\n")
     assert matrix_markdown(campaign) in text
     assert "old" not in text
     assert publish(campaign, readme) is False  # no verdict changed: nothing to commit
     assert not re.search(r"\d+\.\d+ ?s\b", matrix_markdown(campaign))  # no timings
-    (tmp_path / "bare.md").write_text("no markers\n")
+    (tmp_path / "bare.md").write_text("no markers\n", encoding="utf-8")
     with pytest.raises(ValueError, match="markers"):
         publish(campaign, tmp_path / "bare.md")
 
@@ -335,7 +335,7 @@ def junit_errors(text: str) -> list[str]:
 
 
 def test_junit_validates_and_reads_back(campaign: CampaignResult, reported: Path) -> None:
-    text = (reported / "junit.xml").read_text()
+    text = (reported / "junit.xml").read_text(encoding="utf-8")
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>')
     assert junit_errors(text) == []
     cases = list(ET.fromstring(text).iter("testcase"))
@@ -369,7 +369,7 @@ def test_junit_failures_carry_the_anomaly_and_the_replay(campaign: CampaignResul
 
 
 def test_junit_validator_is_not_vacuous(reported: Path) -> None:
-    text = (reported / "junit.xml").read_text()
+    text = (reported / "junit.xml").read_text(encoding="utf-8")
     broken = text.replace("<system-err />", "", 1).replace('tests="2"', 'tests="two"', 1)
     errors = junit_errors(broken)
     assert any("children" in e for e in errors)

@@ -127,7 +127,7 @@ def test_reproduce_exits_0_when_the_report_is_reproduced(
 )
 def test_bad_scenario_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     with pytest.raises(ScenarioError, match="bad.toml") as caught:
         load_scenario_file(path)
     assert message in str(caught.value)
@@ -135,7 +135,7 @@ def test_bad_scenario_files_name_the_problem(tmp_path: Path, text: str, message:
 
 def test_bad_scenario_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text("[scenario\n")
+    path.write_text("[scenario\n", encoding="utf-8")
     assert main(["reproduce", str(path)]) == 2
     err = capsys.readouterr().err
     assert "not valid TOML" in err

@@ -70,7 +70,7 @@ def test_site_is_synced_once_and_replaced_when_the_sources_change(tmp_path: Path
 def test_compiled_packages_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "native_thing"
     package.mkdir()
-    (package / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("", encoding="utf-8")
     (package / "_speedups.so").write_bytes(b"\x7fELF")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(WineUnavailable, match="not pure Python"):
