@@ -98,7 +98,9 @@ def run_command(
     mirrored: bool = False,
 ) -> CommandRun:
     """Start the program once per agent and let their refreshes through in ``order``."""
-    argv = shlex.split(command)
+    # POSIX: the words as a shell splits them; Windows: the command line itself, which
+    # CreateProcess splits by the C runtime's rules (shlex would eat the backslashes)
+    argv: str | list[str] = shlex.split(command) if os.name == "posix" else command
     log: list[str] = []
     with serve_in_thread(policy) as running, tempfile.TemporaryDirectory() as root:
         control = running.control
@@ -219,7 +221,7 @@ def _seed_store(root: Path, access: str, refresh: str) -> Path:
 
 
 def _start(
-    argv: list[str], agent: str, root: Path, store: Path, token_url: str
+    argv: str | list[str], agent: str, root: Path, store: Path, token_url: str
 ) -> subprocess.Popen[str]:
     agent_dir = root / "agents" / agent / "agent"
     agent_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from . import _flow as ops
 from ._effects import LockOp, MsvcrtMode, OpenFlags
 from ._flow import Flow
+from ._store import split_path
 
 
 class LockKind(enum.Enum):
@@ -90,7 +91,7 @@ def acquire_lock(
     if kind is LockKind.MUTEX:
         yield from ops.mutex(path, LockOp.EXCLUSIVE)
         return Held(kind, path)
-    yield from ensure_dir(posixpath.dirname(path))
+    yield from ensure_dir(split_path(path)[0])
     if kind is LockKind.FILELOCK:
         kind = LockKind.MSVCRT if platform == "win32" else LockKind.FLOCK
         return (yield from _polled(kind, path, timing))

@@ -18,6 +18,7 @@ window: the server spent the token, and the new one never arrived.
 from __future__ import annotations
 
 import json
+import sys
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,9 @@ class AgentContext:
     token_url: str
     client_id: str = "tokenrace"
     refresh_margin: float = 300.0
-    platform: str = "linux"  # sys.platform of the machine the agent runs on
+    #: ``sys.platform`` of the machine the agent runs on: this one, unless the
+    #: simulator says which OS it models
+    platform: str = sys.platform
 
     @property
     def key(self) -> str:

@@ -117,6 +117,15 @@ REPLACE_TRIES = 20
 REPLACE_PAUSE = 0.05
 
 
+def split_path(path: str) -> tuple[str, str]:
+    """``(directory, name)`` of ``path``, where ``\\`` separates as well as ``/``: a
+    Windows user's paths have backslashes; the simulator's never do."""
+    cut = max(path.rfind("/"), path.rfind("\\"))
+    if cut < 0:
+        return "", path
+    return path[: cut or 1], path[cut + 1 :]
+
+
 def atomic_write(path: str, data: bytes, *, writer: str) -> Flow[None]:
     """Write ``data`` to ``path`` so no reader ever sees a prefix.
 
@@ -127,7 +136,7 @@ def atomic_write(path: str, data: bytes, *, writer: str) -> Flow[None]:
     replace is retried, and if it still fails the error is raised, never
     dropped: the new token must not silently go unsaved.
     """
-    directory, name = posixpath.split(path)
+    directory, name = split_path(path)
     temp = posixpath.join(directory, f".{name}.{writer}.tmp")
     fd = yield from ops.open_file(temp, OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.TRUNCATE)
     try:

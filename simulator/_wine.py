@@ -334,6 +334,10 @@ def ensure_wine_python(
         python_dir = home / "python"
         if not (python_dir / "python.exe").exists():
             fetch_python(python_dir, log)
+        # ``platform`` asks WMI through ``_wmi``, which calls a propsys function Wine 8
+        # lacks: the process aborts into winedbg and hangs.  Without the module,
+        # ``platform`` falls back to the version the kernel reports.
+        (python_dir / "_wmi.pyd").unlink(missing_ok=True)
         site = home / "site"
         if sync_site(site, package_files(packages)):
             _say(log, f"copied {', '.join(packages)} into {site}")

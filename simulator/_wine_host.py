@@ -11,13 +11,16 @@ Windows CPython of ``ensure_wine_python()``, against this checkout.
 
 The dependencies are PyPI's own Windows wheels (``pip download --platform
 win_amd64 --python-version 3.13``; Hypothesis has a compiled part), pinned to
-the versions installed here and unpacked into ``<cache>/host-site``, once.
+the versions installed here and unpacked into ``<cache>/host-site``, once;
+``<cache>/host-python`` is a copy of the interpreter whose ``._pth`` puts them
+and this checkout on every process's path.
 
 ``python -m simulator._wine_host [PYTEST ARGS]`` runs pytest that way.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,25 +30,27 @@ from importlib import metadata
 from pathlib import Path
 
 from ._wine import (
+    PTH_NAME,
     Log,
     WinePython,
     WineRun,
     WineUnavailable,
     _say,
+    _setup_lock,
     ensure_wine_python,
     run_command,
     sync_site,
     windows_path,
 )
 
-#: what the controller and pytest import, beyond the standard library
-REQUIREMENTS = ("httpx", "respx", "hypothesis", "rich", "uvicorn", "pytest", "colorama")
+#: what the project and its tests import on Windows: the dependencies and the dev
+#: extra but for the linters (checked once, on Linux) and frontrun (no Windows build)
+REQUIREMENTS = (
+    *("httpx", "respx", "hypothesis", "rich", "uvicorn"),
+    *("pytest", "pytest-xdist", "colorama", "msal-extensions", "filelock"),
+)
 #: this checkout: the project's packages and its tests are imported from here
 CHECKOUT = Path(__file__).resolve().parent.parent
-#: Python 3.13 on Windows asks WMI for its version through ``_wmi``, which calls a
-#: propsys function Wine 8 lacks (the process aborts): without ``_wmi``,
-#: ``platform`` falls back to the version the kernel reports
-BOOT = "import sys; sys.modules['_wmi'] = None; sys.path[:0] = {paths!r}; "
 
 
 def pinned(requirements: Sequence[str] = REQUIREMENTS) -> list[str]:
@@ -97,10 +102,27 @@ def ensure_host_site(
     return site
 
 
-def host_command(wine: WinePython, site: Path, code: str) -> list[str]:
-    """Windows CPython running ``code`` with ``site`` and this checkout first on its path."""
-    paths = [windows_path(site), windows_path(CHECKOUT)]
-    return wine.command("-c", BOOT.format(paths=paths) + code)
+def ensure_host_python(wine: WinePython, site: Path) -> WinePython:
+    """A copy of the interpreter whose ``._pth`` lists ``site`` and this checkout.
+
+    The embedded interpreter ignores ``PYTHONPATH``, and every process a test
+    starts with ``sys.executable`` (workers, ``python -m pytest``, agents) must
+    find what the host finds, so the path goes in the copy's ``._pth``.
+    """
+    home = wine.site.parent
+    target = home / "host-python"
+    with _setup_lock(home):
+        if not (target / "python.exe").exists():
+            staging = home / "host-python.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(wine.python.parent, staging)
+            (staging / PTH_NAME).unlink(missing_ok=True)
+            staging.rename(target)
+        pth = target / PTH_NAME
+        text = f"python313.zip\n.\n{windows_path(site)}\n{windows_path(CHECKOUT)}\n"
+        if not pth.exists() or pth.read_text(encoding="utf-8") != text:
+            pth.write_text(text, encoding="utf-8")
+    return WinePython(wine.launcher, target / "python.exe", wine.prefix, site)
 
 
 def run_pytest(
@@ -116,15 +138,15 @@ def run_pytest(
     the Linux and the Windows runs of one checkout never share them.
     """
     wine = ensure_wine_python(log=log)
-    site = ensure_host_site(wine, log=log)
+    host = ensure_host_python(wine, ensure_host_site(wine, log=log))
     with tempfile.TemporaryDirectory(prefix="tokenrace-winhost-") as tmp:
         argv = ["-p", "no:cacheprovider", *args]
         code = (
-            f"import os; os.chdir({windows_path(CHECKOUT)!r}); "
+            f"import os, sys; os.chdir({windows_path(CHECKOUT)!r}); "
             f"os.environ['HYPOTHESIS_STORAGE_DIRECTORY'] = {windows_path(tmp)!r}; "
             f"import pytest; sys.exit(pytest.main({argv!r}))"
         )
-        return run_command(host_command(wine, site, code), wine.env(), timeout, echo)
+        return run_command(host.command("-c", code), host.env(), timeout, echo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _platform import PRIVATE_MODE
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -44,7 +45,7 @@ def test_login_lays_out_each_layout(running: RunningServer, world: harness.DiskW
     main = world.main_store.read_bytes()
     for agent in ("atlas", "nova"):
         assert (world.agent_dir(agent) / harness.STORE_NAME).read_bytes() == main
-    assert world.main_store.stat().st_mode & 0o777 == 0o600
+    assert world.main_store.stat().st_mode & 0o777 == PRIVATE_MODE
 
 
 def test_age_moves_every_expiry_back(running: RunningServer, world: harness.DiskWorld) -> None:

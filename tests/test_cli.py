@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from _platform import PRIVATE_MODE
 
 from conformance._cli import main
 
@@ -28,7 +29,7 @@ def test_run_writes_report_and_passes(tmp_path: Path, capsys: pytest.CaptureFixt
     assert by_engine["mirrored"]["replay"].startswith("tokenrace replay --scenario headline")
     assert "tokenrace replay --scenario headline --engine mirrored 'default'" in out
     mode = stat.S_IMODE(os.stat(tmp_path / "results.json").st_mode)
-    assert mode == 0o600
+    assert mode == PRIVATE_MODE
 
 
 def test_report_and_output_carry_no_raw_token(

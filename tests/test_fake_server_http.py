@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
@@ -137,7 +138,11 @@ def test_reset_5xx_429_and_latency_are_real(live: RunningServer, http: httpx.Cli
         [Fault.reset(), Fault.server_error(502), Fault.rate_limit(2), Fault.delay(0.1)]
     )
     assert live.control.pending_faults()[0] == Fault.reset()
-    with pytest.raises(httpx.ReadError):
+    # Linux reports the RST as ECONNRESET; a Windows client under Wine reads an end of stream
+    ended: tuple[type[Exception], ...] = (httpx.ReadError,)
+    if sys.platform == "win32":
+        ended += (httpx.RemoteProtocolError,)
+    with pytest.raises(ended):
         http.post("/oauth/token", data=form(pair.refresh_token))
     assert http.post("/oauth/token", data=form(pair.refresh_token)).status_code == 502
     limited = http.post("/oauth/token", data=form(pair.refresh_token))

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
+from _platform import PRIVATE_MODE
 
 from fake_oauth_server import DEFAULT_BASE_URL, AuditKind, AuthServer, Policy, mount_respx
 from refresh_engine import (
@@ -22,6 +23,7 @@ from refresh_engine import (
     render_store,
     with_credential,
 )
+from refresh_engine._store import split_path
 
 
 class FakeClock:
@@ -82,7 +84,7 @@ def test_reference_engine_across_an_expiry(world) -> None:  # type: ignore[no-un
     assert _accepted_refreshes(server) == 1
 
     mode = stat.S_IMODE(os.stat(ctx.main_store).st_mode)
-    assert mode == 0o600, oct(mode)
+    assert mode == PRIVATE_MODE, oct(mode)
     lock = Path(ctx.state_dir, "locks", "openai-codex_default.lock")
     assert lock.exists()
     assert not list(Path(ctx.main_store).parent.glob(".*.tmp"))  # temp file replaced
@@ -110,3 +112,19 @@ def test_corrupt_store_is_reported_not_overwritten(world) -> None:  # type: igno
 
 def test_profile_key_shape() -> None:
     assert profile_key("openai-codex", "default") == "openai-codex:default"
+
+
+@pytest.mark.parametrize(
+    ("path", "split"),
+    [
+        ("/home/u/auth.json", ("/home/u", "auth.json")),
+        ("/auth.json", ("/", "auth.json")),
+        ("C:\\Users\\u\\auth.json", ("C:\\Users\\u", "auth.json")),
+        ("C:\\Users\\u\\state/locks/k.lock", ("C:\\Users\\u\\state/locks", "k.lock")),
+        ("auth.json", ("", "auth.json")),
+    ],
+)
+def test_paths_split_at_either_separator(path: str, split: tuple[str, str]) -> None:
+    """A Windows user's store path has backslashes: the temp file and the lock dir must
+    land beside it, not in the working directory (a Windows host found this)."""
+    assert split_path(path) == split

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _platform import PRIVATE_MODE
 
 from conformance._campaign import CampaignResult, EngineResult, Verdict, replay
 from conformance._checker import AnomalyKind
@@ -70,7 +71,7 @@ def test_write_report_writes_every_file_private(campaign: CampaignResult, tmp_pa
     assert not (tmp_path / "history-old-engine.txt").exists()  # stale: removed
     assert (tmp_path / "notes.txt").exists()
     for path in written:
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+        assert stat.S_IMODE(os.stat(path).st_mode) == PRIVATE_MODE, path
 
 
 def test_results_json_documents_its_new_fields(reported: Path) -> None:

@@ -1,12 +1,14 @@
 """The process backend on other hosts: which OS's processes a host can run, and a Windows
 host for real (pytest itself in the Windows CPython under Wine, as a Windows CI runner
-would run it, its workers that host's own Windows processes)."""
+would run it, its workers that host's own Windows processes).  The Wine test drives Wine
+from a Linux host."""
 
 from __future__ import annotations
 
 import re
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +17,10 @@ from simulator._errors import NotModelled
 from simulator._procpool import ProcessPool, can_run, host_model
 from simulator._wine_host import pinned, run_pytest
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="checks a Linux host")
+ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="checks a Linux host")
 def test_a_linux_host_runs_linux_and_windows_under_wine_but_not_macos() -> None:
     assert host_model() is OsModel.LINUX
     assert can_run(OsModel.LINUX) == ""
@@ -32,17 +35,35 @@ def test_the_windows_wheels_are_the_versions_installed_here() -> None:
     assert f"pytest=={metadata.version('pytest')}" in pinned()
 
 
+#: the Windows runner's test files (ci.yml reads the same list)
+WINDOWS_TESTS = [
+    line
+    for line in (ROOT / ".ci" / "windows-tests").read_text(encoding="utf-8").splitlines()
+    if line and not line.startswith("#")
+]
+#: why a test may skip on a Windows host: the OS lacks what it checks
+WINDOWS_SKIPS = ("lockf is POSIX", "the model is Linux; other kernels differ")
+
+
+def test_the_windows_list_names_real_files_and_the_real_process_tests() -> None:
+    assert all((ROOT / name).is_file() for name in WINDOWS_TESTS), WINDOWS_TESTS
+    assert "tests/test_controlled_processes.py" in WINDOWS_TESTS
+    assert "tests/test_real_processes.py" in WINDOWS_TESTS
+    workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
+    assert ".ci/windows-tests" in workflow
+
+
 @pytest.mark.wine
-def test_the_real_process_tests_pass_on_a_windows_host_under_wine() -> None:
-    """The controller, the kernel and pytest in Windows CPython, the workers its own
-    Windows processes: every real-process test a Windows runner takes passes, and only
-    the POSIX record-lock tests are skipped."""
-    done = run_pytest(["-q", "-rs", "-m", "not slow", "tests/test_controlled_processes.py"])
+def test_the_windows_runner_tests_pass_on_a_windows_host_under_wine() -> None:
+    """pytest, the controller, the kernel and the fake server in Windows CPython, the
+    workers and agents its own Windows processes: every test the Windows runner takes
+    passes, the real-process ones included; skips are only for what Windows lacks."""
+    done = run_pytest(["-q", "-rs", "-m", "not slow", *WINDOWS_TESTS])
     tail = (done.stdout + done.stderr)[-6000:]
     assert done.returncode == 0, tail
     passed = re.search(r"(\d+) passed", done.stdout)
     assert passed is not None, tail
-    assert int(passed.group(1)) >= 38, tail
+    assert int(passed.group(1)) >= 400, tail
     skips = re.findall(r"^SKIPPED \[\d+\] .*", done.stdout, re.MULTILINE)
     assert skips, tail
-    assert all(skip.endswith("lockf is POSIX") for skip in skips), skips
+    assert all(skip.endswith(WINDOWS_SKIPS) for skip in skips), skips
