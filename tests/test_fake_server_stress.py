@@ -253,7 +253,7 @@ def test_bad_input_never_gives_5xx_long(
 # ------------------------------------------------------------------ the command line
 
 
-def test_cli_prints_its_url_serves_and_stops_on_sigint() -> None:
+def test_cli_prints_its_url_serves_and_stops_on_interrupt() -> None:
     command = [
         sys.executable,
         "-m",
@@ -266,8 +266,19 @@ def test_cli_prints_its_url_serves_and_stops_on_sigint() -> None:
         "reuse_window=30",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Windows has no SIGINT to send: Ctrl+Break to a process group of its own (uvicorn
+    # stops on SIGBREAK as on SIGINT)
+    windows = sys.platform == "win32"
+    group = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) if windows else 0
+    stop = getattr(signal, "CTRL_BREAK_EVENT", signal.SIGINT) if windows else signal.SIGINT
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env, text=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+        text=True,
+        creationflags=group,
     ) as process:
         try:
             assert process.stdout is not None
@@ -280,8 +291,12 @@ def test_cli_prints_its_url_serves_and_stops_on_sigint() -> None:
                 policy = http.get("/_control/policy").json()["policy"]
                 assert (policy["dialect"], policy["reuse_window"]) == ("hydra", 30.0)
         finally:
-            process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=10) == 0
+            process.send_signal(stop)
+            try:
+                assert process.wait(timeout=10) == 0
+            finally:
+                if process.poll() is None:  # never leave it serving
+                    process.kill()
 
 
 def test_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
