@@ -15,7 +15,8 @@ the versions installed here and unpacked into ``<cache>/host-site``, once;
 ``<cache>/host-python`` is a copy of the interpreter whose ``._pth`` puts them
 and this checkout on every process's path.
 
-``python -m simulator._wine_host [PYTEST ARGS]`` runs pytest that way.
+``python -m simulator._wine_host [PYTEST ARGS]`` runs pytest that way (no
+arguments: the Windows runner's test files, ``.ci/windows-tests``).
 """
 
 from __future__ import annotations
@@ -149,12 +150,18 @@ def run_pytest(
         return run_command(host.command("-c", code), host.env(), timeout, echo)
 
 
+def windows_test_files() -> list[str]:
+    """The test files a Windows host runs: ``.ci/windows-tests`` (ci.yml reads it too)."""
+    listed = (CHECKOUT / ".ci" / "windows-tests").read_text(encoding="utf-8").splitlines()
+    return [line for line in listed if line and not line.startswith("#")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run pytest as a Windows host would, printing its output as it comes."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         done = run_pytest(
-            args or ["-q", "-m", "not slow", "tests/test_controlled_processes.py"],
+            args or ["-q", "-rs", "-m", "not slow", *windows_test_files()],
             log=print,
             echo=lambda text: print(text, end="", flush=True),
         )

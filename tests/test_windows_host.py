@@ -15,7 +15,7 @@ import pytest
 from simulator import OsModel
 from simulator._errors import NotModelled
 from simulator._procpool import ProcessPool, can_run, host_model
-from simulator._wine_host import pinned, run_pytest
+from simulator._wine_host import pinned, run_pytest, windows_test_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,11 +36,7 @@ def test_the_windows_wheels_are_the_versions_installed_here() -> None:
 
 
 #: the Windows runner's test files (ci.yml reads the same list)
-WINDOWS_TESTS = [
-    line
-    for line in (ROOT / ".ci" / "windows-tests").read_text(encoding="utf-8").splitlines()
-    if line and not line.startswith("#")
-]
+WINDOWS_TESTS = windows_test_files()
 #: why a test may skip on a Windows host: the OS lacks what it checks
 WINDOWS_SKIPS = ("lockf is POSIX", "the model is Linux; other kernels differ")
 
