@@ -521,8 +521,17 @@ def _frontrun_call(
     return str(world.run(engine.access_token(ctx)))
 
 
-def frontrun_search(scenario: Scenario, strategy: str, budget: float, seed: int) -> dict[str, Any]:
-    """One ``frontrun.explore`` from a cold start (run this under the ``frontrun`` CLI)."""
+def frontrun_search(
+    scenario: Scenario, strategy: str, budget: float, seed: int, search: str | None = None
+) -> dict[str, Any]:
+    """One ``frontrun.explore`` from a cold start (run this under the ``frontrun`` CLI).
+
+    ``search`` is DPOR's wakeup-tree order (``explore(search=...)``: ``"dfs"``,
+    ``"bit-reversal[:seed]"``, ``"round-robin[:seed]"``, ``"stride[:seed]"``,
+    ``"conflict-first"``); ``None`` keeps frontrun's default, depth-first.
+    """
+    if search is not None and strategy != "dpor":
+        raise ValueError("search is an option of frontrun's DPOR only")
     import frontrun
 
     entry = BUILTIN_ENGINES[scenario.engine]
@@ -578,6 +587,8 @@ def frontrun_search(scenario: Scenario, strategy: str, budget: float, seed: int)
         }
         if strategy == "dpor":
             options |= {"clock": "virtual", "max_executions": 1_000_000}
+            if search is not None:
+                options["search"] = search
         else:
             options |= {"max_attempts": 1_000_000, "max_ops": 200_000, "seed": seed}
         started = time.perf_counter()
@@ -586,12 +597,13 @@ def frontrun_search(scenario: Scenario, strategy: str, budget: float, seed: int)
         )
         elapsed = time.perf_counter() - started
     found = result.property_holds is False
-    return {
+    answer = {
         "found": found,
         "seconds": elapsed,
         "executions": int(result.num_explored or executions),
         "inconclusive": str(result.inconclusive_reason or "")[:300],
     }
+    return answer | ({"search": search} if search is not None else {})
 
 
 def frontrun_command() -> list[str]:
@@ -605,7 +617,7 @@ def frontrun_command() -> list[str]:
 
 
 def frontrun_cold_start(
-    scenario: Scenario, strategy: str, budget: float, seed: int
+    scenario: Scenario, strategy: str, budget: float, seed: int, search: str | None = None
 ) -> dict[str, Any]:
     """Run ``frontrun_search`` in a child process under the ``frontrun`` CLI."""
     argv = [
@@ -616,6 +628,7 @@ def frontrun_cold_start(
         strategy,
         repr(budget),
         str(seed),
+        *([search] if search is not None else []),
     ]
     try:
         done = subprocess.run(
@@ -950,11 +963,12 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child(argv: list[str]) -> int:
-    """``bench_find.py frontrun-child SCENARIO STRATEGY BUDGET SEED``: one JSON line."""
-    name, strategy, budget, seed = argv
+    """``bench_find.py frontrun-child SCENARIO STRATEGY BUDGET SEED [SEARCH]``: one JSON line."""
+    name, strategy, budget, seed, *rest = argv
+    search = rest[0] if rest else None
     scenario = known_bug_scenarios([name])[0]
     with contextlib.redirect_stdout(sys.stderr):  # frontrun's own chatter stays off our line
-        answer = frontrun_search(scenario, strategy, float(budget), int(seed))
+        answer = frontrun_search(scenario, strategy, float(budget), int(seed), search)
     print(json.dumps(answer), flush=True)
     return 0
 

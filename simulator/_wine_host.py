@@ -150,10 +150,23 @@ def run_pytest(
         return run_command(host.command("-c", code), host.env(), timeout, echo)
 
 
+#: tests of the Windows list that Wine cannot host: a process started from Linux with
+#: pipes has no console, so GenerateConsoleCtrlEvent (Ctrl+Break) fails, WinError 12
+WINE_CANNOT = (
+    "tests/test_fake_server_stress.py::test_cli_prints_its_url_serves_and_stops_on_interrupt",
+)
+
+
 def windows_test_files() -> list[str]:
     """The test files a Windows host runs: ``.ci/windows-tests`` (ci.yml reads it too)."""
     listed = (CHECKOUT / ".ci" / "windows-tests").read_text(encoding="utf-8").splitlines()
     return [line for line in listed if line and not line.startswith("#")]
+
+
+def windows_runner_args() -> list[str]:
+    """The Windows runner's test files, less what Wine cannot host."""
+    deselect = [arg for test in WINE_CANNOT for arg in ("--deselect", test)]
+    return [*deselect, *windows_test_files()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         done = run_pytest(
-            args or ["-q", "-rs", "-m", "not slow", *windows_test_files()],
+            args or ["-q", "-rs", "-m", "not slow", *windows_runner_args()],
             log=print,
             echo=lambda text: print(text, end="", flush=True),
         )

@@ -112,6 +112,30 @@ def test_frontrun_dpor_finds_the_lock_at_the_wrong_scope() -> None:
     assert result["executions"] <= 10, result
 
 
+def test_the_frontrun_child_passes_dpor_search_order_through(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = []
+
+    def fake(*args: object) -> dict[str, object]:
+        calls.append(args)
+        return {"found": False, "seconds": 1.0, "executions": 3}
+
+    monkeypatch.setattr(bench_find, "frontrun_search", fake)
+    assert bench_find._child(["headline", "dpor", "30.0", "0", "bit-reversal"]) == 0
+    assert bench_find._child(["headline", "dpor", "30.0", "1"]) == 0
+    assert [call[1:] for call in calls] == [
+        ("dpor", 30.0, 0, "bit-reversal"),
+        ("dpor", 30.0, 1, None),
+    ]
+    assert capsys.readouterr().out.count('"executions": 3') == 2
+
+
+def test_search_order_is_for_dpor_only() -> None:
+    with pytest.raises(ValueError, match="DPOR only"):
+        bench_find.frontrun_search(scenario("headline"), "random", 1.0, 0, "bit-reversal")
+
+
 def test_ratios_say_not_found() -> None:
     row = {
         "default_strategy": "hypothesis",

@@ -291,12 +291,13 @@ def test_cli_prints_its_url_serves_and_stops_on_interrupt() -> None:
                 policy = http.get("/_control/policy").json()["policy"]
                 assert (policy["dialect"], policy["reuse_window"]) == ("hydra", 30.0)
         finally:
-            process.send_signal(stop)
             try:
+                process.send_signal(stop)
                 assert process.wait(timeout=10) == 0
             finally:
                 if process.poll() is None:  # never leave it serving
                     process.kill()
+                    process.wait()
 
 
 def test_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
