@@ -361,7 +361,7 @@ class Failed:
         exc_type = _EXCEPTION_TYPES.get(self.exception_type, OSError)
         exc = exc_type(self.message) if self.errno is None else exc_type(self.errno, self.message)
         if self.winerror is not None:
-            exc.winerror = self.winerror  # type: ignore[attr-defined]
+            exc.winerror = self.winerror  # type: ignore[attr-defined, unused-ignore]
         return exc
 
     @classmethod

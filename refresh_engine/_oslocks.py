@@ -105,10 +105,10 @@ def process_alive(pid: int) -> bool:
     ctypes, kernel32 = _kernel32()
     handle = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
     if not handle:
-        return ctypes.get_last_error() == 5  # access denied: it exists
+        return bool(ctypes.get_last_error() == 5)  # access denied: it exists
     try:
         code = ctypes.c_ulong()
         kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        return code.value == STILL_ACTIVE
+        return bool(code.value == STILL_ACTIVE)
     finally:
         kernel32.CloseHandle(handle)

@@ -65,7 +65,7 @@ def _win_error(winerror: int, message: str, path: str | None = None) -> OSError:
         if path is None
         else PermissionError(errno.EACCES, message, path)
     )
-    exc.winerror = winerror  # type: ignore[attr-defined]
+    exc.winerror = winerror  # type: ignore[attr-defined, unused-ignore]
     return exc
 
 
@@ -216,7 +216,7 @@ class OsLayer:
         if code == errno.ENOENT and not all(self.fs.exists(posixpath.dirname(p)) for p in paths):
             winerror, message = ERROR_PATH_NOT_FOUND, "The system cannot find the path specified"
         error = OSError(code, message, exc.filename)
-        error.winerror = winerror  # type: ignore[attr-defined]
+        error.winerror = winerror  # type: ignore[attr-defined, unused-ignore]
         return error
 
     def close(self, pid: int, fd: int) -> None:

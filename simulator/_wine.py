@@ -223,6 +223,8 @@ PTH_TEXT = "python313.zip\n.\n..\\site\n"
 @contextlib.contextmanager
 def _setup_lock(home: Path) -> Iterator[None]:
     """One setup at a time per cache dir (pytest-xdist workers may all start one)."""
+    if sys.platform == "win32":  # Wine setup runs on Linux hosts only
+        raise WineUnavailable("Windows-under-Wine runs on Linux hosts only")
     import fcntl
 
     with open(home / ".setup.lock", "w") as handle:
