@@ -21,7 +21,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simulator import Schedule, SimulatorError, Strategy
+from simulator import (
+    OsModel,
+    ProcessPool,
+    RealityMismatch,
+    ReplayChooser,
+    Schedule,
+    ScheduleError,
+    SimulatorError,
+    Strategy,
+    comparable_history,
+    simulate_processes,
+)
 
 from ._campaign import (
     CampaignResult,
@@ -172,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("schedule", help="a schedule string, e.g. 'atlas*12 nova*3' or 'default'")
     rep.add_argument("--scenario", default="headline")
     rep.add_argument("--engine", default="mirrored")
+    rep.add_argument(
+        "--os",
+        choices=[model.value for model in OsModel],
+        help="the OS the world runs (default: the scenario's)",
+    )
+    rep.add_argument(
+        "--real",
+        action="store_true",
+        help="replay on real processes (windows on Linux: under Wine) and check the model",
+    )
     return parser
 
 
@@ -320,15 +341,41 @@ def _print_result(console: Console, scenario: str, result: EngineResult) -> None
 
 def _replay(args: argparse.Namespace, console: Console) -> int:
     spec = load_scenario(args.scenario)
+    if args.os:
+        spec = dataclasses.replace(spec, os=OsModel(args.os))
     entry = load_engine(args.engine)
-    result = replay(spec, entry, Schedule.parse(args.schedule))
+    schedule = Schedule.parse(args.schedule)
+    result = replay(spec, entry, schedule)
+    mismatch: RealityMismatch | None = None
+    if args.real:
+        model = result
+        if spec.os is OsModel.WINDOWS and sys.platform != "win32":
+            console.print("windows processes run under Wine (set up on first use: ~30 s)")
+        with ProcessPool(spec.os) as pool:
+            try:
+                result = simulate_processes(spec, entry.factory(), ReplayChooser(schedule), pool)
+            except ScheduleError as exc:  # reality took a path the model did not
+                console.print(f"on real processes the run left the schedule: {exc}")
+                console.print(f"the {spec.os.value} model DISAGREES with real processes")
+                return EXIT_FAILED
+        model_history = comparable_history(model, spec.os)
+        real_history = comparable_history(result, spec.os)
+        if model_history != real_history:
+            mismatch = RealityMismatch(schedule, model_history, real_history)
     console.print(result.render(), markup=False, end="", soft_wrap=True)
     anomalies = check(result)
     for anomaly in anomalies:
         console.print(f"anomaly: {anomaly}", markup=False, soft_wrap=True)
     if not anomalies:
         console.print("no anomaly")
-    return EXIT_FAILED if fatal(anomalies) else EXIT_OK
+    if args.real:
+        where = f"{len(spec.agents)} agents on real {spec.os.value} processes"
+        if mismatch is None:
+            console.print(f"{where}: the {spec.os.value} model agrees, step for step")
+        else:
+            console.print(mismatch.diff, markup=False, soft_wrap=True)
+            console.print(f"{where}: the {spec.os.value} model DISAGREES (diff above)")
+    return EXIT_FAILED if fatal(anomalies) or mismatch is not None else EXIT_OK
 
 
 def _matrix(args: argparse.Namespace, console: Console) -> int:

@@ -6,11 +6,14 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _platform import PRIVATE_MODE
 
+from conformance import load_engine
 from conformance._cli import main
+from simulator import Schedule
 
 
 def test_run_writes_report_and_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,3 +105,57 @@ def test_run_a_user_engine_by_module_attribute(
     argv += ["no-cross-process-lock", "--report-dir", str(tmp_path), "--jobs", "1"]
     assert main(argv) == 1  # held to the reference's promise, it fails
     assert "refresh-token-reuse" in capsys.readouterr().out
+
+
+def test_replay_on_real_processes_checks_the_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """``replay --real``: the five agents as real processes, the history printed, and the
+    model checked against them step for step."""
+    argv = ["replay", "default", "--scenario", "headline", "--real"]
+    assert main([*argv, "--engine", "mirrored"]) == 1
+    out = capsys.readouterr().out
+    assert "refresh-token-reuse (fatal)" in out
+    assert "5 agents on real linux processes: the linux model agrees, step for step" in out
+    assert main([*argv, "--engine", "reference"]) == 0
+    assert "no anomaly" in capsys.readouterr().out
+
+
+def test_replay_real_shows_a_disagreement(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real run that ends otherwise than the model is a finding: the diff, and exit 1."""
+    from conformance import _cli
+
+    def other(spec: Any, engine: Any, chooser: Any, pool: Any) -> Any:
+        return _cli.replay(spec, load_engine("mirrored"), Schedule.parse("default"))
+
+    monkeypatch.setattr(_cli, "simulate_processes", other)
+    argv = ["replay", "default", "--scenario", "headline", "--engine", "reference", "--real"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "the linux model DISAGREES" in out
+    assert "--- model" in out
+
+
+def test_replay_real_refuses_an_os_this_host_cannot_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["replay", "default", "--real", "--os", "macos"]) == 2
+    assert "real macos processes need a macos host" in capsys.readouterr().err
+
+
+@pytest.mark.wine
+def test_replay_class_9_on_windows_processes_and_on_linux_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The minimal class-9 schedule that ``tokenrace run`` prints, replayed on Windows
+    processes under Wine: the replace really fails and the token is lost, as the model
+    says; on Linux processes the same schedule is clean."""
+    argv = ["replay", "atlas nova", "--scenario", "windows-replace-dropped", "--real"]
+    argv += ["--engine", "ignore-replace-error"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "PermissionError(errno=13 winerror=5)" in out
+    assert "token-lost (fatal)" in out
+    assert "2 agents on real windows processes: the windows model agrees" in out
+    assert main([*argv, "--os", "linux"]) == 0
+    assert "the linux model agrees" in capsys.readouterr().out
