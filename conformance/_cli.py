@@ -23,34 +23,26 @@ from rich.table import Table
 
 from simulator import (
     OsModel,
-    ProcessPool,
-    RealityMismatch,
-    ReplayChooser,
-    Schedule,
-    ScheduleError,
     SimulatorError,
     Strategy,
-    comparable_history,
-    simulate_processes,
 )
 
 from ._campaign import (
     CampaignResult,
     EngineResult,
     Verdict,
-    replay,
     replay_command,
     run_campaign,
     search_engine,
 )
-from ._checker import check, fatal
+from ._checker import fatal
 from ._command import CommandRun, orders, run_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine
 from ._errors import ConformanceError
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells, with_lock
+from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
-from ._scenarios import load_scenario
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DB = ".hypothesis/tokenrace"
@@ -218,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subcommand == "run":
             return _run(args, console)
         if args.subcommand == "replay":
-            return _replay(args, console)
+            return run_replay(args, console)
         if args.subcommand == "reproduce":
             return _reproduce(args, console)
         if args.subcommand == "check":
@@ -337,45 +329,6 @@ def _print_result(console: Console, scenario: str, result: EngineResult) -> None
         markup=False,
         soft_wrap=True,
     )
-
-
-def _replay(args: argparse.Namespace, console: Console) -> int:
-    spec = load_scenario(args.scenario)
-    if args.os:
-        spec = dataclasses.replace(spec, os=OsModel(args.os))
-    entry = load_engine(args.engine)
-    schedule = Schedule.parse(args.schedule)
-    result = replay(spec, entry, schedule)
-    mismatch: RealityMismatch | None = None
-    if args.real:
-        model = result
-        if spec.os is OsModel.WINDOWS and sys.platform != "win32":
-            console.print("windows processes run under Wine (set up on first use: ~30 s)")
-        with ProcessPool(spec.os) as pool:
-            try:
-                result = simulate_processes(spec, entry.factory(), ReplayChooser(schedule), pool)
-            except ScheduleError as exc:  # reality took a path the model did not
-                console.print(f"on real processes the run left the schedule: {exc}")
-                console.print(f"the {spec.os.value} model DISAGREES with real processes")
-                return EXIT_FAILED
-        model_history = comparable_history(model, spec.os)
-        real_history = comparable_history(result, spec.os)
-        if model_history != real_history:
-            mismatch = RealityMismatch(schedule, model_history, real_history)
-    console.print(result.render(), markup=False, end="", soft_wrap=True)
-    anomalies = check(result)
-    for anomaly in anomalies:
-        console.print(f"anomaly: {anomaly}", markup=False, soft_wrap=True)
-    if not anomalies:
-        console.print("no anomaly")
-    if args.real:
-        where = f"{len(spec.agents)} agents on real {spec.os.value} processes"
-        if mismatch is None:
-            console.print(f"{where}: the {spec.os.value} model agrees, step for step")
-        else:
-            console.print(mismatch.diff, markup=False, soft_wrap=True)
-            console.print(f"{where}: the {spec.os.value} model DISAGREES (diff above)")
-    return EXIT_FAILED if fatal(anomalies) or mismatch is not None else EXIT_OK
 
 
 def _matrix(args: argparse.Namespace, console: Console) -> int:

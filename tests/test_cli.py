@@ -123,12 +123,12 @@ def test_replay_real_shows_a_disagreement(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real run that ends otherwise than the model is a finding: the diff, and exit 1."""
-    from conformance import _cli
+    from conformance import _replaying
 
     def other(spec: Any, engine: Any, chooser: Any, pool: Any) -> Any:
-        return _cli.replay(spec, load_engine("mirrored"), Schedule.parse("default"))
+        return _replaying.replay(spec, load_engine("mirrored"), Schedule.parse("default"))
 
-    monkeypatch.setattr(_cli, "simulate_processes", other)
+    monkeypatch.setattr(_replaying, "simulate_processes", other)
     argv = ["replay", "default", "--scenario", "headline", "--engine", "reference", "--real"]
     assert main(argv) == 1
     out = capsys.readouterr().out
