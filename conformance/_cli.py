@@ -21,11 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simulator import (
-    OsModel,
-    SimulatorError,
-    Strategy,
-)
+from simulator import OsModel, SimulatorError, Strategy
 
 from ._campaign import (
     CampaignResult,
@@ -38,13 +34,12 @@ from ._campaign import (
 from ._checker import fatal
 from ._command import CommandRun, orders, run_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine
-from ._errors import ConformanceError
+from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells, with_lock
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DB = ".hypothesis/tokenrace"
 MAX_ANOMALIES_SHOWN = 4
 

@@ -12,6 +12,9 @@ turns them into exit status 2 with no traceback.
 
 from __future__ import annotations
 
+#: the CLI's exit statuses: clean, an expectation not met, a usage or setup error
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
 
 class ConformanceError(Exception):
     """Root of every error the conformance suite raises."""

@@ -19,16 +19,15 @@ from simulator import (
     ReplayChooser,
     Schedule,
     ScheduleError,
-    comparable_history,
+    reality_check,
     simulate_processes,
 )
 
 from ._campaign import replay
 from ._checker import check, fatal
 from ._engines import load_engine
+from ._errors import EXIT_FAILED, EXIT_OK
 from ._scenarios import load_scenario
-
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def run_replay(args: argparse.Namespace, console: Console) -> int:
@@ -51,10 +50,7 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
                 console.print(f"on real processes the run left the schedule: {exc}")
                 console.print(f"the {spec.os.value} model DISAGREES with real processes")
                 return EXIT_FAILED
-        model_history = comparable_history(model, spec.os)
-        real_history = comparable_history(result, spec.os)
-        if model_history != real_history:
-            mismatch = RealityMismatch(schedule, model_history, real_history)
+        mismatch = reality_check(schedule, model, result, spec.os)
     console.print(result.render(), markup=False, end="", soft_wrap=True)
     anomalies = check(result)
     for anomaly in anomalies:

@@ -17,7 +17,7 @@ from ._history import EventKind, HistoryEvent, describe, render
 from ._kernel import Simulation, simulate
 from ._procfs import ProcessFS, simulate_processes
 from ._procpool import ProcessPool
-from ._reality import RealityMismatch, comparable_history, compare_with_reality
+from ._reality import RealityMismatch, comparable_history, compare_with_reality, reality_check
 from ._result import Engine, RunResult
 from ._schedule import (
     Chooser,
@@ -76,6 +76,7 @@ __all__ = [
     "candidates",
     "comparable_history",
     "compare_with_reality",
+    "reality_check",
     "default_choice",
     "describe",
     "render",

@@ -303,12 +303,12 @@ class ProcessFS(RealFS):
         if held is not None:
             raise NotModelled("a blocking flock conversion: no probe can ask it unchanged")
         real_fd = self._real_fd(pid, fd)
-        if sys.platform == "linux":  # the same inode, wherever its name went
-            name = f"/proc/{self._pool.os_pid(pid)}/fd/{real_fd}"
-        else:  # macOS: no /proc; the name the file has now
-            name = str(self._pool.exec(pid, f"result = _tr_path({real_fd})"))
 
         def granted() -> bool:
+            if sys.platform == "linux":  # the same inode, wherever its name went
+                name = f"/proc/{self._pool.os_pid(pid)}/fd/{real_fd}"
+            else:  # macOS: no /proc; the name the file has now, asked only when not cached
+                name = str(self._pool.exec(pid, f"result = _tr_path({real_fd})"))
             probe = os.open(name, os.O_RDONLY)
             try:
                 if os.fstat(probe).st_ino != self._fd_inodes.get((pid, fd)):

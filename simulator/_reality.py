@@ -75,7 +75,19 @@ def compare_with_reality(
                 histories.append(f"the schedule does not fit this run: {exc}\n")
             else:
                 histories.append(comparable_history(run, spec.os))
-    model_history, real_history = histories
+    return _mismatch(schedule, *histories)
+
+
+def reality_check(
+    schedule: Schedule, model: RunResult, real: RunResult, os_model: OsModel
+) -> RealityMismatch | None:
+    """Two runs of ``schedule`` already made, compared as ``compare_with_reality`` does."""
+    return _mismatch(
+        schedule, comparable_history(model, os_model), comparable_history(real, os_model)
+    )
+
+
+def _mismatch(schedule: Schedule, model_history: str, real_history: str) -> RealityMismatch | None:
     if model_history == real_history:
         return None
     return RealityMismatch(schedule, model_history, real_history)
