@@ -77,6 +77,7 @@ from typing import Any
 
 import httpx
 from agent_worker import obtain
+from overlap import ForcedOverlap, OverlapBarrier
 from harness import (
     WORKER,
     DiskWorld,
@@ -247,11 +248,20 @@ def _groups(scenario: Scenario) -> list[list[str]]:
 
 
 def stress_attempt(
-    running: RunningServer, scenario: Scenario, root: Path, wine: WinePython | None = None
+    running: RunningServer,
+    scenario: Scenario,
+    root: Path,
+    wine: WinePython | None = None,
+    *,
+    overlap: ForcedOverlap | None = None,
+    peaks: list[int] | None = None,
 ) -> set[str]:
     """One attempt: every turn, all processes at once, in a fresh world; the anomaly kinds.
 
     With ``wine``, every agent process is the Windows CPython under Wine.
+    Free-running unless ``overlap`` is given: then each turn's token requests
+    are held until the agents wait there together (``overlap.ForcedOverlap``),
+    and the most held at once in each turn is appended to ``peaks``.
     """
     world = DiskWorld(root)
     names = [agent.name for agent in scenario.world.agents]
@@ -263,32 +273,46 @@ def stress_attempt(
     for turn in turns:
         world.age(turn - previous)  # the clock reaching this turn, as the stores see it
         previous = turn
-        if wine is not None:
-            outcomes += _wine_turn(world, running, scenario, wine)
+        if overlap is None:
+            outcomes += _stress_turn(world, running, scenario, wine)
             continue
-        processes = []
-        for group in _groups(scenario):
-            argv = [sys.executable, str(WORKER), "once", "--engine", scenario.engine]
-            if len(group) > 1:
-                argv += ["--agents", ",".join(group)]
-            env = world.env(group[0], running.token_url)
-            processes.append(
-                (group, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True))
-            )
-        deadline = time.monotonic() + ATTEMPT_TIMEOUT
-        for group, process in processes:
-            try:
-                out, _ = process.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
-                outcomes += [Outcome.timed_out(name, ATTEMPT_TIMEOUT) for name in group]
-                continue
-            answered = [Outcome.from_json(json.loads(line)) for line in out.splitlines() if line]
-            outcomes += answered
-            missing = set(group) - {outcome.agent for outcome in answered}
-            outcomes += [Outcome(name, False, 0.0, error="Crashed: no answer") for name in missing]
+        with OverlapBarrier(running.control, overlap) as barrier:
+            outcomes += _stress_turn(world, running, scenario, wine)
+        if peaks is not None:
+            peaks.append(barrier.peak)
     return judge(running, running.server.audit[mark:], outcomes).kinds
+
+
+def _stress_turn(
+    world: DiskWorld, running: RunningServer, scenario: Scenario, wine: WinePython | None
+) -> list[Outcome]:
+    """Every process of the scenario at once (under Wine with ``wine``); their outcomes."""
+    if wine is not None:
+        return _wine_turn(world, running, scenario, wine)
+    outcomes: list[Outcome] = []
+    processes = []
+    for group in _groups(scenario):
+        argv = [sys.executable, str(WORKER), "once", "--engine", scenario.engine]
+        if len(group) > 1:
+            argv += ["--agents", ",".join(group)]
+        env = world.env(group[0], running.token_url)
+        processes.append(
+            (group, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True))
+        )
+    deadline = time.monotonic() + ATTEMPT_TIMEOUT
+    for group, process in processes:
+        try:
+            out, _ = process.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            outcomes += [Outcome.timed_out(name, ATTEMPT_TIMEOUT) for name in group]
+            continue
+        answered = [Outcome.from_json(json.loads(line)) for line in out.splitlines() if line]
+        outcomes += answered
+        missing = set(group) - {outcome.agent for outcome in answered}
+        outcomes += [Outcome(name, False, 0.0, error="Crashed: no answer") for name in missing]
+    return outcomes
 
 
 def wine_env(world: DiskWorld, agent: str, token_url: str, wine: WinePython) -> dict[str, str]:

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_find  # noqa: E402
+from overlap import ForcedOverlap  # noqa: E402
 
 from fake_oauth_server import serve_in_thread  # noqa: E402
 
@@ -59,24 +60,44 @@ def test_wine_stress_attempt_finds_no_lock_on_windows_and_passes_the_reference()
     """Class 4 for real: three Windows CPython processes under Wine, no lock among them.
 
     The same engine takes its flock on Linux and is clean there; under Wine
-    ``fcntl`` does not import, the engine skips the lock, and three agents
-    asking at one instant spend the refresh token more than once.  The
-    reference engine takes LockFileEx under the same stress and is clean.
+    ``fcntl`` does not import and the engine skips the lock.  The overlap is
+    forced, not hoped for (``overlap.ForcedOverlap``): the server holds the
+    token requests until all three agents wait there together, which only an
+    engine without mutual exclusion lets happen, so the reuse cannot be
+    missed.  The reference engine takes LockFileEx: under the same hold only
+    its lock holder ever reaches the server (peak 1), and it is clean.
     """
     wine, why = bench_find.wine_python()
     if wine is None:
         pytest.fail(f"the wine tests need Wine: {why}")
     buggy = scenario("no-lock-on-windows")
     clean = dataclasses.replace(buggy, engine="reference")
+    agents = len(buggy.world.agents)
     with tempfile.TemporaryDirectory() as tmp:
+        buggy_peaks: list[int] = []
         with serve_in_thread(buggy.world.policy) as running:
-            found = [
-                bench_find.stress_attempt(running, buggy, Path(tmp) / f"a{attempt}", wine)
-                for attempt in range(2)
-            ]
+            found = bench_find.stress_attempt(
+                running,
+                buggy,
+                Path(tmp) / "a",
+                wine,
+                overlap=ForcedOverlap(agents, settle=20.0),
+                peaks=buggy_peaks,
+            )
+        clean_peaks: list[int] = []
         with serve_in_thread(clean.world.policy) as running:
-            assert bench_find.stress_attempt(running, clean, Path(tmp) / "r", wine) == set()
-    assert any("refresh-token-reuse" in kinds for kinds in found), found
+            clean_found = bench_find.stress_attempt(
+                running,
+                clean,
+                Path(tmp) / "r",
+                wine,
+                overlap=ForcedOverlap(agents, settle=3.0),
+                peaks=clean_peaks,
+            )
+    assert buggy_peaks == [agents], buggy_peaks  # all three inside the refresh at once
+    assert "refresh-token-reuse" in found, found
+    assert clean_peaks == [1], clean_peaks  # the lock kept the other two out
+    assert clean_found == set(), clean_found
 
 
 def test_stress_attempt_finds_separate_logins_and_passes_the_reference() -> None:
