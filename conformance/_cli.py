@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chk.add_argument("--timeout", type=float, default=30.0, help="--command: seconds per run")
     chk.add_argument(
+        "--settle",
+        type=_settle_seconds,
+        default=2.0,
+        help="--command: seconds to wait for an agent not yet at the token endpoint (default 2)",
+    )
+    chk.add_argument(
         "--scenario",
         type=Path,
         action="append",
@@ -187,6 +193,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _settle_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 30:  # the server answers a wait for held requests for 30 s at most
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 30 seconds")
     return value
 
 
@@ -465,6 +478,7 @@ def _check_command(args: argparse.Namespace, console: Console) -> int:
             policy=args.policy,
             kill_first=kill,
             timeout=args.timeout,
+            settle=args.settle,
             mirrored=args.layout == "mirrored",
         )
         verdict = "[red]FAILED[/]" if run.failed else "[green]ok[/]"

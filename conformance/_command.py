@@ -40,10 +40,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fake_oauth_server import (
     AuditKind,
     AuthServer,
+    ControlClient,
     TokenKind,
     fingerprint,
     redact,
@@ -53,6 +55,8 @@ from fake_oauth_server import (
 from ._checker import Anomaly, AnomalyKind, Severity
 
 EXIT_RELOGIN = 3
+#: how long the harness waits for more requests once every program has been seen at the door
+QUIET = 0.3
 PROVIDER, PROFILE = "openai-codex", "default"
 
 
@@ -94,10 +98,14 @@ def run_command(
     policy: str = "openai",
     kill_first: bool = False,
     timeout: float = 30.0,
-    settle: float = 0.3,
+    settle: float = 2.0,
     mirrored: bool = False,
 ) -> CommandRun:
-    """Start the program once per agent and let their refreshes through in ``order``."""
+    """Start the program once per agent and let their refreshes through in ``order``.
+
+    Before each release the harness gathers what can arrive (``_gather``):
+    ``settle`` bounds the wait for an agent that has not reached the door yet.
+    """
     # POSIX: the words as a shell splits them; Windows: the command line itself, which
     # CreateProcess splits by the C runtime's rules (shlex would eat the backslashes)
     argv: str | list[str] = shlex.split(command) if os.name == "posix" else command
@@ -119,6 +127,7 @@ def run_command(
         }
         killed = ""
         released = 0
+        arrived: set[str] = set()  # ids of every request seen at the door
         stuck: list[str] = []
         deadline = time.monotonic() + timeout
         while any(p.poll() is None for p in processes.values()):
@@ -128,11 +137,14 @@ def run_command(
                     processes[agent].kill()  # reaped by _finish below
                 log.append(f"{', '.join(stuck)} still running after {timeout:g}s: killed")
                 break
-            held = control.held(at_least=1, timeout=settle)
+            held = control.held(at_least=1, timeout=QUIET)
             if not held:
                 continue
-            time.sleep(settle)  # let every request that can be in flight arrive
-            held = control.held()
+            arrived.update(h["id"] for h in held)
+            live = sum(1 for p in processes.values() if p.poll() is None)
+            # a program that has not reached the door yet may be starting slowly
+            window = settle if len(arrived) < len(processes) else QUIET
+            held = _gather(control, held, live, window, arrived)
             ranked = sorted(held, key=lambda h: _rank(order, h.get("client_id", "")))
             first = ranked[0]
             agent = first.get("client_id", "")
@@ -171,6 +183,29 @@ def run_command(
         anomalies=anomalies,
         log="\n".join(log) + "\n",
     )
+
+
+def _gather(
+    control: ControlClient,
+    held: list[dict[str, Any]],
+    live: int,
+    window: float,
+    arrived: set[str],
+) -> list[dict[str, Any]]:
+    """The held requests once every live program waits at the door, or none came for ``window`` s.
+
+    This is what forces the overlap a race needs: programs without mutual
+    exclusion all arrive with the same token and are held together, however
+    slowly they start.  A program kept out by a lock never arrives, and costs
+    one ``window`` of waiting; nothing tells the two apart from outside.
+    """
+    while len(held) < live:
+        more = control.held(at_least=len(held) + 1, timeout=window)
+        arrived.update(h["id"] for h in more)
+        if len(more) <= len(held):
+            break
+        held = more
+    return held
 
 
 def _killed_request_committed(server: AuthServer, agent: str) -> bool:

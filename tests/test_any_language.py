@@ -21,10 +21,10 @@ def _node() -> None:
 def test_finds_the_reuse_bug_of_an_unlocked_engine(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Both programs are held together at the door however slowly Node starts (``--settle``)."""
     command = f"node {ENGINE} --no-lock"
-    assert (
-        main(["check", "--command", command, "--orders", "2", "--report-dir", str(tmp_path)]) == 1
-    )
+    argv = ["check", "--command", command, "--orders", "2", "--settle", "20"]
+    assert main([*argv, "--report-dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "refresh-token-reuse (fatal)" in out
     assert "--order" in out  # the line that runs the failing order again

@@ -529,7 +529,7 @@ def test_lk_lock_gives_up_at_once_under_wine_where_windows_waits_ten_seconds(
     assert model == "OSError(errno 36)", shown
     assert model_seconds == pytest.approx(9.0), shown
     assert re.fullmatch(STALE_ERRNO, real), shown
-    assert tried.seconds < 1.0, shown
+    assert tried.seconds < 3.0, shown  # Windows takes 9 s; a loaded machine is slow, not 9 s slow
 
 
 # ---------------------------------------------------------- engines, for real
@@ -658,6 +658,7 @@ def test_reference_engine_refreshes_under_the_native_lock(
 
 #: how long B may take to show it is not waiting for A's lock
 NOT_WAITING = 2.0
+UNLOCKED_PATIENCE = 30.0
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
@@ -673,12 +674,17 @@ def test_second_process_during_a_refresh(
     server = Server()
     store, _ = seed_store(tmp_path, server)
     runs: dict[str, EngineRun] = {}
+    # B without a lock runs to its end while A is held: it is given all the time it needs
+    # (a loaded machine can take seconds), never a race against NOT_WAITING; a B that
+    # blocks after all waits the full patience and then fails the assertions below
+    unlocked = engine == "fcntl-or-nothing" and b.platform == "win32"
+    patience = UNLOCKED_PATIENCE if unlocked else NOT_WAITING
 
     def hold_a(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         answer = server(url, body, headers)  # A's refresh is spent on the server
         b.send({"op": "exec", "code": engine_code(b, engine, "nova", tmp_path, store)})
         with contextlib.suppress(TimeoutError):  # B is waiting for A's lock
-            runs["b"] = engine_run(b.result(timeout=NOT_WAITING, http=server))
+            runs["b"] = engine_run(b.result(timeout=patience, http=server))
         return answer
 
     a.send({"op": "exec", "code": engine_code(a, engine, "atlas", tmp_path, store)})
@@ -687,7 +693,8 @@ def test_second_process_during_a_refresh(
         runs["b"] = engine_run(b.result(http=server))
     run_a, run_b = runs["a"], runs["b"]
     assert run_a.error is None, run_a
-    if engine == "fcntl-or-nothing" and b.platform == "win32":
+    if unlocked:
+        assert "b" in runs, "B did not finish while A was held"
         assert run_b.calls("Flock") == ["OSError(ENOSYS, None)"]
         assert run_b.error == "ReloginRequired", run_b
         assert server.count(AuditKind.REJECTED) >= 1  # the spent token, presented again
