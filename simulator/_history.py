@@ -117,8 +117,7 @@ class HistoryEvent:
     ok: bool = True  # TOKEN_USE: the resource endpoint accepted the token
     note: str = ""  # prose for people, already free of raw tokens; never parsed
     path: str = ""  # EFFECT on a descriptor: the file it names; STORE: the store
-    #: STORE: the generation the store now holds (None: no credential the server
-    #: minted); TOKEN_USE: the access token's generation
+    #: STORE: the generation the store now holds (None: no credential the server minted)
     generation: int | None = None
     family: str = ""  # STORE: the grant the stored credential belongs to; TOKEN_USE: the token's
     store: StoreState | None = None  # STORE: what the store holds now

@@ -242,7 +242,6 @@ class Simulation:
             ok=check.ok,
             refusal=Refusal.of(check),
             family=check.family,
-            generation=check.generation if check.family else None,
             note=fingerprint(agent.token) + ("" if check.ok else f" ({check.reason})"),
         )
         agent.token = ""
@@ -326,17 +325,9 @@ class Simulation:
             self._record_store(agent.name, store)
 
     def _record_store(self, agent: str, store: str) -> None:
-        """A STORE event: what ``store`` holds now, as typed fields (and prose)."""
         held = self.watch.reading(self.fs, store, self.server.family_of)
-        self._record(
-            EventKind.STORE,
-            agent,
-            path=store,
-            store=held.state,
-            family=held.family,
-            generation=held.generation,
-            note=held.note,
-        )
+        fields = {"store": held.state, "family": held.family, "generation": held.generation}
+        self._record(EventKind.STORE, agent, path=store, note=held.note, **fields)
 
     def _msvcrt_retry(self, agent: _Agent, effect: Effect, outcome: Outcome) -> bool:
         """``LK_LOCK`` tries once a second, ten times, then fails with EDEADLOCK."""
@@ -443,9 +434,8 @@ class Simulation:
                 for pid in sorted({other.pid for other in self.agents}):
                     self._kill(pid, agent.name, fault)
                 self.fs.crash()
-                for store in self.watch.stores:
-                    if self.fs.exists(store):
-                        self._record_store("", store)
+                for store in filter(self.fs.exists, self.watch.stores):
+                    self._record_store("", store)
             case FaultKind.DROP:
                 agent.response = Failed("TimeoutError", errno.ETIMEDOUT, "the response was lost")
                 self._run_step(agent)
@@ -459,21 +449,12 @@ class Simulation:
                 agent.wake_at = self.now + self.spec.stall_seconds
 
     def _kill(self, pid: int, struck: str, fault: FaultKind) -> None:
-        """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later.
-
-        Every other agent of the process dies with ``struck`` (each gets a FAULT
-        event naming ``fault`` and ``struck``): a crash kills them all alike.
-        """
+        """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later."""
         self.os.kill(pid)
-        for other in self.agents:
+        for other in self.agents:  # the process's other agents die with ``struck``
             if other.pid == pid and other.name != struck and other.status is not AgentStatus.DONE:
-                self._record(
-                    EventKind.FAULT,
-                    other.name,
-                    fault=fault,
-                    struck=struck,
-                    note=f"{fault.value} (with {struck})",
-                )
+                note = f"{fault.value} (with {struck})"
+                self._record(EventKind.FAULT, other.name, fault=fault, struck=struck, note=note)
         self.watch.forget_process(pid)
         self.mutexes = {key: holder for key, holder in self.mutexes.items() if key[0] != pid}
         for agent in self.agents:
