@@ -189,7 +189,7 @@ class ReferenceEngine:
     def access_token(self, ctx: AgentContext) -> Flow[str]:
         """A valid access token, refreshing at most once per expiry."""
         path = self.store_path(ctx)
-        credential = yield from read_credential(path, ctx.key)
+        credential = credential_from((yield from self.read_document(ctx, path)), ctx.key, path)
         if credential.is_fresh((yield from ops.now()), ctx.refresh_margin):
             return credential.access
         lock = yield from self.acquire_lock(ctx)
@@ -203,7 +203,7 @@ class ReferenceEngine:
     def _refresh_locked(self, ctx: AgentContext, path: str, before: Credential) -> Flow[Credential]:
         presented: set[str] = set()
         while True:
-            document = yield from read_store(path)
+            document = yield from self.read_document(ctx, path)
             credential = credential_from(document, ctx.key, path)
             if credential.is_fresh((yield from ops.now()), ctx.refresh_margin):
                 yield from self.on_fresh_under_lock(ctx, path, before)
@@ -226,6 +226,10 @@ class ReferenceEngine:
 
     # Hooks: each is one decision a real engine makes; the corpus overrides one at a time.
 
+    def read_document(self, ctx: AgentContext, path: str) -> Flow[dict[str, Any]]:
+        """The store document: open, read to the end in one call, close."""
+        return (yield from read_store(path))
+
     def exchange(self, ctx: AgentContext, refresh_token: str) -> Flow[Credential | TokenError]:
         """POST the refresh; when the response is lost, retry once at once.
 
@@ -244,7 +248,7 @@ class ReferenceEngine:
 
     def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
         """Re-read the document (other profiles may have changed), then replace it atomically."""
-        document = yield from read_store(path)
+        document = yield from self.read_document(ctx, path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
         yield from atomic_write(path, data, writer=ctx.agent)
 

@@ -13,7 +13,7 @@ from ._agent import AgentStatus
 from ._errors import NotModelled, ScheduleError, SimulatorError, WorldError
 from ._explore import search_exhaustive
 from ._faults import FaultKind
-from ._history import EventKind, HistoryEvent, describe, render
+from ._history import EventKind, HistoryEvent, Refusal, StoreState, describe, render
 from ._kernel import Simulation, simulate
 from ._procfs import ProcessFS, simulate_processes
 from ._procpool import ProcessPool
@@ -59,6 +59,7 @@ __all__ = [
     "ProcessPool",
     "RandomChooser",
     "RealityMismatch",
+    "Refusal",
     "ReplayChooser",
     "RunResult",
     "Schedule",
@@ -68,6 +69,7 @@ __all__ = [
     "SimulatorError",
     "StepView",
     "StoreLayout",
+    "StoreState",
     "Strategy",
     "SwitchPointChooser",
     "VirtualFS",

@@ -29,6 +29,11 @@ class FaultKind(enum.Enum):
         known = ", ".join(kind.value for kind in cls)
         raise ValueError(f"unknown fault {text!r}: known faults are {known}")
 
+    @property
+    def kills(self) -> bool:
+        """Whether the fault ends processes: what they held in memory is gone."""
+        return self in (FaultKind.KILL, FaultKind.CRASH)
+
 
 #: Faults that strike a request before the server sees it.
 REQUEST_FAULTS = (FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT, FaultKind.RESET)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fake_oauth_server import AuditEvent, redact
+from fake_oauth_server import AccessCheck, AuditEvent, redact
 from refresh_engine import (
     Alive,
     Clock,
@@ -55,6 +55,8 @@ from refresh_engine import (
     Wrote,
 )
 
+from ._faults import FaultKind
+
 
 class EventKind(enum.Enum):
     EFFECT = "effect"  # an effect was carried out; its outcome was sent back
@@ -71,9 +73,37 @@ class EventKind(enum.Enum):
     STEP_BOUND = "step-bound"  # the run hit its step bound (possible livelock)
 
 
+class StoreState(enum.Enum):
+    """What a credential store holds after a change (a STORE event)."""
+
+    CREDENTIAL = "credential"  # a token the server minted: ``family`` and ``generation`` say which
+    MISSING = "missing"  # no file at the path
+    UNPARSEABLE = "unparseable"  # a file that is no store document (empty, a prefix...)
+    UNKNOWN_TOKEN = "unknown-token"  # a document whose refresh token the server never minted
+
+
+class Refusal(enum.Enum):
+    """Why the resource endpoint refused an access token (a TOKEN_USE event)."""
+
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def of(cls, check: AccessCheck) -> Refusal | None:
+        """The refusal in the server's answer, None when it accepted the token."""
+        if check.ok:
+            return None
+        return next((kind for kind in cls if kind.value == check.reason), cls.UNKNOWN)
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEvent:
-    """One line of the history.  ``step`` is the schedule step it belongs to."""
+    """One line of the history.  ``step`` is the schedule step it belongs to.
+
+    Everything a checker decides on is a typed field; ``note`` is prose for
+    people (already free of raw tokens) and no code should parse it.
+    """
 
     step: int
     time: float
@@ -85,9 +115,22 @@ class HistoryEvent:
     error_type: str = ""  # TURN_END: the exception class, "" on success
     stranded: bool = False  # TURN_END: the engine raised ReloginRequired
     ok: bool = True  # TOKEN_USE: the resource endpoint accepted the token
-    note: str = ""  # free text, already free of raw tokens
+    note: str = ""  # prose for people, already free of raw tokens; never parsed
     path: str = ""  # EFFECT on a descriptor: the file it names; STORE: the store
-    generation: int | None = None  # STORE: the generation the store now holds
+    #: STORE: the generation the store now holds (None: no credential the server minted)
+    generation: int | None = None
+    family: str = ""  # STORE: the grant the stored credential belongs to; TOKEN_USE: the token's
+    store: StoreState | None = None  # STORE: what the store holds now
+    refusal: Refusal | None = None  # TOKEN_USE: why the token was refused (None: accepted)
+    fault: FaultKind | None = None  # FAULT: the fault that struck this agent
+    #: FAULT: the agent the fault was aimed at; another agent's name when this one
+    #: died with it (its process was killed, or the machine crashed)
+    struck: str = ""
+
+    @property
+    def killed(self) -> bool:
+        """A FAULT that ended this agent's process."""
+        return self.fault is not None and self.fault.kills
 
 
 def describe_effect(effect: Effect) -> str:

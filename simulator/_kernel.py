@@ -44,7 +44,7 @@ from refresh_engine import (
 from ._agent import _REQUEST_FAULT_OUTCOMES, _WAITING, AgentStatus, _Agent
 from ._faults import REQUEST_FAULTS, FaultKind
 from ._footprint import EVERYTHING, SERVER_READ, Footprint, effect_footprint, local
-from ._history import EventKind, HistoryEvent
+from ._history import EventKind, HistoryEvent, Refusal
 from ._os import MSVCRT_TRIES, WINDOWS_EDEADLOCK, OsLayer
 from ._realfs import RealFS
 from ._result import Engine, RunResult
@@ -240,6 +240,8 @@ class Simulation:
             EventKind.TOKEN_USE,
             agent.name,
             ok=check.ok,
+            refusal=Refusal.of(check),
+            family=check.family,
             note=fingerprint(agent.token) + ("" if check.ok else f" ({check.reason})"),
         )
         agent.token = ""
@@ -320,8 +322,12 @@ class Simulation:
         )
         store = "" if isinstance(outcome, Failed) else self.watch.changed_store(agent.pid, effect)
         if store:
-            generation, text = self.watch.generation(self.fs, store, self.server.family_of)
-            self._record(EventKind.STORE, agent.name, path=store, generation=generation, note=text)
+            self._record_store(agent.name, store)
+
+    def _record_store(self, agent: str, store: str) -> None:
+        held = self.watch.reading(self.fs, store, self.server.family_of)
+        fields = {"store": held.state, "family": held.family, "generation": held.generation}
+        self._record(EventKind.STORE, agent, path=store, note=held.note, **fields)
 
     def _msvcrt_retry(self, agent: _Agent, effect: Effect, outcome: Outcome) -> bool:
         """``LK_LOCK`` tries once a second, ten times, then fails with EDEADLOCK."""
@@ -420,22 +426,16 @@ class Simulation:
         return tuple(kind for kind in options if kind in allowed)
 
     def _strike(self, agent: _Agent, fault: FaultKind) -> None:
-        self._record(EventKind.FAULT, agent.name, note=fault.value)
+        self._record(EventKind.FAULT, agent.name, fault=fault, struck=agent.name, note=fault.value)
         match fault:
             case FaultKind.KILL:
-                self._kill(agent.pid, agent.name)
+                self._kill(agent.pid, agent.name, fault)
             case FaultKind.CRASH:
                 for pid in sorted({other.pid for other in self.agents}):
-                    self._kill(pid, agent.name)
+                    self._kill(pid, agent.name, fault)
                 self.fs.crash()
-                for store in self.watch.stores:
-                    if self.fs.exists(store):
-                        generation, note = self.watch.generation(
-                            self.fs, store, self.server.family_of
-                        )
-                        self._record(
-                            EventKind.STORE, "", path=store, generation=generation, note=note
-                        )
+                for store in filter(self.fs.exists, self.watch.stores):
+                    self._record_store("", store)
             case FaultKind.DROP:
                 agent.response = Failed("TimeoutError", errno.ETIMEDOUT, "the response was lost")
                 self._run_step(agent)
@@ -448,12 +448,13 @@ class Simulation:
                 agent.status = AgentStatus.STALLED
                 agent.wake_at = self.now + self.spec.stall_seconds
 
-    def _kill(self, pid: int, struck: str) -> None:
+    def _kill(self, pid: int, struck: str, fault: FaultKind) -> None:
         """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later."""
         self.os.kill(pid)
-        for other in self.agents:
+        for other in self.agents:  # the process's other agents die with ``struck``
             if other.pid == pid and other.name != struck and other.status is not AgentStatus.DONE:
-                self._record(EventKind.FAULT, other.name, note=f"kill (with {struck})")
+                note = f"{fault.value} (with {struck})"
+                self._record(EventKind.FAULT, other.name, fault=fault, struck=struck, note=note)
         self.watch.forget_process(pid)
         self.mutexes = {key: holder for key, holder in self.mutexes.items() if key[0] != pid}
         for agent in self.agents:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from refresh_engine import (
     Close,
@@ -24,10 +25,33 @@ from refresh_engine import (
     Write,
 )
 
+from ._history import StoreState
 from ._vfs import VirtualFS
 
 #: (family, generation) of a token the server minted, else None.
 Lineage = Callable[[str], tuple[str, int] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreReading:
+    """What a store holds: the history's STORE fields, read once."""
+
+    state: StoreState
+    family: str = ""
+    generation: int | None = None
+    size: int = 0  # bytes in the file
+
+    @property
+    def note(self) -> str:
+        """The reading as prose for the rendered history."""
+        match self.state:
+            case StoreState.CREDENTIAL:
+                return f"{self.family}/g{self.generation}"
+            case StoreState.UNPARSEABLE:
+                return f"unparseable ({self.size} bytes)"
+            case StoreState.UNKNOWN_TOKEN:
+                return "unknown token"
+        return "missing"
 
 
 class StoreWatch:
@@ -76,18 +100,18 @@ class StoreWatch:
                 return ""
         return path if path in self._stores else ""
 
-    def generation(self, fs: VirtualFS, path: str, lineage: Lineage) -> tuple[int | None, str]:
-        """The generation of the credential ``path`` holds, and a note on what it holds."""
+    def reading(self, fs: VirtualFS, path: str, lineage: Lineage) -> StoreReading:
+        """What the store at ``path`` holds now: which credential, of which grant."""
         if not fs.exists(path):
-            return None, "missing"
+            return StoreReading(StoreState.MISSING)
         data = fs.read_file(path)
         try:
             document = json.loads(data)
             token = document["profiles"][self._key]["refresh"]
         except (ValueError, KeyError, TypeError):
-            return None, f"unparseable ({len(data)} bytes)"
+            return StoreReading(StoreState.UNPARSEABLE, size=len(data))
         found = lineage(str(token))
         if found is None:
-            return None, "unknown token"
+            return StoreReading(StoreState.UNKNOWN_TOKEN, size=len(data))
         family, generation = found
-        return generation, f"{family}/g{generation}"
+        return StoreReading(StoreState.CREDENTIAL, family, generation, len(data))

@@ -56,7 +56,7 @@ def test_lost_response_after_commit_strands_the_login(two_agents: WorldSpec) -> 
     chooser = StrikeFirst(FaultKind.DROP)
     result = simulate(spec, ReferenceEngine(), chooser)
     faults = [e for e in result.events if e.kind is EventKind.FAULT]
-    assert [(e.agent, e.note) for e in faults] == [(chooser.struck, "drop")]
+    assert [(e.agent, e.fault) for e in faults] == [(chooser.struck, FaultKind.DROP)]
     accepted = [e for e in result.audit if e.kind is AuditKind.ACCEPTED]
     assert accepted, "the server committed the rotation before the response was lost"
     ends = [e for e in result.events if e.kind is EventKind.TURN_END and e.agent == chooser.struck]
