@@ -31,7 +31,6 @@ from ._campaign import (
     run_campaign,
     search_engine,
 )
-from ._checker import fatal
 from ._command import CommandRun, orders, run_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConformanceError
@@ -71,16 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENGINE",
         help="only this engine; a module:attribute engine is checked where the reference is",
     )
-    run.add_argument(
-        "--strategy",
-        type=Strategy,
-        choices=list(Strategy),
-        default=None,
-        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
-        help="how schedules are searched (default: each scenario's own)",
-    )
-    run.add_argument("--examples", type=_positive, help="schedules per cell (default: scenario's)")
-    run.add_argument("--seed", type=int, help="search seed (default: each scenario's)")
+    _search_options(run)
     run.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
     run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     run.add_argument(
@@ -109,15 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         mat.add_argument(f"--{axis_name}", default=default, help=f"comma-separated: {meaning}")
     mat.add_argument("--expiries", type=_positive, default=1, help="access-token expiries")
-    mat.add_argument(
-        "--strategy",
-        type=Strategy,
-        choices=list(Strategy),
-        default=Strategy.HYPOTHESIS,
-        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
-    )
-    mat.add_argument("--examples", type=_positive, default=200, help="schedules per cell")
-    mat.add_argument("--seed", type=int, default=0)
+    _search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
     mat.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
     mat.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     mat.add_argument("--quiet", action="store_true", help="print only the verdict table")
@@ -162,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="scenarios",
         help="scenario file (repeatable; default: every shipped scenario)",
     )
-    chk.add_argument("--examples", type=_positive, help="override each scenario's budget")
+    _search_options(chk)
     chk.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     chk.add_argument("--hypothesis-db", metavar="DIR", help="as for run")
 
@@ -181,6 +163,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay on real processes (windows on Linux: under Wine) and check the model",
     )
     return parser
+
+
+def _search_options(
+    parser: argparse.ArgumentParser,
+    *,
+    strategy: Strategy | None = None,
+    examples: int | None = None,
+    seed: int | None = None,
+) -> None:
+    """``--strategy``, ``--examples`` and ``--seed``: a None default keeps each scenario's own."""
+    own = "each scenario's own"
+    parser.add_argument(
+        "--strategy",
+        type=Strategy,
+        choices=list(Strategy),
+        default=strategy,
+        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
+        help=f"how schedules are searched (default: {strategy.value if strategy else own})",
+    )
+    parser.add_argument(
+        "--examples",
+        type=_positive,
+        default=examples,
+        help=f"schedules per cell (default: {examples or own})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=seed,
+        help=f"search seed (default: {seed if seed is not None else own})",
+    )
 
 
 def _positive(text: str) -> int:
@@ -273,13 +286,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     for column in columns:  # fold long names in a narrow terminal rather than cut them
         table.add_column(column, overflow="fold")
     for result in campaign.cells:
-        first = fatal(result.anomalies)
         table.add_row(
             escape(result.scenario),
             escape(result.engine),
             result.expectation.value,
             result.verdict.value,
-            first[0].kind.value if first else "-",
+            _anomaly_column(result),
             str(result.examples),
             f"{result.elapsed:.1f}s",
             "[green]yes[/]" if result.passed else "[bold red]NO[/]",
@@ -305,19 +317,26 @@ def _print_result(console: Console, scenario: str, result: EngineResult) -> None
         )
         return
     assert result.schedule is not None
-    console.print(
-        f"{header}\n  [red]REPRODUCED[/] after {_plural(result.first_failure_at or 0, 'schedule')}"
-        f" ({result.time_to_first_failure or 0:.2f}s); {result.examples} run in all, "
-        f"shrinking included ({result.elapsed:.1f}s)"
-    )
+    if result.verdict is Verdict.OTHER_ANOMALY:
+        console.print(
+            f"{header}\n  [bold red]OTHER ANOMALY[/] in {result.examples} schedules "
+            f"({result.elapsed:.1f}s): {escape(result.expectation_note())}"
+        )
+    else:
+        console.print(
+            f"{header}\n  [red]REPRODUCED[/] after "
+            f"{_plural(result.first_failure_at or 0, 'schedule')}"
+            f" ({result.time_to_first_failure or 0:.2f}s); {result.examples} run in all, "
+            f"shrinking included ({result.elapsed:.1f}s)"
+        )
     shown = result.anomalies[:MAX_ANOMALIES_SHOWN]
     for anomaly in shown:
         console.print(f"  - {anomaly}", markup=False, soft_wrap=True)
     if len(result.anomalies) > len(shown):
         console.print(f"  … and {len(result.anomalies) - len(shown)} more (see the report)")
+    which = "Minimal schedule" if result.verdict is Verdict.REPRODUCED else "Schedule"
     console.print(
-        f"  Minimal schedule ({_plural(result.preemptions, 'context switch')}"
-        " beyond the default order):"
+        f"  {which} ({_plural(result.preemptions, 'context switch')} beyond the default order):"
     )
     console.print(
         f"      {replay_command(scenario, result.engine, result.schedule)}",
@@ -354,7 +373,7 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
     console.print(f"tokenrace matrix: {_plural(len(cells), 'cell')}, {args.strategy.value} search")
 
     def show(result: EngineResult) -> None:
-        if not args.quiet and result.verdict is Verdict.REPRODUCED:
+        if not args.quiet and result.caught:
             _print_result(console, result.scenario, result)
 
     campaign = run_cells(cells, jobs=args.jobs, on_result=show)
@@ -363,14 +382,13 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
     for column in ("world", "engine", "verdict", "anomaly", "schedules"):
         table.add_column(column, overflow="fold")
     for result in campaign.cells:
-        first = fatal(result.anomalies)
         verdict = result.verdict.value
-        colour = "red" if result.verdict is Verdict.REPRODUCED else "green"
+        colour = "red" if result.caught else "green"
         table.add_row(
             escape(result.scenario),
             escape(result.engine),
             f"[{colour}]{verdict}[/]",
-            first[0].kind.value if first else "-",
+            _anomaly_column(result),
             str(result.examples),
         )
     console.print(table)
@@ -397,6 +415,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
         seed=scenario.seed,
         strategy=scenario.strategy,
         on_result=lambda result: _print_result(console, str(args.file), result),
+        anomaly=None if args.engine else scenario.anomaly,
     )
     write_report(campaign, args.report_dir)
     return EXIT_OK if campaign.passed else EXIT_FAILED
@@ -404,6 +423,8 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 
 def _check(args: argparse.Namespace, console: Console) -> int:
     if args.command:
+        if args.strategy is not None:
+            raise ConformanceError("--strategy applies to --engine; --command runs release orders")
         return _check_command(args, console)
     entry = dataclasses.replace(load_engine(args.engine), expectation=Expectation.CLEAN)
     files = args.scenarios or builtin_scenarios()
@@ -421,19 +442,18 @@ def _check(args: argparse.Namespace, console: Console) -> int:
             scenario.world,
             entry,
             max_examples=args.examples or scenario.examples,
-            seed=scenario.seed,
-            strategy=scenario.strategy,
+            seed=scenario.seed if args.seed is None else args.seed,
+            strategy=args.strategy or scenario.strategy,
             database=args.hypothesis_db or None,
         )
         result = dataclasses.replace(result, title=scenario.title)
         results.append(result)
-        first = fatal(result.anomalies)
         failed = failed or not result.passed
         table.add_row(
             scenario.name,
             str(scenario.race_class or "-"),
             result.verdict.value,
-            first[0].kind.value if first else "-",
+            _anomaly_column(result),
             str(result.examples),
         )
         if not result.passed:
@@ -451,7 +471,7 @@ def _check_command(args: argparse.Namespace, console: Console) -> int:
         if sorted(picked[0]) != sorted(agents):
             agents = list(picked[0])
     else:
-        picked = orders(agents, args.orders, seed=0)
+        picked = orders(agents, args.orders, seed=args.seed or 0)
     variants = [
         (order, kill) for order in picked for kill in ((False, True) if args.kill else (False,))
     ]
@@ -499,6 +519,15 @@ def _check_command(args: argparse.Namespace, console: Console) -> int:
     )
     write_report(CampaignResult((result,), result.elapsed), args.report_dir)
     return EXIT_FAILED if failing else EXIT_OK
+
+
+def _anomaly_column(result: EngineResult) -> str:
+    """The anomaly a table names: the expected one where it shows; flagged when it does not."""
+    first = result.headline
+    text = first.kind.value if first is not None else "-"
+    if result.verdict is Verdict.OTHER_ANOMALY and result.expected_anomaly is not None:
+        text += f" (expected {result.expected_anomaly.value})"
+    return text
 
 
 def _plural(count: int, noun: str) -> str:

@@ -25,6 +25,7 @@ from refresh_engine import LockKind, LockScope, ReferenceEngine
 from simulator import AgentSpec, FaultKind, OsModel, StoreLayout, Strategy, WorldSpec
 
 from ._campaign import CampaignResult, EngineResult, search_engine
+from ._checker import AnomalyKind
 from ._engines import EngineEntry, Expectation, load_engine
 from ._errors import ConformanceError
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
@@ -44,6 +45,7 @@ class Cell:
     world: WorldSpec | None = None  # a generated world (the matrix); else the named scenario
     lock: str = ""  # a lock kind for an engine that takes one (the matrix's lock axis)
     scope: str = ""  # likewise, a lock scope
+    anomaly: AnomalyKind | None = None  # what a known bug must show (its scenario's anomaly)
 
 
 def default_cells(
@@ -68,6 +70,7 @@ def default_cells(
         if scenario.reference is ReferenceClaim.CLEAN:
             pairs.append(("reference", Expectation.CLEAN))
         for engine, expectation in pairs:
+            buggy = expectation is Expectation.BUGGY
             if engines and engine not in engines:
                 continue
             cells.append(
@@ -79,6 +82,7 @@ def default_cells(
                     strategy=strategy or scenario.strategy,
                     examples=examples or scenario.examples,
                     seed=scenario.seed if seed is None else seed,
+                    anomaly=scenario.anomaly if buggy else None,
                 )
             )
     return cells
@@ -97,6 +101,7 @@ def run_cell(cell: Cell) -> EngineResult:
         seed=cell.seed,
         strategy=cell.strategy,
         database=cell.database,
+        anomaly=cell.anomaly,
     )
     return dataclasses.replace(result, title=cell.title)
 
