@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from ._campaign import (
     run_campaign,
     search_engine,
 )
-from ._command import CommandRun, orders, run_command
+from ._command import check_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells, with_lock
@@ -425,7 +424,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     if args.command:
         if args.strategy is not None:
             raise ConformanceError("--strategy applies to --engine; --command runs release orders")
-        return _check_command(args, console)
+        return check_command(args, console)
     entry = dataclasses.replace(load_engine(args.engine), expectation=Expectation.CLEAN)
     files = args.scenarios or builtin_scenarios()
     scenarios = [load_scenario_file(Path(path)) for path in files]
@@ -462,63 +461,6 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     write_report(CampaignResult(tuple(results), time.perf_counter() - started), args.report_dir)
     console.print(f"report: {args.report_dir / 'index.html'}")
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def _check_command(args: argparse.Namespace, console: Console) -> int:
-    agents = [name.strip() for name in args.agents.split(",") if name.strip()]
-    if args.order:
-        picked = [tuple(name.strip() for name in args.order.split(","))]
-        if sorted(picked[0]) != sorted(agents):
-            agents = list(picked[0])
-    else:
-        picked = orders(agents, args.orders, seed=args.seed or 0)
-    variants = [
-        (order, kill) for order in picked for kill in ((False, True) if args.kill else (False,))
-    ]
-    console.print(f"tokenrace check --command {args.command!r}: {len(variants)} runs")
-    started = time.perf_counter()
-    failing: CommandRun | None = None
-    for order, kill in variants:
-        run = run_command(
-            args.command,
-            order,
-            policy=args.policy,
-            kill_first=kill,
-            timeout=args.timeout,
-            mirrored=args.layout == "mirrored",
-        )
-        verdict = "[red]FAILED[/]" if run.failed else "[green]ok[/]"
-        console.print(f"  {verdict} {run.describe()}", soft_wrap=True)
-        if run.failed:
-            failing = failing or run
-            for anomaly in run.anomalies:
-                console.print(f"      {anomaly}", markup=False, soft_wrap=True)
-    if failing is not None:
-        replay = (
-            f"tokenrace check --command {shlex.quote(args.command)} "
-            f"--order {','.join(failing.order)}" + (" --kill" if failing.killed else "")
-        )
-        console.print("  to run the failing order again:")
-        console.print(f"      {replay}", markup=False, soft_wrap=True)
-    result = EngineResult(
-        engine=args.command,
-        summary="a program started once per agent",
-        expectation=Expectation.CLEAN,
-        verdict=Verdict.REPRODUCED if failing else Verdict.NOT_FOUND,
-        anomalies=failing.anomalies if failing else (),
-        schedule=None,
-        preemptions=0,
-        examples=len(variants),
-        first_failure_at=None,
-        time_to_first_failure=None,
-        elapsed=time.perf_counter() - started,
-        history=failing.log if failing else "",
-        bound=f"{len(variants)} runs: release orders of {', '.join(agents)}"
-        + (", with and without a kill" if args.kill else ""),
-        scenario="command",
-    )
-    write_report(CampaignResult((result,), result.elapsed), args.report_dir)
-    return EXIT_FAILED if failing else EXIT_OK
 
 
 def _anomaly_column(result: EngineResult) -> str:

@@ -99,7 +99,8 @@ def test_a_corpus_engine_caught_only_by_another_anomaly_is_not_as_expected(
     assert result.verdict is Verdict.OTHER_ANOMALY, result.verdict
     assert not result.passed
     seen = {anomaly.kind for anomaly in fatal(result.anomalies)}
-    assert seen and wrong not in seen
+    assert seen
+    assert wrong not in seen
     assert f"names {wrong.value}" in result.expectation_note()
     assert result.schedule is not None  # the run that caught it replays
     replayed = replay(scenario.world, load_engine(scenario.engine), result.schedule)
