@@ -9,6 +9,7 @@ shows up within the examples budget.  The verdict is honest about its bound:
 from __future__ import annotations
 
 import enum
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -296,5 +297,8 @@ def run_campaign(
 
 
 def replay_command(scenario: str, engine: str, schedule: Schedule) -> str:
-    """The line a user pastes to replay a run."""
-    return f"tokenrace replay --scenario {scenario} --engine {engine} '{schedule}'"
+    """The line a user pastes to replay a run (a matrix engine's ``[lock=...]`` quoted)."""
+    return (
+        f"tokenrace replay --scenario {shlex.quote(scenario)} --engine {shlex.quote(engine)} "
+        f"'{schedule}'"
+    )

@@ -31,9 +31,9 @@ from ._campaign import (
     search_engine,
 )
 from ._command import check_command
-from ._engines import BUILTIN_ENGINES, Expectation, load_engine
+from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConformanceError
-from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells, with_lock
+from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subcommand == "matrix":
             return _matrix(args, console)
     except (ConformanceError, SimulatorError) as exc:
-        errors.print(f"[bold red]tokenrace: error:[/] {exc}")
+        errors.print(f"[bold red]tokenrace: error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     parser.print_help()
     return EXIT_USAGE
