@@ -1,14 +1,15 @@
 """Campaigns: search each engine's schedules in a scenario and give it a verdict.
 
-A known-bug engine passes when the search reproduces a fatal anomaly; a
-clean engine passes when none shows up within the examples budget.  The
-verdict is honest about its bound: "not found" says how many schedules were
-tried, never "ruled out".
+A known-bug engine passes when the search reproduces a fatal anomaly (of the
+kind its scenario names, when it names one); a clean engine passes when none
+shows up within the examples budget.  The verdict is honest about its bound:
+"not found" says how many schedules were tried, never "ruled out".
 """
 
 from __future__ import annotations
 
 import enum
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from simulator import (
     simulate,
 )
 
-from ._checker import Anomaly, check, fatal
+from ._checker import Anomaly, AnomalyKind, check, fatal
 from ._engines import EngineEntry, Expectation
 
 
@@ -36,6 +37,7 @@ class Verdict(enum.Enum):
     REPRODUCED = "reproduced"  # a fatal anomaly, with its minimal schedule
     RULED_OUT = "ruled out"  # exhaustive search covered every schedule within its bound
     NOT_FOUND = "not found"  # no fatal anomaly within the schedules tried
+    OTHER_ANOMALY = "other anomaly"  # fatal anomalies, but never the one the scenario names
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +59,36 @@ class EngineResult:
     scenario: str = ""  # the scenario's name or file, as ``tokenrace replay --scenario`` takes it
     title: str = ""  # the scenario's one-line description
     failing_run: RunResult | None = None  # the minimal failing run itself, for reports
+    expected_anomaly: AnomalyKind | None = None  # the kind a known bug must show, if named
 
     @property
     def passed(self) -> bool:
         if self.expectation is Expectation.BUGGY:
             return self.verdict is Verdict.REPRODUCED
-        return self.verdict is not Verdict.REPRODUCED
+        return not self.caught
+
+    @property
+    def caught(self) -> bool:
+        """A fatal anomaly showed up: there is a failing run to show and replay."""
+        return self.verdict in (Verdict.REPRODUCED, Verdict.OTHER_ANOMALY)
+
+    @property
+    def headline(self) -> Anomaly | None:
+        """The fatal anomaly to name first: the expected kind where it shows, else the first."""
+        found = fatal(self.anomalies)
+        wanted = [anomaly for anomaly in found if anomaly.kind is self.expected_anomaly]
+        shown = wanted or found
+        return shown[0] if shown else None
+
+    def expectation_note(self) -> str:
+        """Why an ``other anomaly`` cell is not as expected, in one line; "" otherwise."""
+        if self.verdict is not Verdict.OTHER_ANOMALY or self.expected_anomaly is None:
+            return ""
+        seen = sorted({anomaly.kind.value for anomaly in fatal(self.anomalies)})
+        return (
+            f"not as expected: the scenario names {self.expected_anomaly.value}, "
+            f"but the engine was caught only by {', '.join(seen)}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +132,9 @@ def search_world(
     depth: int = 3,
     database: str | None = None,
     key: str = "",
+    is_failure: Callable[[RunResult], bool] = has_fatal,
 ) -> SearchResult:
-    """Search ``entry``'s schedules in ``spec`` with one strategy."""
+    """Search ``entry``'s schedules in ``spec`` with one strategy, until ``is_failure``."""
 
     def run(chooser: Chooser) -> RunResult:
         return simulate(spec, entry.factory(), chooser)
@@ -117,7 +144,7 @@ def search_world(
             faults = bool(spec.faults) and spec.max_faults > 0
             return search_hypothesis(
                 run,
-                has_fatal,
+                is_failure,
                 max_examples=max_examples,
                 seed=seed,
                 faults=faults,
@@ -125,15 +152,15 @@ def search_world(
                 key=key,
             )
         case Strategy.RANDOM:
-            return search_random(run, has_fatal, max_examples=max_examples, seed=seed)
+            return search_random(run, is_failure, max_examples=max_examples, seed=seed)
         case Strategy.PCT:
             names = [agent.name for agent in spec.agents]
             return search_pct(
-                run, has_fatal, names, depth=depth, max_examples=max_examples, seed=seed
+                run, is_failure, names, depth=depth, max_examples=max_examples, seed=seed
             )
         case Strategy.EXHAUSTIVE:
             return search_exhaustive(
-                run, has_fatal, max_schedules=max_examples, describe=world_bound(spec)
+                run, is_failure, max_schedules=max_examples, describe=world_bound(spec)
             )
 
 
@@ -146,16 +173,59 @@ def search_engine(
     seed: int,
     strategy: Strategy = Strategy.HYPOTHESIS,
     database: str | None = None,
+    anomaly: AnomalyKind | None = None,
 ) -> EngineResult:
     """Search ``entry``'s schedules in ``spec`` and give it a verdict.
 
     ``database``: a directory where Hypothesis keeps failing schedules between runs.
+    ``anomaly``: search for a fatal anomaly of this kind; a search that finds
+    only other fatal anomalies ends ``other anomaly``, with the first such run.
     """
     key = f"{scenario}|{entry.name}|{seed}"
+    if anomaly is not None:
+        key += f"|{anomaly.value}"
+    other: list[RunResult] = []  # the first run caught only by other anomalies
+
+    def is_failure(result: RunResult) -> bool:
+        found = fatal(check(result))
+        if anomaly is None or any(each.kind is anomaly for each in found):
+            return bool(found)
+        if found and not other:
+            other.append(result)
+        return False
+
     search = search_world(
-        spec, entry, strategy, max_examples=max_examples, seed=seed, database=database, key=key
+        spec,
+        entry,
+        strategy,
+        max_examples=max_examples,
+        seed=seed,
+        database=database,
+        key=key,
+        is_failure=is_failure,
     )
     failing = search.failing
+    if failing is None and other:
+        failing = other[0]
+        return EngineResult(
+            engine=entry.name,
+            summary=entry.summary,
+            expectation=entry.expectation,
+            verdict=Verdict.OTHER_ANOMALY,
+            anomalies=check(failing),
+            schedule=failing.schedule,
+            preemptions=failing.preemptions,
+            examples=search.examples,
+            first_failure_at=None,
+            time_to_first_failure=None,
+            elapsed=search.elapsed,
+            history=failing.render(),
+            strategy=strategy,
+            bound=search.bound,
+            scenario=scenario,
+            failing_run=failing,
+            expected_anomaly=anomaly,
+        )
     if failing is None:
         return EngineResult(
             engine=entry.name,
@@ -173,6 +243,7 @@ def search_engine(
             strategy=strategy,
             bound=search.bound,
             scenario=scenario,
+            expected_anomaly=anomaly,
         )
     return EngineResult(
         engine=entry.name,
@@ -191,6 +262,7 @@ def search_engine(
         bound=search.bound,
         scenario=scenario,
         failing_run=failing,
+        expected_anomaly=anomaly,
     )
 
 
@@ -203,12 +275,20 @@ def run_campaign(
     seed: int = 0,
     strategy: Strategy = Strategy.HYPOTHESIS,
     on_result: Callable[[EngineResult], None] | None = None,
+    anomaly: AnomalyKind | None = None,
 ) -> CampaignResult:
+    """Search each entry; ``anomaly`` is what the known-bug (``BUGGY``) entries must show."""
     started = time.perf_counter()
     results = []
     for entry in entries:
         result = search_engine(
-            scenario, spec, entry, max_examples=max_examples, seed=seed, strategy=strategy
+            scenario,
+            spec,
+            entry,
+            max_examples=max_examples,
+            seed=seed,
+            strategy=strategy,
+            anomaly=anomaly if entry.expectation is Expectation.BUGGY else None,
         )
         results.append(result)
         if on_result is not None:
@@ -217,5 +297,8 @@ def run_campaign(
 
 
 def replay_command(scenario: str, engine: str, schedule: Schedule) -> str:
-    """The line a user pastes to replay a run."""
-    return f"tokenrace replay --scenario {scenario} --engine {engine} '{schedule}'"
+    """The line a user pastes to replay a run (a matrix engine's ``[lock=...]`` quoted)."""
+    return (
+        f"tokenrace replay --scenario {shlex.quote(scenario)} --engine {shlex.quote(engine)} "
+        f"'{schedule}'"
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -31,11 +30,10 @@ from ._campaign import (
     run_campaign,
     search_engine,
 )
-from ._checker import fatal
-from ._command import CommandRun, orders, run_command
-from ._engines import BUILTIN_ENGINES, Expectation, load_engine
+from ._command import check_command
+from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConformanceError
-from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells, with_lock
+from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
@@ -71,16 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENGINE",
         help="only this engine; a module:attribute engine is checked where the reference is",
     )
-    run.add_argument(
-        "--strategy",
-        type=Strategy,
-        choices=list(Strategy),
-        default=None,
-        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
-        help="how schedules are searched (default: each scenario's own)",
-    )
-    run.add_argument("--examples", type=_positive, help="schedules per cell (default: scenario's)")
-    run.add_argument("--seed", type=int, help="search seed (default: each scenario's)")
+    _search_options(run)
     run.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
     run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     run.add_argument(
@@ -109,15 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         mat.add_argument(f"--{axis_name}", default=default, help=f"comma-separated: {meaning}")
     mat.add_argument("--expiries", type=_positive, default=1, help="access-token expiries")
-    mat.add_argument(
-        "--strategy",
-        type=Strategy,
-        choices=list(Strategy),
-        default=Strategy.HYPOTHESIS,
-        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
-    )
-    mat.add_argument("--examples", type=_positive, default=200, help="schedules per cell")
-    mat.add_argument("--seed", type=int, default=0)
+    _search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
     mat.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
     mat.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     mat.add_argument("--quiet", action="store_true", help="print only the verdict table")
@@ -168,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="scenarios",
         help="scenario file (repeatable; default: every shipped scenario)",
     )
-    chk.add_argument("--examples", type=_positive, help="override each scenario's budget")
+    _search_options(chk)
     chk.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     chk.add_argument("--hypothesis-db", metavar="DIR", help="as for run")
 
@@ -187,6 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay on real processes (windows on Linux: under Wine) and check the model",
     )
     return parser
+
+
+def _search_options(
+    parser: argparse.ArgumentParser,
+    *,
+    strategy: Strategy | None = None,
+    examples: int | None = None,
+    seed: int | None = None,
+) -> None:
+    """``--strategy``, ``--examples`` and ``--seed``: a None default keeps each scenario's own."""
+    own = "each scenario's own"
+    parser.add_argument(
+        "--strategy",
+        type=Strategy,
+        choices=list(Strategy),
+        default=strategy,
+        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
+        help=f"how schedules are searched (default: {strategy.value if strategy else own})",
+    )
+    parser.add_argument(
+        "--examples",
+        type=_positive,
+        default=examples,
+        help=f"schedules per cell (default: {examples or own})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=seed,
+        help=f"search seed (default: {seed if seed is not None else own})",
+    )
 
 
 def _positive(text: str) -> int:
@@ -226,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subcommand == "matrix":
             return _matrix(args, console)
     except (ConformanceError, SimulatorError) as exc:
-        errors.print(f"[bold red]tokenrace: error:[/] {exc}")
+        errors.print(f"[bold red]tokenrace: error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     parser.print_help()
     return EXIT_USAGE
@@ -286,13 +298,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     for column in columns:  # fold long names in a narrow terminal rather than cut them
         table.add_column(column, overflow="fold")
     for result in campaign.cells:
-        first = fatal(result.anomalies)
         table.add_row(
             escape(result.scenario),
             escape(result.engine),
             result.expectation.value,
             result.verdict.value,
-            first[0].kind.value if first else "-",
+            _anomaly_column(result),
             str(result.examples),
             f"{result.elapsed:.1f}s",
             "[green]yes[/]" if result.passed else "[bold red]NO[/]",
@@ -318,19 +329,26 @@ def _print_result(console: Console, scenario: str, result: EngineResult) -> None
         )
         return
     assert result.schedule is not None
-    console.print(
-        f"{header}\n  [red]REPRODUCED[/] after {_plural(result.first_failure_at or 0, 'schedule')}"
-        f" ({result.time_to_first_failure or 0:.2f}s); {result.examples} run in all, "
-        f"shrinking included ({result.elapsed:.1f}s)"
-    )
+    if result.verdict is Verdict.OTHER_ANOMALY:
+        console.print(
+            f"{header}\n  [bold red]OTHER ANOMALY[/] in {result.examples} schedules "
+            f"({result.elapsed:.1f}s): {escape(result.expectation_note())}"
+        )
+    else:
+        console.print(
+            f"{header}\n  [red]REPRODUCED[/] after "
+            f"{_plural(result.first_failure_at or 0, 'schedule')}"
+            f" ({result.time_to_first_failure or 0:.2f}s); {result.examples} run in all, "
+            f"shrinking included ({result.elapsed:.1f}s)"
+        )
     shown = result.anomalies[:MAX_ANOMALIES_SHOWN]
     for anomaly in shown:
         console.print(f"  - {anomaly}", markup=False, soft_wrap=True)
     if len(result.anomalies) > len(shown):
         console.print(f"  … and {len(result.anomalies) - len(shown)} more (see the report)")
+    which = "Minimal schedule" if result.verdict is Verdict.REPRODUCED else "Schedule"
     console.print(
-        f"  Minimal schedule ({_plural(result.preemptions, 'context switch')}"
-        " beyond the default order):"
+        f"  {which} ({_plural(result.preemptions, 'context switch')} beyond the default order):"
     )
     console.print(
         f"      {replay_command(scenario, result.engine, result.schedule)}",
@@ -367,7 +385,7 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
     console.print(f"tokenrace matrix: {_plural(len(cells), 'cell')}, {args.strategy.value} search")
 
     def show(result: EngineResult) -> None:
-        if not args.quiet and result.verdict is Verdict.REPRODUCED:
+        if not args.quiet and result.caught:
             _print_result(console, result.scenario, result)
 
     campaign = run_cells(cells, jobs=args.jobs, on_result=show)
@@ -376,14 +394,13 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
     for column in ("world", "engine", "verdict", "anomaly", "schedules"):
         table.add_column(column, overflow="fold")
     for result in campaign.cells:
-        first = fatal(result.anomalies)
         verdict = result.verdict.value
-        colour = "red" if result.verdict is Verdict.REPRODUCED else "green"
+        colour = "red" if result.caught else "green"
         table.add_row(
             escape(result.scenario),
             escape(result.engine),
             f"[{colour}]{verdict}[/]",
-            first[0].kind.value if first else "-",
+            _anomaly_column(result),
             str(result.examples),
         )
     console.print(table)
@@ -410,6 +427,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
         seed=scenario.seed,
         strategy=scenario.strategy,
         on_result=lambda result: _print_result(console, str(args.file), result),
+        anomaly=None if args.engine else scenario.anomaly,
     )
     write_report(campaign, args.report_dir)
     return EXIT_OK if campaign.passed else EXIT_FAILED
@@ -417,7 +435,9 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 
 def _check(args: argparse.Namespace, console: Console) -> int:
     if args.command:
-        return _check_command(args, console)
+        if args.strategy is not None:
+            raise ConformanceError("--strategy applies to --engine; --command runs release orders")
+        return check_command(args, console)
     entry = dataclasses.replace(load_engine(args.engine), expectation=Expectation.CLEAN)
     files = args.scenarios or builtin_scenarios()
     scenarios = [load_scenario_file(Path(path)) for path in files]
@@ -434,19 +454,18 @@ def _check(args: argparse.Namespace, console: Console) -> int:
             scenario.world,
             entry,
             max_examples=args.examples or scenario.examples,
-            seed=scenario.seed,
-            strategy=scenario.strategy,
+            seed=scenario.seed if args.seed is None else args.seed,
+            strategy=args.strategy or scenario.strategy,
             database=args.hypothesis_db or None,
         )
         result = dataclasses.replace(result, title=scenario.title)
         results.append(result)
-        first = fatal(result.anomalies)
         failed = failed or not result.passed
         table.add_row(
             scenario.name,
             str(scenario.race_class or "-"),
             result.verdict.value,
-            first[0].kind.value if first else "-",
+            _anomaly_column(result),
             str(result.examples),
         )
         if not result.passed:
@@ -457,62 +476,13 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _check_command(args: argparse.Namespace, console: Console) -> int:
-    agents = [name.strip() for name in args.agents.split(",") if name.strip()]
-    if args.order:
-        picked = [tuple(name.strip() for name in args.order.split(","))]
-        if sorted(picked[0]) != sorted(agents):
-            agents = list(picked[0])
-    else:
-        picked = orders(agents, args.orders, seed=0)
-    variants = [
-        (order, kill) for order in picked for kill in ((False, True) if args.kill else (False,))
-    ]
-    console.print(f"tokenrace check --command {args.command!r}: {len(variants)} runs")
-    started = time.perf_counter()
-    failing: CommandRun | None = None
-    for order, kill in variants:
-        run = run_command(
-            args.command,
-            order,
-            policy=args.policy,
-            kill_first=kill,
-            timeout=args.timeout,
-            settle=args.settle,
-            mirrored=args.layout == "mirrored",
-        )
-        verdict = "[red]FAILED[/]" if run.failed else "[green]ok[/]"
-        console.print(f"  {verdict} {run.describe()}", soft_wrap=True)
-        if run.failed:
-            failing = failing or run
-            for anomaly in run.anomalies:
-                console.print(f"      {anomaly}", markup=False, soft_wrap=True)
-    if failing is not None:
-        replay = (
-            f"tokenrace check --command {shlex.quote(args.command)} "
-            f"--order {','.join(failing.order)}" + (" --kill" if failing.killed else "")
-        )
-        console.print("  to run the failing order again:")
-        console.print(f"      {replay}", markup=False, soft_wrap=True)
-    result = EngineResult(
-        engine=args.command,
-        summary="a program started once per agent",
-        expectation=Expectation.CLEAN,
-        verdict=Verdict.REPRODUCED if failing else Verdict.NOT_FOUND,
-        anomalies=failing.anomalies if failing else (),
-        schedule=None,
-        preemptions=0,
-        examples=len(variants),
-        first_failure_at=None,
-        time_to_first_failure=None,
-        elapsed=time.perf_counter() - started,
-        history=failing.log if failing else "",
-        bound=f"{len(variants)} runs: release orders of {', '.join(agents)}"
-        + (", with and without a kill" if args.kill else ""),
-        scenario="command",
-    )
-    write_report(CampaignResult((result,), result.elapsed), args.report_dir)
-    return EXIT_FAILED if failing else EXIT_OK
+def _anomaly_column(result: EngineResult) -> str:
+    """The anomaly a table names: the expected one where it shows; flagged when it does not."""
+    first = result.headline
+    text = first.kind.value if first is not None else "-"
+    if result.verdict is Verdict.OTHER_ANOMALY and result.expected_anomaly is not None:
+        text += f" (expected {result.expected_anomaly.value})"
+    return text
 
 
 def _plural(count: int, noun: str) -> str:

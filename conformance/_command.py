@@ -29,6 +29,7 @@ statuses and the tokens printed.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import json
@@ -42,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from fake_oauth_server import (
     AuditKind,
     AuthServer,
@@ -52,7 +55,11 @@ from fake_oauth_server import (
     serve_in_thread,
 )
 
+from ._campaign import CampaignResult, EngineResult, Verdict
 from ._checker import Anomaly, AnomalyKind, Severity
+from ._engines import Expectation
+from ._errors import EXIT_FAILED, EXIT_OK
+from ._report import write_report
 
 EXIT_RELOGIN = 3
 #: how long the harness waits for more requests once every program has been seen at the door
@@ -344,3 +351,70 @@ def _judge(
                     )
                 )
     return tuple(found)
+
+
+def check_command(args: argparse.Namespace, console: Console) -> int:
+    """``tokenrace check --command``: run the program in each release order, judge each run."""
+    agents = [name.strip() for name in args.agents.split(",") if name.strip()]
+    if args.order:
+        picked = [tuple(name.strip() for name in args.order.split(","))]
+        if sorted(picked[0]) != sorted(agents):
+            agents = list(picked[0])
+    else:
+        picked = orders(agents, args.orders, seed=args.seed or 0)
+    variants = [
+        (order, kill) for order in picked for kill in ((False, True) if args.kill else (False,))
+    ]
+    console.print(f"tokenrace check --command {args.command!r}: {len(variants)} runs")
+    started = time.perf_counter()
+    failing: CommandRun | None = None
+    for order, kill in variants:
+        run = run_command(
+            args.command,
+            order,
+            policy=args.policy,
+            kill_first=kill,
+            timeout=args.timeout,
+            settle=args.settle,
+            mirrored=args.layout == "mirrored",
+        )
+        verdict = "[red]FAILED[/]" if run.failed else "[green]ok[/]"
+        console.print(f"  {verdict} {run.describe()}", soft_wrap=True)
+        if run.failed:
+            failing = failing or run
+            for anomaly in run.anomalies:
+                console.print(f"      {anomaly}", markup=False, soft_wrap=True)
+    if failing is not None:
+        replay = (
+            f"tokenrace check --command {shlex.quote(args.command)} "
+            f"--order {','.join(failing.order)}" + (" --kill" if failing.killed else "")
+        )
+        for option, value, default in (
+            ("--layout", args.layout, "shared"),
+            ("--policy", args.policy, "openai"),
+            ("--timeout", args.timeout, 30.0),
+            ("--settle", args.settle, 2.0),
+        ):
+            if value != default:  # the run's own settings, so the line runs the same thing
+                replay += f" {option} {shlex.quote(str(value))}"
+        console.print("  to run the failing order again:")
+        console.print(f"      {replay}", markup=False, soft_wrap=True)
+    result = EngineResult(
+        engine=args.command,
+        summary="a program started once per agent",
+        expectation=Expectation.CLEAN,
+        verdict=Verdict.REPRODUCED if failing else Verdict.NOT_FOUND,
+        anomalies=failing.anomalies if failing else (),
+        schedule=None,
+        preemptions=0,
+        examples=len(variants),
+        first_failure_at=None,
+        time_to_first_failure=None,
+        elapsed=time.perf_counter() - started,
+        history=failing.log if failing else "",
+        bound=f"{len(variants)} runs: release orders of {', '.join(agents)}"
+        + (", with and without a kill" if args.kill else ""),
+        scenario="command",
+    )
+    write_report(CampaignResult((result,), result.elapsed), args.report_dir)
+    return EXIT_FAILED if failing else EXIT_OK

@@ -3,20 +3,31 @@
 An engine is any object with ``access_token(ctx) -> Flow[str]``.  Built-in
 engines are named (``reference``, ``mirrored``); any other Python engine is
 loaded by ``module:attribute`` (a class is instantiated with no arguments).
+An engine built on the reference engine's hooks can take another lock kind
+or scope, as the matrix names it: ``reference[lock=flock]``,
+``reference[lock=lockf][scope=agent-dir]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import importlib
+import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from refresh_engine import BrokeredEngine, ReferenceEngine
+from refresh_engine import BrokeredEngine, LockKind, LockScope, ReferenceEngine
 from simulator import Engine
 
 from ._corpus import CORPUS
-from ._errors import EngineLoadError
+from ._errors import ConformanceError, EngineLoadError
+from ._worlds import choice
+
+_OPTIONS = re.compile(r"(?P<name>[^\[\]]+)(?P<options>(?:\[(?:lock|scope)=[a-z0-9-]+\])+)")
 
 
 class Expectation(enum.Enum):
@@ -60,7 +71,16 @@ BUILTIN_ENGINES: dict[str, EngineEntry] = {
 
 
 def load_engine(spec: str) -> EngineEntry:
-    """A built-in engine by name, or any engine by ``module:attribute``."""
+    """A built-in engine by name, or any engine by ``module:attribute``; ``[lock=...]`` too."""
+    options = _OPTIONS.fullmatch(spec)
+    if options is not None:
+        chosen = dict(re.findall(r"\[(lock|scope)=([a-z0-9-]+)\]", options["options"]))
+        entry = with_lock(
+            load_engine(options["name"]), chosen.get("lock", ""), chosen.get("scope", "")
+        )
+        if entry.name != spec:  # options repeated or out of order: one spelling replays
+            raise EngineLoadError(f"engine {spec!r}: write it {entry.name!r}")
+        return entry
     if spec in BUILTIN_ENGINES:
         return BUILTIN_ENGINES[spec]
     if ":" not in spec:
@@ -83,3 +103,22 @@ def load_engine(spec: str) -> EngineEntry:
             f"{spec} is not an engine: it needs an access_token(ctx) method returning a flow"
         )
     return EngineEntry(spec, factory, Expectation.CLEAN, f"user engine {spec}")
+
+
+def with_lock(entry: EngineEntry, lock: str, scope: str) -> EngineEntry:
+    """The engine built with another lock kind or scope; refused if it takes none."""
+    factory = entry.factory
+    if not (isinstance(factory, type) and issubclass(factory, ReferenceEngine)):
+        raise ConformanceError(f"engine {entry.name!r} does not take a lock or scope")
+    params = inspect.signature(factory).parameters
+    options: dict[str, Any] = {}
+    if lock:
+        if "lock" not in params:
+            raise ConformanceError(f"engine {entry.name!r} has a fixed lock")
+        options["lock"] = choice(LockKind, lock, "lock")
+    if scope:
+        if "scope" not in params:
+            raise ConformanceError(f"engine {entry.name!r} has a fixed scope")
+        options["scope"] = choice(LockScope, scope, "scope")
+    name = entry.name + "".join(f"[{key}={getattr(v, 'value', v)}]" for key, v in options.items())
+    return dataclasses.replace(entry, name=name, factory=functools.partial(factory, **options))

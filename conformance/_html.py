@@ -12,7 +12,7 @@ import re
 from html import escape
 
 from . import _sequence, _svg
-from ._campaign import CampaignResult, EngineResult, Verdict, replay_command
+from ._campaign import CampaignResult, EngineResult, replay_command
 from ._engines import Expectation
 from ._summary import KNOWN_BUG, anomaly_lines, counts, first_anomaly, matrix
 
@@ -41,6 +41,7 @@ td.v .engine, td.v .anomaly, td.v .n { display: block; font-size: 12px; }
 td.v-reproduced { background: var(--red-bg); color: #82071e; }
 td.v-ruled-out { background: var(--green-bg); color: #116329; }
 td.v-not-found { background: var(--grey-bg); color: #424a53; }
+td.v-other-anomaly { background: var(--red-bg); color: #82071e; }
 td.unexpected { outline: 3px solid var(--red); outline-offset: -3px; }
 td.unexpected .verdict::after { content: " ✗ not as expected"; color: var(--red); }
 td.empty { background: #fff; color: var(--muted); }
@@ -48,6 +49,7 @@ td.empty { background: #fff; color: var(--muted); }
 .legend .v-reproduced { background: var(--red-bg); }
 .legend .v-ruled-out { background: var(--green-bg); }
 .legend .v-not-found { background: var(--grey-bg); }
+.legend .v-other-anomaly { background: var(--red-bg); }
 article.cell { border: 1px solid var(--line); border-radius: 8px; padding: 16px 18px;
   margin: 18px 0; }
 article.cell.unexpected { border: 2px solid var(--red); }
@@ -71,7 +73,7 @@ def render_html(campaign: CampaignResult, *, version: str = "") -> str:
     ids = [_anchor(index, cell) for index, cell in enumerate(campaign.cells)]
     status = "passed" if campaign.passed else "failed"
     unexpected = [i for i, cell in enumerate(campaign.cells) if not cell.passed]
-    reproduced = [i for i, cell in enumerate(campaign.cells) if cell.verdict is Verdict.REPRODUCED]
+    reproduced = [i for i, cell in enumerate(campaign.cells) if cell.caught]
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -120,6 +122,7 @@ def _matrix(campaign: CampaignResult, ids: list[str]) -> list[str]:
         '<section id="matrix"><h2>Matrix</h2>',
         '<p class="legend"><span class="v-reproduced">reproduced</span>'
         '<span class="v-ruled-out">ruled out</span><span class="v-not-found">not found</span>'
+        '<span class="v-other-anomaly">other anomaly</span>'
         "a red outline marks a cell that is not what its scenario expects.</p>",
         f'<table class="matrix"><thead><tr><th>scenario</th>{head}</tr></thead><tbody>',
     ]
@@ -143,11 +146,11 @@ def _matrix_cell(cell: EngineResult, anchor: str, name_engine: bool) -> str:
     inner = f'<span class="verdict">{escape(verdict)}</span>'
     if name_engine:
         inner += f'<span class="engine">{escape(cell.engine)}</span>'
-    if cell.verdict is Verdict.REPRODUCED:
+    if cell.caught:
         inner += f'<span class="anomaly">{escape(first_anomaly(cell))}</span>'
     inner += f'<span class="n">{cell.examples} schedules</span>'
-    tip = escape(cell.bound or cell.summary, quote=True)
-    href = anchor if cell.verdict is Verdict.REPRODUCED else f"{anchor}-search"
+    tip = escape(cell.expectation_note() or cell.bound or cell.summary, quote=True)
+    href = anchor if cell.caught else f"{anchor}-search"
     return f'<td class="{classes}" title="{tip}"><a href="#{href}">{inner}</a></td>'
 
 
@@ -161,10 +164,12 @@ def _article(anchor: str, cell: EngineResult, index: int) -> str:
     out = [
         f'<article class="cell{"" if cell.passed else " unexpected"}" id="{anchor}">',
         f"<h3>{escape(cell.scenario)} · {escape(cell.engine)}"
-        f'<span class="pill v-reproduced">reproduced</span>{ok}</h3>',
+        f'<span class="pill v-reproduced">{escape(cell.verdict.value)}</span>{ok}</h3>',
     ]
     if cell.title:
         out.append(f"<p><strong>{escape(cell.title)}</strong></p>")
+    if cell.expectation_note():
+        out.append(f'<p class="unexpected-list">{escape(cell.expectation_note())}</p>')
     first = cell.first_failure_at
     found = f"after {first} schedule{'' if first == 1 else 's'} " if first else ""
     out.append(

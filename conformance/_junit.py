@@ -19,7 +19,6 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
 from ._campaign import CampaignResult, EngineResult, Verdict, replay_command
-from ._checker import fatal
 from ._engines import Expectation
 from ._summary import anomaly_lines
 
@@ -76,13 +75,16 @@ def _testcase(suite: ET.Element, cell: EngineResult) -> None:
     )
     if cell.passed:
         return
-    found = fatal(cell.anomalies)
-    if cell.expectation is Expectation.BUGGY:
+    if cell.verdict is Verdict.OTHER_ANOMALY:
+        kind = "other-anomaly"
+        message = f"known bug {cell.engine} {cell.expectation_note()}"
+    elif cell.expectation is Expectation.BUGGY:
         kind = "not-reproduced"
         message = f"known bug {cell.engine} not reproduced: {cell.verdict.value}"
     else:
-        kind = found[0].kind.value if found else "fatal-anomaly"
-        message = str(found[0]) if found else f"{cell.verdict.value}"
+        first = cell.headline
+        kind = first.kind.value if first is not None else "fatal-anomaly"
+        message = str(first) if first is not None else cell.verdict.value
     failure = ET.SubElement(case, "failure", {"type": kind, "message": _text(message)})
     failure.text = _text(_describe(cell))
 
@@ -94,6 +96,8 @@ def _describe(cell: EngineResult) -> str:
         f"{cell.scenario} / {cell.engine} ({expected}): {cell.verdict.value}",
         f"search: {cell.strategy.value}, {cell.examples} schedules; {cell.bound}",
     ]
+    if cell.expectation_note():
+        lines.append(cell.expectation_note())
     lines += [f"- {line}" for line in anomaly_lines(cell)]
     if cell.schedule is not None:
         lines.append(f"minimal schedule: {cell.schedule}")
@@ -105,10 +109,9 @@ def _suite_out(cells: list[EngineResult]) -> str:
     lines = []
     for cell in cells:
         line = f"{cell.engine}: {cell.verdict.value} ({cell.examples} schedules)"
-        if cell.verdict is Verdict.REPRODUCED and cell.schedule is not None:
-            found = fatal(cell.anomalies)
-            if found:
-                line += f": {found[0]}"
+        if cell.caught and cell.schedule is not None:
+            if cell.headline is not None:
+                line += f": {cell.headline}"
             line += f"\n  replay: {replay_command(cell.scenario, cell.engine, cell.schedule)}"
         lines.append(line)
     return "\n".join(lines) + "\n"

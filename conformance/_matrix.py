@@ -9,26 +9,21 @@ workers ran them or in which order.
 from __future__ import annotations
 
 import dataclasses
-import enum
-import functools
-import inspect
 import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from fake_oauth_server import FakeServerError, Policy
-from refresh_engine import LockKind, LockScope, ReferenceEngine
-from simulator import AgentSpec, FaultKind, OsModel, StoreLayout, Strategy, WorldSpec
+from simulator import Strategy, WorldSpec
 
 from ._campaign import CampaignResult, EngineResult, search_engine
-from ._engines import EngineEntry, Expectation, load_engine
-from ._errors import ConformanceError
+from ._checker import AnomalyKind
+from ._engines import Expectation, load_engine, with_lock
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
 from ._scenarios import load_scenario
+from ._worlds import GeneratedWorld
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +39,7 @@ class Cell:
     world: WorldSpec | None = None  # a generated world (the matrix); else the named scenario
     lock: str = ""  # a lock kind for an engine that takes one (the matrix's lock axis)
     scope: str = ""  # likewise, a lock scope
+    anomaly: AnomalyKind | None = None  # what a known bug must show (its scenario's anomaly)
 
 
 def default_cells(
@@ -68,6 +64,7 @@ def default_cells(
         if scenario.reference is ReferenceClaim.CLEAN:
             pairs.append(("reference", Expectation.CLEAN))
         for engine, expectation in pairs:
+            buggy = expectation is Expectation.BUGGY
             if engines and engine not in engines:
                 continue
             cells.append(
@@ -79,6 +76,7 @@ def default_cells(
                     strategy=strategy or scenario.strategy,
                     examples=examples or scenario.examples,
                     seed=scenario.seed if seed is None else seed,
+                    anomaly=scenario.anomaly if buggy else None,
                 )
             )
     return cells
@@ -97,6 +95,7 @@ def run_cell(cell: Cell) -> EngineResult:
         seed=cell.seed,
         strategy=cell.strategy,
         database=cell.database,
+        anomaly=cell.anomaly,
     )
     return dataclasses.replace(result, title=cell.title)
 
@@ -127,36 +126,6 @@ def run_cells(
     return CampaignResult(ordered, time.perf_counter() - started)
 
 
-def with_lock(entry: EngineEntry, lock: str, scope: str) -> EngineEntry:
-    """The engine built with another lock kind or scope; refused if it takes none."""
-    factory = entry.factory
-    if not (isinstance(factory, type) and issubclass(factory, ReferenceEngine)):
-        raise ConformanceError(f"engine {entry.name!r} does not take a lock or scope")
-    params = inspect.signature(factory).parameters
-    options: dict[str, Any] = {}
-    if lock:
-        if "lock" not in params:
-            raise ConformanceError(f"engine {entry.name!r} has a fixed lock")
-        options["lock"] = _choice(LockKind, lock, "lock")
-    if scope:
-        if "scope" not in params:
-            raise ConformanceError(f"engine {entry.name!r} has a fixed scope")
-        options["scope"] = _choice(LockScope, scope, "scope")
-    name = entry.name + "".join(f"[{key}={getattr(v, 'value', v)}]" for key, v in options.items())
-    return dataclasses.replace(entry, name=name, factory=functools.partial(factory, **options))
-
-
-E = TypeVar("E", bound=enum.Enum)
-
-
-def _choice(kind: type[E], value: str, what: str) -> E:
-    for member in kind:
-        if member.value == value:
-            return member
-    known = ", ".join(str(member.value) for member in kind)
-    raise ConformanceError(f"unknown {what} {value!r}: expected one of {known}")
-
-
 @dataclass(frozen=True, slots=True)
 class MatrixAxes:
     """Every axis of the matrix; a cell is one value of each."""
@@ -177,9 +146,7 @@ def matrix_cells(
     axes: MatrixAxes, *, strategy: Strategy, examples: int, seed: int = 0
 ) -> list[Cell]:
     """The cross product of the axes, each cell a generated world and an engine."""
-    names = ("atlas", "nova", "lumi", "axon", "nexis", "orion", "vega", "lyra")
     cells = []
-    lifetime = Policy.preset("openai").access_token_lifetime
     combos = itertools.product(
         axes.engines,
         axes.layouts,
@@ -192,51 +159,19 @@ def matrix_cells(
         axes.faults,
     )
     for engine, layout, lock, scope, os_name, count, processes, policy, fault in combos:
-        if not 1 <= count <= len(names):
-            raise ConformanceError(f"agents must be 1 to {len(names)}, got {count}")
-        faults = frozenset() if fault == "none" else frozenset({_fault(fault)})
-        turns = tuple(lifetime * (index + 1) for index in range(axes.expiries))
-        try:
-            world = WorldSpec(
-                agents=tuple(
-                    AgentSpec(name, turns, 1 if processes == "gateway" else None)
-                    for name in names[:count]
-                ),
-                policy=Policy.preset(policy),
-                layout=_choice(StoreLayout, layout, "layout"),
-                os=_choice(OsModel, os_name, "os"),
-                faults=faults,
-                max_faults=1 if faults else 0,
-            )
-        except FakeServerError as exc:
-            raise ConformanceError(str(exc)) from None
-        if processes not in ("separate", "gateway"):
-            raise ConformanceError(f"processes must be separate or gateway, got {processes!r}")
-        label = (
-            f"{layout}/{os_name}/{count}x{'gw' if processes == 'gateway' else 'proc'}/"
-            f"{policy}/{fault}"
-        )
+        generated = GeneratedWorld(layout, os_name, count, processes, policy, fault, axes.expiries)
         cells.append(
             Cell(
-                scenario=label,
-                title=f"layout {layout}, {os_name}, {count} agents in "
-                f"{'one gateway process' if processes == 'gateway' else 'their own processes'}"
-                f", policy {policy}, faults: {fault}",
+                scenario=generated.label,
+                title=generated.title,
                 engine=engine,
                 expectation=Expectation.CLEAN,
                 strategy=strategy,
                 examples=examples,
                 seed=seed,
-                world=world,
+                world=generated.world(),
                 lock=lock,
                 scope=scope,
             )
         )
     return cells
-
-
-def _fault(name: str) -> FaultKind:
-    try:
-        return FaultKind.parse(name)
-    except ValueError as exc:
-        raise ConformanceError(str(exc)) from None

@@ -25,7 +25,8 @@ Schema, version 1 (fields are only ever added within a version)::
         "scenario": str, "title": str,
         "engine": str, "summary": str,
         "expected": "clean" | "buggy",
-        "verdict": "reproduced" | "ruled out" | "not found",
+        "verdict": "reproduced" | "ruled out" | "not found" | "other anomaly",
+        "expected_anomaly": str | null,  # the anomaly kind a known bug must show, if named
         "strategy": "hypothesis" | "random" | "pct" | "exhaustive",
         "bound": str,            # what the search covered, in words
         "passed": bool,
@@ -85,6 +86,9 @@ def engine_json(result: EngineResult) -> dict[str, Any]:
         "summary": result.summary,
         "expected": result.expectation.value,
         "verdict": result.verdict.value,
+        "expected_anomaly": None
+        if result.expected_anomaly is None
+        else result.expected_anomaly.value,
         "strategy": result.strategy.value,
         "bound": result.bound,
         "passed": result.passed,

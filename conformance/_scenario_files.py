@@ -26,12 +26,19 @@ A file looks like this (every field but ``[scenario] name`` and
     [expect]
     engine = "mirrored"            # the engine the report is about
     reproduces = true              # it must show a fatal anomaly (false: it must not)
+    anomaly = "refresh-token-reuse"  # the anomaly the race class stands for (see below)
     reference = "clean"            # clean: the reference must pass; unclaimed: not promised
 
     [search]
     strategy = "hypothesis"        # hypothesis | random | pct | exhaustive
     examples = 500
     seed = 0
+
+``anomaly`` (only with ``reproduces = true``) names the checker's anomaly
+kind the report is about: the search then looks for a fatal anomaly of that
+kind, and a run that shows only other fatal anomalies is "not as expected"
+(verdict ``other anomaly``), so a scenario cannot pass on a different bug
+than the one it documents.  Without it, any fatal anomaly reproduces.
 
 A bad file is refused with the file, the line (for TOML syntax) or the
 field, and what was expected.
@@ -49,6 +56,7 @@ from typing import Any, NoReturn
 from fake_oauth_server import FakeServerError, Policy
 from simulator import AgentSpec, FaultKind, OsModel, StoreLayout, Strategy, WorldSpec
 
+from ._checker import AnomalyKind
 from ._errors import ConformanceError
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -73,6 +81,7 @@ class Scenario:
     engine: str
     reproduces: bool
     reference: ReferenceClaim
+    anomaly: AnomalyKind | None  # the fatal anomaly the engine must show, when it reproduces
     strategy: Strategy
     examples: int
     seed: int
@@ -134,6 +143,7 @@ class _Reader:
 
     def scenario(self) -> Scenario:
         race_class = self.get("scenario", "class", int, -1)
+        reproduces = self.get("expect", "reproduces", bool, False)
         return Scenario(
             name=self.get("scenario", "name", str),
             title=self.get("scenario", "title", str, ""),
@@ -141,13 +151,24 @@ class _Reader:
             source=self.get("scenario", "source", str, ""),
             world=self.world(),
             engine=self.get("expect", "engine", str, "reference"),
-            reproduces=self.get("expect", "reproduces", bool, False),
+            reproduces=reproduces,
             reference=self.choice("expect", "reference", ReferenceClaim, "clean"),
+            anomaly=self.anomaly(reproduces),
             strategy=self.choice("search", "strategy", Strategy, "hypothesis"),
             examples=self.get("search", "examples", int, 500),
             seed=self.get("search", "seed", int, 0),
             path=self.path,
         )
+
+    def anomaly(self, reproduces: bool) -> AnomalyKind | None:
+        """The anomaly the scenario stands for: a known bug names what catches it."""
+        value = self.get("expect", "anomaly", str, "")
+        if not value:
+            return None
+        if not reproduces:
+            self.fail("[expect] anomaly", "only a scenario with reproduces = true names one")
+        kind: AnomalyKind = self.choice("expect", "anomaly", AnomalyKind, "")
+        return kind
 
     def world(self) -> WorldSpec:
         names = self.get("world", "agents", list)

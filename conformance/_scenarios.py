@@ -16,6 +16,7 @@ from simulator import AgentSpec, StoreLayout, WorldSpec
 
 from ._errors import UnknownScenario
 from ._scenario_files import builtin_scenarios, load_scenario_file
+from ._worlds import GeneratedWorld
 
 HEADLINE_AGENTS = ("atlas", "axon", "nova", "nexis", "lumi")
 
@@ -44,9 +45,13 @@ SCENARIOS = {"headline": headline, "small": small}
 
 
 def load_scenario(name: str) -> WorldSpec:
-    """A world by name (``headline``, ``small``, a shipped scenario file's name) or file path."""
+    """A world by name (``headline``, ``small``, a shipped scenario file's name, a matrix
+    cell's label such as ``shared/linux/2xproc/openai/crash``) or file path."""
     if name in SCENARIOS:
         return SCENARIOS[name]()
+    generated = GeneratedWorld.parse(name)
+    if generated is not None and not Path(name).is_file():
+        return generated.world()
     if name.endswith(".toml") or Path(name).is_file():
         return load_scenario_file(Path(name)).world
     shipped = [load_scenario_file(path) for path in builtin_scenarios()]
@@ -54,4 +59,7 @@ def load_scenario(name: str) -> WorldSpec:
         if scenario.name == name:
             return scenario.world
     known = ", ".join([*SCENARIOS, *(scenario.name for scenario in shipped)])
-    raise UnknownScenario(f"unknown scenario {name!r}: use a .toml file or one of {known}")
+    raise UnknownScenario(
+        f"unknown scenario {name!r}: use a .toml file, a matrix label "
+        f"(layout/os/NxPROC/policy/fault), or one of {known}"
+    )

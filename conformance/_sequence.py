@@ -106,6 +106,8 @@ class _Builder:
                 reused.add(record.token_fp)
         self.reused = reused
         self.spent: set[str] = set()
+        self.fault = ""  # the last fault struck, to say what a store event of no agent follows
+        self.fault_step = -1
         rmdirs = {e.effect.path for e in run.events if isinstance(e.effect, Rmdir)}
         self.lock_dirs = {e.effect.path for e in run.events if isinstance(e.effect, Mkdir)} & rmdirs
 
@@ -176,6 +178,8 @@ class _Builder:
                 text = redact(event.note) or event.kind.value
                 self._row(event, RowKind.DIVIDER, "", "", text, tone=Tone.BAD)
             case EventKind.FAULT:
+                if event.step != self.fault_step:  # the fault struck, not the kills it caused
+                    self.fault, self.fault_step = event.note, event.step
                 self._row(
                     event, RowKind.NOTE, agent, agent, f"fault: {event.note}", tone=Tone.FAULT
                 )
@@ -267,7 +271,13 @@ class _Builder:
             label, tone = f"{label}, over g{best}", Tone.BAD
         if generation is not None:
             self.best[event.path] = max(generation, best if best is not None else generation)
-        self._row(event, RowKind.ARROW, event.agent, lane, label, tone=tone)
+        if event.agent:
+            self._row(event, RowKind.ARROW, event.agent, lane, label, tone=tone)
+            return
+        # no agent wrote it: the machine crashed and the store is what survived on disk
+        label = f"{self.fault or 'fault'}: " + label.removeprefix("writes: ")
+        tone = Tone.BAD if tone is Tone.BAD else Tone.FAULT
+        self._row(event, RowKind.NOTE, lane, lane, label, tone=tone)
 
     def _effect(self, event: HistoryEvent) -> None:
         effect, outcome, agent = event.effect, event.outcome, event.agent

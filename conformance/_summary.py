@@ -17,16 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._campaign import CampaignResult, EngineResult, Verdict, replay_command
-from ._checker import fatal
 from ._engines import Expectation
 
 KNOWN_BUG = "known-bug engine"
 BEGIN, END = "<!-- tokenrace:matrix:begin -->", "<!-- tokenrace:matrix:end -->"
-ICONS = {Verdict.REPRODUCED: "🔴", Verdict.RULED_OUT: "🟢", Verdict.NOT_FOUND: "⚪"}
+ICONS = {
+    Verdict.REPRODUCED: "🔴",
+    Verdict.RULED_OUT: "🟢",
+    Verdict.NOT_FOUND: "⚪",
+    Verdict.OTHER_ANOMALY: "🟠",
+}
 LEGEND = (
     "🔴 reproduced: a fatal anomaly, with a minimal schedule that replays it · "
     "🟢 ruled out: no schedule within the stated bound has one · "
     "⚪ not found: none in the schedules tried (not a proof) · "
+    "🟠 other anomaly: caught, but never by the anomaly the scenario names · "
     "❌ not what the scenario expects · – not run"
 )
 
@@ -80,8 +85,9 @@ def counts(campaign: CampaignResult) -> str:
 
 
 def first_anomaly(result: EngineResult) -> str:
-    found = fatal(result.anomalies)
-    return found[0].kind.value if found else ""
+    """The anomaly a cell names: its scenario's where it shows, else the first fatal one."""
+    first = result.headline
+    return first.kind.value if first is not None else ""
 
 
 def anomaly_lines(result: EngineResult) -> list[str]:
@@ -94,8 +100,10 @@ def anomaly_lines(result: EngineResult) -> list[str]:
 def cell_text(result: EngineResult, *, name_engine: bool) -> str:
     """One cell, e.g. ``reproduced: mirrored, refresh-token-reuse, 3 schedules``."""
     parts = [f"`{result.engine}`"] if name_engine else []
-    if result.verdict is Verdict.REPRODUCED:
+    if result.caught:
         parts += [first_anomaly(result) or "fatal anomaly", _plural(result.examples, "schedule")]
+    if result.verdict is Verdict.OTHER_ANOMALY and result.expected_anomaly is not None:
+        parts.insert(-1, f"expected {result.expected_anomaly.value}")
     else:
         parts.append(_plural(result.examples, "schedule"))
     text = f"{ICONS[result.verdict]} {result.verdict.value}: {', '.join(parts)}"
@@ -157,8 +165,8 @@ def _details(cell: EngineResult, *, folded: bool) -> list[str]:
     expected = "known bug" if cell.expectation is Expectation.BUGGY else "expected clean"
     name = f"{_inline(cell.scenario)}</b> · <code>{_inline(cell.engine)}</code>"
     head = f"<b>{name} ({expected}): {cell.verdict.value}"
-    body: list[str] = []
-    if cell.verdict is Verdict.REPRODUCED:
+    body: list[str] = [f"- {_inline(cell.expectation_note())}"] if cell.expectation_note() else []
+    if cell.caught:
         body += [f"- {_inline(line)}" for line in anomaly_lines(cell)]
         if cell.schedule is not None:
             command = replay_command(cell.scenario, cell.engine, cell.schedule)

@@ -56,7 +56,8 @@ def failing(campaign: CampaignResult) -> CampaignResult:
 
 
 def test_campaign_covers_every_verdict(campaign: CampaignResult) -> None:
-    assert {cell.verdict for cell in campaign.cells} == set(Verdict)
+    # "other anomaly" is a cell not as expected: test_expected_anomaly reports one
+    assert {cell.verdict for cell in campaign.cells} == set(Verdict) - {Verdict.OTHER_ANOMALY}
     assert campaign.passed
 
 
