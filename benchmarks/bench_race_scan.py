@@ -76,9 +76,7 @@ def measure(steps: int, repeat: int) -> tuple[int, float, float]:
 
     length = run(DefaultChooser()).steps
     replay = median_time(repeat, lambda: run(DefaultChooser()))
-    explore = median_time(
-        repeat, lambda: search_exhaustive(run, lambda _: False, max_schedules=1)
-    )
+    explore = median_time(repeat, lambda: search_exhaustive(run, lambda _: False, max_schedules=1))
     return length, replay, explore
 
 

@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._footprint import Footprint, dependent
+from ._races import Trace
 from ._result import RunResult
 from ._schedule import Chooser, StepView, candidates
 from ._strategies import SearchResult, Strategy
-
-VectorClock = dict[str, int]
 
 
 class _Pruned(Exception):
@@ -43,13 +42,6 @@ class _Node:
     done: set[str] = field(default_factory=set)
 
 
-@dataclass(slots=True)
-class _Step:
-    agent: str
-    footprint: Footprint
-    clock: VectorClock
-
-
 class _Explorer:
     """One exhaustive search; ``run_once`` drives one replay-and-extend run."""
 
@@ -57,19 +49,13 @@ class _Explorer:
         self.reduction = reduction
         self.path: list[_Node] = []  # the stack of states of the current run's prefix
         self.depth = 0  # position in the current run
-        self.steps: list[_Step] = []  # executed steps of the current run
-        self.agent_clock: dict[str, VectorClock] = {}
-        self.obj_write: dict[str, VectorClock] = {}
-        self.obj_read: dict[str, VectorClock] = {}
+        self.trace = Trace()  # executed steps of the current run
 
     # ----------------------------------------------------------- one run
 
     def reset_run(self) -> None:
         self.depth = 0
-        self.steps = []
-        self.agent_clock = {}
-        self.obj_write = {}
-        self.obj_read = {}
+        self.trace = Trace()
 
     def choose(self, view: StepView) -> str:
         if self.depth < len(self.path) and self.path[self.depth].chosen:
@@ -77,7 +63,7 @@ class _Explorer:
         else:
             node = self._new_node(view)
         option = node.chosen
-        self._record(option, node.footprints[option])
+        self.trace.record(option.partition("!")[0], node.footprints[option])
         self.depth += 1
         return option
 
@@ -128,52 +114,13 @@ class _Explorer:
             and not dependent(footprint, chosen)
         }
 
-    def _record(self, option: str, footprint: Footprint) -> None:
-        agent = option.partition("!")[0]
-        clock = dict(self.agent_clock.get(agent, {}))
-        for obj, writes in footprint:
-            _join(clock, self.obj_write.get(obj, {}))
-            if writes:
-                _join(clock, self.obj_read.get(obj, {}))
-        index = len(self.steps)
-        clock[agent] = index
-        for obj, writes in footprint:
-            if writes:
-                self.obj_write[obj] = clock
-                self.obj_read[obj] = {}
-            else:
-                _join(self.obj_read.setdefault(obj, {}), clock)
-        self.agent_clock[agent] = clock
-        self.steps.append(_Step(agent, footprint, clock))
-
     def _add_race_backtracks(self, node: _Node) -> None:
-        """For each agent's next step, the latest racing step gets a backtrack point."""
-        for option, footprint in node.footprints.items():
-            if "!" in option:
-                continue
-            agent = option
-            seen = self.agent_clock.get(agent, {})
-            for index in range(len(self.steps) - 1, -1, -1):
-                step = self.steps[index]
-                if step.agent == agent or not dependent(step.footprint, footprint):
-                    continue
-                if seen.get(step.agent, -1) >= index:
-                    continue  # it happens before the agent's next step: ordered, no race
-                self._backtrack_at(index, agent, seen)
-                break
+        """Each agent's next step gets to run before the latest step it races with."""
+        for index, options in self.trace.backtracks(node.footprints, self._enabled).items():
+            self.path[index].backtrack.update(options)
 
-    def _backtrack_at(self, index: int, agent: str, seen: VectorClock) -> None:
-        node = self.path[index]
-        enabled = [option for option in node.options if "!" not in option]
-        if agent in enabled:
-            node.backtrack.add(agent)
-            return
-        for later in range(index + 1, len(self.steps)):
-            other = self.steps[later].agent
-            if other in enabled and seen.get(other, -1) >= later:
-                node.backtrack.add(other)
-                return
-        node.backtrack.update(enabled)
+    def _enabled(self, index: int) -> list[str]:
+        return [option for option in self.path[index].options if "!" not in option]
 
     # ------------------------------------------------------- backtracking
 
@@ -192,12 +139,6 @@ class _Explorer:
                 return True
             self.path.pop()
         return False
-
-
-def _join(into: VectorClock, other: VectorClock) -> None:
-    for agent, index in other.items():
-        if into.get(agent, -1) < index:
-            into[agent] = index
 
 
 @dataclass(frozen=True, slots=True)
