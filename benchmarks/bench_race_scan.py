@@ -10,8 +10,10 @@ agents each loop ``stat`` + ``now`` over the shared store for about half of
 ``N`` steps before a normal reference turn; the table shows, for each ``N``,
 the median time to replay the default schedule, the median time to explore
 one schedule (``search_exhaustive`` with ``max_schedules=1``: the same run
-plus the race scan at every state) and their ratio.  Ratios are what to
-read: this machine is shared and noisy.
+plus the race scan at every state) and their ratio.  Times are CPU seconds
+of this process (``time.process_time``, garbage collection included), the
+median of ``--repeat`` runs, so that other load on a shared machine blurs
+them less; ratios are what to read.
 """
 
 from __future__ import annotations
@@ -60,9 +62,9 @@ def world(steps: int) -> WorldSpec:
 def median_time(repeat: int, job: Callable[[], object]) -> float:
     samples = []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started = time.process_time()
         job()
-        samples.append(time.perf_counter() - started)
+        samples.append(time.process_time() - started)
     return statistics.median(samples)
 
 
@@ -83,7 +85,7 @@ def measure(steps: int, repeat: int) -> tuple[int, float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[500, 2000, 5000])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     print(f"{'N':>6} {'steps':>6} {'replay s':>9} {'explore s':>10} {'ratio':>7}")
     for steps in args.steps:

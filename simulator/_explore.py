@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._footprint import Footprint, dependent
+from ._footprint import Footprint, dependent, touches_everything
 from ._races import Trace
 from ._result import RunResult
 from ._schedule import Chooser, StepView, candidates
@@ -34,12 +34,13 @@ class _Pruned(Exception):
 class _Node:
     """One state on the current path: what could run, what was tried, what sleeps."""
 
-    options: list[str]  # default candidate first; fault variants after
+    options: tuple[str, ...]  # default candidate first; fault variants after
     footprints: dict[str, Footprint]  # of every option, and of waiting agents
     sleep: dict[str, Footprint]  # options proven redundant here, with their footprints
     chosen: str = ""
-    backtrack: set[str] = field(default_factory=set)
-    done: set[str] = field(default_factory=set)
+    # the backtrack set: options to try here, each with whether it has been tried (a dict
+    # of str and bool, not two sets: the garbage collector need not track it)
+    to_try: dict[str, bool] = field(default_factory=dict)
 
 
 class _Explorer:
@@ -50,6 +51,7 @@ class _Explorer:
         self.path: list[_Node] = []  # the stack of states of the current run's prefix
         self.depth = 0  # position in the current run
         self.trace = Trace()  # executed steps of the current run
+        self.footprints: dict[Footprint, Footprint] = {}  # one copy of each, kept in nodes
 
     # ----------------------------------------------------------- one run
 
@@ -68,13 +70,14 @@ class _Explorer:
         return option
 
     def _new_node(self, view: StepView) -> _Node:
-        options = []
+        listed = []
         for agent in candidates(view.runnable, view.last):
-            options.append(agent)
-            options.extend(f"{agent}!{fault.value}" for fault in view.faults(agent))
-        footprints = {option: view.footprint(option) for option in options}
+            listed.append(agent)
+            listed.extend(f"{agent}!{fault.value}" for fault in view.faults(agent))
+        options = tuple(listed)
+        footprints = {option: self._footprint(view, option) for option in options}
         for agent in view.waiting:
-            footprints[agent] = view.footprint(agent)
+            footprints[agent] = self._footprint(view, agent)
         sleep = self._inherited_sleep()
         node = _Node(options, footprints, sleep)
         if self.depth < len(self.path):
@@ -87,15 +90,21 @@ class _Explorer:
             if not awake:
                 raise _Pruned()
             first = awake[0]
-            node.backtrack.add(first)
             # faults are not reduced: each one is a different world, not a reordering
-            node.backtrack.update(option for option in awake if "!" in option)
+            node.to_try.update((option, False) for option in awake if "!" in option)
         else:
             first = options[0]
-            node.backtrack.update(options)
+            node.to_try.update((option, False) for option in options)
         node.chosen = first
-        node.done.add(first)
+        node.to_try[first] = True
         return node
+
+    def _footprint(self, view: StepView, option: str) -> Footprint:
+        """``option``'s footprint; equal ones share one object, so a long path holds few."""
+        footprint = view.footprint(option)
+        if touches_everything(footprint):
+            return footprint  # known by identity: never swap it for an equal one
+        return self.footprints.setdefault(footprint, footprint)
 
     def _inherited_sleep(self) -> dict[str, Footprint]:
         if not self.reduction or self.depth == 0:
@@ -103,8 +112,8 @@ class _Explorer:
         parent = self.path[self.depth - 1]
         chosen = parent.footprints[parent.chosen]
         candidates_asleep = dict(parent.sleep)
-        for option in parent.done:
-            if option != parent.chosen:
+        for option, tried in parent.to_try.items():
+            if tried and option != parent.chosen:
                 candidates_asleep[option] = parent.footprints[option]
         return {
             option: footprint
@@ -117,7 +126,9 @@ class _Explorer:
     def _add_race_backtracks(self, node: _Node) -> None:
         """Each agent's next step gets to run before the latest step it races with."""
         for index, options in self.trace.backtracks(node.footprints, self._enabled).items():
-            self.path[index].backtrack.update(options)
+            to_try = self.path[index].to_try
+            for option in options:
+                to_try.setdefault(option, False)
 
     def _enabled(self, index: int) -> list[str]:
         return [option for option in self.path[index].options if "!" not in option]
@@ -131,11 +142,11 @@ class _Explorer:
             todo = [
                 option
                 for option in node.options
-                if option in node.backtrack and option not in node.done and option not in node.sleep
+                if node.to_try.get(option) is False and option not in node.sleep
             ]
             if todo:
                 node.chosen = todo[0]
-                node.done.add(todo[0])
+                node.to_try[todo[0]] = True
                 return True
             self.path.pop()
         return False

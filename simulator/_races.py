@@ -57,31 +57,35 @@ class Trace:
 
     def record(self, agent: str, footprint: Footprint) -> None:
         """The next step is ``agent``'s and touches ``footprint``: clock it and index it."""
-        clock = dict(self.clock(agent))
+        before = self.clock(agent)
+        clock = dict(before)
+        last_write, reads_since = self._object_write, self._object_read
         for obj, writes in footprint:
-            _join(clock, self._object_write.get(obj))
+            _join(clock, last_write.get(obj), before)
             if writes:
-                _join(clock, self._object_read.get(obj))
+                _join(clock, reads_since.get(obj), before)
         index = self.length
         self.length += 1
         clock[agent] = index
-        for obj, writes in footprint:
-            if writes:
-                self._object_write[obj] = clock
-                self._object_read[obj] = {}
-            else:
-                _join(self._object_read.setdefault(obj, {}), clock)
         self._agent_clock[agent] = clock
         self._own_steps.setdefault(agent, []).append(index)
-        if touches_everything(footprint):
+        everything = touches_everything(footprint)
+        if everything:
             self._last_everything[agent] = index
-            return
         touched = self._last_touch.setdefault(agent, {})
         written = self._last_write.setdefault(agent, {})
         for obj, writes in footprint:
-            touched[obj] = index
             if writes:
-                written[obj] = index
+                last_write[obj] = clock
+                reads_since.pop(obj, None)
+            elif obj in reads_since:
+                _join(reads_since[obj], clock, None)
+            else:
+                reads_since[obj] = dict(clock)
+            if not everything:
+                touched[obj] = index
+                if writes:
+                    written[obj] = index
 
     def latest_race(self, agent: str, footprint: Footprint) -> int | None:
         """The latest step of another agent dependent with, and unordered before, this one."""
@@ -146,8 +150,9 @@ class Trace:
         return (first[1],) if first is not None else enabled
 
 
-def _join(into: VectorClock, other: VectorClock | None) -> None:
-    if not other:
+def _join(into: VectorClock, other: VectorClock | None, known: VectorClock | None) -> None:
+    """Raise ``into`` to ``other``; ``known`` is a clock already in ``into``: no need to look."""
+    if not other or other is known:
         return
     for agent, index in other.items():
         if into.get(agent, -1) < index:
