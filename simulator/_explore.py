@@ -73,7 +73,8 @@ class _Explorer:
         listed = []
         for agent in candidates(view.runnable, view.last):
             listed.append(agent)
-            listed.extend(f"{agent}!{fault.value}" for fault in view.faults(agent))
+            for fault in view.faults(agent):
+                listed.append(f"{agent}!{fault.value}")
         options = tuple(listed)
         footprints = {option: self._footprint(view, option) for option in options}
         for agent in view.waiting:
@@ -91,10 +92,12 @@ class _Explorer:
                 raise _Pruned()
             first = awake[0]
             # faults are not reduced: each one is a different world, not a reordering
-            node.to_try.update((option, False) for option in awake if "!" in option)
+            for option in awake:
+                if "!" in option:
+                    node.to_try[option] = False
         else:
             first = options[0]
-            node.to_try.update((option, False) for option in options)
+            node.to_try.update(dict.fromkeys(options, False))
         node.chosen = first
         node.to_try[first] = True
         return node
