@@ -25,19 +25,33 @@ from ._footprint import Footprint, touches_everything
 VectorClock = dict[str, int]
 
 
-class Trace:
-    """The steps of one run, with happens-before clocks and per-object indexes."""
+class _AgentSteps:
+    """One agent's steps in a run, and its latest step per kind of access."""
 
-    __slots__ = (
-        "length",
-        "_agent_clock",
-        "_object_write",
-        "_object_read",
-        "_own_steps",
-        "_last_touch",
-        "_last_write",
-        "_last_everything",
-    )
+    __slots__ = ("indices", "touched", "written", "everything")
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []  # ascending
+        self.touched: dict[str, int] = {}  # object -> its latest step touching it
+        self.written: dict[str, int] = {}  # object -> its latest step writing it
+        self.everything = -1  # its latest step touching everything
+
+    def latest_dependent(self, footprint: Footprint, everything: bool) -> int:
+        """Its latest step ``dependent`` with ``footprint`` (-1 if none)."""
+        if everything:
+            return self.indices[-1]
+        latest = self.everything
+        for obj, writes in footprint:
+            index = (self.touched if writes else self.written).get(obj, -1)
+            if index > latest:
+                latest = index
+        return latest
+
+
+class Trace:
+    """The steps of one run, with happens-before clocks and per-agent indexes."""
+
+    __slots__ = ("length", "_agent_clock", "_object_write", "_object_read", "_agents")
 
     def __init__(self) -> None:
         self.length = 0  # steps recorded
@@ -45,11 +59,7 @@ class Trace:
         # happens-before: the clock of an object's last write, and of its reads since
         self._object_write: dict[str, VectorClock] = {}
         self._object_read: dict[str, VectorClock] = {}
-        # the indexes: per agent, its step indices, and its latest step per kind of access
-        self._own_steps: dict[str, list[int]] = {}
-        self._last_touch: dict[str, dict[str, int]] = {}
-        self._last_write: dict[str, dict[str, int]] = {}
-        self._last_everything: dict[str, int] = {}
+        self._agents: dict[str, _AgentSteps] = {}
 
     def clock(self, agent: str) -> VectorClock:
         """What happened before ``agent``'s latest step (empty before its first)."""
@@ -68,12 +78,13 @@ class Trace:
         self.length += 1
         clock[agent] = index
         self._agent_clock[agent] = clock
-        self._own_steps.setdefault(agent, []).append(index)
+        own = self._agents.get(agent)
+        if own is None:
+            own = self._agents[agent] = _AgentSteps()
+        own.indices.append(index)
         everything = touches_everything(footprint)
         if everything:
-            self._last_everything[agent] = index
-        touched = self._last_touch.setdefault(agent, {})
-        written = self._last_write.setdefault(agent, {})
+            own.everything = index
         for obj, writes in footprint:
             if writes:
                 last_write[obj] = clock
@@ -83,31 +94,22 @@ class Trace:
             else:
                 reads_since[obj] = dict(clock)
             if not everything:
-                touched[obj] = index
+                own.touched[obj] = index
                 if writes:
-                    written[obj] = index
+                    own.written[obj] = index
 
     def latest_race(self, agent: str, footprint: Footprint) -> int | None:
         """The latest step of another agent dependent with, and unordered before, this one."""
         seen = self.clock(agent)
         everything = touches_everything(footprint)
         found = -1
-        for other, own in self._own_steps.items():
+        for other, own in self._agents.items():
             if other == agent:
                 continue
-            if everything:
-                latest = own[-1]
-            else:
-                latest = self._last_everything.get(other, -1)
-                touched = self._last_touch.get(other, {})
-                written = self._last_write.get(other, {})
-                for obj, writes in footprint:
-                    index = (touched if writes else written).get(obj, -1)
-                    if index > latest:
-                        latest = index
-            # the agent's steps up to seen[other] happen before: if its latest dependent
-            # one does, so do all its earlier ones
-            if latest > seen.get(other, -1) and latest > found:
+            latest = own.latest_dependent(footprint, everything)
+            # the other's steps up to seen[other] happen before this one: if its latest
+            # dependent step does, so do all its earlier ones
+            if latest > found and latest > seen.get(other, -1):
                 found = latest
         return found if found >= 0 else None
 
@@ -141,7 +143,7 @@ class Trace:
         first: tuple[int, str] | None = None
         for other in enabled:
             # the other agent's first step after ``index``, if it happens before ``agent``'s
-            own = self._own_steps.get(other, [])
+            own = self._agents[other].indices if other in self._agents else []
             at = bisect_right(own, index)
             if at == len(own) or own[at] > seen.get(other, -1):
                 continue
