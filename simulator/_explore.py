@@ -4,9 +4,10 @@ A stateless model checker in the manner of CHESS and of Flanagan and
 Godefroid's dynamic partial-order reduction (POPL 2005): every run replays
 its prefix from the start (the simulator is deterministic), then explores
 new states.  With ``reduction=True`` it adds, at each new state, only the
-backtracking points that a race between dependent steps calls for (DPOR),
-and skips orders that sleep sets prove equivalent; with ``reduction=False``
-it tries every runnable agent at every step, which is only feasible for tiny
+backtracking points that a race between dependent steps calls for (DPOR;
+``_races`` finds the races in time linear in the run), and skips orders
+that sleep sets prove equivalent; with ``reduction=False`` it tries every
+runnable agent at every step, which is only feasible for tiny
 worlds but states the reduction factor honestly.
 
 A search that finishes within ``max_schedules`` *rules the bug out* for that
@@ -51,7 +52,7 @@ class _Explorer:
         self.path: list[_Node] = []  # the stack of states of the current run's prefix
         self.depth = 0  # position in the current run
         self.trace = Trace()  # executed steps of the current run
-        self.footprints: dict[Footprint, Footprint] = {}  # one copy of each, kept in nodes
+        self.shared: dict[Footprint, Footprint] = {}  # one copy of each footprint, for nodes
 
     # ----------------------------------------------------------- one run
 
@@ -107,7 +108,7 @@ class _Explorer:
         footprint = view.footprint(option)
         if touches_everything(footprint):
             return footprint  # known by identity: never swap it for an equal one
-        return self.footprints.setdefault(footprint, footprint)
+        return self.shared.setdefault(footprint, footprint)
 
     def _inherited_sleep(self) -> dict[str, Footprint]:
         if not self.reduction or self.depth == 0:
