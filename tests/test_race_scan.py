@@ -9,9 +9,13 @@ everything (kills), and at every new state compares the two scans.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -124,3 +128,22 @@ def test_indexed_scan_adds_exactly_the_backward_scans_backtracks(
         agent = taken.partition("!")[0]
         trace.record(agent, nexts[taken])
         steps.append(Recorded(agent, nexts[taken], trace.clock(agent)))
+
+
+def test_the_benchmark_runs_and_prints_a_row_per_loop_and_length(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``benchmarks/bench_race_scan.py`` is not a test; this keeps it from rotting."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench_race_scan = importlib.import_module("bench_race_scan")
+    assert bench_race_scan.main(["--steps", "80", "120", "--repeat", "1"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [row.split()[:2] for row in rows] == [
+        ["stat", "80"],
+        ["stat", "120"],
+        ["poll", "80"],
+        ["poll", "120"],
+    ]
+    for row in rows:
+        steps = int(row.split()[2])
+        assert 60 <= steps <= 120  # the loop count is sized to the asked length
