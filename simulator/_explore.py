@@ -4,9 +4,10 @@ A stateless model checker in the manner of CHESS and of Flanagan and
 Godefroid's dynamic partial-order reduction (POPL 2005): every run replays
 its prefix from the start (the simulator is deterministic), then explores
 new states.  With ``reduction=True`` it adds, at each new state, only the
-backtracking points that a race between dependent steps calls for (DPOR),
-and skips orders that sleep sets prove equivalent; with ``reduction=False``
-it tries every runnable agent at every step, which is only feasible for tiny
+backtracking points that a race between dependent steps calls for (DPOR;
+``_races`` finds the races in time linear in the run), and skips orders
+that sleep sets prove equivalent; with ``reduction=False`` it tries every
+runnable agent at every step, which is only feasible for tiny
 worlds but states the reduction factor honestly.
 
 A search that finishes within ``max_schedules`` *rules the bug out* for that
@@ -19,12 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._footprint import Footprint, dependent
+from ._footprint import Footprint, dependent, touches_everything
+from ._races import Trace
 from ._result import RunResult
 from ._schedule import Chooser, StepView, candidates
 from ._strategies import SearchResult, Strategy
-
-VectorClock = dict[str, int]
 
 
 class _Pruned(Exception):
@@ -35,19 +35,13 @@ class _Pruned(Exception):
 class _Node:
     """One state on the current path: what could run, what was tried, what sleeps."""
 
-    options: list[str]  # default candidate first; fault variants after
+    options: tuple[str, ...]  # default candidate first; fault variants after
     footprints: dict[str, Footprint]  # of every option, and of waiting agents
     sleep: dict[str, Footprint]  # options proven redundant here, with their footprints
     chosen: str = ""
-    backtrack: set[str] = field(default_factory=set)
-    done: set[str] = field(default_factory=set)
-
-
-@dataclass(slots=True)
-class _Step:
-    agent: str
-    footprint: Footprint
-    clock: VectorClock
+    # the backtrack set: options to try here, each with whether it has been tried (a dict
+    # of str and bool, not two sets: the garbage collector need not track it)
+    to_try: dict[str, bool] = field(default_factory=dict)
 
 
 class _Explorer:
@@ -57,19 +51,14 @@ class _Explorer:
         self.reduction = reduction
         self.path: list[_Node] = []  # the stack of states of the current run's prefix
         self.depth = 0  # position in the current run
-        self.steps: list[_Step] = []  # executed steps of the current run
-        self.agent_clock: dict[str, VectorClock] = {}
-        self.obj_write: dict[str, VectorClock] = {}
-        self.obj_read: dict[str, VectorClock] = {}
+        self.trace = Trace()  # executed steps of the current run
+        self.shared: dict[Footprint, Footprint] = {}  # one copy of each footprint, for nodes
 
     # ----------------------------------------------------------- one run
 
     def reset_run(self) -> None:
         self.depth = 0
-        self.steps = []
-        self.agent_clock = {}
-        self.obj_write = {}
-        self.obj_read = {}
+        self.trace = Trace()
 
     def choose(self, view: StepView) -> str:
         if self.depth < len(self.path) and self.path[self.depth].chosen:
@@ -77,18 +66,20 @@ class _Explorer:
         else:
             node = self._new_node(view)
         option = node.chosen
-        self._record(option, node.footprints[option])
+        self.trace.record(option.partition("!")[0], node.footprints[option])
         self.depth += 1
         return option
 
     def _new_node(self, view: StepView) -> _Node:
-        options = []
+        listed = []
         for agent in candidates(view.runnable, view.last):
-            options.append(agent)
-            options.extend(f"{agent}!{fault.value}" for fault in view.faults(agent))
-        footprints = {option: view.footprint(option) for option in options}
+            listed.append(agent)
+            for fault in view.faults(agent):
+                listed.append(f"{agent}!{fault.value}")
+        options = tuple(listed)
+        footprints = {option: self._footprint(view, option) for option in options}
         for agent in view.waiting:
-            footprints[agent] = view.footprint(agent)
+            footprints[agent] = self._footprint(view, agent)
         sleep = self._inherited_sleep()
         node = _Node(options, footprints, sleep)
         if self.depth < len(self.path):
@@ -101,15 +92,23 @@ class _Explorer:
             if not awake:
                 raise _Pruned()
             first = awake[0]
-            node.backtrack.add(first)
             # faults are not reduced: each one is a different world, not a reordering
-            node.backtrack.update(option for option in awake if "!" in option)
+            for option in awake:
+                if "!" in option:
+                    node.to_try[option] = False
         else:
             first = options[0]
-            node.backtrack.update(options)
+            node.to_try.update(dict.fromkeys(options, False))
         node.chosen = first
-        node.done.add(first)
+        node.to_try[first] = True
         return node
+
+    def _footprint(self, view: StepView, option: str) -> Footprint:
+        """``option``'s footprint; equal ones share one object, so a long path holds few."""
+        footprint = view.footprint(option)
+        if touches_everything(footprint):
+            return footprint  # known by identity: never swap it for an equal one
+        return self.shared.setdefault(footprint, footprint)
 
     def _inherited_sleep(self) -> dict[str, Footprint]:
         if not self.reduction or self.depth == 0:
@@ -117,8 +116,8 @@ class _Explorer:
         parent = self.path[self.depth - 1]
         chosen = parent.footprints[parent.chosen]
         candidates_asleep = dict(parent.sleep)
-        for option in parent.done:
-            if option != parent.chosen:
+        for option, tried in parent.to_try.items():
+            if tried and option != parent.chosen:
                 candidates_asleep[option] = parent.footprints[option]
         return {
             option: footprint
@@ -128,52 +127,15 @@ class _Explorer:
             and not dependent(footprint, chosen)
         }
 
-    def _record(self, option: str, footprint: Footprint) -> None:
-        agent = option.partition("!")[0]
-        clock = dict(self.agent_clock.get(agent, {}))
-        for obj, writes in footprint:
-            _join(clock, self.obj_write.get(obj, {}))
-            if writes:
-                _join(clock, self.obj_read.get(obj, {}))
-        index = len(self.steps)
-        clock[agent] = index
-        for obj, writes in footprint:
-            if writes:
-                self.obj_write[obj] = clock
-                self.obj_read[obj] = {}
-            else:
-                _join(self.obj_read.setdefault(obj, {}), clock)
-        self.agent_clock[agent] = clock
-        self.steps.append(_Step(agent, footprint, clock))
-
     def _add_race_backtracks(self, node: _Node) -> None:
-        """For each agent's next step, the latest racing step gets a backtrack point."""
-        for option, footprint in node.footprints.items():
-            if "!" in option:
-                continue
-            agent = option
-            seen = self.agent_clock.get(agent, {})
-            for index in range(len(self.steps) - 1, -1, -1):
-                step = self.steps[index]
-                if step.agent == agent or not dependent(step.footprint, footprint):
-                    continue
-                if seen.get(step.agent, -1) >= index:
-                    continue  # it happens before the agent's next step: ordered, no race
-                self._backtrack_at(index, agent, seen)
-                break
+        """Each agent's next step gets to run before the latest step it races with."""
+        for index, options in self.trace.backtracks(node.footprints, self._enabled).items():
+            to_try = self.path[index].to_try
+            for option in options:
+                to_try.setdefault(option, False)
 
-    def _backtrack_at(self, index: int, agent: str, seen: VectorClock) -> None:
-        node = self.path[index]
-        enabled = [option for option in node.options if "!" not in option]
-        if agent in enabled:
-            node.backtrack.add(agent)
-            return
-        for later in range(index + 1, len(self.steps)):
-            other = self.steps[later].agent
-            if other in enabled and seen.get(other, -1) >= later:
-                node.backtrack.add(other)
-                return
-        node.backtrack.update(enabled)
+    def _enabled(self, index: int) -> list[str]:
+        return [option for option in self.path[index].options if "!" not in option]
 
     # ------------------------------------------------------- backtracking
 
@@ -184,20 +146,14 @@ class _Explorer:
             todo = [
                 option
                 for option in node.options
-                if option in node.backtrack and option not in node.done and option not in node.sleep
+                if node.to_try.get(option) is False and option not in node.sleep
             ]
             if todo:
                 node.chosen = todo[0]
-                node.done.add(todo[0])
+                node.to_try[todo[0]] = True
                 return True
             self.path.pop()
         return False
-
-
-def _join(into: VectorClock, other: VectorClock) -> None:
-    for agent, index in other.items():
-        if into.get(agent, -1) < index:
-            into[agent] = index
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,8 +55,17 @@ def local(agent: str) -> Footprint:
     return frozenset({(f"agent:{agent}", True)})
 
 
+def touches_everything(footprint: Footprint) -> bool:
+    """Whether a step depends on every other step, whatever the other touches (a kill)."""
+    return footprint is EVERYTHING
+
+
 def dependent(first: Footprint, second: Footprint) -> bool:
-    if first is EVERYTHING or second is EVERYTHING:
+    """Whether two steps may not commute: one touches everything, or both an object one writes.
+
+    The race scan's indexes (``_races``) rely on exactly this rule; change both together.
+    """
+    if touches_everything(first) or touches_everything(second):
         return True
     for obj, writes in first:
         for other, other_writes in second:
