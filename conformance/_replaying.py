@@ -12,16 +12,8 @@ import sys
 
 from rich.console import Console
 
-from simulator import (
-    OsModel,
-    ProcessPool,
-    RealityMismatch,
-    ReplayChooser,
-    Schedule,
-    ScheduleError,
-    reality_check,
-    simulate_processes,
-)
+from simulator import OsModel, ReplayChooser, Schedule, ScheduleError
+from simulator.real import ProcessPool, RealityMismatch, reality_check, simulate_processes
 
 from ._campaign import replay
 from ._checker import check, fatal
