@@ -125,13 +125,7 @@ from refresh_engine import (
     Outcome as EffectOutcome,
 )
 from simulator import OsModel, Strategy
-from simulator._wine import (
-    WineError,
-    WinePython,
-    WineUnavailable,
-    ensure_wine_python,
-    windows_path,
-)
+from simulator.real import WineError, WinePython, WineUnavailable, setup_wine_python, windows_path
 
 _REAL_TIME = time.time  # captured before frontrun can patch the time module
 ATTEMPT_TIMEOUT = 30.0  # seconds one stress turn may take before its agents are called stuck
@@ -186,9 +180,10 @@ FRONTRUN_WINDOWS_GAP = (
 
 
 def wine_python() -> tuple[WinePython | None, str]:
-    """The Windows CPython under Wine (set up now if need be), or why it cannot be had."""
+    """The Windows CPython under Wine (the benchmark sets it up: ``setup_wine_python``),
+    or why it cannot be had."""
     try:
-        return ensure_wine_python(), ""
+        return setup_wine_python(), ""  # a benchmark sets Wine up itself
     except (WineUnavailable, WineError, OSError, subprocess.SubprocessError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         return None, f"Wine unavailable: {reason[:200]}"

