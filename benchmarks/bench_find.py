@@ -92,8 +92,13 @@ from harness import (
 )
 from overlap import ForcedOverlap, OverlapBarrier
 
-from conformance import BUILTIN_ENGINES, search_engine
-from conformance._scenario_files import Scenario, builtin_scenarios, load_scenario_file
+from conformance import (
+    BUILTIN_ENGINES,
+    Scenario,
+    builtin_scenarios,
+    load_scenario_file,
+    search_engine,
+)
 from fake_oauth_server import RunningServer, serve_in_thread
 from refresh_engine import (
     AgentContext,

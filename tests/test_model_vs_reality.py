@@ -41,7 +41,9 @@ def test_the_reference_engine_ends_clean_for_real_too(tmp_path: Path) -> None:
         root = tmp_path / str(index)
         root.mkdir()
         chooser = ReplayChooser(schedule)  # type: ignore[arg-type]
-        real = simulate(spec, BUILTIN_ENGINES["reference"].factory(), chooser, real_backend(str(root)))
+        real = simulate(
+            spec, BUILTIN_ENGINES["reference"].factory(), chooser, real_backend(str(root))
+        )
         assert check(real) == ()
         store = root / spec.main_store.lstrip("/")
         assert b"trr_" in store.read_bytes()  # a real file holds the rotated credential

@@ -35,6 +35,7 @@ import pytest
 
 from fake_oauth_server import DEFAULT_BASE_URL, AuditKind, AuthServer, Policy, Request, TokenKind
 from refresh_engine import (
+    REPLACE_TRIES,
     AgentContext,
     Alive,
     Close,
@@ -67,7 +68,6 @@ from refresh_engine import (
     render_store,
     with_credential,
 )
-from refresh_engine._store import REPLACE_TRIES
 from simulator import AgentSpec, DefaultChooser, OsModel, VirtualFS, WorldSpec, simulate
 from simulator._os import OsLayer
 from simulator._syscalls import os_call
