@@ -44,8 +44,8 @@ median time with tokenrace's (the strategy the scenario file names, which
 ``tokenrace run`` uses).
 
 Scenarios of the ``windows`` OS model get their stress test under Wine: each
-agent process is the official Windows CPython (``simulator._wine``, set up
-on first use, cached) running ``agent_worker.py once`` with the state dir as
+agent process is the official Windows CPython (``simulator.real``, set up
+by the benchmark itself with ``setup_wine_python``, cached) running ``agent_worker.py once`` with the state dir as
 a Windows path (``Z:\\...``), so the engine sees ``sys.platform == "win32"``,
 no ``fcntl`` and Windows' sharing rules; the fake server and the harness stay
 native and the agents reach it over loopback.  When Wine cannot be set up
@@ -319,7 +319,7 @@ def wine_env(world: DiskWorld, agent: str, token_url: str, wine: WinePython) -> 
     """The ``--command`` environment with Windows paths, over Wine's own (prefix, no DISPLAY).
 
     The paths are ``Z:/...`` with forward slashes, as the probes name them
-    (``simulator._probe``): the engines join paths with ``posixpath``, and
+    (``simulator.real.Probe``): the engines join paths with ``posixpath``, and
     Windows takes either separator.
     """
     env = world.env(agent, token_url)
@@ -335,7 +335,7 @@ def _wine_turn(
 
     Output goes through pipes that are read until each process exits, never
     until end-of-file: Wine's helper processes inherit and keep the pipes
-    (``simulator._wine.run_command``).
+    (``simulator.real.run_command``).
     """
     processes: list[tuple[list[str], subprocess.Popen[bytes]]] = []
     start_at = time.time() + WINE_START_LEAD

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("refresh_engine", "fake_oauth_server", "simulator", "conformance")
 #: the layers, each a package or subpackage with private ``_modules`` and a public ``__init__``
 LAYERS = ("refresh_engine", "fake_oauth_server", "simulator", "simulator.real", "conformance")
-#: what each layer may import of the others (DESIGN.md's one-way rule; docs/architecture.md):
+#: what each layer may import of the others (docs/architecture.md):
 #: the deterministic core ``simulator`` never imports ``simulator.real``, which does real I/O
 ALLOWED = {
     "refresh_engine": set(),

@@ -31,22 +31,27 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "wheels the tests import; cached, so a second run only checks",
     )
     commands.add_parser("status", help="say whether Wine is set up; installs nothing")
-    host = commands.add_parser(
-        "host", help="run pytest as a Windows host under Wine (default: the Windows runner's tests)"
+    commands.add_parser(
+        "host",
+        usage=f"{prog} host [PYTEST ARGS ...]",
+        help="run pytest as a Windows host under Wine, every argument pytest's (default: the "
+        "Windows runner's tests, .ci/windows-tests)",
     )
-    host.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST ARGS")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "tokenrace wine") -> int:
-    args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(prog)
+    host = argv[:1] == ["host"] and argv[1:] not in (["-h"], ["--help"])
+    action = "host" if host else parser.parse_args(argv).action
     try:
-        if args.action == "setup":
+        if action == "setup":
             return _setup()
-        if args.action == "status":
+        if action == "status":
             return _status()
         done = run_pytest(
-            args.pytest_args or ["-q", "-rs", "-m", "not slow", *windows_runner_args()],
+            argv[1:] or ["-q", "-rs", "-m", "not slow", *windows_runner_args()],
             echo=lambda text: print(text, end="", flush=True),
         )
     except WineUnavailable as exc:
