@@ -44,10 +44,11 @@ median time with tokenrace's (the strategy the scenario file names, which
 ``tokenrace run`` uses).
 
 Scenarios of the ``windows`` OS model get their stress test under Wine: each
-agent process is the official Windows CPython (``simulator.real``, set up
-by the benchmark itself with ``setup_wine_python``, cached) running ``agent_worker.py once`` with the state dir as
-a Windows path (``Z:\\...``), so the engine sees ``sys.platform == "win32"``,
-no ``fcntl`` and Windows' sharing rules; the fake server and the harness stay
+agent process is the official Windows CPython (``simulator.real``, set up by
+the benchmark itself with ``setup_wine_python``, cached) running
+``agent_worker.py once`` with the state dir as a Windows path (``Z:\\...``),
+so the engine sees ``sys.platform == "win32"``, no ``fcntl`` and Windows'
+sharing rules; the fake server and the harness stay
 native and the agents reach it over loopback.  When Wine cannot be set up
 the row says why instead.  frontrun cannot follow there (no Windows build of
 it), and run natively its threads get Linux semantics, where these engines

@@ -134,6 +134,19 @@ def test_a_run_never_installs_it_names_the_setup_command(
         wine_python(tmp_path)
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="Windows processes run under Wine on Linux")
+def test_a_real_windows_replay_without_wine_set_up_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(_wine.HOME_ENV, str(tmp_path))
+    argv = ["replay", "default", "--scenario", "headline", "--os", "windows", "--real"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"`{SETUP_COMMAND}`" in err
+    assert not (tmp_path / "python").exists()  # nothing was downloaded
+
+
 def test_the_setup_command_fails_in_one_line_when_wine_cannot_be_had(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
