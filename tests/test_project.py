@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,13 @@ def test_modules_stay_small(package: str) -> None:
     for path in (ROOT / package).rglob("*.py"):
         lines = len(path.read_text(encoding="utf-8").splitlines())
         assert lines <= 520, f"{path.relative_to(ROOT)} has {lines} lines"
+
+
+def test_importing_the_core_loads_no_real_io_harness() -> None:
+    """At run time too: a fresh interpreter that imports ``simulator`` has not loaded
+    ``simulator.real`` (a check that needs no AST, against import hooks and plugins)."""
+    code = "import sys, simulator\nprint(sorted(m for m in sys.modules if 'real' in m.split('.')))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]", done.stdout
