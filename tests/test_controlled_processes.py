@@ -99,7 +99,9 @@ def windows_pool() -> Iterator[ProcessPool]:
     if why := can_run(OsModel.WINDOWS):
         pytest.fail(why)
     try:
-        pool = ProcessPool(OsModel.WINDOWS, wine=setup_wine_python())  # the test sets Wine up
+        # on Linux the test sets Wine up itself; a Windows host runs its own processes
+        wine = None if HOST is OsModel.WINDOWS else setup_wine_python()
+        pool = ProcessPool(OsModel.WINDOWS, wine=wine)
     except WineUnavailable as exc:
         pytest.fail(f"Windows processes on a Linux host need Wine: {exc}")
     with pool:
