@@ -57,8 +57,7 @@ from harness import (
     write_json,
 )
 
-from conformance import BUILTIN_ENGINES
-from conformance._scenario_files import builtin_scenarios, load_scenario_file
+from conformance import BUILTIN_ENGINES, builtin_scenarios, load_scenario_file
 from fake_oauth_server import Policy, serve_in_thread
 from simulator import StoreLayout
 

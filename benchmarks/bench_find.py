@@ -44,10 +44,11 @@ median time with tokenrace's (the strategy the scenario file names, which
 ``tokenrace run`` uses).
 
 Scenarios of the ``windows`` OS model get their stress test under Wine: each
-agent process is the official Windows CPython (``simulator._wine``, set up
-on first use, cached) running ``agent_worker.py once`` with the state dir as
-a Windows path (``Z:\\...``), so the engine sees ``sys.platform == "win32"``,
-no ``fcntl`` and Windows' sharing rules; the fake server and the harness stay
+agent process is the official Windows CPython (``simulator.real``, set up by
+the benchmark itself with ``setup_wine_python``, cached) running
+``agent_worker.py once`` with the state dir as a Windows path (``Z:\\...``),
+so the engine sees ``sys.platform == "win32"``, no ``fcntl`` and Windows'
+sharing rules; the fake server and the harness stay
 native and the agents reach it over loopback.  When Wine cannot be set up
 the row says why instead.  frontrun cannot follow there (no Windows build of
 it), and run natively its threads get Linux semantics, where these engines
@@ -92,8 +93,13 @@ from harness import (
 )
 from overlap import ForcedOverlap, OverlapBarrier
 
-from conformance import BUILTIN_ENGINES, search_engine
-from conformance._scenario_files import Scenario, builtin_scenarios, load_scenario_file
+from conformance import (
+    BUILTIN_ENGINES,
+    Scenario,
+    builtin_scenarios,
+    load_scenario_file,
+    search_engine,
+)
 from fake_oauth_server import RunningServer, serve_in_thread
 from refresh_engine import (
     AgentContext,
@@ -125,13 +131,7 @@ from refresh_engine import (
     Outcome as EffectOutcome,
 )
 from simulator import OsModel, Strategy
-from simulator._wine import (
-    WineError,
-    WinePython,
-    WineUnavailable,
-    ensure_wine_python,
-    windows_path,
-)
+from simulator.real import WineError, WinePython, WineUnavailable, setup_wine_python, windows_path
 
 _REAL_TIME = time.time  # captured before frontrun can patch the time module
 ATTEMPT_TIMEOUT = 30.0  # seconds one stress turn may take before its agents are called stuck
@@ -186,9 +186,10 @@ FRONTRUN_WINDOWS_GAP = (
 
 
 def wine_python() -> tuple[WinePython | None, str]:
-    """The Windows CPython under Wine (set up now if need be), or why it cannot be had."""
+    """The Windows CPython under Wine (the benchmark sets it up: ``setup_wine_python``),
+    or why it cannot be had."""
     try:
-        return ensure_wine_python(), ""
+        return setup_wine_python(), ""  # a benchmark sets Wine up itself
     except (WineUnavailable, WineError, OSError, subprocess.SubprocessError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         return None, f"Wine unavailable: {reason[:200]}"
@@ -319,7 +320,7 @@ def wine_env(world: DiskWorld, agent: str, token_url: str, wine: WinePython) -> 
     """The ``--command`` environment with Windows paths, over Wine's own (prefix, no DISPLAY).
 
     The paths are ``Z:/...`` with forward slashes, as the probes name them
-    (``simulator._probe``): the engines join paths with ``posixpath``, and
+    (``simulator.real.Probe``): the engines join paths with ``posixpath``, and
     Windows takes either separator.
     """
     env = world.env(agent, token_url)
@@ -335,7 +336,7 @@ def _wine_turn(
 
     Output goes through pipes that are read until each process exits, never
     until end-of-file: Wine's helper processes inherit and keep the pipes
-    (``simulator._wine.run_command``).
+    (``simulator.real.run_command``).
     """
     processes: list[tuple[list[str], subprocess.Popen[bytes]]] = []
     start_at = time.time() + WINE_START_LEAD

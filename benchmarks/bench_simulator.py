@@ -182,7 +182,7 @@ def ruling_out(max_schedules: int, max_seconds: float) -> list[dict[str, Any]]:
 
 def time_to_find(repeat: int, budget: int) -> list[dict[str, Any]]:
     """For every known-bug engine in its scenario: schedules and time to the first failure."""
-    from conformance._scenario_files import builtin_scenarios, load_scenario_file
+    from conformance import builtin_scenarios, load_scenario_file
 
     rows = []
     for path in builtin_scenarios():

@@ -23,6 +23,7 @@ from ._corpus import MirroredChildStores, NoCrossProcessLock
 from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation, load_engine
 from ._errors import ConformanceError, EngineLoadError, UnknownScenario
 from ._report import SCHEMA, results_json, write_report
+from ._scenario_files import Scenario, builtin_scenarios, load_scenario_file
 from ._scenarios import HEADLINE_AGENTS, SCENARIOS, headline, load_scenario
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "HEADLINE_AGENTS",
     "SCENARIOS",
     "SCHEMA",
+    "Scenario",
     "Anomaly",
     "AnomalyKind",
     "CampaignResult",
@@ -43,12 +45,14 @@ __all__ = [
     "Severity",
     "UnknownScenario",
     "Verdict",
+    "builtin_scenarios",
     "check",
     "fatal",
     "has_fatal",
     "headline",
     "load_engine",
     "load_scenario",
+    "load_scenario_file",
     "replay",
     "replay_command",
     "results_json",

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "serve", help="run the fake OAuth server on loopback (tokenrace serve --help)"
     )
+    commands.add_parser("wine", help="set up Wine for Windows processes (tokenrace wine --help)")
 
     run = commands.add_parser(
         "run", help="the default campaign: every shipped scenario, its engine and the reference"
@@ -221,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fake_oauth_server import main as serve_main
 
         return serve_main(args_list[1:], prog="tokenrace serve")
+    if args_list[:1] == ["wine"]:  # Wine's set-up: the one command that installs anything
+        from simulator.real import wine_main
+
+        return wine_main(args_list[1:], prog="tokenrace wine")
     argv = args_list
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -12,16 +12,8 @@ import sys
 
 from rich.console import Console
 
-from simulator import (
-    OsModel,
-    ProcessPool,
-    RealityMismatch,
-    ReplayChooser,
-    Schedule,
-    ScheduleError,
-    reality_check,
-    simulate_processes,
-)
+from simulator import OsModel, ReplayChooser, Schedule, ScheduleError
+from simulator.real import ProcessPool, RealityMismatch, reality_check, simulate_processes
 
 from ._campaign import replay
 from ._checker import check, fatal
@@ -42,7 +34,7 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
     if args.real:
         model = result
         if spec.os is OsModel.WINDOWS and sys.platform != "win32":
-            console.print("windows processes run under Wine (set up on first use: ~30 s)")
+            console.print("windows processes run under Wine (set up by `tokenrace wine setup`)")
         with ProcessPool(spec.os) as pool:
             try:
                 result = simulate_processes(spec, entry.factory(), ReplayChooser(schedule), pool)

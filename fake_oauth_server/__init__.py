@@ -49,7 +49,7 @@ from ._policy import ErrorDialect, Policy, ReuseResponse, ReuseScope
 from ._presets import PRESETS, preset_name
 from ._respx import DEFAULT_BASE_URL, InProcessServer, ManualClock, mount_respx, respx_server
 from ._serve import RunningServer, main, serve_in_thread
-from ._tokens import fingerprint, redact
+from ._tokens import TOKEN_RE, fingerprint, redact
 
 __all__ = [
     "AUTHORIZE_PATH",
@@ -58,6 +58,7 @@ __all__ = [
     "METADATA_PATH",
     "ME_PATH",
     "PRESETS",
+    "TOKEN_RE",
     "TOKEN_PATH",
     "AccessCheck",
     "AuditEvent",

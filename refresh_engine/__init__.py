@@ -84,6 +84,7 @@ from ._reference import (
     post_refresh,
 )
 from ._store import (
+    REPLACE_TRIES,
     Credential,
     atomic_write,
     credential_from,
@@ -97,6 +98,7 @@ from ._store import (
 )
 
 __all__ = [
+    "REPLACE_TRIES",
     "AgentContext",
     "Alive",
     "BrokeredEngine",

@@ -7,17 +7,17 @@ that replays the run exactly.
 """
 
 # simulator imports refresh_engine and fake_oauth_server (and hypothesis);
-# it never imports conformance.
+# it never imports conformance.  This core is deterministic and does no real
+# I/O: it never imports its subpackage simulator.real (real files, real
+# processes, Wine), which is built on the core's public names.
 
 from ._agent import AgentStatus
 from ._errors import NotModelled, ScheduleError, SimulatorError, WorldError
 from ._explore import search_exhaustive
 from ._faults import FaultKind
+from ._filesystem import Clock, FileSystem, FileSystemFactory
 from ._history import EventKind, HistoryEvent, Refusal, StoreState, describe, render
 from ._kernel import Simulation, simulate
-from ._procfs import ProcessFS, simulate_processes
-from ._procpool import ProcessPool
-from ._reality import RealityMismatch, comparable_history, compare_with_reality, reality_check
 from ._result import Engine, RunResult
 from ._schedule import (
     Chooser,
@@ -48,17 +48,17 @@ __all__ = [
     "AgentStatus",
     "Chooser",
     "DefaultChooser",
+    "Clock",
     "Engine",
     "EventKind",
     "FaultKind",
+    "FileSystem",
+    "FileSystemFactory",
     "HistoryEvent",
     "NotModelled",
     "OsModel",
     "PctChooser",
-    "ProcessFS",
-    "ProcessPool",
     "RandomChooser",
-    "RealityMismatch",
     "Refusal",
     "ReplayChooser",
     "RunResult",
@@ -76,9 +76,6 @@ __all__ = [
     "WorldError",
     "WorldSpec",
     "candidates",
-    "comparable_history",
-    "compare_with_reality",
-    "reality_check",
     "default_choice",
     "describe",
     "render",
@@ -88,6 +85,5 @@ __all__ = [
     "search_random",
     "seed_world",
     "simulate",
-    "simulate_processes",
     "switch_points",
 ]

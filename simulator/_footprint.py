@@ -40,7 +40,7 @@ from refresh_engine import (
 )
 
 if TYPE_CHECKING:
-    from ._vfs import VirtualFS
+    from ._filesystem import FileSystem
 
 #: ``(object, writes)`` pairs.
 Footprint = frozenset[tuple[str, bool]]
@@ -75,7 +75,7 @@ def dependent(first: Footprint, second: Footprint) -> bool:
 
 
 def effect_footprint(
-    fs: VirtualFS,
+    fs: FileSystem,
     pid: int,
     agent: str,
     effect: Effect,
@@ -155,7 +155,7 @@ def effect_footprint(
 
 
 def _handles(
-    fs: VirtualFS, windows: bool, *paths: str, fold: Callable[[str], str]
+    fs: FileSystem, windows: bool, *paths: str, fold: Callable[[str], str]
 ) -> set[tuple[str, bool]]:
     """On Windows, whether the files are open decides a replace or delete: read that."""
     if not windows:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 from fake_oauth_server import AuthServer, Request, fingerprint
@@ -43,10 +42,10 @@ from refresh_engine import (
 
 from ._agent import _REQUEST_FAULT_OUTCOMES, _WAITING, AgentStatus, _Agent
 from ._faults import REQUEST_FAULTS, FaultKind
+from ._filesystem import FileSystemFactory
 from ._footprint import EVERYTHING, SERVER_READ, Footprint, effect_footprint, local
 from ._history import EventKind, HistoryEvent, Refusal
 from ._os import MSVCRT_TRIES, WINDOWS_EDEADLOCK, OsLayer
-from ._realfs import RealFS
 from ._result import Engine, RunResult
 from ._schedule import Chooser, default_choice, minimal_schedule
 from ._syscalls import os_call
@@ -63,23 +62,15 @@ class Simulation:
         spec: WorldSpec,
         engine: Engine,
         chooser: Chooser,
-        real_root: str | None = None,
-        backend: Callable[[Callable[[], float]], VirtualFS] | None = None,
+        backend: FileSystemFactory = VirtualFS,
     ) -> None:
-        """``real_root``: carry every file effect out for real under that directory
-        (``RealFS``), to check the OS model against this machine.  ``backend``: build
-        the filesystem from the virtual clock instead (``_procfs``: real processes)."""
+        """``backend`` builds the filesystem from the virtual clock: ``VirtualFS``, or a
+        real one that ``simulator.real`` builds to check the model against an OS."""
         self.spec = spec
         self.engine = engine
         self.chooser = chooser
         self.now = spec.start_time
-        self.fs = (
-            backend(lambda: self.now)
-            if backend is not None
-            else VirtualFS(clock=lambda: self.now)
-            if real_root is None
-            else RealFS(real_root, clock=lambda: self.now)
-        )
+        self.fs = backend(lambda: self.now)
         self.os = OsLayer(self.fs, spec.os, spec.nolock_dirs)
         self.server = AuthServer(spec.policy, seed=spec.server_seed)
         seed_world(spec, self.fs, self.server)
@@ -111,8 +102,7 @@ class Simulation:
             for agent in self.agents:  # a deadlocked or aborted run leaves flows open
                 if agent.runner is not None:
                     agent.runner.close()
-            if isinstance(self.fs, RealFS):
-                self.fs.close_all()
+            self.fs.close_all()
         return RunResult(
             events=tuple(self.events),
             audit=self.server.audit,
@@ -514,7 +504,7 @@ class _View:
 
 
 def simulate(
-    spec: WorldSpec, engine: Engine, chooser: Chooser, real_root: str | None = None
+    spec: WorldSpec, engine: Engine, chooser: Chooser, backend: FileSystemFactory = VirtualFS
 ) -> RunResult:
-    """Run ``engine`` in a fresh world built from ``spec`` (for real under ``real_root``)."""
-    return Simulation(spec, engine, chooser, real_root).run()
+    """Run ``engine`` in a fresh world built from ``spec``, on ``backend``'s filesystem."""
+    return Simulation(spec, engine, chooser, backend).run()

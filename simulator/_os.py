@@ -40,7 +40,7 @@ from typing import Protocol, runtime_checkable
 from refresh_engine import LockOp, MsvcrtMode, OpenFlags
 
 from ._errors import NotModelled
-from ._vfs import VirtualFS
+from ._filesystem import FileSystem
 from ._world import OsModel
 
 #: ``errno`` values as CPython on Windows reports them.
@@ -109,7 +109,7 @@ class OsLayer:
 
     __slots__ = ("fs", "model", "_nolock", "_lockf", "_ranges", "_real")
 
-    def __init__(self, fs: VirtualFS, model: OsModel, nolock_dirs: Sequence[str] = ()) -> None:
+    def __init__(self, fs: FileSystem, model: OsModel, nolock_dirs: Sequence[str] = ()) -> None:
         self.fs = fs
         self.model = model
         self._nolock = tuple(posixpath.normpath(d) for d in nolock_dirs)

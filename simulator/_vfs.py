@@ -13,7 +13,7 @@ import os
 import posixpath
 from collections.abc import Callable
 
-from refresh_engine._effects import LockOp, OpenFlags
+from refresh_engine import LockOp, OpenFlags
 
 __all__ = ["Inode", "OpenFileDescription", "VirtualFS"]
 
@@ -451,6 +451,9 @@ class VirtualFS:
         """Exit: the kernel closes every fd, and last references drop their flocks."""
         for fd, ofd in sorted(self._procs.pop(pid, {}).items()):
             self._release(ofd, pid, fd)
+
+    def close_all(self) -> None:
+        """The run is over: nothing here is real, so nothing needs releasing."""
 
     def crash(self) -> None:
         """Power loss: every file keeps only what its last fsync made durable.

@@ -25,8 +25,8 @@ from refresh_engine import (
     Write,
 )
 
+from ._filesystem import FileSystem
 from ._history import StoreState
-from ._vfs import VirtualFS
 
 #: (family, generation) of a token the server minted, else None.
 Lineage = Callable[[str], tuple[str, int] | None]
@@ -100,7 +100,7 @@ class StoreWatch:
                 return ""
         return path if path in self._stores else ""
 
-    def reading(self, fs: VirtualFS, path: str, lineage: Lineage) -> StoreReading:
+    def reading(self, fs: FileSystem, path: str, lineage: Lineage) -> StoreReading:
         """What the store at ``path`` holds now: which credential, of which grant."""
         if not fs.exists(path):
             return StoreReading(StoreState.MISSING)

@@ -17,7 +17,7 @@ from refresh_engine import AgentContext, Credential, profile_key, render_store, 
 
 from ._errors import WorldError
 from ._faults import FaultKind
-from ._vfs import VirtualFS
+from ._filesystem import FileSystem
 
 #: 2026-01-01T00:00:00Z: virtual time starts here, so expiries look like real ones.
 DEFAULT_START = 1_767_225_600.0
@@ -124,7 +124,7 @@ class WorldSpec:
         )
 
 
-def seed_world(spec: WorldSpec, fs: VirtualFS, server: AuthServer) -> None:
+def seed_world(spec: WorldSpec, fs: FileSystem, server: AuthServer) -> None:
     """Log in once (or once per agent) and lay the credential out as ``spec.layout`` says."""
     key = profile_key(spec.provider, spec.profile_id)
 

@@ -56,19 +56,24 @@ from simulator import (
     Schedule,
     StepView,
     StoreLayout,
+    VirtualFS,
     WorldSpec,
-    compare_with_reality,
     default_choice,
     search_hypothesis,
     simulate,
 )
 from simulator._os import OsLayer
-from simulator._procfs import simulate_processes
-from simulator._procpool import ProcessPool, can_run, host_model
-from simulator._reality import comparable_history
 from simulator._syscalls import os_call
-from simulator._vfs import VirtualFS
-from simulator._wine import WineUnavailable
+from simulator.real import (
+    ProcessPool,
+    WineUnavailable,
+    can_run,
+    comparable_history,
+    compare_with_reality,
+    host_model,
+    setup_wine_python,
+    simulate_processes,
+)
 
 HOST = host_model()
 pytestmark = pytest.mark.skipif(HOST is None, reason=f"no OS model for {sys.platform}")
@@ -94,7 +99,9 @@ def windows_pool() -> Iterator[ProcessPool]:
     if why := can_run(OsModel.WINDOWS):
         pytest.fail(why)
     try:
-        pool = ProcessPool(OsModel.WINDOWS)
+        # on Linux the test sets Wine up itself; a Windows host runs its own processes
+        wine = None if HOST is OsModel.WINDOWS else setup_wine_python()
+        pool = ProcessPool(OsModel.WINDOWS, wine=wine)
     except WineUnavailable as exc:
         pytest.fail(f"Windows processes on a Linux host need Wine: {exc}")
     with pool:

@@ -28,7 +28,7 @@ from conformance._scenarios import load_scenario
 from conformance._sequence import build
 from conformance._svg import render_svg
 from conformance._worlds import AGENT_NAMES, GeneratedWorld
-from fake_oauth_server._presets import PRESET_POLICIES
+from fake_oauth_server import PRESETS
 from simulator import FaultKind, OsModel, RunResult, StoreLayout, Strategy
 
 FAULTS = list(FaultKind)
@@ -136,7 +136,7 @@ def test_crash_matrix_from_the_issue_ends_with_a_table(
         os=st.sampled_from([model.value for model in OsModel]),
         agents=st.integers(1, len(AGENT_NAMES)),
         processes=st.sampled_from(["separate", "gateway"]),
-        policy=st.sampled_from(list(PRESET_POLICIES)),
+        policy=st.sampled_from(PRESETS),
         fault=st.sampled_from(["none", *(kind.value for kind in FAULTS)]),
         expiries=st.integers(1, 3),
     )

@@ -9,6 +9,7 @@ import pytest
 from refresh_engine import (
     Done,
     Failed,
+    Flow,
     FlowRunner,
     InterpreterMismatch,
     Open,
@@ -18,7 +19,6 @@ from refresh_engine import (
     Returned,
     ops,
 )
-from refresh_engine._flow import Flow
 
 
 def _open_or_default(path: str) -> Flow[str]:

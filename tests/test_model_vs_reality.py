@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conformance import BUILTIN_ENGINES, check, load_scenario
-from simulator import RandomChooser, ReplayChooser, compare_with_reality, simulate
-from simulator._vfs import VirtualFS
+from simulator import RandomChooser, ReplayChooser, VirtualFS, simulate
+from simulator.real import compare_with_reality, real_backend
 
 ENGINES = ["reference", "mirrored", "no-lock", "in-place-write", "short-stale-timeout"]
 
@@ -41,7 +41,9 @@ def test_the_reference_engine_ends_clean_for_real_too(tmp_path: Path) -> None:
         root = tmp_path / str(index)
         root.mkdir()
         chooser = ReplayChooser(schedule)  # type: ignore[arg-type]
-        real = simulate(spec, BUILTIN_ENGINES["reference"].factory(), chooser, str(root))
+        real = simulate(
+            spec, BUILTIN_ENGINES["reference"].factory(), chooser, real_backend(str(root))
+        )
         assert check(real) == ()
         store = root / spec.main_store.lstrip("/")
         assert b"trr_" in store.read_bytes()  # a real file holds the rotated credential

@@ -18,9 +18,8 @@ from refresh_engine import (
     ReferenceEngine,
     ops,
 )
-from simulator import AgentSpec, DefaultChooser, EventKind, OsModel, WorldSpec, simulate
+from simulator import AgentSpec, DefaultChooser, EventKind, OsModel, VirtualFS, WorldSpec, simulate
 from simulator._os import OsLayer
-from simulator._vfs import VirtualFS
 
 RW = OpenFlags.READ | OpenFlags.WRITE | OpenFlags.CREATE
 

@@ -26,7 +26,7 @@ from conformance._report import write_report
 from conformance._scenarios import load_scenario
 from conformance._sequence import build
 from conformance._summary import BEGIN, END, matrix_markdown, publish, render_summary
-from fake_oauth_server._tokens import TOKEN_RE
+from fake_oauth_server import TOKEN_RE
 from refresh_engine import HttpPost, HttpResponse, ReadData, Write
 from simulator import RunResult, Schedule
 

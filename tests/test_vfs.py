@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from refresh_engine._effects import LockOp, OpenFlags
-from simulator._vfs import VirtualFS
+from refresh_engine import LockOp, OpenFlags
+from simulator import VirtualFS
 
 if sys.platform != "win32":
     import fcntl

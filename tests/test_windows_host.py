@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from simulator import OsModel
-from simulator._errors import NotModelled
-from simulator._procpool import ProcessPool, can_run, host_model
-from simulator._wine_host import (
+from simulator import NotModelled, OsModel
+from simulator.real import (
     WINE_CANNOT,
+    ProcessPool,
+    can_run,
+    host_model,
     pinned,
     run_pytest,
+    setup_windows_host,
     windows_runner_args,
     windows_test_files,
 )
@@ -61,6 +63,7 @@ def test_the_windows_runner_tests_pass_on_a_windows_host_under_wine() -> None:
     """pytest, the controller, the kernel and the fake server in Windows CPython, the
     workers and agents its own Windows processes: every test the Windows runner takes
     passes, the real-process ones included; skips are only for what Windows lacks."""
+    setup_windows_host()  # the test sets its Windows host up; a run never installs
     done = run_pytest(["-q", "-rs", "-m", "not slow", *windows_runner_args()])
     tail = (done.stdout + done.stderr)[-6000:]
     assert done.returncode == 0, tail

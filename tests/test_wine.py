@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fake_oauth_server import DEFAULT_BASE_URL, AuditKind, AuthServer, Policy
-from fake_oauth_server._messages import Request, TokenKind
+from fake_oauth_server import DEFAULT_BASE_URL, AuditKind, AuthServer, Policy, Request, TokenKind
 from refresh_engine import (
+    REPLACE_TRIES,
     AgentContext,
     Alive,
     Close,
@@ -68,13 +68,10 @@ from refresh_engine import (
     render_store,
     with_credential,
 )
-from refresh_engine._store import REPLACE_TRIES
-from simulator import AgentSpec, DefaultChooser, OsModel, WorldSpec, simulate
+from simulator import AgentSpec, DefaultChooser, OsModel, VirtualFS, WorldSpec, simulate
 from simulator._os import OsLayer
-from simulator._probe import Probe
 from simulator._syscalls import os_call
-from simulator._vfs import VirtualFS
-from simulator._wine import WineUnavailable, ensure_wine_python
+from simulator.real import Probe, WineUnavailable, setup_wine_python
 
 R = OpenFlags.READ
 RW = OpenFlags.READ | OpenFlags.WRITE
@@ -189,7 +186,7 @@ class Pool:
         if platform != "win32":
             return Probe.native()
         try:
-            return Probe.wine(ensure_wine_python())
+            return Probe.wine(setup_wine_python())  # the wine tests set Wine up themselves
         except WineUnavailable as exc:
             pytest.fail(f"the wine tests need Wine: {exc}")
 

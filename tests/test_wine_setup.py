@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance._cli import main
 from refresh_engine import (
     Close,
     Done,
@@ -31,10 +32,21 @@ from refresh_engine import (
     Read,
     ReadData,
 )
-from simulator import _wine
-from simulator._probe import Probe, ProbeError
-from simulator._wine import WineUnavailable, ensure_wine_python, run_command, sync_site
-from simulator._wine_probe import decode, encode, errno_name
+from simulator import OsModel
+from simulator.real import (
+    SETUP_COMMAND,
+    Probe,
+    ProbeError,
+    ProcessPool,
+    WineError,
+    WineNotSetUp,
+    WineUnavailable,
+    _wine,  # the set-up's internals: cache layout, a missing Wine
+    run_command,
+    setup_wine_python,
+    wine_python,
+)
+from simulator.real._wine_probe import decode, encode, errno_name
 
 
 def test_home_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -59,11 +71,11 @@ def test_site_is_synced_once_and_replaced_when_the_sources_change(tmp_path: Path
     files = _wine.package_files(["refresh_engine"])
     assert "refresh_engine/_oslocks.py" in files
     assert not any("__pycache__" in name for name in files)
-    assert sync_site(site, files)
-    assert not sync_site(site, files)  # unchanged: nothing written
-    assert sync_site(site, {**files, "extra.py": b"x = 1\n"})
+    assert _wine.sync_site(site, files)
+    assert not _wine.sync_site(site, files)  # unchanged: nothing written
+    assert _wine.sync_site(site, {**files, "extra.py": b"x = 1\n"})
     assert (site / "extra.py").read_bytes() == b"x = 1\n"
-    assert sync_site(site, files)
+    assert _wine.sync_site(site, files)
     assert not (site / "extra.py").exists()
 
 
@@ -90,13 +102,60 @@ def _no_wine(monkeypatch: pytest.MonkeyPatch, *, root: bool, apt: bool) -> None:
 def test_missing_wine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _no_wine(monkeypatch, root=True, apt=True)
     with pytest.raises(WineUnavailable, match="apt-get install wine64"):
-        ensure_wine_python(tmp_path, install=False)
+        setup_wine_python(tmp_path, install=False)
     _no_wine(monkeypatch, root=False, apt=True)
     with pytest.raises(WineUnavailable, match="not root"):
-        ensure_wine_python(tmp_path)
+        setup_wine_python(tmp_path)
     _no_wine(monkeypatch, root=True, apt=False)
     with pytest.raises(WineUnavailable, match="no apt-get"):
-        ensure_wine_python(tmp_path)
+        setup_wine_python(tmp_path)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the Wine setup is for Linux hosts")
+def test_a_run_never_installs_it_names_the_setup_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Only ``tokenrace wine setup`` installs or downloads; a run that needs Wine and finds
+    it missing stops with one line naming that command."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a run tried to install or download")
+
+    monkeypatch.setattr(_wine, "install_wine", refuse)
+    monkeypatch.setattr(_wine, "fetch_python", refuse)
+    monkeypatch.setenv(_wine.HOME_ENV, str(tmp_path))
+    with pytest.raises(WineNotSetUp) as raised:
+        ProcessPool(OsModel.WINDOWS)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.endswith(f"`{SETUP_COMMAND}`")
+    monkeypatch.setattr(_wine, "find_launcher", lambda: None)
+    with pytest.raises(WineNotSetUp, match="Wine is not installed"):
+        wine_python(tmp_path)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Windows processes run under Wine on Linux")
+def test_a_real_windows_replay_without_wine_set_up_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(_wine.HOME_ENV, str(tmp_path))
+    argv = ["replay", "default", "--scenario", "headline", "--os", "windows", "--real"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"`{SETUP_COMMAND}`" in err
+    assert not (tmp_path / "python").exists()  # nothing was downloaded
+
+
+def test_the_setup_command_fails_in_one_line_when_wine_cannot_be_had(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(_wine.HOME_ENV, str(tmp_path))
+    monkeypatch.setattr(_wine, "find_launcher", lambda: None)
+    assert main(["wine", "status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tokenrace wine: Wine is not installed")
+    assert err.count("\n") == 1
 
 
 def test_a_run_ends_when_the_process_exits_not_at_end_of_file() -> None:
@@ -105,7 +164,7 @@ def test_a_run_ends_when_the_process_exits_not_at_end_of_file() -> None:
     run = run_command(["sh", "-c", "sleep 8 & echo out; echo err >&2; exit 3"], {}, 20)
     assert (run.returncode, run.stdout, run.stderr) == (3, "out\n", "err\n")
     assert time.monotonic() - started < 6
-    with pytest.raises(_wine.WineError, match="exit status 3"):
+    with pytest.raises(WineError, match="exit status 3"):
         run.check()
 
 

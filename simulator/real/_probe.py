@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from refresh_engine import Effect, Outcome
+from simulator import SimulatorError
 
-from ._errors import SimulatorError
-from ._wine import WinePython, windows_path
+from ._wine import CHECKOUT, WinePython, windows_path
 from ._wine_probe import MARK, decode, encode
 
 #: answers the probe's POSTs: ``(url, body, headers) -> (status, body)``
@@ -94,7 +94,7 @@ class Probe:
     @classmethod
     def native(cls) -> Probe:
         """The probe in this machine's own Python, with this checkout's packages."""
-        paths = [str(PROBE_SCRIPT.parent.parent), os.environ.get("PYTHONPATH", "")]
+        paths = [str(CHECKOUT), os.environ.get("PYTHONPATH", "")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
         return cls([sys.executable, str(PROBE_SCRIPT)], env, windows=False)
 

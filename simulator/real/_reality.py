@@ -21,15 +21,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from refresh_engine import Failed
+from simulator import (
+    Engine,
+    EventKind,
+    HistoryEvent,
+    OsModel,
+    ReplayChooser,
+    RunResult,
+    Schedule,
+    ScheduleError,
+    VirtualFS,
+    WorldSpec,
+    render,
+    simulate,
+)
 
-from ._errors import ScheduleError
-from ._history import EventKind, HistoryEvent, render
-from ._kernel import simulate
 from ._procfs import simulate_processes
 from ._procpool import ProcessPool
-from ._result import Engine, RunResult
-from ._schedule import ReplayChooser, Schedule
-from ._world import OsModel, WorldSpec
+from ._realfs import real_backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +79,9 @@ def compare_with_reality(
                 if real and processes is not None:
                     run = simulate_processes(spec, engine(), chooser, processes)
                 else:
-                    run = simulate(spec, engine(), chooser, root if real else None)
+                    run = simulate(
+                        spec, engine(), chooser, real_backend(root) if real else VirtualFS
+                    )
             except ScheduleError as exc:  # the run took another path than the schedule
                 histories.append(f"the schedule does not fit this run: {exc}\n")
             else:

@@ -1,6 +1,6 @@
 """The real filesystem behind the kernel: the model-against-reality check.
 
-``RealFS`` offers the kernel the same interface as ``VirtualFS``, but every
+``RealFS`` offers the kernel the same ``FileSystem`` interface as ``VirtualFS``, but every
 system call is carried out for real by ``refresh_engine.RealWorld.perform``
 (the same interpreter users ship) on files under a temporary root, with the
 kernel's virtual paths and descriptors translated on the way.  Running one
@@ -45,25 +45,29 @@ from refresh_engine import (
     Write,
     Wrote,
 )
-from refresh_engine._oslocks import flock as real_flock
-
-from ._errors import NotModelled
-from ._vfs import VirtualFS
+from simulator import FileSystemFactory, NotModelled
 
 #: Windows opens descriptors in text mode (newlines translated) unless told otherwise
 _BINARY = getattr(os, "O_BINARY", 0)
 
 
-class RealFS(VirtualFS):
-    """``VirtualFS``'s interface, done for real under ``root`` (a subclass only for its type).
+def _granted(outcome: Outcome) -> bool:
+    """A non-blocking lock call's answer: granted, or refused because another holds it."""
+    if isinstance(outcome, Failed) and outcome.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+        return False
+    if isinstance(outcome, Failed):
+        raise outcome.to_exception()
+    return True
 
-    Every method the kernel, the OS model and the checker call is overridden;
-    the rest refuse with ``NotModelled`` rather than answer from the unused
-    virtual state.
+
+class RealFS:
+    """The ``FileSystem`` interface, done for real under ``root``.
+
+    What cannot be made real here refuses with ``NotModelled`` rather than
+    answer wrongly.
     """
 
     def __init__(self, root: str, clock: Callable[[], float]) -> None:
-        super().__init__(clock)
         self._root = os.path.realpath(root)
         self._clock = clock
         self._world = RealWorld()
@@ -204,12 +208,9 @@ class RealFS(VirtualFS):
             return True
         probe = os.open(f"/proc/self/fd/{self._real_fd(pid, fd)}", os.O_RDONLY)
         try:
-            real_flock(probe, op, blocking=False)
-        except BlockingIOError:
-            return False
+            return _granted(self._world.perform(Flock(probe, op, blocking=False)))
         finally:
             os.close(probe)  # closing the probe drops its lock at once
-        return True
 
     def kill_process(self, pid: int) -> None:
         for fd, real in sorted(self._fds.pop(pid, {}).items()):
@@ -255,3 +256,8 @@ class RealFS(VirtualFS):
     def close_all(self) -> None:
         for pid in list(self._fds):
             self.kill_process(pid)
+
+
+def real_backend(root: str) -> FileSystemFactory:
+    """The kernel's backend for a run whose every file effect is done for real under ``root``."""
+    return lambda clock: RealFS(root, clock)

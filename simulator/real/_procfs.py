@@ -88,16 +88,11 @@ from refresh_engine import (
     Write,
     Wrote,
 )
-from refresh_engine._oslocks import flock as real_flock
+from simulator import Chooser, Engine, NotModelled, RunResult, WorldSpec, simulate
 
-from ._errors import NotModelled
-from ._kernel import Simulation
 from ._probe import ProbeError
 from ._procpool import PROBER, ProcessPool
-from ._realfs import RealFS
-from ._result import Engine, RunResult
-from ._schedule import Chooser
-from ._world import WorldSpec
+from ._realfs import RealFS, _granted
 
 #: the calls that can change whether a lock is granted (and a kill, and a run's end)
 _LOCK_CHANGERS = (Close, Flock, Lockf, LockFileEx, MsvcrtLocking)
@@ -313,12 +308,9 @@ class ProcessFS(RealFS):
             try:
                 if os.fstat(probe).st_ino != self._fd_inodes.get((pid, fd)):
                     raise NotModelled(f"a flock probe found another file at {name}")
-                real_flock(probe, op, blocking=False)
-            except BlockingIOError:
-                return False
+                return _granted(self._world.perform(Flock(probe, op, blocking=False)))
             finally:
                 os.close(probe)  # the probe's OFD had only this descriptor: its lock goes
-            return True
 
         return self._ask(("flock", pid, fd, op), granted)
 
@@ -432,7 +424,4 @@ def simulate_processes(
     if spec.os is not pool.os_model:
         raise ValueError(f"a {spec.os.value} world needs a {spec.os.value} pool")
     with tempfile.TemporaryDirectory(prefix="tokenrace-proc-") as root:
-        simulation = Simulation(
-            spec, engine, chooser, backend=lambda clock: ProcessFS(root, clock, pool)
-        )
-        return simulation.run()
+        return simulate(spec, engine, chooser, lambda clock: ProcessFS(root, clock, pool))

@@ -7,7 +7,7 @@ that only a Windows host takes (its own processes as workers, pipes read by
 a thread since Windows' ``select`` takes sockets only, binary-mode
 descriptors, TerminateProcess on the host's own children) run nowhere else.
 This module runs them here: pytest, the project and its dependencies in the
-Windows CPython of ``ensure_wine_python()``, against this checkout.
+Windows CPython of ``setup_wine_python()``, against this checkout.
 
 The dependencies are PyPI's own Windows wheels (``pip download --platform
 win_amd64 --python-version 3.13``; Hypothesis has a compiled part), pinned to
@@ -15,8 +15,9 @@ the versions installed here and unpacked into ``<cache>/host-site``, once;
 ``<cache>/host-python`` is a copy of the interpreter whose ``._pth`` puts them
 and this checkout on every process's path.
 
-``python -m simulator._wine_host [PYTEST ARGS]`` runs pytest that way (no
-arguments: the Windows runner's test files, ``.ci/windows-tests``).
+``tokenrace wine setup`` downloads them (``setup_windows_host``); ``tokenrace
+wine host [PYTEST ARGS]`` runs pytest that way (no arguments: the Windows
+runner's test files, ``.ci/windows-tests``) and downloads nothing.
 """
 
 from __future__ import annotations
@@ -31,17 +32,20 @@ from importlib import metadata
 from pathlib import Path
 
 from ._wine import (
+    CHECKOUT,
     PTH_NAME,
     Log,
+    WineNotSetUp,
     WinePython,
     WineRun,
     WineUnavailable,
     _say,
     _setup_lock,
-    ensure_wine_python,
     run_command,
+    setup_wine_python,
     sync_site,
     windows_path,
+    wine_python,
 )
 
 #: what the project and its tests import on Windows: the dependencies and the dev
@@ -50,8 +54,6 @@ REQUIREMENTS = (
     *("httpx", "respx", "hypothesis", "rich", "uvicorn"),
     *("pytest", "pytest-xdist", "colorama", "msal-extensions", "filelock"),
 )
-#: this checkout: the project's packages and its tests are imported from here
-CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def pinned(requirements: Sequence[str] = REQUIREMENTS) -> list[str]:
@@ -81,10 +83,9 @@ def ensure_host_site(
 ) -> Path:
     """``<cache>/host-site``, holding the Windows wheels of ``requirements`` and their
     dependencies; downloaded once (pip's cache serves later runs)."""
-    site = wine.site.with_name("host-site")
+    site = _host_site(wine)
     wanted = pinned(requirements)
-    stamp = site / ".requirements"
-    if stamp.exists() and stamp.read_text(encoding="utf-8") == "\n".join(wanted):
+    if _current(site, wanted):
         return site
     with tempfile.TemporaryDirectory(prefix="tokenrace-wheels-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:"]
@@ -98,9 +99,34 @@ def ensure_host_site(
                 f"{done.stdout}{done.stderr}"
             )
         sync_site(site, wheel_files(wheels))
-    stamp.write_text("\n".join(wanted), encoding="utf-8")
+    (site / ".requirements").write_text("\n".join(wanted), encoding="utf-8")
     _say(log, f"unpacked {len(wheels)} Windows wheels into {site}")
     return site
+
+
+def _host_site(wine: WinePython) -> Path:
+    return wine.site.with_name("host-site")
+
+
+def _current(site: Path, wanted: Sequence[str]) -> bool:
+    stamp = site / ".requirements"
+    return stamp.exists() and stamp.read_text(encoding="utf-8") == "\n".join(wanted)
+
+
+def setup_windows_host(log: Log | None = None) -> WinePython:
+    """The explicit set-up of a Windows host (part of ``tokenrace wine setup``): Wine and
+    the Windows CPython, then the Windows wheels of what the project's tests import."""
+    wine = setup_wine_python(log=log)
+    return ensure_host_python(wine, ensure_host_site(wine, log=log))
+
+
+def windows_host_python() -> WinePython:
+    """The Windows host's interpreter as the set-up left it; downloads nothing."""
+    wine = wine_python()
+    site = _host_site(wine)
+    if not _current(site, pinned()):
+        raise WineNotSetUp(f"the Windows wheels in {site} are not the versions installed here")
+    return ensure_host_python(wine, site)
 
 
 def ensure_host_python(wine: WinePython, site: Path) -> WinePython:
@@ -130,7 +156,6 @@ def run_pytest(
     args: Sequence[str],
     *,
     timeout: float = 1800.0,
-    log: Log | None = None,
     echo: Log | None = None,
 ) -> WineRun:
     """pytest with ``args`` (paths relative to the checkout), in a Windows host under Wine.
@@ -138,8 +163,7 @@ def run_pytest(
     Pytest keeps no cache and Hypothesis' database goes to a temporary dir, so
     the Linux and the Windows runs of one checkout never share them.
     """
-    wine = ensure_wine_python(log=log)
-    host = ensure_host_python(wine, ensure_host_site(wine, log=log))
+    host = windows_host_python()
     with tempfile.TemporaryDirectory(prefix="tokenrace-winhost-") as tmp:
         argv = ["-p", "no:cacheprovider", *args]
         code = (
@@ -167,22 +191,3 @@ def windows_runner_args() -> list[str]:
     """The Windows runner's test files, less what Wine cannot host."""
     deselect = [arg for test in WINE_CANNOT for arg in ("--deselect", test)]
     return [*deselect, *windows_test_files()]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run pytest as a Windows host would, printing its output as it comes."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        done = run_pytest(
-            args or ["-q", "-rs", "-m", "not slow", *windows_runner_args()],
-            log=print,
-            echo=lambda text: print(text, end="", flush=True),
-        )
-    except WineUnavailable as exc:
-        print(f"tokenrace wine host: {exc}", file=sys.stderr)
-        return 2
-    return done.returncode
-
-
-if __name__ == "__main__":
-    sys.exit(main())

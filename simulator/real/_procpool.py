@@ -21,16 +21,15 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
-from ._errors import NotModelled, SimulatorError
+from simulator import NotModelled, OsModel, SimulatorError
+
 from ._probe import Probe, ProbeError
-from ._wine import WinePython, ensure_wine_python, windows_path
-from ._world import OsModel
+from ._wine import WinePython, windows_path, wine_python
 
 #: what every worker gets once, beside ``_wine_probe``'s namespace: the lock probes
 WORKER_HELPERS = '''
 import os, struct
-from refresh_engine import LockOp
-from refresh_engine._oslocks import lock_file_ex
+from refresh_engine import Failed, LockFileEx, LockOp, RealWorld
 
 def _tr_getlk(fd, exclusive):
     """F_GETLK in this process: would lockf be granted?  Changes no lock; own locks never
@@ -57,11 +56,11 @@ def _tr_range_free(path, exclusive, offset, length):
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         op = LockOp.EXCLUSIVE if exclusive else LockOp.SHARED
-        try:
-            lock_file_ex(fd, op, False, offset, length)
-        except OSError:
+        if isinstance(RealWorld().perform(LockFileEx(fd, op, False, offset, length)), Failed):
             return False
-        lock_file_ex(fd, LockOp.UNLOCK, False, offset, length)
+        undone = RealWorld().perform(LockFileEx(fd, LockOp.UNLOCK, False, offset, length))
+        if isinstance(undone, Failed):
+            raise undone.to_exception()
         return True
     finally:
         os.close(fd)
@@ -161,7 +160,7 @@ class ProcessPool:
         self._max = max_processes
         self._wine: WinePython | None = None
         if os_model is not host_model():  # windows on a Linux host
-            self._wine = wine if wine is not None else ensure_wine_python()
+            self._wine = wine if wine is not None else wine_python()
         self._workers: dict[int, Probe] = {}
         self._started = 0
         self._killed = 0
