@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._footprint import Footprint, dependent
+from ._footprint import ANY, Footprint, dependent, touches_everything
 from ._result import RunResult
 from ._schedule import Chooser, StepView, candidates
 from ._strategies import SearchResult, Strategy
@@ -81,6 +81,16 @@ class _Explorer:
         self.depth += 1
         return option
 
+    def stuck(self, view: StepView) -> None:
+        """The run ends with agents waiting forever: race their pending steps too.
+
+        No choice is asked for at a deadlock, so without this a lock taken
+        by one agent would never be tried in the order where a waiter gets it.
+        """
+        if self.reduction:
+            footprints = {agent: view.footprint(agent) for agent in view.waiting}
+            self._add_race_backtracks(_Node([], footprints, {}))
+
     def _new_node(self, view: StepView) -> _Node:
         options = []
         for agent in candidates(view.runnable, view.last):
@@ -131,12 +141,20 @@ class _Explorer:
     def _record(self, option: str, footprint: Footprint) -> None:
         agent = option.partition("!")[0]
         clock = dict(self.agent_clock.get(agent, {}))
+        everything = touches_everything(footprint)
+        _join(clock, self.obj_write.get(ANY, {}))  # every step comes after the last kill
+        if everything:  # ... and a kill or crash after every step so far
+            for seen in (*self.obj_write.values(), *self.obj_read.values()):
+                _join(clock, seen)
         for obj, writes in footprint:
             _join(clock, self.obj_write.get(obj, {}))
             if writes:
                 _join(clock, self.obj_read.get(obj, {}))
         index = len(self.steps)
         clock[agent] = index
+        if everything:
+            self.obj_write = {ANY: clock}
+            self.obj_read = {}
         for obj, writes in footprint:
             if writes:
                 self.obj_write[obj] = clock
@@ -147,11 +165,9 @@ class _Explorer:
         self.steps.append(_Step(agent, footprint, clock))
 
     def _add_race_backtracks(self, node: _Node) -> None:
-        """For each agent's next step, the latest racing step gets a backtrack point."""
+        """For each option (a fault too), the latest racing step gets a backtrack point."""
         for option, footprint in node.footprints.items():
-            if "!" in option:
-                continue
-            agent = option
+            agent = option.partition("!")[0]
             seen = self.agent_clock.get(agent, {})
             for index in range(len(self.steps) - 1, -1, -1):
                 step = self.steps[index]
@@ -278,3 +294,6 @@ class _ExplorerChooser:
 
     def choose(self, view: StepView) -> str:
         return self._explorer.choose(view)
+
+    def stuck(self, view: StepView) -> None:
+        self._explorer.stuck(view)

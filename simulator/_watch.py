@@ -12,18 +12,9 @@ import json
 import posixpath
 from collections.abc import Callable, Iterable
 
-from refresh_engine import (
-    Close,
-    CreateExclusive,
-    Effect,
-    Open,
-    OpenFlags,
-    Replace,
-    Truncate,
-    Unlink,
-    Write,
-)
+from refresh_engine import Close, CreateExclusive, Effect, Open
 
+from ._semantics import changed_paths
 from ._vfs import VirtualFS
 
 #: (family, generation) of a token the server minted, else None.
@@ -61,26 +52,19 @@ class StoreWatch:
         for key in [key for key in self._paths if key[0] == pid]:
             del self._paths[key]
 
-    def changed_store(self, pid: int, effect: Effect) -> str:
-        """The store path a successful ``effect`` may have changed, or ""."""
-        match effect:
-            case Write(fd) | Truncate(fd):
-                path = self.path_of(pid, fd)
-            case Replace(_, dst):
-                path = posixpath.normpath(dst)
-            case Unlink(target):
-                path = posixpath.normpath(target)
-            case Open(target, flags) if OpenFlags.TRUNCATE in flags or OpenFlags.CREATE in flags:
-                path = posixpath.normpath(target)
-            case _:
-                return ""
-        return path if path in self._stores else ""
+    def changed_stores(self, pid: int, effect: Effect) -> tuple[str, ...]:
+        """The store paths a successful ``effect`` may have changed (see ``_semantics``)."""
+        paths = changed_paths(effect, lambda fd: self.path_of(pid, fd))
+        return tuple(path for path in paths if path in self._stores)
 
     def generation(self, fs: VirtualFS, path: str, lineage: Lineage) -> tuple[int | None, str]:
         """The generation of the credential ``path`` holds, and a note on what it holds."""
         if not fs.exists(path):
             return None, "missing"
-        data = fs.read_file(path)
+        try:
+            data = fs.read_file(path)
+        except IsADirectoryError:
+            return None, "a directory"
         try:
             document = json.loads(data)
             token = document["profiles"][self._key]["refresh"]
