@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, assume, find, given, settings
+from hypothesis import HealthCheck, Phase, assume, find, given, settings
 from hypothesis import strategies as st
 
 import simulator._kernel as kernel
@@ -68,7 +68,7 @@ from simulator import (
 )
 from simulator._footprint import Footprint, local
 
-BRUTE_FORCE_BUDGET = 3000  # runs; a world brute force cannot finish is not compared
+BRUTE_FORCE_BUDGET = 1000  # runs; a world brute force cannot finish is not compared
 HOME = "/home/u"
 BASE = "/home/u/.openclaw/agents/main/agent"
 NAMES = ("auth-profiles.json", "t", "d", "d/f")
@@ -90,6 +90,7 @@ class Op:
     lock: LockOp = LockOp.EXCLUSIVE
     blocking: bool = True
     data: str = "junk"  # junk, last (bytes last read or received), store (a store from them)
+    size: int | None = None  # of a read: all, or a chunk
 
 
 class ProgramEngine:
@@ -149,7 +150,7 @@ def _effect(op: Op, opened: int, last: bytes, ctx: AgentContext) -> Effect:
         case "create-exclusive":
             return CreateExclusive(path)
         case "read":
-            return Read(fd, 4)
+            return Read(fd, op.size)
         case "write":
             return Write(fd, _data(op.data, last))
         case "truncate":
@@ -197,14 +198,15 @@ FLAGS = (
     OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.TRUNCATE,
     OpenFlags.WRITE | OpenFlags.APPEND,
 )
-names = st.sampled_from(NAMES)
+names = st.sampled_from((NAMES[0], *NAMES))  # the store twice
 fds = st.sampled_from((LAST_FD, LAST_FD, 3, 4))
 locks = st.sampled_from((LockOp.EXCLUSIVE, LockOp.SHARED, LockOp.UNLOCK))
 
 ops = st.one_of(
     st.builds(Op, st.just("open"), names, flags=st.sampled_from(FLAGS)),
     st.builds(Op, st.just("create-exclusive"), names),
-    st.builds(Op, st.sampled_from(("read", "truncate", "fsync", "close", "seek")), fd=fds),
+    st.builds(Op, st.just("read"), fd=fds, size=st.sampled_from((None, None, 4))),
+    st.builds(Op, st.sampled_from(("truncate", "fsync", "close", "seek")), fd=fds),
     st.builds(Op, st.just("write"), fd=fds, data=st.sampled_from(("junk", "last", "store"))),
     st.builds(Op, st.just("replace"), names, names),
     st.builds(Op, st.sampled_from(("unlink", "mkdir", "rmdir", "stat", "touch")), names),
@@ -228,12 +230,13 @@ class Case:
 
 @st.composite
 def cases(draw: st.DrawFn, faults: bool = True) -> Case:
-    count = draw(st.integers(1, 3))
+    count = draw(st.sampled_from((1, 2, 2, 2, 3)))
     agents = ("atlas", "nova", "orion")[:count]
     longest = 4 if count == 1 else 3 if count == 2 else 2
     programs = {agent: tuple(draw(st.lists(ops, min_size=1, max_size=longest))) for agent in agents}
     shared = draw(st.booleans())
-    chosen = draw(st.sets(st.sampled_from(list(FaultKind)), max_size=2)) if faults else set()
+    kinds = st.sampled_from((FaultKind.CRASH, FaultKind.KILL, *FaultKind))  # the wide ones twice
+    chosen = draw(st.sets(kinds, max_size=2)) if faults else set()
     spec = WorldSpec(
         agents=tuple(AgentSpec(agent, (10.0,), 0 if shared else None) for agent in agents),
         layout=StoreLayout.SHARED,
@@ -317,7 +320,7 @@ def check_sound(case: Case) -> None:
 # ------------------------------------------------------------------ tests
 
 PROPERTY = settings(
-    max_examples=60,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
 )
@@ -369,32 +372,57 @@ def _independent(scene: semantics.Scene, effect: object) -> Footprint:
     return local(scene.agent)
 
 
+def _break_rule(name: str) -> Callable[[pytest.MonkeyPatch], None]:
+    """Make one row's footprint say "independent of everything"."""
+
+    def breaks(patch: pytest.MonkeyPatch) -> None:
+        rule = getattr(semantics, name)
+        patch.setattr(semantics, name, dataclasses.replace(rule, touches=_independent))
+
+    return breaks
+
+
 def _crash_independent(fault: FaultKind, agent: str) -> Footprint:
     return local(agent) if fault is FaultKind.CRASH else semantics.fault_footprint(fault, agent)
 
 
-BREAKAGES: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
-    "write": lambda patch: patch.setattr(
-        semantics, "WRITE", dataclasses.replace(semantics.WRITE, touches=_independent)
-    ),
-    "rename": lambda patch: patch.setattr(
-        semantics, "REPLACE", dataclasses.replace(semantics.REPLACE, touches=_independent)
-    ),
-    "crash": lambda patch: patch.setattr(kernel, "fault_footprint", _crash_independent),
-}
+def _break_crash(patch: pytest.MonkeyPatch) -> None:
+    patch.setattr(kernel, "fault_footprint", _crash_independent)
 
 
-@pytest.mark.parametrize("broken", sorted(BREAKAGES))
-def test_the_property_catches_a_footprint_made_independent(
-    broken: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A footprint that says "independent" where the step is not must fail the property."""
-    BREAKAGES[broken](monkeypatch)
-    if broken == "crash":
+def _catches(breaks: Callable[[pytest.MonkeyPatch], None], examples: int) -> Case:
+    """The property, run on the generator with a footprint broken, finds a counterexample."""
+    with pytest.MonkeyPatch.context() as patch:
+        breaks(patch)
+        found = find(
+            cases(),
+            reduction_misses,
+            settings=settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=True,  # the same examples every run: this test cannot flake
+                phases=[Phase.generate],
+            ),
+        )
+        assert reduction_misses(found)
+    assert not reduction_misses(found)  # with the table as it is, the same case passes
+    return found
+
+
+def test_the_property_catches_a_crash_made_independent() -> None:
+    assert reduction_misses(crash_world()) is False
+    with pytest.MonkeyPatch.context() as patch:
+        _break_crash(patch)
         assert reduction_misses(crash_world())
-    found = find(
-        cases(),
-        reduction_misses,
-        settings=settings(max_examples=400, deadline=None, database=None),
-    )
-    assert reduction_misses(found)
+    _catches(_break_crash, examples=200)
+
+
+def test_the_property_catches_an_open_made_independent() -> None:
+    _catches(_break_rule("OPEN"), examples=200)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["READ", "WRITE", "UNLINK", "REPLACE"])
+def test_the_property_catches_an_effect_made_independent(rule: str) -> None:
+    _catches(_break_rule(rule), examples=1500)
