@@ -77,7 +77,6 @@ from typing import Any
 
 import httpx
 from agent_worker import obtain
-from overlap import ForcedOverlap, OverlapBarrier
 from harness import (
     WORKER,
     DiskWorld,
@@ -91,6 +90,7 @@ from harness import (
     table,
     write_json,
 )
+from overlap import ForcedOverlap, OverlapBarrier
 
 from conformance import BUILTIN_ENGINES, search_engine
 from conformance._scenario_files import Scenario, builtin_scenarios, load_scenario_file

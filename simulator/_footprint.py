@@ -15,6 +15,31 @@ effect touches is in ``_semantics``; ``docs/semantics.md`` argues why.
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from refresh_engine import (
+    Close,
+    CreateExclusive,
+    Fsync,
+    Lockf,
+    Mkdir,
+    Mutex,
+    Open,
+    OpenFlags,
+    Replace,
+    Rmdir,
+    Seek,
+    Unlink,
+)
+
+if TYPE_CHECKING:
+    from ._vfs import VirtualFS
+
+Touched = set[tuple[str, bool]]
+
 #: ``(object, writes)`` pairs.
 Footprint = frozenset[tuple[str, bool]]
 
@@ -44,3 +69,219 @@ def dependent(first: Footprint, second: Footprint) -> bool:
     return any(
         (obj, True) in second or (writes and (obj, False) in second) for obj, writes in first
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Scene:
+    """What a footprint is computed against: the filesystem now, and whose step it is.
+
+    ``fold`` maps a path to the name the filesystem keys on (case-folding
+    where names are case-insensitive); with ``windows``, open handles decide
+    whether a replace or a delete succeeds, and byte-range locks are mandatory.
+    """
+
+    fs: VirtualFS
+    pid: int
+    agent: str
+    fold: Callable[[str], str] = str
+    windows: bool = False
+    #: whether a descriptor holds a lock of its own (a flock, a byte range); True if unsure
+    holds_lock: Callable[[int, int], bool] = lambda pid, fd: True
+
+
+# ------------------------------------------------- what each effect touches
+
+
+def normalize(path: str) -> str:
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
+def _entry(scene: Scene, path: str, writes: bool) -> Touched:
+    """A directory entry, and every ancestor: the path walk reads each one."""
+    name = scene.fold(normalize(path))
+    touched = {(f"path:{name}", writes)}
+    parent = name
+    while parent != "/":
+        parent = posixpath.dirname(parent)
+        touched.add((f"path:{parent}", False))
+    return touched
+
+
+def _parent_mtime(scene: Scene, path: str) -> Touched:
+    """Adding or removing a name sets its directory's mtime to now.
+
+    Two such steps commute (both set the same now), so they *read*
+    ``dirtime``; a ``Stat`` that returns the mtime *writes* it, which makes
+    it dependent on every setter.  See docs/semantics.md.
+    """
+    ino = scene.fs.inode_at(posixpath.dirname(scene.fold(normalize(path))))
+    return set() if ino is None else {(f"dirtime:{ino}", False)}
+
+
+def _ino(scene: Scene, path: str) -> int | None:
+    return scene.fs.inode_at(scene.fold(normalize(path)))
+
+
+def _is_dir(scene: Scene, path: str) -> bool:
+    try:
+        scene.fs.listdir(scene.fold(normalize(path)))
+    except OSError:
+        return False
+    return True
+
+
+def _handles(scene: Scene, *paths: str) -> Touched:
+    """On Windows, whether a file is open decides a replace or a delete: read that."""
+    if not scene.windows:
+        return set()
+    found = (_ino(scene, path) for path in paths)
+    return {(f"open:{ino}", False) for ino in found if ino is not None}
+
+
+def _new_slot(scene: Scene) -> Touched:
+    """An open takes the lowest free descriptor: it reads every slot below and writes its own."""
+    used = set(scene.fs.open_fds(scene.pid))
+    fd = 3
+    touched = set()
+    while fd in used:
+        touched.add((f"fd:{scene.pid}:{fd}", False))
+        fd += 1
+    touched.add((f"fd:{scene.pid}:{fd}", True))
+    return touched
+
+
+def _slot(scene: Scene, fd: int) -> tuple[Touched, int | None]:
+    """A descriptor call reads its slot (which open file it names) and returns that inode."""
+    return {(f"fd:{scene.pid}:{fd}", False)}, scene.fs.inode_of(scene.pid, fd)
+
+
+def data_touches(writes: bool, moves_offset: bool) -> Callable[[Scene, Any], Footprint]:
+    """Read, Write, Truncate: the slot, the offset, the data; Windows' mandatory locks."""
+
+    def touches(scene: Scene, effect: Any) -> Footprint:
+        touched, ino = _slot(scene, effect.fd)
+        if ino is None:
+            return frozenset(touched)  # EBADF: changes nothing
+        touched.add((f"ino:{ino}", writes))
+        if moves_offset:
+            touched.add((f"off:{scene.pid}:{effect.fd}", True))
+        if scene.windows:
+            touched.add((f"lock:{ino}", False))
+        return frozenset(touched)
+
+    return touches
+
+
+def lock_touches(offset: bool) -> Callable[[Scene, Any], Footprint]:
+    """Flock, Lockf, MsvcrtLocking, LockFileEx: the slot and the inode's locks."""
+
+    def touches(scene: Scene, effect: Any) -> Footprint:
+        touched, ino = _slot(scene, effect.fd)
+        if ino is not None:
+            touched.add((f"lock:{ino}", True))
+            if isinstance(effect, Lockf):
+                touched.add((f"lockf:{scene.pid}:{ino}", True))
+            if offset:
+                touched.add((f"off:{scene.pid}:{effect.fd}", False))
+        return frozenset(touched)
+
+    return touches
+
+
+def open_touches(scene: Scene, effect: Open | CreateExclusive) -> Footprint:
+    flags = effect.flags if isinstance(effect, Open) else OpenFlags.CREATE | OpenFlags.EXCLUSIVE
+    ino = _ino(scene, effect.path)
+    if ino is None:
+        creates = OpenFlags.CREATE in flags
+        touched = _entry(scene, effect.path, creates) | _new_slot(scene)
+        if creates:
+            touched |= _parent_mtime(scene, effect.path)
+        return frozenset(touched)
+    touched = _entry(scene, effect.path, False) | _new_slot(scene)
+    if OpenFlags.TRUNCATE in flags:
+        touched.add((f"ino:{ino}", True))
+    if scene.windows:
+        touched.add((f"open:{ino}", True))
+    return frozenset(touched)
+
+
+def fsync_touches(scene: Scene, effect: Fsync) -> Footprint:
+    touched, ino = _slot(scene, effect.fd)
+    if ino is not None:
+        touched |= {(f"ino:{ino}", False), (f"sync:{ino}", True)}
+    return frozenset(touched)
+
+
+def seek_touches(scene: Scene, effect: Seek) -> Footprint:
+    touched, ino = _slot(scene, effect.fd)
+    if ino is not None:
+        touched.add((f"off:{scene.pid}:{effect.fd}", True))
+    return frozenset(touched)
+
+
+def close_touches(scene: Scene, effect: Close) -> Footprint:
+    """A close frees its slot, drops the locks the slot holds, and the process's lockf.
+
+    Whether the slot holds a flock or a range changes only by calls on the
+    slot itself, which depend on this close through the slot; the process's
+    lockf can be taken through another descriptor, so it has its own object.
+    """
+    slot = f"fd:{scene.pid}:{effect.fd}"
+    ino = scene.fs.inode_of(scene.pid, effect.fd)
+    if ino is None:
+        return frozenset({(slot, False)})
+    touched = {(slot, True), (f"lockf:{scene.pid}:{ino}", True)}
+    if scene.holds_lock(scene.pid, effect.fd):
+        touched.add((f"lock:{ino}", True))
+    if scene.windows:
+        touched.add((f"open:{ino}", True))
+    return frozenset(touched)
+
+
+def replace_touches(scene: Scene, effect: Replace) -> Footprint:
+    touched = _entry(scene, effect.src, True) | _entry(scene, effect.dst, True)
+    touched |= _parent_mtime(scene, effect.src) | _parent_mtime(scene, effect.dst)
+    return frozenset(touched | _handles(scene, effect.src, effect.dst))
+
+
+def remove_touches(scene: Scene, effect: Unlink | Rmdir) -> Footprint:
+    touched = _entry(scene, effect.path, True) | _parent_mtime(scene, effect.path)
+    return frozenset(touched | _handles(scene, effect.path))
+
+
+def mkdir_touches(scene: Scene, effect: Mkdir) -> Footprint:
+    if _ino(scene, effect.path) is not None:
+        return frozenset(_entry(scene, effect.path, False))  # EEXIST: changes nothing
+    return frozenset(_entry(scene, effect.path, True) | _parent_mtime(scene, effect.path))
+
+
+def inode_touches(writes: bool) -> Callable[[Scene, Any], Footprint]:
+    """Stat (reads size and mtime; a directory's mtime is ``dirtime``) and Touch (sets it)."""
+
+    def touches(scene: Scene, effect: Any) -> Footprint:
+        touched = _entry(scene, effect.path, False)
+        ino = _ino(scene, effect.path)
+        if ino is not None:
+            touched.add((f"ino:{ino}", writes))
+            if not writes and _is_dir(scene, effect.path):
+                touched.add((f"dirtime:{ino}", True))
+        return frozenset(touched)
+
+    return touches
+
+
+def private(scene: Scene, effect: Any) -> Footprint:
+    return local(scene.agent)
+
+
+def server(scene: Scene, effect: Any) -> Footprint:
+    return frozenset({("server", True)})
+
+
+def procs(scene: Scene, effect: Any) -> Footprint:
+    return frozenset({("procs", False)})
+
+
+def mutex_touches(scene: Scene, effect: Mutex) -> Footprint:
+    return frozenset({(f"mutex:{scene.pid}:{effect.name}", True)})

@@ -49,6 +49,7 @@ from ._schedule import Chooser, default_choice, minimal_schedule
 from ._semantics import Machine, Performer, Scene, fault_footprint, footprint, rule_for
 from ._syscalls import os_call
 from ._vfs import VirtualFS
+from ._view import _View
 from ._watch import StoreWatch
 from ._world import STORE_NAME, WorldSpec, seed_world
 
@@ -406,7 +407,9 @@ class Simulation:
             return SERVER_READ
         if agent.runner is None or agent.runner.pending is None:
             return local(agent.name)
-        scene = Scene(self.fs, agent.pid, agent.name, self.os.path, self.os.windows)
+        scene = Scene(
+            self.fs, agent.pid, agent.name, self.os.path, self.os.windows, self.os.holds_lock
+        )
         return footprint(scene, agent.runner.pending)
 
     # ------------------------------------------------------------- faults
@@ -495,37 +498,6 @@ class Simulation:
                 except IsADirectoryError:
                     continue  # an engine made a directory of the store's name
         return tuple(files)
-
-
-class _View:
-    """The chooser's window on one step (see ``StepView``)."""
-
-    __slots__ = ("_sim", "step", "runnable", "last")
-
-    def __init__(self, sim: Simulation, step: int, runnable: list[str], last: str | None) -> None:
-        self._sim = sim
-        self.step = step
-        self.runnable = runnable
-        self.last = last
-
-    def faults(self, agent: str) -> tuple[FaultKind, ...]:
-        return self._sim.fault_options(self._sim._agent(agent))
-
-    def footprint(self, option: str) -> Footprint:
-        """What running ``option`` (``"atlas"`` or ``"atlas!kill"``) now would touch."""
-        name, _, fault = option.partition("!")
-        return self._sim.footprint(
-            self._sim._agent(name), FaultKind.parse(fault) if fault else None
-        )
-
-    @property
-    def waiting(self) -> list[str]:
-        """Agents with an effect to do that cannot run now (they wait for a lock)."""
-        return [
-            agent.name
-            for agent in self._sim.agents
-            if agent.status is AgentStatus.READY and agent.name not in self.runnable
-        ]
 
 
 def simulate(
