@@ -70,6 +70,16 @@ class _Explorer:
         self.depth += 1
         return option
 
+    def stuck(self, view: StepView) -> None:
+        """The run ends with agents waiting forever: race their pending steps too.
+
+        No choice is asked for at a deadlock, so without this a lock taken
+        by one agent would never be tried in the order where a waiter gets it.
+        """
+        if self.reduction:
+            footprints = {agent: view.footprint(agent) for agent in view.waiting}
+            self._add_race_backtracks(_Node((), footprints, {}))
+
     def _new_node(self, view: StepView) -> _Node:
         listed = []
         for agent in candidates(view.runnable, view.last):
@@ -234,3 +244,6 @@ class _ExplorerChooser:
 
     def choose(self, view: StepView) -> str:
         return self._explorer.choose(view)
+
+    def stuck(self, view: StepView) -> None:
+        self._explorer.stuck(view)

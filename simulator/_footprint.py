@@ -3,50 +3,51 @@
 Two steps are *dependent* when they touch one object and at least one of
 them writes it; independent steps commute, so an exhaustive search need
 only try one of their orders.  Objects are named strings: a directory entry
-(``path:/x``), an inode's data (``ino:7``), an inode's locks (``lock:7``), a
-process's descriptor table (``fdt:1001``), the server (``server``), the
-process table (``procs``).  A footprint may over-approximate (that costs
-reduction) but must never miss an access (that would cost soundness).
+(``path:/x``), an inode's data (``ino:7``) and what an fsync made durable
+(``sync:7``), an inode's locks (``lock:7``), its open handles on Windows
+(``open:7``), a directory's mtime (``dirtime:7``), one slot of a process's
+descriptor table (``fd:1001:3``) and its file offset (``off:1001:3``), the
+server (``server``), the fault budget (``faults``), an agent's own state
+(``agent:atlas``).  A footprint may over-approximate (that costs reduction)
+but must never miss an access (that would cost soundness).  What each
+effect touches is in ``_semantics``; ``docs/semantics.md`` argues why.
 """
 
 from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from refresh_engine import (
     Close,
     CreateExclusive,
-    Effect,
-    Flock,
     Fsync,
-    HttpPost,
     Lockf,
-    LockFileEx,
     Mkdir,
-    MsvcrtLocking,
+    Mutex,
     Open,
     OpenFlags,
-    ProcessAlive,
-    Read,
     Replace,
     Rmdir,
-    Stat,
-    Touch,
-    Truncate,
+    Seek,
     Unlink,
-    Write,
 )
 
 if TYPE_CHECKING:
     from ._filesystem import FileSystem
 
+Touched = set[tuple[str, bool]]
+
 #: ``(object, writes)`` pairs.
 Footprint = frozenset[tuple[str, bool]]
 
-#: A step that touches everything: a process kill.
-EVERYTHING: Footprint = frozenset({("*", True)})
+#: The wildcard object: a step holding it touches everything.
+ANY = "*"
+
+#: A step that touches everything: a kill, a crash, an effect the table does not describe.
+EVERYTHING: Footprint = frozenset({(ANY, True)})
 SERVER_READ: Footprint = frozenset({("server", False)})
 
 
@@ -56,109 +57,231 @@ def local(agent: str) -> Footprint:
 
 
 def touches_everything(footprint: Footprint) -> bool:
-    """Whether a step depends on every other step, whatever the other touches (a kill)."""
-    return footprint is EVERYTHING
+    return (ANY, True) in footprint or (ANY, False) in footprint
 
 
 def dependent(first: Footprint, second: Footprint) -> bool:
-    """Whether two steps may not commute: one touches everything, or both an object one writes.
-
-    The race scan's indexes (``_races``) rely on exactly this rule; change both together.
-    """
+    """Whether the two steps may not commute: one object, at least one writer."""
     if touches_everything(first) or touches_everything(second):
         return True
-    for obj, writes in first:
-        for other, other_writes in second:
-            if obj == other and (writes or other_writes):
-                return True
-    return False
+    if len(first) > len(second):
+        first, second = second, first
+    return any(
+        (obj, True) in second or (writes and (obj, False) in second) for obj, writes in first
+    )
 
 
-def effect_footprint(
-    fs: FileSystem,
-    pid: int,
-    agent: str,
-    effect: Effect,
-    fold: Callable[[str], str] = str,
-    locked: Callable[[int], bool] = lambda ino: True,
-    windows: bool = False,
-) -> Footprint:
-    """What carrying out ``effect`` now, for ``pid``, would touch.
+@dataclass(frozen=True, slots=True)
+class Scene:
+    """What a footprint is computed against: the filesystem now, and whose step it is.
 
     ``fold`` maps a path to the name the filesystem keys on (case-folding
-    where names are case-insensitive); ``locked(ino)`` says whether any lock
-    is held on an inode, so a ``close`` that could drop one (a flock, a
-    process's lockf, a handle's byte ranges) depends on lockers; with
-    ``windows`` an inode's open handles decide whether a replace or a delete
-    succeeds, so opens and closes depend on them.
+    where names are case-insensitive); with ``windows``, open handles decide
+    whether a replace or a delete succeeds, and byte-range locks are mandatory.
     """
 
-    def _norm(path: str) -> str:
-        return fold(posixpath.normpath(path))
-
-    table = (f"fdt:{pid}", True)
-    match effect:
-        case Open(path, flags):
-            p = _norm(path)
-            ino = fs.inode_at(p)
-            if ino is None:
-                creates = OpenFlags.CREATE in flags
-                return frozenset({(f"path:{p}", creates), table})
-            data = (f"ino:{ino}", OpenFlags.TRUNCATE in flags)
-            handles = {(f"open:{ino}", True)} if windows else set()
-            return frozenset({(f"path:{p}", False), data, table, *handles})
-        case CreateExclusive(path):
-            return frozenset({(f"path:{_norm(path)}", True), table})
-        case Read(fd) | Write(fd) | Truncate(fd) | Fsync(fd):
-            ino = fs.inode_of(pid, fd)
-            if ino is None:
-                return local(agent)
-            return frozenset({(f"ino:{ino}", not isinstance(effect, Read))})
-        case Close(fd):
-            ino = fs.inode_of(pid, fd)
-            if ino is None:
-                return frozenset({table})
-            touched = {table}
-            if locked(ino):
-                touched.add((f"lock:{ino}", True))
-            if windows:
-                touched.add((f"open:{ino}", True))
-            return frozenset(touched)
-        case Flock(fd) | Lockf(fd):
-            ino = fs.inode_of(pid, fd)
-            return local(agent) if ino is None else frozenset({(f"lock:{ino}", True)})
-        case MsvcrtLocking(fd) | LockFileEx(fd):
-            ino = fs.inode_of(pid, fd)  # mandatory: reads and writes of the range depend too
-            if ino is None:
-                return local(agent)
-            return frozenset({(f"lock:{ino}", True), (f"ino:{ino}", True)})
-        case Replace(src, dst):
-            names = {(f"path:{_norm(src)}", True), (f"path:{_norm(dst)}", True)}
-            return frozenset(names | _handles(fs, windows, src, dst, fold=_norm))
-        case Mkdir(path):
-            p = _norm(path)  # mkdir of an existing name fails and changes nothing
-            return frozenset({(f"path:{p}", fs.inode_at(p) is None)})
-        case Unlink(path) | Rmdir(path):
-            return frozenset(
-                {(f"path:{_norm(path)}", True)} | _handles(fs, windows, path, fold=_norm)
-            )
-        case Stat(path) | Touch(path):
-            p = _norm(path)
-            found = fs.inode_at(p)
-            touched = {(f"ino:{found}", isinstance(effect, Touch))} if found is not None else set()
-            return frozenset({(f"path:{p}", False), *touched})
-        case HttpPost():
-            return frozenset({("server", True)})
-        case ProcessAlive():
-            return frozenset({("procs", False)})
-    return local(agent)  # Now, Sleep, Log, GetPid, Seek: private to the agent
+    fs: FileSystem
+    pid: int
+    agent: str
+    fold: Callable[[str], str] = str
+    windows: bool = False
+    #: whether a descriptor holds a lock of its own (a flock, a byte range); True if unsure
+    holds_lock: Callable[[int, int], bool] = lambda pid, fd: True
 
 
-def _handles(
-    fs: FileSystem, windows: bool, *paths: str, fold: Callable[[str], str]
-) -> set[tuple[str, bool]]:
-    """On Windows, whether the files are open decides a replace or delete: read that."""
-    if not windows:
+# ------------------------------------------------- what each effect touches
+
+
+def normalize(path: str) -> str:
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
+def _entry(scene: Scene, path: str, writes: bool) -> Touched:
+    """A directory entry, and every ancestor: the path walk reads each one."""
+    name = scene.fold(normalize(path))
+    touched = {(f"path:{name}", writes)}
+    parent = name
+    while parent != "/":
+        parent = posixpath.dirname(parent)
+        touched.add((f"path:{parent}", False))
+    return touched
+
+
+def _parent_mtime(scene: Scene, path: str) -> Touched:
+    """Adding or removing a name sets its directory's mtime to now.
+
+    Two such steps commute (both set the same now), so they *read*
+    ``dirtime``; a ``Stat`` that returns the mtime *writes* it, which makes
+    it dependent on every setter.  See docs/semantics.md.
+    """
+    ino = scene.fs.inode_at(posixpath.dirname(scene.fold(normalize(path))))
+    return set() if ino is None else {(f"dirtime:{ino}", False)}
+
+
+def _ino(scene: Scene, path: str) -> int | None:
+    return scene.fs.inode_at(scene.fold(normalize(path)))
+
+
+def _is_dir(scene: Scene, path: str) -> bool:
+    try:
+        scene.fs.listdir(scene.fold(normalize(path)))
+    except OSError:
+        return False
+    return True
+
+
+def _handles(scene: Scene, *paths: str) -> Touched:
+    """On Windows, whether a file is open decides a replace or a delete: read that."""
+    if not scene.windows:
         return set()
-    found = (fs.inode_at(fold(path)) for path in paths)
+    found = (_ino(scene, path) for path in paths)
     return {(f"open:{ino}", False) for ino in found if ino is not None}
+
+
+def _new_slot(scene: Scene) -> Touched:
+    """An open takes the lowest free descriptor: it reads every slot below and writes its own."""
+    used = set(scene.fs.open_fds(scene.pid))
+    fd = 3
+    touched = set()
+    while fd in used:
+        touched.add((f"fd:{scene.pid}:{fd}", False))
+        fd += 1
+    touched.add((f"fd:{scene.pid}:{fd}", True))
+    return touched
+
+
+def _slot(scene: Scene, fd: int) -> tuple[Touched, int | None]:
+    """A descriptor call reads its slot (which open file it names) and returns that inode."""
+    return {(f"fd:{scene.pid}:{fd}", False)}, scene.fs.inode_of(scene.pid, fd)
+
+
+def data_touches(writes: bool, moves_offset: bool) -> Callable[[Scene, Any], Footprint]:
+    """Read, Write, Truncate: the slot, the offset, the data; Windows' mandatory locks."""
+
+    def touches(scene: Scene, effect: Any) -> Footprint:
+        touched, ino = _slot(scene, effect.fd)
+        if ino is None:
+            return frozenset(touched)  # EBADF: changes nothing
+        touched.add((f"ino:{ino}", writes))
+        if moves_offset:
+            touched.add((f"off:{scene.pid}:{effect.fd}", True))
+        if scene.windows:
+            touched.add((f"lock:{ino}", False))
+        return frozenset(touched)
+
+    return touches
+
+
+def lock_touches(offset: bool) -> Callable[[Scene, Any], Footprint]:
+    """Flock, Lockf, MsvcrtLocking, LockFileEx: the slot and the inode's locks."""
+
+    def touches(scene: Scene, effect: Any) -> Footprint:
+        touched, ino = _slot(scene, effect.fd)
+        if ino is not None:
+            touched.add((f"lock:{ino}", True))
+            if isinstance(effect, Lockf):
+                touched.add((f"lockf:{scene.pid}:{ino}", True))
+            if offset:
+                touched.add((f"off:{scene.pid}:{effect.fd}", False))
+        return frozenset(touched)
+
+    return touches
+
+
+def open_touches(scene: Scene, effect: Open | CreateExclusive) -> Footprint:
+    flags = effect.flags if isinstance(effect, Open) else OpenFlags.CREATE | OpenFlags.EXCLUSIVE
+    ino = _ino(scene, effect.path)
+    if ino is None:
+        creates = OpenFlags.CREATE in flags
+        touched = _entry(scene, effect.path, creates) | _new_slot(scene)
+        if creates:
+            touched |= _parent_mtime(scene, effect.path)
+        return frozenset(touched)
+    touched = _entry(scene, effect.path, False) | _new_slot(scene)
+    if OpenFlags.TRUNCATE in flags:
+        touched.add((f"ino:{ino}", True))
+    if scene.windows:
+        touched.add((f"open:{ino}", True))
+    return frozenset(touched)
+
+
+def fsync_touches(scene: Scene, effect: Fsync) -> Footprint:
+    touched, ino = _slot(scene, effect.fd)
+    if ino is not None:
+        touched |= {(f"ino:{ino}", False), (f"sync:{ino}", True)}
+    return frozenset(touched)
+
+
+def seek_touches(scene: Scene, effect: Seek) -> Footprint:
+    touched, ino = _slot(scene, effect.fd)
+    if ino is not None:
+        touched.add((f"off:{scene.pid}:{effect.fd}", True))
+    return frozenset(touched)
+
+
+def close_touches(scene: Scene, effect: Close) -> Footprint:
+    """A close frees its slot, drops the locks the slot holds, and the process's lockf.
+
+    Whether the slot holds a flock or a range changes only by calls on the
+    slot itself, which depend on this close through the slot; the process's
+    lockf can be taken through another descriptor, so it has its own object.
+    """
+    slot = f"fd:{scene.pid}:{effect.fd}"
+    ino = scene.fs.inode_of(scene.pid, effect.fd)
+    if ino is None:
+        return frozenset({(slot, False)})
+    touched = {(slot, True), (f"lockf:{scene.pid}:{ino}", True)}
+    if scene.holds_lock(scene.pid, effect.fd):
+        touched.add((f"lock:{ino}", True))
+    if scene.windows:
+        touched.add((f"open:{ino}", True))
+    return frozenset(touched)
+
+
+def replace_touches(scene: Scene, effect: Replace) -> Footprint:
+    touched = _entry(scene, effect.src, True) | _entry(scene, effect.dst, True)
+    touched |= _parent_mtime(scene, effect.src) | _parent_mtime(scene, effect.dst)
+    return frozenset(touched | _handles(scene, effect.src, effect.dst))
+
+
+def remove_touches(scene: Scene, effect: Unlink | Rmdir) -> Footprint:
+    touched = _entry(scene, effect.path, True) | _parent_mtime(scene, effect.path)
+    return frozenset(touched | _handles(scene, effect.path))
+
+
+def mkdir_touches(scene: Scene, effect: Mkdir) -> Footprint:
+    if _ino(scene, effect.path) is not None:
+        return frozenset(_entry(scene, effect.path, False))  # EEXIST: changes nothing
+    return frozenset(_entry(scene, effect.path, True) | _parent_mtime(scene, effect.path))
+
+
+def inode_touches(writes: bool) -> Callable[[Scene, Any], Footprint]:
+    """Stat (reads size and mtime; a directory's mtime is ``dirtime``) and Touch (sets it)."""
+
+    def touches(scene: Scene, effect: Any) -> Footprint:
+        touched = _entry(scene, effect.path, False)
+        ino = _ino(scene, effect.path)
+        if ino is not None:
+            touched.add((f"ino:{ino}", writes))
+            if not writes and _is_dir(scene, effect.path):
+                touched.add((f"dirtime:{ino}", True))
+        return frozenset(touched)
+
+    return touches
+
+
+def private(scene: Scene, effect: Any) -> Footprint:
+    return local(scene.agent)
+
+
+def server(scene: Scene, effect: Any) -> Footprint:
+    return frozenset({("server", True)})
+
+
+def procs(scene: Scene, effect: Any) -> Footprint:
+    return frozenset({("procs", False)})
+
+
+def mutex_touches(scene: Scene, effect: Mutex) -> Footprint:
+    return frozenset({(f"mutex:{scene.pid}:{effect.name}", True)})

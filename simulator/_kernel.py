@@ -20,12 +20,9 @@ from refresh_engine import (
     Done,
     Effect,
     Failed,
-    Flock,
     FlowRunner,
     HttpPost,
     HttpResponse,
-    Lockf,
-    LockFileEx,
     LockOp,
     MsvcrtLocking,
     MsvcrtMode,
@@ -43,13 +40,15 @@ from refresh_engine import (
 from ._agent import _REQUEST_FAULT_OUTCOMES, _WAITING, AgentStatus, _Agent
 from ._faults import REQUEST_FAULTS, FaultKind
 from ._filesystem import FileSystemFactory
-from ._footprint import EVERYTHING, SERVER_READ, Footprint, effect_footprint, local
+from ._footprint import SERVER_READ, Footprint, local
 from ._history import EventKind, HistoryEvent, Refusal
 from ._os import MSVCRT_TRIES, WINDOWS_EDEADLOCK, OsLayer
 from ._result import Engine, RunResult
 from ._schedule import Chooser, default_choice, minimal_schedule
+from ._semantics import Machine, Performer, Scene, fault_footprint, footprint, rule_for
 from ._syscalls import os_call
 from ._vfs import VirtualFS
+from ._view import _View
 from ._watch import StoreWatch
 from ._world import STORE_NAME, WorldSpec, seed_world
 
@@ -123,6 +122,9 @@ class Simulation:
             if not runnable:
                 if self._advance_clock():
                     continue
+                stuck = getattr(self.chooser, "stuck", None)
+                if stuck is not None:  # the explorer races what waits forever, too
+                    stuck(_View(self, self.step, [], last))
                 break
             if self.step >= self.spec.max_steps:
                 self._record(EventKind.STEP_BOUND, "", note=f"stopped at {self.step} steps")
@@ -148,18 +150,10 @@ class Simulation:
         if agent.status is not AgentStatus.READY:
             return False
         effect = agent.runner.pending if agent.runner is not None else None
-        pid = agent.pid
-        match effect:
-            case Flock(fd, op, True) if op is not LockOp.UNLOCK:
-                return self.os.can_flock(pid, fd, op, self.watch.path_of(pid, fd))
-            case Lockf(fd, op, True) if op is not LockOp.UNLOCK:
-                return self.os.can_lockf(pid, fd, op, self.watch.path_of(pid, fd))
-            case LockFileEx(fd, op, True, offset, length) if op is not LockOp.UNLOCK:
-                exclusive = op is LockOp.EXCLUSIVE
-                return self.os.can_range_lock(pid, fd, offset, offset + length, exclusive)
-            case Mutex(name, op) if op is not LockOp.UNLOCK:
-                return (pid, name) not in self.mutexes
-        return True
+        if effect is None:
+            return True
+        can_run = rule_for(effect).can_run
+        return can_run is None or can_run(self._machine(agent.pid), effect)
 
     def _advance_clock(self) -> bool:
         """Jump to the earliest wake-up; False when nothing will ever wake."""
@@ -255,28 +249,38 @@ class Simulation:
         assert agent.runner is not None
         assert agent.runner.pending is not None
         effect = agent.runner.pending
-        if isinstance(effect, HttpPost):
-            agent.request_id = f"s{self.step}"
-            agent.response = self._post(effect, agent.request_id)
-            agent.status = AgentStatus.AWAITING
-            self._record(EventKind.REQUEST, agent.name, effect=effect, request_id=agent.request_id)
-        elif isinstance(effect, Mutex):
-            outcome = self._mutex(agent, effect)
-            self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome)
-            self._resume(agent, outcome)
-        elif isinstance(effect, Sleep):
-            self._record(EventKind.EFFECT, agent.name, effect=effect)
-            agent.status = AgentStatus.SLEEPING
-            agent.wake_at = self.now + max(0.0, effect.seconds)
-        else:
-            outcome = self._do(agent, effect)
-            if outcome is None:
-                return  # a torn write's first part: the agent writes the rest next step
-            if self._msvcrt_retry(agent, effect, outcome):
-                return
-            agent.tries = 0
-            self._record_effect(agent, effect, outcome)
-            self._resume(agent, outcome)
+        if rule_for(effect).performer is Performer.KERNEL:
+            self._kernel_effect(agent, effect)
+            return
+        outcome = self._do(agent, effect)
+        if outcome is None:
+            return  # a torn write's first part: the agent writes the rest next step
+        if self._msvcrt_retry(agent, effect, outcome):
+            return
+        agent.tries = 0
+        self._record_effect(agent, effect, outcome)
+        self._resume(agent, outcome)
+
+    def _kernel_effect(self, agent: _Agent, effect: Effect) -> None:
+        """The effects whose row says the kernel carries them out: they wait or take two steps."""
+        match effect:
+            case HttpPost():
+                agent.request_id = f"s{self.step}"
+                agent.response = self._post(effect, agent.request_id)
+                agent.status = AgentStatus.AWAITING
+                self._record(
+                    EventKind.REQUEST, agent.name, effect=effect, request_id=agent.request_id
+                )
+            case Mutex():
+                outcome = self._mutex(agent, effect)
+                self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome)
+                self._resume(agent, outcome)
+            case Sleep():
+                self._record(EventKind.EFFECT, agent.name, effect=effect)
+                agent.status = AgentStatus.SLEEPING
+                agent.wake_at = self.now + max(0.0, effect.seconds)
+            case _:
+                raise AssertionError(f"{type(effect).__name__} is the OS layer's to carry out")
 
     def _do(self, agent: _Agent, effect: Effect) -> Outcome | None:
         """Carry out an OS effect; ``None`` when only a torn write's first part was written.
@@ -310,8 +314,8 @@ class Simulation:
         self._record(
             EventKind.EFFECT, agent.name, effect=effect, outcome=outcome, path=path, note=note
         )
-        store = "" if isinstance(outcome, Failed) else self.watch.changed_store(agent.pid, effect)
-        if store:
+        stores = () if isinstance(outcome, Failed) else self.watch.changed_stores(agent.pid, effect)
+        for store in stores:
             self._record_store(agent.name, store)
 
     def _record_store(self, agent: str, store: str) -> None:
@@ -357,8 +361,22 @@ class Simulation:
             pid,
             effect,
             now=self.now + self._skew_of(pid),
-            alive=lambda other: any(agent.pid == other for agent in self.agents),
+            alive=self._alive,
             path_of=self.watch.path_of,
+        )
+
+    def _alive(self, pid: int) -> bool:
+        return any(agent.pid == pid for agent in self.agents)
+
+    def _machine(self, pid: int) -> Machine:
+        """What a row of ``_semantics`` sees of this simulation, for process ``pid``."""
+        return Machine(
+            self.os,
+            pid,
+            self.now + self._skew_of(pid),
+            self._alive,
+            self.watch.path_of,
+            lambda owner, name: (owner, name) not in self.mutexes,
         )
 
     def _post(self, effect: HttpPost, request_id: str) -> Outcome:
@@ -376,27 +394,19 @@ class Simulation:
         return HttpResponse(response.status, response.body)
 
     def footprint(self, agent: _Agent, fault: FaultKind | None = None) -> Footprint:
-        """What ``agent``'s next step (struck by ``fault``) would touch; see ``_footprint``."""
-        if fault is FaultKind.KILL:
-            return EVERYTHING
-        if fault is not None or agent.status is AgentStatus.AWAITING:
-            return local(agent.name)
+        """What ``agent``'s next step (struck by ``fault``) would touch; see ``_semantics``."""
+        if fault is not None:
+            return fault_footprint(fault, agent.name)
+        if agent.status is AgentStatus.AWAITING:
+            return local(agent.name)  # the response arrives: the server was written already
         if agent.status is AgentStatus.USING:
             return SERVER_READ
         if agent.runner is None or agent.runner.pending is None:
             return local(agent.name)
-        pending = agent.runner.pending
-        if isinstance(pending, Mutex):
-            return frozenset({(f"mutex:{agent.pid}:{pending.name}", True)})
-        return effect_footprint(
-            self.fs,
-            agent.pid,
-            agent.name,
-            pending,
-            self.os.path,
-            self.os.has_locks,
-            self.os.windows,
+        scene = Scene(
+            self.fs, agent.pid, agent.name, self.os.path, self.os.windows, self.os.holds_lock
         )
+        return footprint(scene, agent.runner.pending)
 
     # ------------------------------------------------------------- faults
 
@@ -457,6 +467,8 @@ class Simulation:
                 agent.next_turn -= 1  # the interrupted turn is asked for again
             agent.response = None
             agent.token = ""
+            agent.torn = False  # a torn write's second part dies with the process
+            agent.tries = 0
             turn_at = self.spec.start_time + agent.turns[agent.next_turn]
             agent.status = AgentStatus.IDLE
             agent.wake_at = max(turn_at, self.now + self.spec.restart_delay)
@@ -469,38 +481,14 @@ class Simulation:
     def _store_files(self) -> tuple[tuple[str, bytes], ...]:
         paths = [self.spec.main_store]
         paths += [agent.ctx.agent_dir + "/auth-profiles.json" for agent in self.agents]
-        return tuple((path, self.fs.read_file(path)) for path in paths if self.fs.exists(path))
-
-
-class _View:
-    """The chooser's window on one step (see ``StepView``)."""
-
-    __slots__ = ("_sim", "step", "runnable", "last")
-
-    def __init__(self, sim: Simulation, step: int, runnable: list[str], last: str | None) -> None:
-        self._sim = sim
-        self.step = step
-        self.runnable = runnable
-        self.last = last
-
-    def faults(self, agent: str) -> tuple[FaultKind, ...]:
-        return self._sim.fault_options(self._sim._agent(agent))
-
-    def footprint(self, option: str) -> Footprint:
-        """What running ``option`` (``"atlas"`` or ``"atlas!kill"``) now would touch."""
-        name, _, fault = option.partition("!")
-        return self._sim.footprint(
-            self._sim._agent(name), FaultKind.parse(fault) if fault else None
-        )
-
-    @property
-    def waiting(self) -> list[str]:
-        """Agents with an effect to do that cannot run now (they wait for a lock)."""
-        return [
-            agent.name
-            for agent in self._sim.agents
-            if agent.status is AgentStatus.READY and agent.name not in self.runnable
-        ]
+        files = []
+        for path in paths:
+            if self.fs.exists(path):
+                try:
+                    files.append((path, self.fs.read_file(path)))
+                except IsADirectoryError:
+                    continue  # an engine made a directory of the store's name
+        return tuple(files)
 
 
 def simulate(

@@ -249,6 +249,14 @@ class OsLayer:
             self.fs.flocked(inode) or bool(self._lockf.get(inode)) or bool(self._ranges.get(inode))
         )
 
+    def holds_lock(self, pid: int, fd: int) -> bool:
+        """Whether ``fd`` of ``pid`` holds a lock of its own: a flock, a byte range."""
+        if self._real is not None:
+            return True  # the real OS knows; be safe
+        ino = self.fs.inode_of(pid, fd)
+        ranges = self._ranges.get(ino, ()) if ino is not None else ()
+        return self.fs.holds_flock(pid, fd) or any((r.pid, r.fd) == (pid, fd) for r in ranges)
+
     def in_nolock_dir(self, path: str) -> bool:
         return any(path == d or path.startswith(d + "/") for d in self._nolock)
 

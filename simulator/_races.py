@@ -51,7 +51,14 @@ class _AgentSteps:
 class Trace:
     """The steps of one run, with happens-before clocks and per-agent indexes."""
 
-    __slots__ = ("length", "_agent_clock", "_object_write", "_object_read", "_agents")
+    __slots__ = (
+        "length",
+        "_agent_clock",
+        "_object_write",
+        "_object_read",
+        "_last_everything",
+        "_agents",
+    )
 
     def __init__(self) -> None:
         self.length = 0  # steps recorded
@@ -59,6 +66,8 @@ class Trace:
         # happens-before: the clock of an object's last write, and of its reads since
         self._object_write: dict[str, VectorClock] = {}
         self._object_read: dict[str, VectorClock] = {}
+        # the clock of the latest step that touches everything (a kill, a crash)
+        self._last_everything: VectorClock | None = None
         self._agents: dict[str, _AgentSteps] = {}
 
     def clock(self, agent: str) -> VectorClock:
@@ -69,11 +78,18 @@ class Trace:
         """The next step is ``agent``'s and touches ``footprint``: clock it and index it."""
         before = self.clock(agent)
         clock = dict(before)
+        everything = touches_everything(footprint)
+        _join(clock, self._last_everything, before)  # every step comes after the last kill
+        if everything:  # ... and a kill or crash after every step so far
+            for seen in (*self._object_write.values(), *self._object_read.values()):
+                _join(clock, seen, before)
+            self._object_write, self._object_read = {}, {}  # its clock covers them all
         last_write, reads_since = self._object_write, self._object_read
-        for obj, writes in footprint:
-            _join(clock, last_write.get(obj), before)
-            if writes:
-                _join(clock, reads_since.get(obj), before)
+        if not everything:
+            for obj, writes in footprint:
+                _join(clock, last_write.get(obj), before)
+                if writes:
+                    _join(clock, reads_since.get(obj), before)
         index = self.length
         self.length += 1
         clock[agent] = index
@@ -82,9 +98,10 @@ class Trace:
         if own is None:
             own = self._agents[agent] = _AgentSteps()
         own.indices.append(index)
-        everything = touches_everything(footprint)
         if everything:
             own.everything = index
+            self._last_everything = clock
+            return
         for obj, writes in footprint:
             if writes:
                 last_write[obj] = clock
@@ -93,10 +110,9 @@ class Trace:
                 _join(reads_since[obj], clock, None)
             else:
                 reads_since[obj] = dict(clock)
-            if not everything:
-                own.touched[obj] = index
-                if writes:
-                    own.written[obj] = index
+            own.touched[obj] = index
+            if writes:
+                own.written[obj] = index
 
     def latest_race(self, agent: str, footprint: Footprint) -> int | None:
         """The latest step of another agent dependent with, and unordered before, this one."""
@@ -120,17 +136,16 @@ class Trace:
     ) -> dict[int, set[str]]:
         """Where the search must try another order, and which agents to try there.
 
-        ``footprints`` are the next steps of the agents at the new state
-        (``agent!fault`` options are skipped: faults are tried everywhere
-        anyway); ``enabled(index)`` lists the agents that could run at step
+        ``footprints`` are the next steps at the new state, an ``agent!fault``
+        option's too (a fault is a step of the agent it strikes, and races
+        like one); ``enabled(index)`` lists the agents that could run at step
         ``index``.  At the latest race with an agent's next step, that agent
         is tried, or else the first enabled agent whose step there leads to
         it, or else every enabled agent.
         """
         found: dict[int, set[str]] = {}
-        for agent, footprint in footprints.items():
-            if "!" in agent:
-                continue
+        for option, footprint in footprints.items():
+            agent = option.partition("!")[0]
             index = self.latest_race(agent, footprint)
             if index is not None:
                 found.setdefault(index, set()).update(self._to_try(index, agent, enabled(index)))

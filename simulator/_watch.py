@@ -13,20 +13,11 @@ import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from refresh_engine import (
-    Close,
-    CreateExclusive,
-    Effect,
-    Open,
-    OpenFlags,
-    Replace,
-    Truncate,
-    Unlink,
-    Write,
-)
+from refresh_engine import Close, CreateExclusive, Effect, Open
 
 from ._filesystem import FileSystem
 from ._history import StoreState
+from ._semantics import changed_paths
 
 #: (family, generation) of a token the server minted, else None.
 Lineage = Callable[[str], tuple[str, int] | None]
@@ -85,26 +76,19 @@ class StoreWatch:
         for key in [key for key in self._paths if key[0] == pid]:
             del self._paths[key]
 
-    def changed_store(self, pid: int, effect: Effect) -> str:
-        """The store path a successful ``effect`` may have changed, or ""."""
-        match effect:
-            case Write(fd) | Truncate(fd):
-                path = self.path_of(pid, fd)
-            case Replace(_, dst):
-                path = posixpath.normpath(dst)
-            case Unlink(target):
-                path = posixpath.normpath(target)
-            case Open(target, flags) if OpenFlags.TRUNCATE in flags or OpenFlags.CREATE in flags:
-                path = posixpath.normpath(target)
-            case _:
-                return ""
-        return path if path in self._stores else ""
+    def changed_stores(self, pid: int, effect: Effect) -> tuple[str, ...]:
+        """The store paths a successful ``effect`` may have changed (see ``_semantics``)."""
+        paths = changed_paths(effect, lambda fd: self.path_of(pid, fd))
+        return tuple(path for path in paths if path in self._stores)
 
     def reading(self, fs: FileSystem, path: str, lineage: Lineage) -> StoreReading:
         """What the store at ``path`` holds now: which credential, of which grant."""
         if not fs.exists(path):
             return StoreReading(StoreState.MISSING)
-        data = fs.read_file(path)
+        try:
+            data = fs.read_file(path)
+        except IsADirectoryError:  # a directory where the store should be: no document
+            return StoreReading(StoreState.UNPARSEABLE)
         try:
             document = json.loads(data)
             token = document["profiles"][self._key]["refresh"]

@@ -41,9 +41,8 @@ def reference_backtracks(
 ) -> dict[int, set[str]]:
     """The backward scan: for each agent's next step, walk the run back to its latest race."""
     found: dict[int, set[str]] = {}
-    for agent, footprint in footprints.items():
-        if "!" in agent:
-            continue
+    for option, footprint in footprints.items():
+        agent = option.partition("!")[0]  # a fault races as a step of the agent it strikes
         seen = clock(agent)
         for index in range(len(steps) - 1, -1, -1):
             step = steps[index]
