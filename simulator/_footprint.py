@@ -15,6 +15,7 @@ effect touches is in ``_semantics``; ``docs/semantics.md`` argues why.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,19 +93,28 @@ class Scene:
 # ------------------------------------------------- what each effect touches
 
 
+@functools.lru_cache(maxsize=4096)  # a run names a few paths thousands of times
 def normalize(path: str) -> str:
     norm = posixpath.normpath(path)
     return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
+@functools.lru_cache(maxsize=4096)
+def _walk(name: str) -> frozenset[tuple[str, bool]]:
+    """Every ancestor directory of ``name``, read by the path walk."""
+    found = set()
+    parent = name
+    while parent not in ("/", ""):
+        parent = posixpath.dirname(parent)
+        found.add((f"path:{parent}", False))
+    return frozenset(found)
 
 
 def _entry(scene: Scene, path: str, writes: bool) -> Touched:
     """A directory entry, and every ancestor: the path walk reads each one."""
     name = scene.fold(normalize(path))
     touched = {(f"path:{name}", writes)}
-    parent = name
-    while parent != "/":
-        parent = posixpath.dirname(parent)
-        touched.add((f"path:{parent}", False))
+    touched |= _walk(name)
     return touched
 
 
