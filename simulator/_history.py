@@ -12,50 +12,27 @@ import enum
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import get_args
 
 from fake_oauth_server import AccessCheck, AuditEvent, redact
 from refresh_engine import (
     Alive,
     Clock,
-    Close,
-    CreateExclusive,
     Done,
     Effect,
     Failed,
-    Flock,
-    Fsync,
-    GetPid,
-    HttpPost,
     HttpResponse,
-    Lockf,
-    LockFileEx,
-    Log,
-    Mkdir,
-    MsvcrtLocking,
-    Mutex,
-    Now,
-    Open,
     Opened,
     Outcome,
     Pid,
     Position,
-    ProcessAlive,
-    Read,
     ReadData,
-    Replace,
-    Rmdir,
-    Seek,
-    Sleep,
-    Stat,
     StatResult,
-    Touch,
-    Truncate,
-    Unlink,
-    Write,
     Wrote,
 )
 
 from ._faults import FaultKind
+from ._semantics import rule_for
 
 
 class EventKind(enum.Enum):
@@ -134,61 +111,10 @@ class HistoryEvent:
 
 
 def describe_effect(effect: Effect) -> str:
-    """An effect as a short line, tokens fingerprinted."""
-    match effect:
-        case Open(path, flags):
-            names = "|".join(flag.name or "" for flag in flags)
-            return f"open {path} [{names}]"
-        case CreateExclusive(path):
-            return f"create-exclusive {path}"
-        case Read(fd, size):
-            return f"read fd={fd}" + ("" if size is None else f" size={size}")
-        case Write(fd, data):
-            return f"write fd={fd} {len(data)} bytes"
-        case Truncate(fd, size):
-            return f"truncate fd={fd} size={size}"
-        case Fsync(fd):
-            return f"fsync fd={fd}"
-        case Close(fd):
-            return f"close fd={fd}"
-        case Replace(src, dst):
-            return f"replace {src} -> {dst}"
-        case Unlink(path):
-            return f"unlink {path}"
-        case Mkdir(path):
-            return f"mkdir {path}"
-        case Stat(path):
-            return f"stat {path}"
-        case Flock(fd, op, blocking):
-            return f"flock fd={fd} {op.value}" + ("" if blocking else " nonblocking")
-        case Seek(fd, offset):
-            return f"seek fd={fd} {offset}"
-        case Rmdir(path):
-            return f"rmdir {path}"
-        case Touch(path):
-            return f"touch {path}"
-        case Lockf(fd, op, blocking):
-            return f"lockf fd={fd} {op.value}" + ("" if blocking else " nonblocking")
-        case MsvcrtLocking(fd, mode, nbytes):
-            return f"msvcrt.locking fd={fd} {mode.name} {nbytes}"
-        case LockFileEx(fd, op, blocking, offset, length):
-            call = "UnlockFileEx" if op.value == "unlock" else f"LockFileEx {op.value}"
-            return f"{call} fd={fd} [{offset}, +{length})" + ("" if blocking else " immediate")
-        case Mutex(name, op):
-            return f"mutex {op.value} {name}"
-        case GetPid():
-            return "getpid"
-        case ProcessAlive(pid):
-            return f"process-alive {pid}"
-        case HttpPost(url, body, _):
-            return f"POST {url} {redact(body.decode('utf-8', 'replace'))}"
-        case Now():
-            return "now"
-        case Sleep(seconds):
-            return f"sleep {seconds:g}s"
-        case Log(message):
-            return f"log {redact(message)}"
-    raise TypeError(f"not an effect: {effect!r}")
+    """An effect as a short line, tokens fingerprinted (its row of ``_semantics`` says how)."""
+    if not isinstance(effect, get_args(Effect)):
+        raise TypeError(f"not an effect: {effect!r}")
+    return rule_for(effect).describe(effect)
 
 
 def describe_outcome(outcome: Outcome) -> str:

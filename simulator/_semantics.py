@@ -58,6 +58,33 @@ from refresh_engine import (
     Wrote,
 )
 
+from ._describe import (
+    describe_close,
+    describe_create_exclusive,
+    describe_flock,
+    describe_fsync,
+    describe_get_pid,
+    describe_http_post,
+    describe_lock_file_ex,
+    describe_lockf,
+    describe_log,
+    describe_mkdir,
+    describe_msvcrt_locking,
+    describe_mutex,
+    describe_now,
+    describe_open,
+    describe_process_alive,
+    describe_read,
+    describe_replace,
+    describe_rmdir,
+    describe_seek,
+    describe_sleep,
+    describe_stat,
+    describe_touch,
+    describe_truncate,
+    describe_unlink,
+    describe_write,
+)
 from ._faults import FaultKind
 from ._footprint import (
     EVERYTHING,
@@ -132,6 +159,8 @@ class Rule(Generic[E]):
     can_run: Callable[[Machine, E], bool] | None = None
     #: the paths a successful call may have changed (for the store watch)
     changes: Callable[[E, Callable[[int], str]], tuple[str, ...]] | None = None
+    #: the effect as one line of a history, tokens fingerprinted (set below, per row)
+    describe: Callable[[E], str] = lambda effect: type(effect).__name__
 
 
 # ---------------------------------------------------------------- performing
@@ -200,6 +229,7 @@ OPEN = Rule(
     OS,
     lambda m, e: Opened(m.os.open(m.pid, e.path, e.flags)),
     changes=_open_changes,
+    describe=describe_open,
 )
 CREATE_EXCLUSIVE = Rule(
     CreateExclusive,
@@ -207,9 +237,14 @@ CREATE_EXCLUSIVE = Rule(
     OS,
     lambda m, e: Opened(m.os.create_exclusive(m.pid, e.path)),
     changes=_at,
+    describe=describe_create_exclusive,
 )
 READ = Rule(
-    Read, data_touches(False, True), OS, lambda m, e: ReadData(m.os.read(m.pid, e.fd, e.size))
+    Read,
+    data_touches(False, True),
+    OS,
+    lambda m, e: ReadData(m.os.read(m.pid, e.fd, e.size)),
+    describe=describe_read,
 )
 WRITE = Rule(
     Write,
@@ -217,6 +252,7 @@ WRITE = Rule(
     OS,
     lambda m, e: Wrote(m.os.write(m.pid, e.fd, e.data)),
     changes=_through,
+    describe=describe_write,
 )
 TRUNCATE = Rule(
     Truncate,
@@ -224,41 +260,83 @@ TRUNCATE = Rule(
     OS,
     _done(lambda m, e: m.os.fs.truncate(m.pid, e.fd, e.size)),
     changes=_through,
+    describe=describe_truncate,
 )
-FSYNC = Rule(Fsync, fsync_touches, OS, _done(lambda m, e: m.os.fs.fsync(m.pid, e.fd)))
-CLOSE = Rule(Close, close_touches, OS, _done(lambda m, e: m.os.close(m.pid, e.fd)))
+FSYNC = Rule(
+    Fsync,
+    fsync_touches,
+    OS,
+    _done(lambda m, e: m.os.fs.fsync(m.pid, e.fd)),
+    describe=describe_fsync,
+)
+CLOSE = Rule(
+    Close, close_touches, OS, _done(lambda m, e: m.os.close(m.pid, e.fd)), describe=describe_close
+)
 REPLACE = Rule(
     Replace,
     replace_touches,
     OS,
     _done(lambda m, e: m.os.replace(e.src, e.dst)),
     changes=_replace_changes,
+    describe=describe_replace,
 )
-UNLINK = Rule(Unlink, remove_touches, OS, _done(lambda m, e: m.os.unlink(e.path)), changes=_at)
-MKDIR = Rule(Mkdir, mkdir_touches, OS, _done(lambda m, e: m.os.mkdir(e.path)), changes=_at)
-STAT = Rule(Stat, inode_touches(False), OS, _stat)
+UNLINK = Rule(
+    Unlink,
+    remove_touches,
+    OS,
+    _done(lambda m, e: m.os.unlink(e.path)),
+    changes=_at,
+    describe=describe_unlink,
+)
+MKDIR = Rule(
+    Mkdir,
+    mkdir_touches,
+    OS,
+    _done(lambda m, e: m.os.mkdir(e.path)),
+    changes=_at,
+    describe=describe_mkdir,
+)
+STAT = Rule(Stat, inode_touches(False), OS, _stat, describe=describe_stat)
 FLOCK = Rule(
     Flock,
     lock_touches(False),
     OS,
     _done(lambda m, e: m.os.flock(m.pid, e.fd, e.op, m.path_of(m.pid, e.fd))),
     can_run=_waits_for_lock("flock"),
+    describe=describe_flock,
 )
-SEEK = Rule(Seek, seek_touches, OS, lambda m, e: Position(m.os.fs.seek(m.pid, e.fd, e.offset)))
-RMDIR = Rule(Rmdir, remove_touches, OS, _done(lambda m, e: m.os.rmdir(e.path)), changes=_at)
-TOUCH = Rule(Touch, inode_touches(True), OS, _done(lambda m, e: m.os.utime(e.path)))
+SEEK = Rule(
+    Seek,
+    seek_touches,
+    OS,
+    lambda m, e: Position(m.os.fs.seek(m.pid, e.fd, e.offset)),
+    describe=describe_seek,
+)
+RMDIR = Rule(
+    Rmdir,
+    remove_touches,
+    OS,
+    _done(lambda m, e: m.os.rmdir(e.path)),
+    changes=_at,
+    describe=describe_rmdir,
+)
+TOUCH = Rule(
+    Touch, inode_touches(True), OS, _done(lambda m, e: m.os.utime(e.path)), describe=describe_touch
+)
 LOCKF = Rule(
     Lockf,
     lock_touches(False),
     OS,
     _done(lambda m, e: m.os.lockf(m.pid, e.fd, e.op, m.path_of(m.pid, e.fd))),
     can_run=_waits_for_lock("lockf"),
+    describe=describe_lockf,
 )
 MSVCRT_LOCKING = Rule(
     MsvcrtLocking,
     lock_touches(True),
     OS,
     _done(lambda m, e: m.os.msvcrt_locking(m.pid, e.fd, e.mode, e.nbytes)),
+    describe=describe_msvcrt_locking,
 )
 LOCK_FILE_EX = Rule(
     LockFileEx,
@@ -266,14 +344,17 @@ LOCK_FILE_EX = Rule(
     OS,
     _done(lambda m, e: m.os.lock_file_ex(m.pid, e.fd, e.op, e.offset, e.length)),
     can_run=_waits_for_lock("range"),
+    describe=describe_lock_file_ex,
 )
-MUTEX = Rule(Mutex, mutex_touches, KERNEL, can_run=_mutex_free)
-GET_PID = Rule(GetPid, private, OS, lambda m, e: Pid(m.pid))
-PROCESS_ALIVE = Rule(ProcessAlive, procs, OS, lambda m, e: Alive(m.alive(e.pid)))
-HTTP_POST = Rule(HttpPost, server, KERNEL)
-NOW = Rule(Now, private, OS, lambda m, e: Clock(m.now))
-SLEEP = Rule(Sleep, private, KERNEL)
-LOG = Rule(Log, private, OS, lambda m, e: Done())
+MUTEX = Rule(Mutex, mutex_touches, KERNEL, can_run=_mutex_free, describe=describe_mutex)
+GET_PID = Rule(GetPid, private, OS, lambda m, e: Pid(m.pid), describe=describe_get_pid)
+PROCESS_ALIVE = Rule(
+    ProcessAlive, procs, OS, lambda m, e: Alive(m.alive(e.pid)), describe=describe_process_alive
+)
+HTTP_POST = Rule(HttpPost, server, KERNEL, describe=describe_http_post)
+NOW = Rule(Now, private, OS, lambda m, e: Clock(m.now), describe=describe_now)
+SLEEP = Rule(Sleep, private, KERNEL, describe=describe_sleep)
+LOG = Rule(Log, private, OS, lambda m, e: Done(), describe=describe_log)
 
 
 def rule_for(effect: Effect) -> Rule[Any]:

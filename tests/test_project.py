@@ -32,7 +32,7 @@ TEST_PRIVATE_IMPORTS = {
     "test_os_models.py": {"simulator._os"},
     "test_race_scan.py": {"simulator._footprint", "simulator._races"},
     # the semantics table and the soundness property break footprints on purpose
-    "test_semantics.py": {"simulator._semantics", "simulator._footprint"},
+    "test_semantics.py": {"simulator._semantics", "simulator._footprint", "simulator._history"},
     "test_soundness.py": {"simulator._kernel", "simulator._semantics", "simulator._footprint"},
     "test_real_world.py": {"refresh_engine._store"},
     "test_wine.py": {"simulator._os", "simulator._syscalls"},

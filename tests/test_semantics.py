@@ -8,9 +8,11 @@ import typing
 import pytest
 
 import simulator._semantics as semantics
-from refresh_engine import Effect, LockOp, MsvcrtMode, OpenFlags
+from fake_oauth_server import AuthServer, Policy, fingerprint
+from refresh_engine import Effect, HttpPost, LockOp, MsvcrtMode, OpenFlags
 from simulator import FaultKind, VirtualFS
 from simulator._footprint import EVERYTHING, dependent
+from simulator._history import describe_effect
 
 SAMPLE_FIELDS: dict[str, object] = {
     "path": "/d/f",
@@ -59,6 +61,30 @@ def test_every_effect_has_one_row(effect_type: type) -> None:
     assert touched  # a step always touches something, if only its agent
     performs = rule.performer is semantics.Performer.OS
     assert (rule.perform is not None) == performs
+
+
+@pytest.mark.parametrize("effect_type", typing.get_args(Effect), ids=lambda t: t.__name__)
+def test_every_row_says_how_a_history_describes_its_effect(effect_type: type) -> None:
+    """One line per effect, from its own row: never the type's bare name, never a raw token."""
+    effect = sample(effect_type)
+    line = describe_effect(effect)
+    assert line == semantics.rule_for(effect).describe(effect)
+    assert line
+    assert "\n" not in line
+    assert line != effect_type.__name__  # the row's own describer, not the fallback
+
+
+def test_a_history_line_shows_a_posted_token_as_a_fingerprint() -> None:
+    token = AuthServer(Policy.preset("openai")).seed_grant(0.0).refresh_token
+    body = f"grant_type=refresh_token&refresh_token={token}".encode()
+    line = describe_effect(HttpPost("http://127.0.0.1:8900/oauth/token", body))
+    assert token not in line
+    assert fingerprint(token) in line
+
+
+def test_describing_a_non_effect_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="not an effect"):
+        describe_effect(typing.cast(Effect, object()))
 
 
 def test_the_table_is_the_union() -> None:
