@@ -21,8 +21,9 @@ CODE_PREFIX = "trc_"
 _HEX_LEN = 32
 _FP_LEN = 8
 
-#: Every token this server could mint, wherever it sits in a text.
-TOKEN_RE = re.compile(r"tr[arc]_[0-9a-f]{32}")
+#: Every token this server could mint, wherever it sits in a text (JWTs: its id_tokens).
+TOKEN_RE = re.compile(r"tr[arc]_[0-9a-f]{32}|eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _ACCESS_RE = re.compile(r"tra_[0-9a-f]{32}")
 _REFRESH_RE = re.compile(r"trr_[0-9a-f]{32}")
 _CODE_RE = re.compile(r"trc_[0-9a-f]{32}")
@@ -32,7 +33,7 @@ def fingerprint(token: str) -> str:
     """A short, stable stand-in for ``token`` that is safe to show anywhere.
 
     ``rt#`` + 8 hex for refresh tokens, ``at#`` for access tokens, ``code#``
-    for authorization codes, ``tok#`` for anything else; the hex is the start of the token's sha256.
+    for authorization codes, ``jwt#`` for a JWT, ``tok#`` for anything else; the hex is the start of the token's sha256.
     """
     digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:_FP_LEN]
     if _REFRESH_RE.fullmatch(token):
@@ -41,6 +42,8 @@ def fingerprint(token: str) -> str:
         return f"at#{digest}"
     if _CODE_RE.fullmatch(token):
         return f"code#{digest}"
+    if _JWT_RE.fullmatch(token):
+        return f"jwt#{digest}"
     return f"tok#{digest}"
 
 
