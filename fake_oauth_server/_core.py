@@ -126,6 +126,12 @@ class AuthServer:
             record = self._ledger.tokens.get(token)
             return None if record is None else (record.family, record.generation)
 
+    def token_state(self, token: str) -> str:
+        """``live``, ``spent`` (rotated away), ``revoked`` or ``unknown``: what a store holds."""
+        with self._lock:
+            record = self._ledger.tokens.get(token)
+            return "unknown" if record is None else record.state.value
+
     def check_access(self, access_token: str, now: float) -> AccessCheck:
         """Would a resource server accept ``access_token`` at ``now``?  Read-only, not audited."""
         with self._lock:
