@@ -32,7 +32,7 @@ from ._campaign import (
     search_engine,
 )
 from ._checker import fatal
-from ._client_cli import add_clients_parser, is_client_file, reproduce_client, run_clients
+from ._client_cli import add_clients_parser, client_subcommand
 from ._command import CommandRun, orders, run_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConformanceError
@@ -130,9 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--engine", help="check this engine instead of the file's")
     repro.add_argument("--examples", type=_positive, help="override the file's search budget")
     repro.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
-    repro.add_argument("--order", help="a client scenario: exactly this release order")
-    repro.add_argument("--kill", metavar="AGENT", help="a client scenario: SIGKILL this agent")
-    add_clients_parser(commands)
+    add_clients_parser(commands, repro)  # and --order, --kill for client scenario files
 
     chk = commands.add_parser(
         "check", help="check an engine against every shipped scenario its guarantees cover"
@@ -219,22 +217,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(highlight=False)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)  # paths unbroken
     try:
+        if (status := client_subcommand(args, console)) is not None:
+            return status
         if args.subcommand == "run":
             return _run(args, console)
         if args.subcommand == "replay":
             return run_replay(args, console)
         if args.subcommand == "reproduce":
-            if is_client_file(args.file):
-                return reproduce_client(args, console)
             return _reproduce(args, console)
-        if args.subcommand == "clients":
-            return run_clients(args, console)
         if args.subcommand == "check":
             return _check(args, console)
         if args.subcommand == "matrix":
             return _matrix(args, console)
     except (ConformanceError, SimulatorError) as exc:
-        errors.print(f"[bold red]tokenrace: error:[/] {exc}")
+        errors.print(f"[bold red]tokenrace: error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     parser.print_help()
     return EXIT_USAGE
@@ -400,8 +396,6 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
 
 
 def _reproduce(args: argparse.Namespace, console: Console) -> int:
-    if args.order or args.kill:
-        raise ConformanceError("--order and --kill apply to client scenarios ([client] table)")
     scenario = load_scenario_file(args.file)
     entry = load_engine(args.engine or scenario.engine)
     if args.engine:  # a user's engine is held to what the reference promises

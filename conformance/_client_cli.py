@@ -1,4 +1,4 @@
-"""The command line of real clients: ``tokenrace clients ...`` and ``reproduce`` of a client file."""
+"""The command line of real clients: ``tokenrace clients`` and ``reproduce`` of a client file."""
 
 from __future__ import annotations
 
@@ -12,16 +12,20 @@ from rich.console import Console
 from ._campaign import CampaignResult, EngineResult, Verdict
 from ._checker import Severity
 from ._client_run import ClientRun, resolve_program, run_client
-from ._client_scenarios import ClientScenario, load_client_scenario
-from ._client_scenarios import is_client_scenario as is_client_file
+from ._client_scenarios import ClientScenario, is_client_scenario, load_client_scenario
 from ._clients import CLIENTS, cache_dir, find_program, install
 from ._command import orders
 from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK, ConformanceError
 from ._report import write_report
 
+__all__ = ["add_clients_parser", "client_subcommand", "reproduce_client", "run_clients"]
 
-def add_clients_parser(commands: Any) -> None:
+
+def add_clients_parser(commands: Any, reproduce: argparse.ArgumentParser) -> None:
+    """``tokenrace clients``, and the options ``reproduce`` takes for a client scenario."""
+    reproduce.add_argument("--order", help="a client scenario: exactly this release order")
+    reproduce.add_argument("--kill", metavar="AGENT", help="a client scenario: SIGKILL this agent")
     clients = commands.add_parser(
         "clients", help="install the pinned real clients client scenarios run (npm registry)"
     )
@@ -35,6 +39,19 @@ def add_clients_parser(commands: Any) -> None:
         help="only this client (repeatable; default: all)",
     )
     actions.add_parser("list", help="the pinned clients and whether each is installed")
+
+
+def client_subcommand(args: argparse.Namespace, console: Console) -> int | None:
+    """Run what concerns real clients; ``None`` when the command is another's."""
+    if args.subcommand == "clients":
+        return run_clients(args, console)
+    if args.subcommand != "reproduce":
+        return None
+    if is_client_scenario(args.file):
+        return reproduce_client(args, console)
+    if args.order or args.kill:
+        raise ConformanceError("--order and --kill apply to client scenarios ([client] table)")
+    return None
 
 
 def run_clients(args: argparse.Namespace, console: Console) -> int:

@@ -27,9 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fake_oauth_server import ControlClient, RunningServer, fingerprint, redact, serve_in_thread
-from fake_oauth_server._jwt import account_id
-from fake_oauth_server._wire import agent_path
+from fake_oauth_server import (
+    ControlClient,
+    RunningServer,
+    account_id,
+    agent_path,
+    fingerprint,
+    redact,
+    serve_in_thread,
+)
 
 from ._checker import Anomaly, AnomalyKind, Severity
 from ._client_scenarios import ClientScenario, fill, template_values
@@ -204,12 +210,12 @@ class _Run:
         outputs: dict[str, tuple[int, str, str]] = {}
         for agent, process in self.processes.items():
             try:
-                _, err = process.communicate(timeout=max(0.1, deadline - time.monotonic()))
+                raw = process.communicate(timeout=max(0.1, deadline - time.monotonic()))[1]
             except subprocess.TimeoutExpired:
                 process.kill()
-                _, err = process.communicate()
+                raw = process.communicate()[1]
                 stuck.append(agent)
-            text = redact(err.decode("utf-8", "replace")).replace(str(self.root), "{state_dir}")
+            text = redact(raw.decode("utf-8", "replace")).replace(str(self.root), "{state_dir}")
             outputs[agent] = (process.returncode, "", text)  # stdout is not a token here
         server = self.running.server
         anomalies = list(_judge(server, outputs, self.control.now(), stuck))

@@ -12,7 +12,7 @@ engine::
     program = "codex@0.169.0"   # a pinned client (tokenrace clients install) or a path
     args = ["debug", "models"]
     store = "codex"             # the format the harness seeds, in the client's own layout
-    env = { CODEX_HOME = "{state_dir}/codex-home", CODEX_REFRESH_TOKEN_URL_OVERRIDE = "{token_url}" }
+    env = { CODEX_HOME = "{state_dir}/codex", CODEX_REFRESH_TOKEN_URL_OVERRIDE = "{token_url}" }
     timeout = 30                # seconds a run may take
     arrival = 20                # seconds every waiting agent gets to reach the token endpoint
 

@@ -86,9 +86,9 @@ class HoldQueue:
             seq=seq,
             request=request,
             # the agent's own endpoint names it, whatever client_id it sends
-            client_id=(split_agent(split_target(request.path)[0])[0] or params.get("client_id", ""))[
-                :100
-            ],
+            client_id=(
+                split_agent(split_target(request.path)[0])[0] or params.get("client_id", "")
+            )[:100],
             grant_type=params.get("grant_type", "")[:100],
             token_fp=fingerprint(token) if token else "",
             arrived=time.monotonic(),

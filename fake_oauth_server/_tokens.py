@@ -33,7 +33,8 @@ def fingerprint(token: str) -> str:
     """A short, stable stand-in for ``token`` that is safe to show anywhere.
 
     ``rt#`` + 8 hex for refresh tokens, ``at#`` for access tokens, ``code#``
-    for authorization codes, ``jwt#`` for a JWT, ``tok#`` for anything else; the hex is the start of the token's sha256.
+    for authorization codes, ``jwt#`` for a JWT, ``tok#`` for anything else;
+    the hex is the start of the token's sha256.
     """
     digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:_FP_LEN]
     if _REFRESH_RE.fullmatch(token):
