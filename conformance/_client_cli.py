@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from ._campaign import CampaignResult, EngineResult, Verdict
 from ._checker import Severity
@@ -72,7 +73,8 @@ def reproduce_client(args: argparse.Namespace, console: Console) -> int:
     if args.kill and args.kill not in scenario.agents:
         raise ConformanceError(f"--kill {args.kill}: not an agent of this scenario")
     executable = resolve_program(scenario)  # a missing client: one line, exit 2
-    console.print(f"[bold]{scenario.title or scenario.name}[/]  ({scenario.source})")
+    source = f"  ({scenario.source})" if scenario.source else ""
+    console.print(f"[bold]{escape(scenario.title or scenario.name)}[/]{escape(source)}")
     started = time.perf_counter()
     runs: list[ClientRun] = []
     for order in picked:

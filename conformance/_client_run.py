@@ -272,4 +272,6 @@ class _Run:
         for process in self.processes.values():
             if process.poll() is None:
                 process.kill()
-                process.wait()
+            process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
