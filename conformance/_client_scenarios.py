@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from fake_oauth_server import agent_path
+
 from ._checker import AnomalyKind
 from ._clients import CLIENTS
 from ._errors import ConformanceError
@@ -169,6 +171,11 @@ class _Reader:
         agents = self.strings("world", "agents", [])
         if not agents or len(set(agents)) != len(agents):
             self.fail("[world] agents", "must be a non-empty list of distinct names")
+        for agent in agents:
+            try:
+                agent_path(agent, "/")
+            except ValueError:
+                self.fail("[world] agents", f"{agent!r}: use letters, digits, '_', '.', '-'")
         store = self.get("client", "store", str, "codex")
         try:
             store_format = StoreFormat(store)

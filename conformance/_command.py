@@ -235,8 +235,14 @@ def _unavoidable(anomaly: Anomaly, killed: str) -> Anomaly:
 
 
 def _token_url(running: RunningServer, agent: str) -> str:
-    """The agent's own token endpoint: held requests and the audit name it, whatever it sends."""
-    return running.base_url + agent_path(agent, TOKEN_PATH)
+    """The agent's own token endpoint: held requests and the audit name it, whatever it sends.
+
+    A name that cannot be a path segment shares the plain endpoint (its client_id names it).
+    """
+    try:
+        return running.base_url + agent_path(agent, TOKEN_PATH)
+    except ValueError:
+        return running.token_url
 
 
 def _rank(order: tuple[str, ...], agent: str) -> int:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import stat
+import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -288,3 +289,34 @@ def test_order_must_name_each_agent_once(
     path = scenario_file(tmp_path)
     assert main(["reproduce", str(path), "--order", "atlas,nova"]) == 2
     assert "must name each agent once" in capsys.readouterr().err
+
+
+def test_check_command_tells_agents_apart_by_endpoint_not_client_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A program sending one fixed client_id: ``--order`` still picks who goes first."""
+    program = tmp_path / "same_id.py"
+    program.write_text(
+        textwrap.dedent(
+            """\
+            import json, os, urllib.request
+            store = json.load(open(os.environ["TOKENRACE_STORE"]))
+            profile = store["profiles"]["openai-codex:default"]
+            body = json.dumps({"grant_type": "refresh_token", "client_id": "fixed",
+                               "refresh_token": profile["refresh"]}).encode()
+            request = urllib.request.Request(os.environ["TOKENRACE_TOKEN_URL"], data=body,
+                                             headers={"content-type": "application/json"})
+            try:
+                print(json.load(urllib.request.urlopen(request, timeout=30))["access_token"])
+            except urllib.error.HTTPError:
+                raise SystemExit(3)
+            """
+        )
+    )
+    argv = ["check", "--command", f"{sys.executable} {program}", "--order", "nova,atlas"]
+    assert main([*argv, "--report-dir", str(tmp_path / "r")]) == 1
+    assert "atlas presented" in capsys.readouterr().out  # the anomaly names the agent
+    cell = json.loads((tmp_path / "r" / "results.json").read_text())["cells"][0]
+    history = (tmp_path / "r" / cell["history_file"]).read_text()
+    assert "release #1: nova " in history
+    assert "release #2: atlas " in history
