@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable
 from ._authcode import AUTHORIZE_PATH, AuthorizeError, authorize, redeem
 from ._dialects import Failure, error_response
 from ._faults import PASS, TOKEN_PATH, Delivery, Fault, FaultKind, FaultPlan
-from ._jwt import jwt_key, openai_id_token
+from ._jwt import jwt_key, openai_access_token, openai_id_token
 from ._ledger import Ledger
 from ._messages import AccessCheck, AuditEvent, AuditKind, Request, Response, TokenKind, TokenPair
 from ._policy import Policy
-from ._tokens import fingerprint
+from ._tokens import fingerprint, inner_token
 from ._wire import BadRequest, Headers, ok_json, parse_params, split_agent, split_target
 
 __all__ = [
@@ -135,7 +135,7 @@ class AuthServer:
     def check_access(self, access_token: str, now: float) -> AccessCheck:
         """Would a resource server accept ``access_token`` at ``now``?  Read-only, not audited."""
         with self._lock:
-            return self._ledger.check_access(access_token, now)
+            return self._ledger.check_access(inner_token(access_token), now)
 
     # ---------------------------------------------------------------- commands
 
@@ -284,9 +284,18 @@ class AuthServer:
                 return self._error(outcome, request, now)
             user = self._ledger.families[outcome.pair.family].user
         answer = outcome.pair.to_json(now)
+        if self.policy.jwt_access_tokens:
+            answer["access_token"] = self.access_jwt(outcome.pair, user)
         if self.policy.id_tokens:
             answer["id_token"] = self.id_token(user, now)
         return ok_json(answer, no_store=True)
+
+    def access_jwt(self, pair: TokenPair, user: str) -> str:
+        """``pair``'s access token as the JWT ``Policy.jwt_access_tokens`` hands out."""
+        key = jwt_key(self._seed)
+        return openai_access_token(
+            pair.access_token, user, pair.expires_at, issuer=self._issuer, key=key
+        )
 
     def id_token(self, user: str, now: float) -> str:
         """An OpenID id_token for ``user`` as OpenAI's issuer shapes it (see ``_jwt``)."""
@@ -366,7 +375,7 @@ _ACCESS_FAILURES = {
 
 def _bearer(request: Request) -> str:
     scheme, _, token = (request.header("authorization") or "").strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return inner_token(token.strip()) if scheme.lower() == "bearer" else ""
 
 
 def _presented(request: Request) -> tuple[TokenKind, str]:

@@ -72,6 +72,19 @@ def openai_claims(user: str, now: float, issuer: str) -> dict[str, Any]:
     }
 
 
+def openai_access_token(
+    token: str, user: str, expires_at: float, *, issuer: str, key: bytes
+) -> str:
+    """The opaque access ``token`` as a JWT: ``exp``, the account claim, ``jti`` = ``token``.
+
+    OpenClaw reads the account id out of the access token it gets (``getAccountId``).
+    """
+    claims = openai_claims(user, expires_at - ID_TOKEN_LIFETIME, issuer)
+    claims.update({"aud": "https://api.openai.com/v1", "exp": int(expires_at), "jti": token})
+    del claims["email_verified"]
+    return encode_jwt(claims, key)
+
+
 def openai_id_token(user: str, now: float, *, issuer: str, key: bytes) -> str:
     return encode_jwt(openai_claims(user, now, issuer), key)
 

@@ -11,7 +11,10 @@ exactly.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import re
 
 ACCESS_PREFIX = "tra_"
@@ -36,6 +39,9 @@ def fingerprint(token: str) -> str:
     for authorization codes, ``jwt#`` for a JWT, ``tok#`` for anything else;
     the hex is the start of the token's sha256.
     """
+    inner = inner_token(token)
+    if inner != token:  # a JWT access token wrapping one of ours: the same fingerprint
+        return fingerprint(inner)
     digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:_FP_LEN]
     if _REFRESH_RE.fullmatch(token):
         return f"rt#{digest}"
@@ -46,6 +52,23 @@ def fingerprint(token: str) -> str:
     if _JWT_RE.fullmatch(token):
         return f"jwt#{digest}"
     return f"tok#{digest}"
+
+
+def inner_token(token: str) -> str:
+    """The token a JWT carries as its ``jti`` when that is one of ours, else ``token`` itself.
+
+    JWT access tokens (``Policy.jwt_access_tokens``) wrap the opaque token the
+    ledger knows, so the ledger, the audit and fingerprints all see that one.
+    """
+    if not _JWT_RE.fullmatch(token):
+        return token
+    payload = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (binascii.Error, ValueError):
+        return token
+    jti = claims.get("jti") if isinstance(claims, dict) else None
+    return jti if isinstance(jti, str) and TOKEN_RE.fullmatch(jti) and jti[:3] == "tra" else token
 
 
 def redact(text: str) -> str:

@@ -33,6 +33,8 @@ from conformance._client_scenarios import (
 from conformance._clients import CLIENTS, ClientError, find_program, install
 from fake_oauth_server import (
     OPENAI_AUTH_CLAIM,
+    Policy,
+    account_id,
     agent_path,
     decode_jwt,
     fingerprint,
@@ -320,3 +322,25 @@ def test_check_command_tells_agents_apart_by_endpoint_not_client_id(
     history = (tmp_path / "r" / cell["history_file"]).read_text()
     assert "release #1: nova " in history
     assert "release #2: atlas " in history
+
+
+def test_jwt_access_tokens_wrap_the_opaque_token_the_ledger_knows() -> None:
+    """What OpenClaw needs: the account id in the access token; the audit still sees one token."""
+    with serve_in_thread(Policy.preset("openai").replace(jwt_access_tokens=True)) as running:
+        pair = running.control.seed_grant(user="ada")
+        with httpx.Client(base_url=running.base_url, trust_env=False, timeout=10) as http:
+            answer = http.post(
+                "/oauth/token",
+                data={"grant_type": "refresh_token", "refresh_token": pair.refresh_token},
+            ).json()
+            access = answer["access_token"]
+            me = http.get("/v1/me", headers={"authorization": f"Bearer {access}"})
+        claims = decode_jwt(access)
+        assert claims[OPENAI_AUTH_CLAIM]["chatgpt_account_id"] == account_id("ada")
+        assert claims["exp"] == pytest.approx(running.control.now() + 3600, abs=5)
+        assert me.status_code == 200
+        assert running.server.check_access(access, running.control.now()).ok
+        issued = [e.token_fp for e in running.server.audit if e.token_kind.value == "access"]
+        assert issued[-1] == fingerprint(access)
+        assert fingerprint(access).startswith("at#")
+        assert redact(access) == fingerprint(access)
