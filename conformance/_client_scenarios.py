@@ -31,7 +31,9 @@ engine::
 ``program``, ``args`` and ``env`` are templates: ``{state_dir}`` (the shared
 directory of the run), ``{agent_dir}`` (this agent's own), ``{home}`` (this
 agent's private HOME), ``{agent}``, ``{token_url}`` (this agent's own token
-endpoint), ``{python}`` and ``{scenario_dir}``.
+endpoint), ``{python}``, ``{scenario_dir}`` and ``{node_preload}`` (the shipped
+Node ``--import`` module that redirects hard-coded token URLs; set
+``TOKENRACE_TOKEN_URL = "{token_url}"`` for it).
 """
 
 from __future__ import annotations
@@ -50,9 +52,20 @@ from ._checker import AnomalyKind
 from ._clients import CLIENTS
 from ._errors import ConformanceError
 
+#: The shipped Node module that sends requests for a hard-coded token URL to ``{token_url}``.
+NODE_PRELOAD = Path(__file__).parent / "node" / "redirect-token-url.mjs"
 #: The placeholders a template may use.
 PLACEHOLDERS = frozenset(
-    {"state_dir", "agent_dir", "home", "agent", "token_url", "python", "scenario_dir"}
+    {
+        "state_dir",
+        "agent_dir",
+        "home",
+        "agent",
+        "token_url",
+        "python",
+        "scenario_dir",
+        "node_preload",
+    }
 )
 
 
@@ -129,6 +142,7 @@ def template_values(
         "token_url": token_url,
         "python": sys.executable,
         "scenario_dir": str(scenario.path.parent if scenario.path else Path.cwd()),
+        "node_preload": str(NODE_PRELOAD),
     }
 
 

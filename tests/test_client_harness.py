@@ -11,7 +11,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import shutil
 import stat
+import subprocess
 import sys
 import textwrap
 import threading
@@ -26,11 +29,13 @@ from conformance._checker import AnomalyKind, Severity
 from conformance._cli import main
 from conformance._client_run import ClientRunError, run_client
 from conformance._client_scenarios import (
+    NODE_PRELOAD,
     ClientScenarioError,
     fill,
     load_client_scenario,
 )
 from conformance._clients import CLIENTS, ClientError, find_program, install
+from conformance._isolation import loopback_only
 from fake_oauth_server import (
     OPENAI_AUTH_CLAIM,
     Policy,
@@ -344,3 +349,36 @@ def test_jwt_access_tokens_wrap_the_opaque_token_the_ledger_knows() -> None:
         assert issued[-1] == fingerprint(access)
         assert fingerprint(access).startswith("at#")
         assert redact(access) == fingerprint(access)
+
+
+def test_the_node_preload_sends_a_hard_coded_token_url_to_the_agents_endpoint(
+    tmp_path: Path,
+) -> None:
+    """As OpenClaw's pi-ai does: fetch a constant OpenAI URL; the preload sends it to loopback."""
+    assert shutil.which("node"), "this test needs Node.js (node) on PATH"
+    program = tmp_path / "hard_coded.mjs"
+    program.write_text(
+        'const TOKEN_URL = "https://auth.openai.com/oauth/token";\n'
+        "const response = await fetch(TOKEN_URL, { method: 'POST',\n"
+        "  headers: { 'Content-Type': 'application/x-www-form-urlencoded' },\n"
+        "  body: new URLSearchParams({ grant_type: 'refresh_token',\n"
+        "    refresh_token: process.argv[2], client_id: 'app_fixed' }) });\n"
+        "console.log(response.status);\n"
+    )
+    with loopback_only() as isolation:  # a broken preload must fail here, not reach a real host
+        assert isolation.isolated, isolation.why_not
+        with serve_in_thread("openai") as running:
+            pair = running.control.seed_grant()
+            env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+            env["TOKENRACE_TOKEN_URL"] = running.base_url + agent_path("nova", "/oauth/token")
+            done = subprocess.run(
+                ["node", "--import", str(NODE_PRELOAD), str(program), pair.refresh_token],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            audit = running.server.audit
+    assert (done.returncode, done.stdout.strip()) == (0, "200"), done.stderr[-300:]
+    assert [e.client_id for e in audit if e.kind.value == "accepted"] == ["nova"]
