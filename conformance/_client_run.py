@@ -20,6 +20,7 @@ order run twice gives the same history.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -153,6 +154,7 @@ class _Run:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # the oracle is the audit and the store
                 stderr=subprocess.PIPE,
+                start_new_session=True,  # its own process group: a kill takes its children too
             )
         except OSError as error:
             raise ClientRunError(f"cannot start {argv[0]}: {error.strerror or error}") from None
@@ -169,7 +171,7 @@ class _Run:
             due.remove(agent)
             if agent == kill and not self.killed:
                 self.killed = agent
-                self.processes[agent].kill()
+                _kill(self.processes[agent])
                 self.processes[agent].communicate()
                 self.log.append(f"SIGKILL {agent} while {request['token_fp']} was held")
                 status = self.control.release(request["id"], wait=True)
@@ -212,7 +214,7 @@ class _Run:
             try:
                 raw = process.communicate(timeout=max(0.1, deadline - time.monotonic()))[1]
             except subprocess.TimeoutExpired:
-                process.kill()
+                _kill(process)
                 raw = process.communicate()[1]
                 stuck.append(agent)
             text = redact(raw.decode("utf-8", "replace")).replace(str(self.root), "{state_dir}")
@@ -270,8 +272,16 @@ class _Run:
 
     def stop(self) -> None:
         for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
+            _kill(process)  # and whatever it started (npm, helpers), even once it has exited
             process.wait()
             if process.stderr is not None:
                 process.stderr.close()
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and every process of its group (a client's own children)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        if process.poll() is None:
+            process.kill()
