@@ -30,6 +30,7 @@ from typing import Any
 
 from fake_oauth_server import (
     ControlClient,
+    Policy,
     RunningServer,
     account_id,
     agent_path,
@@ -40,8 +41,8 @@ from fake_oauth_server import (
 
 from ._checker import Anomaly, AnomalyKind, Severity
 from ._client_scenarios import ClientScenario, fill, template_values
-from ._client_stores import Login, held_refresh_token, seed, store_dir, store_file
-from ._clients import lookup, program
+from ._client_stores import Login, held_refresh_token, seed, store_files
+from ._clients import lookup, program, stage_dir
 from ._command import CommandRun, _judge, _killed_request_committed, _unavoidable
 from ._errors import ConformanceError
 from ._isolation import loopback_only
@@ -72,6 +73,10 @@ def resolve_program(scenario: ClientScenario) -> str:
     return scenario.program
 
 
+def policy_of(scenario: ClientScenario) -> Policy:
+    return Policy.preset(scenario.policy).replace(**dict(scenario.policy_overrides))
+
+
 def run_client(
     scenario: ClientScenario, order: tuple[str, ...], *, kill: str = "", executable: str = ""
 ) -> ClientRun:
@@ -79,7 +84,7 @@ def run_client(
     executable = executable or resolve_program(scenario)
     with (
         loopback_only() as isolation,
-        serve_in_thread(scenario.policy, hold_timeout=scenario.timeout + 30) as running,
+        serve_in_thread(policy_of(scenario), hold_timeout=scenario.timeout + 30) as running,
         tempfile.TemporaryDirectory(prefix="tokenrace-client-") as temp,
     ):
         root = Path(temp).resolve()
@@ -109,10 +114,17 @@ class _Run:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.log: list[str] = []
         self.killed = ""
+        used = [lookup(key) for key in scenario.uses]
+        self.used = {client.name: str(program(client)) for client in used}
+        if scenario.pinned:
+            used.append(lookup(scenario.program))
+        #: plugin stage dirs installed ahead (OpenClaw), by the variable that names them
+        self.stages = {c.stage_env: str(stage_dir(c)) for c in used if c.stage_env}
 
     def values(self, agent: str) -> dict[str, str]:
         url = self.running.base_url + agent_path(agent, "/oauth/token")
-        return template_values(self.scenario, state_dir=self.root, agent=agent, token_url=url)
+        values = template_values(self.scenario, state_dir=self.root, agent=agent, token_url=url)
+        return values | self.used
 
     def environment(self, agent: str) -> dict[str, str]:
         values = self.values(agent)
@@ -124,6 +136,7 @@ class _Run:
             "ALL_PROXY": NOWHERE,
             "NO_PROXY": "127.0.0.1,localhost",
         }
+        env |= self.stages
         for name, template in self.scenario.env:
             env[name] = fill(template, values, f"[client] env {name}")
         return env
@@ -132,13 +145,16 @@ class _Run:
         server = self.running.server
         now = self.control.now()
         pair = server.seed_grant(now, user=USER, client_id=self.scenario.name)
-        login = Login(pair, server.id_token(USER, now), account_id(USER), now)
-        for directory in self.store_dirs():
-            seed(self.scenario.store, directory, login, self.running.base_url)
+        access = server.access_jwt(pair, USER) if server.policy.jwt_access_tokens else ""
+        login = Login(
+            pair, access or pair.access_token, server.id_token(USER, now), account_id(USER), now
+        )
+        for path in self.store_files():
+            seed(self.scenario.store, path, login, self.running.base_url)
 
-    def store_dirs(self) -> list[Path]:
-        found = {store_dir(self.scenario.store, self.environment(a)) for a in self.scenario.agents}
-        return sorted(found)
+    def store_files(self) -> list[Path]:
+        envs = {agent: self.environment(agent) for agent in self.scenario.agents}
+        return store_files(self.scenario.store, envs, mirrored=self.scenario.mirrored)
 
     def start(self, agent: str) -> None:
         values = self.values(agent)
@@ -196,7 +212,8 @@ class _Run:
             for request in self.control.held(at_least=0, timeout=0):
                 held.setdefault(request["client_id"], request)
             missing = [agent for agent in due if agent not in held]
-            if not missing:
+            expected = min(self.scenario.overlap or len(due), len(due))
+            if len(due) - len(missing) >= expected:
                 return held
             if time.monotonic() > deadline:
                 raise ClientRunError(
@@ -233,13 +250,11 @@ class _Run:
         for agent, (code, _, err) in outputs.items():
             said = f"; stderr: {err.strip()[-200:]}" if code != 0 and err.strip() else ""
             self.log.append(f"{agent} exited {code}{said}")
-        for directory in self.store_dirs():
-            token = held_refresh_token(self.scenario.store, directory)
+        for path in self.store_files():
+            token = held_refresh_token(self.scenario.store, path)
             state = server.token_state(token) if token else "missing"
             shown = fingerprint(token) if token else "-"
-            where = str(store_file(self.scenario.store, directory)).replace(
-                str(self.root), "{state_dir}"
-            )
+            where = str(path).replace(str(self.root), "{state_dir}")
             self.log.append(f"store {where} ends holding {shown} ({state})")
         return CommandRun(
             order=order,
@@ -252,11 +267,11 @@ class _Run:
     def check_stores(self) -> list[Anomaly]:
         """The store the client left: a refresh token the server no longer takes strands it."""
         found = []
-        for directory in self.store_dirs():
-            token = held_refresh_token(self.scenario.store, directory)
+        for path in self.store_files():
+            token = held_refresh_token(self.scenario.store, path)
             state = self.running.server.token_state(token) if token else "missing"
             if state != "live":
-                name = store_file(self.scenario.store, directory).name
+                name = str(path.relative_to(self.root))
                 shown = fingerprint(token) if token else "no refresh token"
                 found.append(
                     Anomaly(

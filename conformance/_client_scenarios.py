@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fake_oauth_server import agent_path
+from fake_oauth_server import FakeServerError, Policy, agent_path
 
 from ._checker import AnomalyKind
 from ._clients import CLIENTS
@@ -77,6 +77,7 @@ class StoreFormat(enum.Enum):
     """How the harness seeds the login, in the client's own layout."""
 
     CODEX = "codex"  # $CODEX_HOME/auth.json (tokens, last_refresh) and config.toml
+    OPENCLAW = "openclaw"  # auth-profiles.json (expires in ms), main and mirrored copies
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,10 @@ class ClientScenario:
     timeout: float = 30.0
     arrival: float = 20.0
     path: Path | None = None
+    uses: tuple[str, ...] = ()  # more pinned clients; each is the placeholder {name}
+    mirrored: bool = False  # a copy of the main store in every agent dir (OpenClaw)
+    overlap: int = 0  # refreshes expected at the door at once (0: every agent's)
+    policy_overrides: tuple[tuple[str, Any], ...] = ()
 
     @property
     def pinned(self) -> bool:
@@ -121,11 +126,14 @@ def load_client_scenario(path: Path) -> ClientScenario:
     return _Reader(path, data).scenario()
 
 
-def fill(template: str, values: dict[str, str], where: str) -> str:
+def fill(
+    template: str, values: dict[str, str], where: str, allowed: frozenset[str] = PLACEHOLDERS
+) -> str:
     """``template`` with its placeholders filled; an unknown one is a one-line error."""
+    allowed = allowed | frozenset(values)
     for _, field, _, _ in string.Formatter().parse(template):
-        if field is not None and field not in PLACEHOLDERS:
-            known = ", ".join("{" + name + "}" for name in sorted(PLACEHOLDERS))
+        if field is not None and field not in allowed:
+            known = ", ".join("{" + name + "}" for name in sorted(allowed))
             raise ClientScenarioError(f"{where}: unknown placeholder {{{field}}}; known: {known}")
     return template.format_map(values)
 
@@ -204,16 +212,26 @@ class _Reader:
             except ValueError:
                 known = ", ".join(kind.value for kind in AnomalyKind)
                 self.fail("[expect] anomaly", f"unknown anomaly {anomaly_name!r}; known: {known}")
+        uses = self.strings("client", "uses", [])
+        for key in uses:
+            if key not in CLIENTS:
+                self.fail("[client] uses", f"unknown client {key!r}; known: {sorted(CLIENTS)}")
+        allowed = PLACEHOLDERS | {CLIENTS[key].name for key in uses}
         for where, text in [
             ("[client] program", self.get("client", "program", str)),
             *(("[client] args", arg) for arg in self.strings("client", "args", [])),
             *((f"[client] env {name}", value) for name, value in env.items()),
         ]:
-            fill(text, dict.fromkeys(PLACEHOLDERS, ""), f"{self.path}: {where}")
+            fill(text, dict.fromkeys(allowed, ""), f"{self.path}: {where}", allowed)
         timeout = float(self.get("client", "timeout", (int, float), 30.0))
         arrival = float(self.get("client", "arrival", (int, float), 20.0))
         if not 0 < arrival <= 30 or not 0 < timeout <= 600:
             self.fail("[client]", "arrival must be in (0, 30] and timeout in (0, 600] seconds")
+        policy = self.get("world", "policy", str, "openai")
+        try:
+            Policy.preset(policy).replace(**self.get("world", "policy_overrides", dict, {}))
+        except FakeServerError as exc:
+            self.fail("[world] policy", str(exc))
         orders = self.get("search", "orders", int, 1)
         if orders < 1:
             self.fail("[search] orders", "must be at least 1")
@@ -226,7 +244,7 @@ class _Reader:
             env=tuple(sorted(env.items())),
             store=store_format,
             agents=agents,
-            policy=self.get("world", "policy", str, "openai"),
+            policy=policy,
             reproduces=self.get("expect", "reproduces", bool, False),
             anomaly=anomaly,
             orders=orders,
@@ -234,4 +252,8 @@ class _Reader:
             timeout=timeout,
             arrival=arrival,
             path=self.path,
+            uses=uses,
+            mirrored=self.get("client", "mirrored", bool, False),
+            overlap=self.get("client", "overlap", int, 0),
+            policy_overrides=tuple(sorted(self.get("world", "policy_overrides", dict, {}).items())),
         )

@@ -13,6 +13,12 @@ start, so it is seeded 30 days old.  ``config.toml`` keeps credentials in
 that file (not the OS keyring), skips the update check and points the
 ChatGPT backend at the fake server, so nothing leaves loopback even where
 the run is not isolated.
+
+OpenClaw (``StoreFormat.OPENCLAW``): ``auth-profiles.json`` holds
+``profiles["openai-codex:default"] = {type, provider, access, refresh,
+expires (ms), accountId}``, seeded expired; the main store is under
+``$OPENCLAW_STATE_DIR/agents/main/agent`` and, mirrored, every agent dir
+holds a copy (the layout of openclaw/openclaw#74055).
 """
 
 from __future__ import annotations
@@ -27,61 +33,88 @@ from fake_oauth_server import TokenPair
 
 from ._client_scenarios import StoreFormat
 
-#: How old the seeded login is.
+#: How old the seeded Codex login is.
 SEEDED_AGE = datetime.timedelta(days=30)
+OPENCLAW_FILE = "auth-profiles.json"
+OPENCLAW_PROVIDER = "openai-codex"
 
 
 @dataclass(frozen=True, slots=True)
 class Login:
-    """What a fresh login handed the client."""
+    """What a fresh login handed the client (``access`` as the server hands it out)."""
 
     pair: TokenPair
+    access: str
     id_token: str
     account_id: str
     now: float
 
 
-def store_dir(store: StoreFormat, env: dict[str, str]) -> Path:
-    """Where the client keeps its store, given the environment it runs with."""
-    assert store is StoreFormat.CODEX
-    return Path(env.get("CODEX_HOME") or Path(env["HOME"]) / ".codex")
+def store_files(
+    store: StoreFormat, envs: dict[str, dict[str, str]], *, mirrored: bool
+) -> list[Path]:
+    """Every credential store of the run, the main one first, from each agent's environment.
+
+    Codex: ``$CODEX_HOME/auth.json`` (one per distinct CODEX_HOME).  OpenClaw:
+    ``$OPENCLAW_STATE_DIR/agents/main/agent/auth-profiles.json``, and with
+    ``mirrored`` a copy in each ``$OPENCLAW_AGENT_DIR``.
+    """
+    found: list[Path] = []
+    for env in envs.values():
+        if store is StoreFormat.CODEX:
+            paths = [Path(env.get("CODEX_HOME") or Path(env["HOME"]) / ".codex") / "auth.json"]
+        else:
+            state = Path(env.get("OPENCLAW_STATE_DIR") or Path(env["HOME"]) / ".openclaw")
+            paths = [state / "agents" / "main" / "agent" / OPENCLAW_FILE]
+            if mirrored and env.get("OPENCLAW_AGENT_DIR"):
+                paths.append(Path(env["OPENCLAW_AGENT_DIR"]) / OPENCLAW_FILE)
+        found += [path for path in paths if path not in found]
+    return found
 
 
-def store_file(store: StoreFormat, directory: Path) -> Path:
-    assert store is StoreFormat.CODEX
-    return directory / "auth.json"
-
-
-def seed(store: StoreFormat, directory: Path, login: Login, base_url: str) -> None:
-    """Write the login into ``directory`` in the client's format (once per store)."""
-    assert store is StoreFormat.CODEX
-    directory.mkdir(parents=True, exist_ok=True)
+def seed(store: StoreFormat, path: Path, login: Login, base_url: str) -> None:
+    """Write the login into the store ``path`` in the client's own format."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if store is StoreFormat.OPENCLAW:
+        profile = {
+            "type": "oauth",
+            "provider": OPENCLAW_PROVIDER,
+            "access": login.access,
+            "refresh": login.pair.refresh_token,
+            "expires": int(login.now * 1000) - 60_000,  # ms; expired a minute ago
+            "accountId": login.account_id,
+        }
+        document = {"version": 1, "profiles": {f"{OPENCLAW_PROVIDER}:default": profile}}
+        _write_private(path, json.dumps(document, indent=2))
+        return
     refreshed = datetime.datetime.fromtimestamp(login.now, datetime.UTC) - SEEDED_AGE
-    document = {
+    codex = {
         "OPENAI_API_KEY": None,
         "tokens": {
             "id_token": login.id_token,
-            "access_token": login.pair.access_token,
+            "access_token": login.access,
             "refresh_token": login.pair.refresh_token,
             "account_id": login.account_id,
         },
         "last_refresh": refreshed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
-    _write_private(directory / "auth.json", json.dumps(document, indent=2))
+    _write_private(path, json.dumps(codex, indent=2))
     config = (
         'cli_auth_credentials_store = "file"\n'
         "check_for_update_on_startup = false\n"
         f'chatgpt_base_url = "{base_url}/backend-api/"\n'
     )
-    _write_private(directory / "config.toml", config)
+    _write_private(path.parent / "config.toml", config)
 
 
-def held_refresh_token(store: StoreFormat, directory: Path) -> str | None:
+def held_refresh_token(store: StoreFormat, path: Path) -> str | None:
     """The refresh token the store holds now; ``None`` when it holds none or does not parse."""
-    assert store is StoreFormat.CODEX
     try:
-        document = json.loads(store_file(store, directory).read_text(encoding="utf-8"))
-        token = document["tokens"]["refresh_token"]
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if store is StoreFormat.OPENCLAW:
+            token = document["profiles"][f"{OPENCLAW_PROVIDER}:default"]["refresh"]
+        else:
+            token = document["tokens"]["refresh_token"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return token if isinstance(token, str) else None
