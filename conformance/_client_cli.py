@@ -84,6 +84,9 @@ def reproduce_client(args: argparse.Namespace, console: Console) -> int:
             console.print(f"  {run.isolation}", markup=False)
         verdict = "[red]REPRODUCED[/]" if run.run.failed else "[green]clean[/]"
         console.print(f"  {verdict} {run.run.describe()}", soft_wrap=True)
+        if not run.run.killed and run.released != order[: len(run.released)]:  # a lock chose
+            came = ", ".join(run.released)
+            console.print(f"    (let through as they reached the endpoint: {came})", markup=False)
         for anomaly in run.run.anomalies:
             console.print(f"      {anomaly}", markup=False, soft_wrap=True)
     elapsed = time.perf_counter() - started

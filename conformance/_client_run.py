@@ -41,7 +41,7 @@ from fake_oauth_server import (
 
 from ._checker import Anomaly, AnomalyKind, Severity
 from ._client_scenarios import ClientScenario, fill, template_values
-from ._client_stores import Login, held_refresh_token, seed, store_files
+from ._client_stores import Login, held_refresh_token, seed, seed_config, store_files
 from ._clients import lookup, program, stage_dir
 from ._command import CommandRun, _judge, _killed_request_committed, _unavoidable
 from ._errors import ConformanceError
@@ -64,6 +64,7 @@ class ClientRun:
 
     run: CommandRun
     isolation: str
+    released: tuple[str, ...]  # whose refresh went through when: the order, unless a lock chose
 
 
 def resolve_program(scenario: ClientScenario) -> str:
@@ -99,7 +100,7 @@ def run_client(
             result = run.finish(order, kill)
         finally:
             run.stop()
-    return ClientRun(result, isolation.describe())
+    return ClientRun(result, isolation.describe(), tuple(run.released))
 
 
 class _Run:
@@ -114,6 +115,7 @@ class _Run:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.log: list[str] = []
         self.killed = ""
+        self.released: list[str] = []
         used = [lookup(key) for key in scenario.uses]
         self.used = {client.name: str(program(client)) for client in used}
         if scenario.pinned:
@@ -151,6 +153,7 @@ class _Run:
         )
         for path in self.store_files():
             seed(self.scenario.store, path, login, self.running.base_url)
+        seed_config(self.scenario.store, {a: self.environment(a) for a in self.scenario.agents})
 
     def store_files(self) -> list[Path]:
         envs = {agent: self.environment(agent) for agent in self.scenario.agents}
@@ -197,6 +200,7 @@ class _Run:
                 due.append(agent)
                 continue
             released += 1
+            self.released.append(agent)
             status = self.control.release(request["id"], wait=True)
             self.log.append(f"release #{released}: {agent} {request['token_fp']} -> {status}")
 

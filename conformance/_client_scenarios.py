@@ -225,8 +225,8 @@ class _Reader:
             fill(text, dict.fromkeys(allowed, ""), f"{self.path}: {where}", allowed)
         timeout = float(self.get("client", "timeout", (int, float), 30.0))
         arrival = float(self.get("client", "arrival", (int, float), 20.0))
-        if not 0 < arrival <= 30 or not 0 < timeout <= 600:
-            self.fail("[client]", "arrival must be in (0, 30] and timeout in (0, 600] seconds")
+        if not 0 < arrival <= 600 or not 0 < timeout <= 600:
+            self.fail("[client]", "arrival and timeout must be in (0, 600] seconds")
         policy = self.get("world", "policy", str, "openai")
         try:
             Policy.preset(policy).replace(**self.get("world", "policy_overrides", dict, {}))

@@ -57,19 +57,33 @@ def store_files(
 
     Codex: ``$CODEX_HOME/auth.json`` (one per distinct CODEX_HOME).  OpenClaw:
     ``$OPENCLAW_STATE_DIR/agents/main/agent/auth-profiles.json``, and with
-    ``mirrored`` a copy in each ``$OPENCLAW_AGENT_DIR``.
+    ``mirrored`` a copy in each agent's dir ``agents/<agent>/agent``.
     """
     found: list[Path] = []
-    for env in envs.values():
+    for agent, env in envs.items():
         if store is StoreFormat.CODEX:
             paths = [Path(env.get("CODEX_HOME") or Path(env["HOME"]) / ".codex") / "auth.json"]
         else:
-            state = Path(env.get("OPENCLAW_STATE_DIR") or Path(env["HOME"]) / ".openclaw")
-            paths = [state / "agents" / "main" / "agent" / OPENCLAW_FILE]
-            if mirrored and env.get("OPENCLAW_AGENT_DIR"):
-                paths.append(Path(env["OPENCLAW_AGENT_DIR"]) / OPENCLAW_FILE)
+            agents = openclaw_state(env) / "agents"
+            paths = [agents / "main" / "agent" / OPENCLAW_FILE]
+            if mirrored:
+                paths.append(agents / agent / "agent" / OPENCLAW_FILE)
         found += [path for path in paths if path not in found]
     return found
+
+
+def openclaw_state(env: dict[str, str]) -> Path:
+    return Path(env.get("OPENCLAW_STATE_DIR") or Path(env["HOME"]) / ".openclaw")
+
+
+def seed_config(store: StoreFormat, envs: dict[str, dict[str, str]]) -> None:
+    """What the client needs besides the login: OpenClaw's config names the agents."""
+    if store is not StoreFormat.OPENCLAW:
+        return
+    for state in sorted({openclaw_state(env) for env in envs.values()}):
+        agents = [{"id": "main"}, *({"id": agent} for agent in envs)]
+        state.mkdir(parents=True, exist_ok=True)
+        _write_private(state / "openclaw.json", json.dumps({"agents": {"list": agents}}))
 
 
 def seed(store: StoreFormat, path: Path, login: Login, base_url: str) -> None:

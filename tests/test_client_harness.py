@@ -31,9 +31,11 @@ from conformance._client_run import ClientRunError, run_client
 from conformance._client_scenarios import (
     NODE_PRELOAD,
     ClientScenarioError,
+    StoreFormat,
     fill,
     load_client_scenario,
 )
+from conformance._client_stores import Login, held_refresh_token, seed, seed_config, store_files
 from conformance._clients import CLIENTS, ClientError, find_program, install
 from conformance._isolation import loopback_only
 from fake_oauth_server import (
@@ -382,3 +384,34 @@ def test_the_node_preload_sends_a_hard_coded_token_url_to_the_agents_endpoint(
             audit = running.server.audit
     assert (done.returncode, done.stdout.strip()) == (0, "200"), done.stderr[-300:]
     assert [e.client_id for e in audit if e.kind.value == "accepted"] == ["nova"]
+
+
+def test_openclaw_stores_main_and_mirrored_copies_in_its_own_format(tmp_path: Path) -> None:
+    envs = {
+        agent: {"HOME": str(tmp_path / agent), "OPENCLAW_STATE_DIR": str(tmp_path / "oc")}
+        for agent in ("atlas", "nova")
+    }
+    files = store_files(StoreFormat.OPENCLAW, envs, mirrored=True)
+    agents = tmp_path / "oc" / "agents"
+    assert files == [
+        agents / name / "agent" / "auth-profiles.json" for name in ("main", "atlas", "nova")
+    ]
+    assert store_files(StoreFormat.OPENCLAW, envs, mirrored=False) == files[:1]
+    with serve_in_thread("openai") as running:
+        now = running.control.now()
+        pair = running.server.seed_grant(now)
+        login = Login(pair, running.server.access_jwt(pair, "user"), "", account_id("user"), now)
+    for path in files:
+        seed(StoreFormat.OPENCLAW, path, login, "http://127.0.0.1:9")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert held_refresh_token(StoreFormat.OPENCLAW, path) == pair.refresh_token
+    profile = json.loads(files[1].read_text())["profiles"]["openai-codex:default"]
+    assert profile["expires"] < now * 1000  # milliseconds, expired
+    assert profile["expires"] > (now - 3600) * 1000
+    assert (
+        decode_jwt(profile["access"])[OPENAI_AUTH_CLAIM]["chatgpt_account_id"]
+        == profile["accountId"]
+    )
+    seed_config(StoreFormat.OPENCLAW, envs)
+    config = json.loads((tmp_path / "oc" / "openclaw.json").read_text())
+    assert [entry["id"] for entry in config["agents"]["list"]] == ["main", "atlas", "nova"]
