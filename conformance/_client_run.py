@@ -283,7 +283,7 @@ class _Run:
                         Severity.FATAL,
                         "store",
                         (),
-                        f"{name} ends holding {shown} ({state}): every agent sharing it "
+                        f"{name} ends holding {shown} ({state}): whoever reads it next "
                         "needs a new login",
                     )
                 )

@@ -69,3 +69,36 @@ def test_kill_acts_on_the_named_agent(
     kill = history.index(next(line for line in history if line.startswith("SIGKILL ")))
     assert history[kill].startswith("SIGKILL axon while rt#")
     assert history[kill + 2] == "restart axon"
+
+
+OPENCLAW_CLI = CODEX / "openclaw-2026.4.26-cli.toml"
+OPENCLAW_AGENT_DIR = CODEX / "openclaw-2026.4.26-agent-dir.toml"
+
+
+@pytest.fixture(scope="module")
+def openclaw() -> str:
+    return str(install(["openclaw@2026.4.26"], say=lambda _: None)[-1].program)
+
+
+def test_openclaw_cli_processes_on_mirrored_copies_stay_clean(
+    openclaw: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One refresh; the other four adopt it from the main store under OpenClaw's refresh lock."""
+    assert main(["reproduce", str(OPENCLAW_CLI), "--report-dir", str(tmp_path)]) == 0
+    assert "expected clean: met" in capsys.readouterr().out
+    cell = json.loads((tmp_path / "results.json").read_text())["cells"][0]
+    history = (tmp_path / cell["history_file"]).read_text().splitlines()
+    assert len([line for line in history if line.startswith("release #")]) == 1
+    stores = [line for line in history if line.startswith("store ")]
+    assert len(stores) == 6  # main and five copies
+    assert all(line.endswith("(live)") for line in stores)
+
+
+def test_openclaw_processes_each_on_its_own_copy_reuse_the_token(
+    openclaw: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OPENCLAW_AGENT_DIR makes each copy its own main store: nothing is read through."""
+    assert main(["reproduce", str(OPENCLAW_AGENT_DIR), "--report-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "expected reproduced with refresh-token-reuse: met" in out
+    assert "refresh-token-reuse (fatal)" in out
