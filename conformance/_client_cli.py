@@ -49,6 +49,8 @@ def client_subcommand(args: argparse.Namespace, console: Console) -> int | None:
     if args.subcommand != "reproduce":
         return None
     if is_client_scenario(args.file):
+        if args.engine or args.examples:
+            raise ConformanceError("--engine and --examples apply to model scenarios, not clients")
         return reproduce_client(args, console)
     if args.order or args.kill:
         raise ConformanceError("--order and --kill apply to client scenarios ([client] table)")

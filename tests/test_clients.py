@@ -1,8 +1,11 @@
-"""The real Codex CLI 0.169.0, unmodified, as a client scenario (``pytest -m clients``).
+"""Real clients, unmodified, as client scenarios (``pytest -m clients``).
 
-The first test run installs the client from the npm registry
-(``tokenrace clients install``, about 20 s cold, 0.4 s warm); each run of
-five codex processes takes about 4 s.
+The fixtures install them from the npm registry (``tokenrace clients
+install``: Codex about 20 s cold, OpenClaw and Node 22 about 30 s, nothing
+when present).  Measured on the 2-core machine: each Codex run of five
+processes about 4 s (7 s with a kill); the clean OpenClaw run about 45 s; the
+reproducing OpenClaw run about 4.7 min (its losers sleep in its lock's
+backoff); about 6 min in all.
 """
 
 from __future__ import annotations
