@@ -64,7 +64,7 @@ def run_clients(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     for key in sorted(CLIENTS):
         found = find_program(CLIENTS[key])
-        console.print(f"{key}: {found or 'not installed'}", markup=False)
+        console.print(f"{key}: {found or 'not installed'}", markup=False, soft_wrap=True)
     return EXIT_OK
 
 
