@@ -30,6 +30,7 @@ from ._campaign import (
     run_campaign,
     search_engine,
 )
+from ._client_cli import add_clients_parser, client_subcommand
 from ._command import check_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConformanceError
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--engine", help="check this engine instead of the file's")
     repro.add_argument("--examples", type=_positive, help="override the file's search budget")
     repro.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    add_clients_parser(commands, repro)  # and --order, --kill for client scenario files
 
     chk = commands.add_parser(
         "check", help="check an engine against every shipped scenario its guarantees cover"
@@ -232,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(highlight=False)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)  # paths unbroken
     try:
+        if (status := client_subcommand(args, console)) is not None:
+            return status
         if args.subcommand == "run":
             return _run(args, console)
         if args.subcommand == "replay":

@@ -5,7 +5,7 @@ request at its door, and starts the program once per agent with these
 environment variables:
 
 =======================  ==============================================
-``TOKENRACE_TOKEN_URL``  the token endpoint (POST, form or JSON body)
+``TOKENRACE_TOKEN_URL``  the agent's own token endpoint (POST, form or JSON body)
 ``TOKENRACE_STORE``      the shared credential store (``auth-profiles.json``)
 ``TOKENRACE_STATE_DIR``  a shared directory for locks
 ``TOKENRACE_AGENT_DIR``  this agent's own directory
@@ -46,10 +46,13 @@ from typing import Any
 from rich.console import Console
 
 from fake_oauth_server import (
+    TOKEN_PATH,
     AuditKind,
     AuthServer,
     ControlClient,
+    RunningServer,
     TokenKind,
+    agent_path,
     fingerprint,
     redact,
     serve_in_thread,
@@ -130,7 +133,8 @@ def run_command(
                     handle.write(store.read_bytes())
         control.hold(True)
         processes = {
-            agent: _start(argv, agent, Path(root), store, running.token_url) for agent in order
+            agent: _start(argv, agent, Path(root), store, _token_url(running, agent))
+            for agent in order
         }
         killed = ""
         released = 0
@@ -160,7 +164,9 @@ def run_command(
                 processes[agent].kill()
                 processes[agent].communicate()  # reap it and close its pipes
                 log.append(f"SIGKILL {agent} while {first['token_fp']} was held; restarting it")
-                processes[agent] = _start(argv, agent, Path(root), store, running.token_url)
+                processes[agent] = _start(
+                    argv, agent, Path(root), store, _token_url(running, agent)
+                )
             released += 1
             status = control.release(first["id"], wait=True)
             log.append(f"release #{released}: {agent} {first['token_fp']} -> {status}")
@@ -233,6 +239,17 @@ def _unavoidable(anomaly: Anomaly, killed: str) -> Anomaly:
         message=anomaly.message + f" (unavoidable: {killed} was killed after sending a refresh "
         "the server committed, and the policy has no reuse window)",
     )
+
+
+def _token_url(running: RunningServer, agent: str) -> str:
+    """The agent's own token endpoint: held requests and the audit name it, whatever it sends.
+
+    A name that cannot be a path segment shares the plain endpoint (its client_id names it).
+    """
+    try:
+        return running.base_url + agent_path(agent, TOKEN_PATH)
+    except ValueError:
+        return running.token_url
 
 
 def _rank(order: tuple[str, ...], agent: str) -> int:

@@ -36,6 +36,7 @@ from ._errors import (
     UnknownPreset,
 )
 from ._faults import Delivery, Fault, FaultKind, FaultPlan
+from ._jwt import OPENAI_AUTH_CLAIM, account_id, decode_jwt, encode_jwt, jwt_key
 from ._messages import (
     AccessCheck,
     AuditEvent,
@@ -50,12 +51,14 @@ from ._presets import PRESETS, preset_name
 from ._respx import DEFAULT_BASE_URL, InProcessServer, ManualClock, mount_respx, respx_server
 from ._serve import RunningServer, main, serve_in_thread
 from ._tokens import TOKEN_RE, fingerprint, redact
+from ._wire import agent_path, split_agent
 
 __all__ = [
     "AUTHORIZE_PATH",
     "DEFAULT_BASE_URL",
     "DEFAULT_ISSUER",
     "METADATA_PATH",
+    "OPENAI_AUTH_CLAIM",
     "ME_PATH",
     "PRESETS",
     "TOKEN_RE",
@@ -88,7 +91,12 @@ __all__ = [
     "TokenKind",
     "TokenPair",
     "UnknownPreset",
+    "account_id",
+    "agent_path",
+    "decode_jwt",
+    "encode_jwt",
     "fingerprint",
+    "jwt_key",
     "main",
     "mount_respx",
     "preset_name",
@@ -96,4 +104,5 @@ __all__ = [
     "respx_server",
     "s256",
     "serve_in_thread",
+    "split_agent",
 ]

@@ -32,7 +32,7 @@ from ._faults import Fault, FaultKind
 from ._hold import HoldQueue
 from ._messages import Request, Response
 from ._tokens import redact
-from ._wire import Headers, split_target
+from ._wire import Headers, split_agent, split_target
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -156,7 +156,7 @@ class FakeOAuthApp:
     async def _core(self, request: Request) -> tuple[Response | None, Fault]:
         """Hold, fault and handle one request; ``None`` means close without a response."""
         held = None
-        path = split_target(request.path)[0]
+        path = split_agent(split_target(request.path)[0])[1]
         if self.hold.holding and request.method.upper() == "POST" and path == TOKEN_PATH:
             held = self.hold.enter(request)
             if not await self.hold.wait(held):

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable
 from ._authcode import AUTHORIZE_PATH, AuthorizeError, authorize, redeem
 from ._dialects import Failure, error_response
 from ._faults import PASS, TOKEN_PATH, Delivery, Fault, FaultKind, FaultPlan
+from ._jwt import jwt_key, openai_access_token, openai_id_token
 from ._ledger import Ledger
 from ._messages import AccessCheck, AuditEvent, AuditKind, Request, Response, TokenKind, TokenPair
 from ._policy import Policy
-from ._tokens import fingerprint
-from ._wire import BadRequest, Headers, ok_json, parse_params, split_target
+from ._tokens import fingerprint, inner_token
+from ._wire import BadRequest, Headers, ok_json, parse_params, split_agent, split_target
 
 __all__ = [
     "AUTHORIZE_PATH",
@@ -125,10 +126,16 @@ class AuthServer:
             record = self._ledger.tokens.get(token)
             return None if record is None else (record.family, record.generation)
 
+    def token_state(self, token: str) -> str:
+        """``live``, ``spent`` (rotated away), ``revoked`` or ``unknown``: what a store holds."""
+        with self._lock:
+            record = self._ledger.tokens.get(token)
+            return "unknown" if record is None else record.state.value
+
     def check_access(self, access_token: str, now: float) -> AccessCheck:
         """Would a resource server accept ``access_token`` at ``now``?  Read-only, not audited."""
         with self._lock:
-            return self._ledger.check_access(access_token, now)
+            return self._ledger.check_access(inner_token(access_token), now)
 
     # ---------------------------------------------------------------- commands
 
@@ -189,7 +196,8 @@ class AuthServer:
     # ---------------------------------------------------------------- routing
 
     def _route(self, request: Request, now: float) -> Answer:
-        path, query = split_target(request.path)
+        agent, path = split_agent(split_target(request.path)[0])
+        query = split_target(request.path)[1]
         method = request.method.upper()
         allowed = _ROUTES.get(path)
         if allowed is None:
@@ -198,7 +206,7 @@ class AuthServer:
             allow = (("allow", allowed),)
             return self._error(Failure.METHOD_NOT_ALLOWED, request, now, extra_headers=allow)
         if path == TOKEN_PATH:
-            return self._token_endpoint(request, now)
+            return self._token_endpoint(request, now, agent)
         if path == ME_PATH:
             return self._me_endpoint(request, now)
         if path == AUTHORIZE_PATH:
@@ -248,7 +256,7 @@ class AuthServer:
 
     # ---------------------------------------------------------------- /oauth/token
 
-    def _token_endpoint(self, request: Request, now: float) -> Answer:
+    def _token_endpoint(self, request: Request, now: float, agent: str = "") -> Answer:
         params = parse_params(request.body, request.header("content-type"))
         if isinstance(params, BadRequest):
             return self._error(
@@ -269,12 +277,29 @@ class AuthServer:
         presented = params.get("refresh_token", "")
         if not presented:
             return self._error(Failure.MISSING_PARAMETER, request, now, param="refresh_token")
-        client_id = params.get("client_id", "")
+        client_id = agent or params.get("client_id", "")  # the agent's own endpoint names it
         with self._lock:
             outcome = self._ledger.refresh(presented, client_id, request.request_id, now)
-        if isinstance(outcome, Failure):
-            return self._error(outcome, request, now)
-        return ok_json(outcome.pair.to_json(now), no_store=True)
+            if isinstance(outcome, Failure):
+                return self._error(outcome, request, now)
+            user = self._ledger.families[outcome.pair.family].user
+        answer = outcome.pair.to_json(now)
+        if self.policy.jwt_access_tokens:
+            answer["access_token"] = self.access_jwt(outcome.pair, user)
+        if self.policy.id_tokens:
+            answer["id_token"] = self.id_token(user, now)
+        return ok_json(answer, no_store=True)
+
+    def access_jwt(self, pair: TokenPair, user: str) -> str:
+        """``pair``'s access token as the JWT ``Policy.jwt_access_tokens`` hands out."""
+        key = jwt_key(self._seed)
+        return openai_access_token(
+            pair.access_token, user, pair.expires_at, issuer=self._issuer, key=key
+        )
+
+    def id_token(self, user: str, now: float) -> str:
+        """An OpenID id_token for ``user`` as OpenAI's issuer shapes it (see ``_jwt``)."""
+        return openai_id_token(user, now, issuer=self._issuer, key=jwt_key(self._seed))
 
     # ---------------------------------------------------------------- /v1/me
 
@@ -350,12 +375,12 @@ _ACCESS_FAILURES = {
 
 def _bearer(request: Request) -> str:
     scheme, _, token = (request.header("authorization") or "").strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return inner_token(token.strip()) if scheme.lower() == "bearer" else ""
 
 
 def _presented(request: Request) -> tuple[TokenKind, str]:
     """The token a request carries, as far as can be told without judging it."""
-    path, _ = split_target(request.path)
+    path = split_agent(split_target(request.path)[0])[1]
     if path != TOKEN_PATH:
         return TokenKind.ACCESS, _bearer(request)
     params = parse_params(request.body, request.header("content-type"))

@@ -35,6 +35,7 @@ from typing import Any
 
 from ._errors import InvalidFault
 from ._messages import Request, Response
+from ._wire import split_agent
 
 TOKEN_PATH = "/oauth/token"
 #: Latencies above this are refused: every fault must end in bounded time.
@@ -187,7 +188,7 @@ class FaultPlan:
 
     def applies(self, request: Request) -> bool:
         path = request.path.split("?", 1)[0].split("#", 1)[0]
-        return path in self.paths
+        return path in self.paths or split_agent(path)[1] in self.paths
 
     def pick(self, request: Request, index: int) -> Fault:
         """The fault for ``request``, the ``index``-th request this plan applied to."""

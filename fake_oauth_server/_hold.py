@@ -20,7 +20,7 @@ from typing import Any
 
 from ._messages import Request
 from ._tokens import fingerprint
-from ._wire import BadRequest, parse_params
+from ._wire import BadRequest, parse_params, split_agent, split_target
 
 #: Longest a controller may wait for requests to arrive or to be handled.
 MAX_WAIT = 30.0
@@ -85,7 +85,10 @@ class HoldQueue:
             id=f"h{seq}",
             seq=seq,
             request=request,
-            client_id=params.get("client_id", "")[:100],
+            # the agent's own endpoint names it, whatever client_id it sends
+            client_id=(
+                split_agent(split_target(request.path)[0])[0] or params.get("client_id", "")
+            )[:100],
             grant_type=params.get("grant_type", "")[:100],
             token_fp=fingerprint(token) if token else "",
             arrived=time.monotonic(),

@@ -107,9 +107,19 @@ class Policy:
     refresh_absolute_lifetime: float | None = None
     max_grants_per_user: int | None = None
     revoke_access_on_refresh: bool = False
+    #: Answer a refresh with an OpenID ``id_token`` too (a JWT; see ``_jwt``).
+    id_tokens: bool = False
+    #: Hand out access tokens as JWTs (``exp``, the account claim; ``jti`` is the opaque token).
+    jwt_access_tokens: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("rotation", "revoke_family_on_reuse", "revoke_access_on_refresh"):
+        for name in (
+            "rotation",
+            "revoke_family_on_reuse",
+            "revoke_access_on_refresh",
+            "id_tokens",
+            "jwt_access_tokens",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidPolicy(f"{name} must be true or false")
         _check_seconds("access_token_lifetime", self.access_token_lifetime, optional=False)

@@ -11,7 +11,8 @@ preset      what it models (and where the figures come from)
 ``openai``  ChatGPT / Codex: strict rotation, no window; a reused token gets 401
             ``refresh_token_reused`` and later refreshes of the grant get
             ``refresh_token_invalidated`` (RACES.md; openai/codex#10332), so reuse
-            revokes the family.
+            revokes the family.  A refresh also returns a JWT ``id_token`` with
+            the ``https://api.openai.com/auth`` claim the Codex CLI reads.
 ``rfc9700`` RFC 9700 §4.14.2 / OAuth 2.1: rotation, no window, reuse revokes the
             token and the grant; 400 ``invalid_grant``.
 ``auth0``   Auth0 rotation: reuse interval ("leeway", default 0 s) for the previous
@@ -51,6 +52,7 @@ PRESET_POLICIES: dict[str, Policy] = {
         revoke_family_on_reuse=True,
         access_token_lifetime=3600.0,
         dialect=ErrorDialect.OPENAI,
+        id_tokens=True,
     ),
     "rfc9700": Policy(
         rotation=True,

@@ -11,7 +11,10 @@ exactly.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import re
 
 ACCESS_PREFIX = "tra_"
@@ -21,8 +24,9 @@ CODE_PREFIX = "trc_"
 _HEX_LEN = 32
 _FP_LEN = 8
 
-#: Every token this server could mint, wherever it sits in a text.
-TOKEN_RE = re.compile(r"tr[arc]_[0-9a-f]{32}")
+#: Every token this server could mint, wherever it sits in a text (JWTs: its id_tokens).
+TOKEN_RE = re.compile(r"tr[arc]_[0-9a-f]{32}|eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _ACCESS_RE = re.compile(r"tra_[0-9a-f]{32}")
 _REFRESH_RE = re.compile(r"trr_[0-9a-f]{32}")
 _CODE_RE = re.compile(r"trc_[0-9a-f]{32}")
@@ -32,8 +36,12 @@ def fingerprint(token: str) -> str:
     """A short, stable stand-in for ``token`` that is safe to show anywhere.
 
     ``rt#`` + 8 hex for refresh tokens, ``at#`` for access tokens, ``code#``
-    for authorization codes, ``tok#`` for anything else; the hex is the start of the token's sha256.
+    for authorization codes, ``jwt#`` for a JWT, ``tok#`` for anything else;
+    the hex is the start of the token's sha256.
     """
+    inner = inner_token(token)
+    if inner != token:  # a JWT access token wrapping one of ours: the same fingerprint
+        return fingerprint(inner)
     digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:_FP_LEN]
     if _REFRESH_RE.fullmatch(token):
         return f"rt#{digest}"
@@ -41,7 +49,26 @@ def fingerprint(token: str) -> str:
         return f"at#{digest}"
     if _CODE_RE.fullmatch(token):
         return f"code#{digest}"
+    if _JWT_RE.fullmatch(token):
+        return f"jwt#{digest}"
     return f"tok#{digest}"
+
+
+def inner_token(token: str) -> str:
+    """The token a JWT carries as its ``jti`` when that is one of ours, else ``token`` itself.
+
+    JWT access tokens (``Policy.jwt_access_tokens``) wrap the opaque token the
+    ledger knows, so the ledger, the audit and fingerprints all see that one.
+    """
+    if not _JWT_RE.fullmatch(token):
+        return token
+    payload = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (binascii.Error, ValueError):
+        return token
+    jti = claims.get("jti") if isinstance(claims, dict) else None
+    return jti if isinstance(jti, str) and TOKEN_RE.fullmatch(jti) and jti[:3] == "tra" else token
 
 
 def redact(text: str) -> str:

@@ -8,6 +8,7 @@ a ``BadRequest`` that the core turns into an OAuth error.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -57,6 +58,29 @@ def split_target(target: str) -> tuple[str, str]:
     target = target.split("#", 1)[0]
     path, _, query = target.partition("?")
     return path, query
+
+
+#: ``/a/<agent>/oauth/token`` is ``/oauth/token`` for the agent named ``<agent>``.
+AGENT_PREFIX = "/a/"
+_AGENT_RE = re.compile(r"/a/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})(/.*)")
+
+
+def split_agent(path: str) -> tuple[str, str]:
+    """(agent, path) of a path: one endpoint per agent, so a harness tells agents apart.
+
+    Programs that all send the same ``client_id`` (every Codex CLI does) are
+    told apart by the token URL each was given; without the prefix the agent
+    is ``""`` and the request's own ``client_id`` names it.
+    """
+    match = _AGENT_RE.fullmatch(path)
+    return (match.group(1), match.group(2)) if match else ("", path)
+
+
+def agent_path(agent: str, path: str) -> str:
+    """The per-agent form of ``path`` (the inverse of ``split_agent``)."""
+    if split_agent(AGENT_PREFIX + agent + path) != (agent, path):
+        raise ValueError(f"not a usable agent name: {agent!r}")
+    return AGENT_PREFIX + agent + path
 
 
 def parse_params(body: bytes, content_type: str | None) -> dict[str, str] | BadRequest:

@@ -490,7 +490,7 @@ def test_redact_removes_every_token_from_a_body() -> None:
 
 
 def test_policy_presets_and_validation() -> None:
-    assert Policy.preset("openai") == Policy(revoke_family_on_reuse=True)
+    assert Policy.preset("openai") == Policy(revoke_family_on_reuse=True, id_tokens=True)
     strict = Policy.preset("rfc9700")
     assert (strict.rotation, strict.revoke_family_on_reuse, strict.dialect) == (
         True,

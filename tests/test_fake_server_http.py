@@ -68,7 +68,8 @@ def test_refresh_twice_gives_the_reuse_error(live: RunningServer, http: httpx.Cl
     pair = live.control.seed_grant(user="ada", client_id="codex")
     first = http.post("/oauth/token", data=form(pair.refresh_token))
     assert first.status_code == 200
-    assert set(first.json()) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    fields = {"access_token", "refresh_token", "token_type", "expires_in", "id_token"}
+    assert set(first.json()) == fields  # the openai preset sends an id_token, as OpenAI does
     again = http.post("/oauth/token", json=form(pair.refresh_token))  # Codex sends JSON
     assert (again.status_code, again.json()) == (401, REUSED)
     audit = live.control.audit()

@@ -1,0 +1,259 @@
+"""Real clients as scenario files: which program, how it is started, what it must show.
+
+A client scenario has a ``[client]`` table where a model scenario has an
+engine::
+
+    [scenario]
+    name = "codex-cli-0.169.0"
+    title = "Codex CLI 0.169.0: agents sharing one CODEX_HOME"
+    source = "openai/codex#10332"
+
+    [client]
+    program = "codex@0.169.0"   # a pinned client (tokenrace clients install) or a path
+    args = ["debug", "models"]
+    store = "codex"             # the format the harness seeds, in the client's own layout
+    env = { CODEX_HOME = "{state_dir}/codex", CODEX_REFRESH_TOKEN_URL_OVERRIDE = "{token_url}" }
+    timeout = 30                # seconds a run may take
+    arrival = 20                # seconds every waiting agent gets to reach the token endpoint
+
+    [world]
+    agents = ["atlas", "nova"]
+    policy = "openai"
+
+    [expect]
+    reproduces = true
+    anomaly = "refresh-token-reuse"
+
+    [search]
+    orders = 1                  # release orders tried (all of them when fewer exist)
+    seed = 0
+
+``program``, ``args`` and ``env`` are templates: ``{state_dir}`` (the shared
+directory of the run), ``{agent_dir}`` (this agent's own), ``{home}`` (this
+agent's private HOME), ``{agent}``, ``{token_url}`` (this agent's own token
+endpoint), ``{python}``, ``{scenario_dir}`` and ``{node_preload}`` (the shipped
+Node ``--import`` module that redirects hard-coded token URLs; set
+``TOKENRACE_TOKEN_URL = "{token_url}"`` for it).
+"""
+
+from __future__ import annotations
+
+import enum
+import string
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from fake_oauth_server import FakeServerError, Policy, agent_path
+
+from ._checker import AnomalyKind
+from ._clients import CLIENTS
+from ._errors import ConformanceError
+
+#: The shipped Node module that sends requests for a hard-coded token URL to ``{token_url}``.
+NODE_PRELOAD = Path(__file__).parent / "node" / "redirect-token-url.mjs"
+#: The placeholders a template may use.
+PLACEHOLDERS = frozenset(
+    {
+        "state_dir",
+        "agent_dir",
+        "home",
+        "agent",
+        "token_url",
+        "python",
+        "scenario_dir",
+        "node_preload",
+    }
+)
+
+
+class ClientScenarioError(ConformanceError):
+    """A client scenario file is malformed."""
+
+
+class StoreFormat(enum.Enum):
+    """How the harness seeds the login, in the client's own layout."""
+
+    CODEX = "codex"  # $CODEX_HOME/auth.json (tokens, last_refresh) and config.toml
+    OPENCLAW = "openclaw"  # auth-profiles.json (expires in ms), main and mirrored copies
+
+
+@dataclass(frozen=True, slots=True)
+class ClientScenario:
+    name: str
+    title: str
+    source: str
+    program: str  # a pinned client key, or a template for the program's path
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    store: StoreFormat
+    agents: tuple[str, ...]
+    policy: str
+    reproduces: bool
+    anomaly: AnomalyKind | None
+    orders: int
+    seed: int
+    timeout: float = 30.0
+    arrival: float = 20.0
+    path: Path | None = None
+    uses: tuple[str, ...] = ()  # more pinned clients; each is the placeholder {name}
+    mirrored: bool = False  # a copy of the main store in every agent dir (OpenClaw)
+    overlap: int = 0  # refreshes expected at the door at once (0: every agent's)
+    policy_overrides: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def pinned(self) -> bool:
+        return self.program in CLIENTS
+
+
+def is_client_scenario(path: Path) -> bool:
+    """Does ``path`` hold a client scenario (a ``[client]`` table)?  False when unreadable."""
+    try:
+        return "client" in tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+
+
+def load_client_scenario(path: Path) -> ClientScenario:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ClientScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ClientScenarioError(f"{path}: not valid TOML: {exc}") from None
+    return _Reader(path, data).scenario()
+
+
+def fill(
+    template: str, values: dict[str, str], where: str, allowed: frozenset[str] = PLACEHOLDERS
+) -> str:
+    """``template`` with its placeholders filled; an unknown one is a one-line error."""
+    allowed = allowed | frozenset(values)
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is not None and field not in allowed:
+            known = ", ".join("{" + name + "}" for name in sorted(allowed))
+            raise ClientScenarioError(f"{where}: unknown placeholder {{{field}}}; known: {known}")
+    return template.format_map(values)
+
+
+def template_values(
+    scenario: ClientScenario, *, state_dir: Path, agent: str, token_url: str
+) -> dict[str, str]:
+    """What each placeholder stands for, for one agent of one run."""
+    return {
+        "state_dir": str(state_dir),
+        "agent_dir": str(state_dir / "agents" / agent),
+        "home": str(state_dir / "home" / agent),
+        "agent": agent,
+        "token_url": token_url,
+        "python": sys.executable,
+        "scenario_dir": str(scenario.path.parent if scenario.path else Path.cwd()),
+        "node_preload": str(NODE_PRELOAD),
+    }
+
+
+class _Reader:
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+        known = {"scenario", "client", "world", "expect", "search"}
+        for table in data:
+            if table not in known:
+                self.fail(f"[{table}]", f"unknown table; expected one of {sorted(known)}")
+
+    def fail(self, field: str, message: str) -> NoReturn:
+        raise ClientScenarioError(f"{self.path}: {field}: {message}")
+
+    def get(self, table: str, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        section = self.data.get(table, {})
+        if not isinstance(section, dict):
+            self.fail(f"[{table}]", "must be a table")
+        if key not in section:
+            if default is None:
+                self.fail(f"[{table}] {key}", "is required")
+            return default
+        value = section[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.fail(f"[{table}] {key}", f"must be a {names}, got {value!r}")
+        return value
+
+    def strings(self, table: str, key: str, default: list[str]) -> tuple[str, ...]:
+        found = self.get(table, key, list, default)
+        if not all(isinstance(item, str) for item in found):
+            self.fail(f"[{table}] {key}", "must be a list of strings")
+        return tuple(found)
+
+    def scenario(self) -> ClientScenario:
+        env = self.get("client", "env", dict, {})
+        if not all(isinstance(value, str) for value in env.values()):
+            self.fail("[client] env", "must map names to strings")
+        agents = self.strings("world", "agents", [])
+        if not agents or len(set(agents)) != len(agents):
+            self.fail("[world] agents", "must be a non-empty list of distinct names")
+        for agent in agents:
+            try:
+                agent_path(agent, "/")
+            except ValueError:
+                self.fail("[world] agents", f"{agent!r}: use letters, digits, '_', '.', '-'")
+        store = self.get("client", "store", str, "codex")
+        try:
+            store_format = StoreFormat(store)
+        except ValueError:
+            known = ", ".join(member.value for member in StoreFormat)
+            self.fail("[client] store", f"unknown store format {store!r}; expected one of {known}")
+        anomaly_name = self.get("expect", "anomaly", str, "")
+        anomaly = None
+        if anomaly_name:
+            try:
+                anomaly = AnomalyKind(anomaly_name)
+            except ValueError:
+                known = ", ".join(kind.value for kind in AnomalyKind)
+                self.fail("[expect] anomaly", f"unknown anomaly {anomaly_name!r}; known: {known}")
+        uses = self.strings("client", "uses", [])
+        for key in uses:
+            if key not in CLIENTS:
+                self.fail("[client] uses", f"unknown client {key!r}; known: {sorted(CLIENTS)}")
+        allowed = PLACEHOLDERS | {CLIENTS[key].name for key in uses}
+        for where, text in [
+            ("[client] program", self.get("client", "program", str)),
+            *(("[client] args", arg) for arg in self.strings("client", "args", [])),
+            *((f"[client] env {name}", value) for name, value in env.items()),
+        ]:
+            fill(text, dict.fromkeys(allowed, ""), f"{self.path}: {where}", allowed)
+        timeout = float(self.get("client", "timeout", (int, float), 30.0))
+        arrival = float(self.get("client", "arrival", (int, float), 20.0))
+        if not 0 < arrival <= 600 or not 0 < timeout <= 600:
+            self.fail("[client]", "arrival and timeout must be in (0, 600] seconds")
+        policy = self.get("world", "policy", str, "openai")
+        try:
+            Policy.preset(policy).replace(**self.get("world", "policy_overrides", dict, {}))
+        except FakeServerError as exc:
+            self.fail("[world] policy", str(exc))
+        orders = self.get("search", "orders", int, 1)
+        if orders < 1:
+            self.fail("[search] orders", "must be at least 1")
+        return ClientScenario(
+            name=self.get("scenario", "name", str),
+            title=self.get("scenario", "title", str, ""),
+            source=self.get("scenario", "source", str, ""),
+            program=self.get("client", "program", str),
+            args=self.strings("client", "args", []),
+            env=tuple(sorted(env.items())),
+            store=store_format,
+            agents=agents,
+            policy=policy,
+            reproduces=self.get("expect", "reproduces", bool, False),
+            anomaly=anomaly,
+            orders=orders,
+            seed=self.get("search", "seed", int, 0),
+            timeout=timeout,
+            arrival=arrival,
+            path=self.path,
+            uses=uses,
+            mirrored=self.get("client", "mirrored", bool, False),
+            overlap=self.get("client", "overlap", int, 0),
+            policy_overrides=tuple(sorted(self.get("world", "policy_overrides", dict, {}).items())),
+        )
