@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import fcntl
 import os
 import socket
 import struct
@@ -70,6 +69,8 @@ def loopback_only() -> Iterator[Isolation]:
 def _loopback_up() -> None:
     if not sys.platform.startswith("linux"):  # never reached: loopback_only checks first
         return
+    import fcntl  # here, not at the top: a Windows host imports this module too
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         request = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
