@@ -16,6 +16,7 @@ on Windows, the Windows CPython under Wine on Linux (the ``wine`` marker).  Reco
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import errno
 import os
 import random
@@ -139,6 +140,16 @@ def kinds(anomalies: tuple[Anomaly, ...] | list[Anomaly]) -> set[AnomalyKind]:
 
 def same(model: RunResult, real: RunResult, os_model: OsModel) -> bool:
     return comparable_history(real, os_model) == comparable_history(model, os_model)
+
+
+def assert_same(model: RunResult, real: RunResult, os_model: OsModel, label: object) -> None:
+    """Model and reality agree; if not, the failure shows where, line by line."""
+    expected, found = comparable_history(model, os_model), comparable_history(real, os_model)
+    if expected != found:
+        lines = difflib.unified_diff(
+            expected.splitlines(), found.splitlines(), "model", "real", lineterm=""
+        )
+        raise AssertionError(f"{label}: model and reality differ:\n" + "\n".join(lines))
 
 
 def agree(spec: WorldSpec, name: str, text: str, pool: ProcessPool) -> None:
@@ -501,7 +512,7 @@ def test_sigkill_at_every_step_of_a_refresh_under_openai(native_pool: ProcessPoo
     kills = kill_at_every_step(spec, native_pool)
     assert {kill.phase for kill in kills} == set(PHASES)
     for kill in kills:
-        assert same(kill.model, kill.real, spec.os), kill.step
+        assert_same(kill.model, kill.real, spec.os, kill.step)
         anomalies = check(kill.real)
         if kill.phase in ("after the commit", "response in flight"):
             assert fatal(anomalies) == [], [str(a) for a in anomalies]
@@ -527,7 +538,7 @@ def test_sigkill_at_every_step_of_a_refresh_under_a_grace_window(
     kills = kill_at_every_step(spec, native_pool)
     assert {kill.phase for kill in kills} == set(PHASES)
     for kill in kills:
-        assert same(kill.model, kill.real, spec.os), kill.step
+        assert_same(kill.model, kill.real, spec.os, kill.step)
         anomalies = check(kill.real)
         assert fatal(anomalies) == [], (kill.step, [str(a) for a in anomalies])
         assert all(anomaly.severity is Severity.WARNING for anomaly in anomalies)
@@ -543,6 +554,6 @@ def test_terminate_process_during_a_refresh_on_windows(windows_pool: ProcessPool
     kills = kill_at_every_step(spec, windows_pool, stride=2)
     assert {kill.phase for kill in kills} == set(PHASES)
     for kill in kills:
-        assert same(kill.model, kill.real, spec.os), kill.step
+        assert_same(kill.model, kill.real, spec.os, kill.step)
         assert fatal(check(kill.real)) == [], kill.step
     assert windows_pool.stats.answered("LockFileEx", True) > 0
