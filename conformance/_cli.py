@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -33,18 +34,26 @@ from ._campaign import (
 from ._client_cli import add_clients_parser, client_subcommand
 from ._command import check_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
-from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConformanceError
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
+from ._validate import check_report_dir, describe, one_line
 
 DEFAULT_DB = ".hypothesis/tokenrace"
 MAX_ANOMALIES_SHOWN = 4
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage is a ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tokenrace",
         description="Reproduce or rule out OAuth refresh-token reuse races, deterministically.",
     )
@@ -205,14 +214,20 @@ def _search_options(
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
 def _settle_seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 < value <= 30:  # the server answers a wait for held requests for 30 s at most
         raise argparse.ArgumentTypeError("must be more than 0 and at most 30 seconds")
     return value
@@ -232,8 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)  # paths unbroken
+    errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # paths unbroken
     try:
+        if getattr(args, "report_dir", None) is not None:
+            check_report_dir(args.report_dir)  # before the search, not after it
         if (status := client_subcommand(args, console)) is not None:
             return status
         if args.subcommand == "run":
@@ -247,7 +264,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subcommand == "matrix":
             return _matrix(args, console)
     except (ConformanceError, SimulatorError) as exc:
-        errors.print(f"[bold red]tokenrace: error:[/] {escape(str(exc))}")
+        errors.print(f"[bold red]tokenrace: error:[/] {escape(one_line(str(exc)))}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        errors.print("tokenrace: interrupted; no report written")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug of ours or an engine's mistake mid-search: still one line
+        if os.environ.get("TOKENRACE_TRACEBACK"):
+            raise
+        errors.print(
+            f"[bold red]tokenrace: unexpected error:[/] {escape(describe(exc))} "
+            "(TOKENRACE_TRACEBACK=1 shows the traceback)"
+        )
         return EXIT_USAGE
     parser.print_help()
     return EXIT_USAGE
