@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -39,21 +38,21 @@ from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
-from ._validate import check_report_dir, describe, one_line
+from ._validate import (
+    OneLineParser,
+    check_report_dir,
+    describe,
+    one_line,
+    positive,
+    settle_seconds,
+)
 
 DEFAULT_DB = ".hypothesis/tokenrace"
 MAX_ANOMALIES_SHOWN = 4
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the usage is a ``--help`` away)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="tokenrace",
         description="Reproduce or rule out OAuth refresh-token reuse races, deterministically.",
     )
@@ -81,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this engine; a module:attribute engine is checked where the reference is",
     )
     _search_options(run)
-    run.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
+    run.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
     run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     run.add_argument(
         "--hypothesis-db",
@@ -108,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("faults", "none", "none, or a fault kind: kill, drop, 5xx, 429, reset, stall, crash"),
     ):
         mat.add_argument(f"--{axis_name}", default=default, help=f"comma-separated: {meaning}")
-    mat.add_argument("--expiries", type=_positive, default=1, help="access-token expiries")
+    mat.add_argument("--expiries", type=positive, default=1, help="access-token expiries")
     _search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
-    mat.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
+    mat.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
     mat.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     mat.add_argument("--quiet", action="store_true", help="print only the verdict table")
 
@@ -119,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repro.add_argument("file", type=Path, help="a scenario .toml file")
     repro.add_argument("--engine", help="check this engine instead of the file's")
-    repro.add_argument("--examples", type=_positive, help="override the file's search budget")
+    repro.add_argument("--examples", type=positive, help="override the file's search budget")
     repro.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     add_clients_parser(commands, repro)  # and --order, --kill for client scenario files
 
@@ -135,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument(
         "--agents", default="atlas,nova,lumi", help="--command: agent names (default 3)"
     )
-    chk.add_argument("--orders", type=_positive, default=6, help="--command: release orders")
+    chk.add_argument("--orders", type=positive, default=6, help="--command: release orders")
     chk.add_argument("--order", help="--command: exactly this release order, e.g. nova,atlas")
     chk.add_argument(
         "--kill", action="store_true", help="--command: also SIGKILL the first held agent"
@@ -150,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--timeout", type=float, default=30.0, help="--command: seconds per run")
     chk.add_argument(
         "--settle",
-        type=_settle_seconds,
+        type=settle_seconds,
         default=2.0,
         help="--command: seconds to wait for an agent not yet at the token endpoint (default 2)",
     )
@@ -201,7 +200,7 @@ def _search_options(
     )
     parser.add_argument(
         "--examples",
-        type=_positive,
+        type=positive,
         default=examples,
         help=f"schedules per cell (default: {examples or own})",
     )
@@ -211,26 +210,6 @@ def _search_options(
         default=seed,
         help=f"search seed (default: {seed if seed is not None else own})",
     )
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _settle_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 30:  # the server answers a wait for held requests for 30 s at most
-        raise argparse.ArgumentTypeError("must be more than 0 and at most 30 seconds")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -471,7 +450,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:
-    if args.command:
+    if args.command is not None:
         if args.strategy is not None:
             raise ConformanceError("--strategy applies to --engine; --command runs release orders")
         return check_command(args, console)

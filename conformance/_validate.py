@@ -11,6 +11,7 @@ racing, and a flow that yields a non-effect shows up at once.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import os
 import shlex
@@ -19,13 +20,13 @@ import tempfile
 import traceback
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 from fake_oauth_server import redact
 from refresh_engine import Effect
 from simulator import AgentSpec, ReplayChooser, Schedule, WorldSpec, simulate
 
-from ._errors import ConformanceError, EngineLoadError
+from ._errors import EXIT_USAGE, ConformanceError, EngineLoadError
 
 #: the packages of tokenrace itself: a frame outside them is the user's
 _OURS = tuple(
@@ -199,3 +200,30 @@ def command_argv(command: str) -> str | list[str]:
         raise ConformanceError(f"--command: cannot start {program!r}: {what}")
     # Windows: the command line itself, which CreateProcess splits by the C runtime's rules
     return words if os.name == "posix" else command
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage is a ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def settle_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 30:  # the server answers a wait for held requests for 30 s at most
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 30 seconds")
+    return value
