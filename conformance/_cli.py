@@ -40,6 +40,7 @@ from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
 from ._validate import (
     OneLineParser,
+    check_names,
     check_report_dir,
     describe,
     one_line,
@@ -264,6 +265,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     names = args.engines or []
     for name in names:
         load_engine(name)  # fail early, with exit status 2, on a bad engine
+    names_only = [name for name in args.scenarios or () if not name.endswith(".toml")]
+    check_names("--scenario", names_only, [cell.scenario for cell in default_cells()])
     builtin = [name for name in names if name in BUILTIN_ENGINES]
     cells = default_cells(
         engines=builtin if names else (),

@@ -12,13 +12,15 @@ racing, and a flow that yields a non-effect shows up at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import inspect
 import os
 import shlex
 import shutil
 import tempfile
 import traceback
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any, NoReturn, get_args
 
@@ -172,9 +174,14 @@ def _signature(method: Any) -> str:
 
 
 def check_report_dir(directory: Path) -> None:
-    """Create ``directory`` now and prove it writable, so a search never ends unable to report."""
+    """Prove ``directory`` can be created and written, so a search never ends unable to report.
+
+    Directories made for the proof are removed again: a mistake found later
+    (a bad engine, say) leaves nothing behind.
+    """
     if directory.exists() and not directory.is_dir():
         raise ConformanceError(f"--report-dir {directory}: exists and is not a directory")
+    missing = [parent for parent in (directory, *directory.parents) if not parent.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
@@ -182,6 +189,20 @@ def check_report_dir(directory: Path) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConformanceError(f"--report-dir {directory}: cannot write there: {reason}") from None
+    finally:
+        for made in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+
+
+def check_names(option: str, wanted: Iterable[str], known: Iterable[str]) -> None:
+    """Each name in ``wanted`` is a known one; else one line with the nearest, or them all."""
+    names = sorted(set(known))
+    for name in wanted:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(names)}"
+            raise ConformanceError(f"{option} {name}: unknown; {hint}")
 
 
 def command_argv(command: str) -> str | list[str]:
