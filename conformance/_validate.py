@@ -117,7 +117,7 @@ def _run_alone(spec: str, factory: Callable[[], Any], at: str) -> None:
 
     world = WorldSpec(agents=(AgentSpec("atlas", (3600.0,)),))
     try:
-        result = simulate(world, Watched(), ReplayChooser(Schedule.parse("default")))  # type: ignore[arg-type]
+        result = simulate(world, Watched(), ReplayChooser(Schedule.parse("default")))
     except Exception as exc:
         if not failures:
             failures.append(f"running it raised {describe(exc)}")
@@ -146,7 +146,7 @@ def _checked(
             raised.append(exc)
             raise
         if not isinstance(effect, _EFFECTS):
-            frame = flow.gi_frame
+            frame = getattr(flow, "gi_frame", None)
             line = f" (at {frame.f_code.co_filename}:{frame.f_lineno})" if frame else ""
             failures.append(
                 f"its flow yielded {type(effect).__name__} {effect!r:.60}, which is not an "
