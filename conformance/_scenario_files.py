@@ -242,7 +242,8 @@ class _Reader:
         for key in overrides:
             if key not in fields:
                 self.fail(
-                    "[world] policy_overrides", f"unknown field {key!r}{_nearest(key, fields)}"
+                    "[world] policy_overrides",
+                    f"unknown policy field {key!r}{_nearest(key, fields)}",
                 )
         try:
             return dataclasses.replace(policy, **overrides)
