@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn, get_args
 
 from fake_oauth_server import redact
-from refresh_engine import Effect
+from refresh_engine import Effect, InterpreterMismatch, RefreshEngineError
 from simulator import AgentSpec, ReplayChooser, Schedule, WorldSpec, simulate
 
 from ._errors import EXIT_USAGE, ConformanceError, EngineLoadError
@@ -125,10 +125,23 @@ def _run_alone(spec: str, factory: Callable[[], Any], at: str) -> None:
     if failures:
         raise EngineLoadError(f"engine {spec}: {failures[0]}")
     assert result is not None
-    for event in result.events:
-        if event.error_type and not event.stranded:
-            error = describe(raised[-1]) if raised else f"{event.error_type}: {event.note}"
-            raise EngineLoadError(f"engine {spec} fails alone, one agent and no race: {error}")
+    failed = any(event.error_type and not event.stranded for event in result.events)
+    if failed and raised and _is_mistake(raised[-1]):
+        raise EngineLoadError(
+            f"engine {spec} fails alone, one agent and no race: {describe(raised[-1])}"
+        )
+
+
+def _is_mistake(error: BaseException) -> bool:
+    """A programming error (KeyError, TypeError, ...), not an outcome an engine may report.
+
+    A refresh that fails or a file the world lacks can be right for an engine
+    in the one-agent world (a broker engine waits for a broker that is not
+    there); a mistake in the code is wrong in every world.
+    """
+    if isinstance(error, InterpreterMismatch):  # an outcome read as the wrong kind
+        return True
+    return not isinstance(error, RefreshEngineError | OSError | TimeoutError)
 
 
 def _checked(

@@ -199,3 +199,31 @@ def test_ctrl_c_stops_a_run_at_once(workdir: Path) -> None:
     ]
     assert "Traceback" not in out + err
     assert not (workdir / "reports" / "latest" / "results.json").exists()
+
+
+def _shipped_engines() -> list[str]:
+    """Every engine the project ships, spelled module:attribute as a user's would be."""
+    import unusual_engines
+
+    from conformance._engines import BUILTIN_ENGINES
+
+    specs = [
+        f"unusual_engines:{name}"
+        for name, value in vars(unusual_engines).items()
+        if isinstance(value, type)
+        and value.__module__ == "unusual_engines"
+        and hasattr(value, "access_token")
+    ]
+    for entry in BUILTIN_ENGINES.values():
+        factory = entry.factory
+        specs.append(f"{factory.__module__}:{factory.__qualname__}")
+    return specs
+
+
+@pytest.mark.parametrize("spec", _shipped_engines())
+def test_no_shipped_engine_is_refused(spec: str) -> None:
+    """The check before the search refuses mistakes, not engines that only need their world
+    (the broker engine waits for a broker the one-agent run does not have)."""
+    from conformance._engines import load_engine
+
+    assert load_engine(spec).name == spec
