@@ -18,6 +18,7 @@ import inspect
 import os
 import shlex
 import shutil
+import sysconfig
 import tempfile
 import traceback
 from collections.abc import Callable, Generator, Iterable
@@ -30,11 +31,11 @@ from simulator import AgentSpec, ReplayChooser, Schedule, WorldSpec, simulate
 
 from ._errors import EXIT_USAGE, ConformanceError, EngineLoadError
 
-#: the packages of tokenrace itself: a frame outside them is the user's
+#: tokenrace's packages and the standard library: a frame outside them is the user's
 _OURS = tuple(
     str(Path(__file__).resolve().parent.parent / package) + os.sep
     for package in ("conformance", "simulator", "refresh_engine", "fake_oauth_server")
-)
+) + (str(Path(sysconfig.get_paths()["stdlib"]).resolve()) + os.sep,)
 _EFFECTS = get_args(Effect)
 
 
