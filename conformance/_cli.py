@@ -33,18 +33,27 @@ from ._campaign import (
 from ._client_cli import add_clients_parser, client_subcommand
 from ._command import check_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
-from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConformanceError
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
+from ._validate import (
+    OneLineParser,
+    check_names,
+    check_report_dir,
+    describe,
+    one_line,
+    positive,
+    settle_seconds,
+)
 
 DEFAULT_DB = ".hypothesis/tokenrace"
 MAX_ANOMALIES_SHOWN = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tokenrace",
         description="Reproduce or rule out OAuth refresh-token reuse races, deterministically.",
     )
@@ -72,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this engine; a module:attribute engine is checked where the reference is",
     )
     _search_options(run)
-    run.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
+    run.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
     run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     run.add_argument(
         "--hypothesis-db",
@@ -99,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("faults", "none", "none, or a fault kind: kill, drop, 5xx, 429, reset, stall, crash"),
     ):
         mat.add_argument(f"--{axis_name}", default=default, help=f"comma-separated: {meaning}")
-    mat.add_argument("--expiries", type=_positive, default=1, help="access-token expiries")
+    mat.add_argument("--expiries", type=positive, default=1, help="access-token expiries")
     _search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
-    mat.add_argument("--jobs", type=_positive, help="cells run at once (default: one per CPU)")
+    mat.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
     mat.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     mat.add_argument("--quiet", action="store_true", help="print only the verdict table")
 
@@ -110,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repro.add_argument("file", type=Path, help="a scenario .toml file")
     repro.add_argument("--engine", help="check this engine instead of the file's")
-    repro.add_argument("--examples", type=_positive, help="override the file's search budget")
+    repro.add_argument("--examples", type=positive, help="override the file's search budget")
     repro.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     add_clients_parser(commands, repro)  # and --order, --kill for client scenario files
 
@@ -126,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument(
         "--agents", default="atlas,nova,lumi", help="--command: agent names (default 3)"
     )
-    chk.add_argument("--orders", type=_positive, default=6, help="--command: release orders")
+    chk.add_argument("--orders", type=positive, default=6, help="--command: release orders")
     chk.add_argument("--order", help="--command: exactly this release order, e.g. nova,atlas")
     chk.add_argument(
         "--kill", action="store_true", help="--command: also SIGKILL the first held agent"
@@ -141,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--timeout", type=float, default=30.0, help="--command: seconds per run")
     chk.add_argument(
         "--settle",
-        type=_settle_seconds,
+        type=settle_seconds,
         default=2.0,
         help="--command: seconds to wait for an agent not yet at the token endpoint (default 2)",
     )
@@ -192,7 +201,7 @@ def _search_options(
     )
     parser.add_argument(
         "--examples",
-        type=_positive,
+        type=positive,
         default=examples,
         help=f"schedules per cell (default: {examples or own})",
     )
@@ -202,20 +211,6 @@ def _search_options(
         default=seed,
         help=f"search seed (default: {seed if seed is not None else own})",
     )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _settle_seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 30:  # the server answers a wait for held requests for 30 s at most
-        raise argparse.ArgumentTypeError("must be more than 0 and at most 30 seconds")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,8 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)  # paths unbroken
+    errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # paths unbroken
     try:
+        if getattr(args, "report_dir", None) is not None:
+            check_report_dir(args.report_dir)  # before the search, not after it
         if (status := client_subcommand(args, console)) is not None:
             return status
         if args.subcommand == "run":
@@ -247,7 +244,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subcommand == "matrix":
             return _matrix(args, console)
     except (ConformanceError, SimulatorError) as exc:
-        errors.print(f"[bold red]tokenrace: error:[/] {escape(str(exc))}")
+        errors.print(f"[bold red]tokenrace: error:[/] {escape(one_line(str(exc)))}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        errors.print("tokenrace: interrupted; no report written")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug of ours or an engine's mistake mid-search: still one line
+        if os.environ.get("TOKENRACE_TRACEBACK"):
+            raise
+        errors.print(
+            f"[bold red]tokenrace: unexpected error:[/] {escape(describe(exc))} "
+            "(TOKENRACE_TRACEBACK=1 shows the traceback)"
+        )
         return EXIT_USAGE
     parser.print_help()
     return EXIT_USAGE
@@ -257,6 +265,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     names = args.engines or []
     for name in names:
         load_engine(name)  # fail early, with exit status 2, on a bad engine
+    names_only = [name for name in args.scenarios or () if not name.endswith(".toml")]
+    check_names("--scenario", names_only, [cell.scenario for cell in default_cells()])
     builtin = [name for name in names if name in BUILTIN_ENGINES]
     cells = default_cells(
         engines=builtin if names else (),
@@ -443,7 +453,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:
-    if args.command:
+    if args.command is not None:
         if args.strategy is not None:
             raise ConformanceError("--strategy applies to --engine; --command runs release orders")
         return check_command(args, console)

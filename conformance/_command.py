@@ -61,8 +61,9 @@ from fake_oauth_server import (
 from ._campaign import CampaignResult, EngineResult, Verdict
 from ._checker import Anomaly, AnomalyKind, Severity
 from ._engines import Expectation
-from ._errors import EXIT_FAILED, EXIT_OK
+from ._errors import EXIT_FAILED, EXIT_OK, ConformanceError
 from ._report import write_report
+from ._validate import command_argv
 
 EXIT_RELOGIN = 3
 #: how long the harness waits for more requests once every program has been seen at the door
@@ -116,9 +117,7 @@ def run_command(
     Before each release the harness gathers what can arrive (``_gather``):
     ``settle`` bounds the wait for an agent that has not reached the door yet.
     """
-    # POSIX: the words as a shell splits them; Windows: the command line itself, which
-    # CreateProcess splits by the C runtime's rules (shlex would eat the backslashes)
-    argv: str | list[str] = shlex.split(command) if os.name == "posix" else command
+    argv = command_argv(command)  # POSIX: words as a shell splits them; Windows: the line
     log: list[str] = []
     with serve_in_thread(policy) as running, tempfile.TemporaryDirectory() as root:
         control = running.control
@@ -372,9 +371,14 @@ def _judge(
 
 def check_command(args: argparse.Namespace, console: Console) -> int:
     """``tokenrace check --command``: run the program in each release order, judge each run."""
+    command_argv(args.command)  # an empty command, an unclosed quote, no such program
     agents = [name.strip() for name in args.agents.split(",") if name.strip()]
+    if len(set(agents)) != len(agents) or not agents:
+        raise ConformanceError(f"--agents {args.agents!r}: give distinct names, comma-separated")
     if args.order:
-        picked = [tuple(name.strip() for name in args.order.split(","))]
+        picked = [tuple(name.strip() for name in args.order.split(",") if name.strip())]
+        if not picked[0] or len(set(picked[0])) != len(picked[0]):
+            raise ConformanceError(f"--order {args.order!r}: give distinct agent names")
         if sorted(picked[0]) != sorted(agents):
             agents = list(picked[0])
     else:

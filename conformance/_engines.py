@@ -25,6 +25,7 @@ from simulator import Engine
 
 from ._corpus import CORPUS
 from ._errors import ConformanceError, EngineLoadError
+from ._validate import check_engine, describe
 from ._worlds import choice
 
 _OPTIONS = re.compile(r"(?P<name>[^\[\]]+)(?P<options>(?:\[(?:lock|scope)=[a-z0-9-]+\])+)")
@@ -89,19 +90,24 @@ def load_engine(spec: str) -> EngineEntry:
             f"unknown engine {spec!r}: use one of {known}, or module:attribute for your own"
         )
     module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise EngineLoadError(f"engine {spec!r}: write it module:attribute, e.g. my_engine:Engine")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EngineLoadError(f"cannot import {module_name!r} for engine {spec!r}: {exc}") from None
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):  # the module itself
+            raise EngineLoadError(
+                f"cannot import {module_name!r} for engine {spec!r}: no such module "
+                "(run from the directory that holds it, or set PYTHONPATH)"
+            ) from None
+        raise EngineLoadError(f"engine {spec}: importing it raised {describe(exc)}") from None
+    except Exception as exc:  # a mistake in the user's module: say where
+        raise EngineLoadError(f"engine {spec}: importing it raised {describe(exc)}") from None
     target = getattr(module, attribute, None)
     if target is None:
         raise EngineLoadError(f"module {module_name!r} has no attribute {attribute!r}")
     factory: Callable[[], Engine] = target if isinstance(target, type) else (lambda: target)
-    probe = factory()
-    if not callable(getattr(probe, "access_token", None)):
-        raise EngineLoadError(
-            f"{spec} is not an engine: it needs an access_token(ctx) method returning a flow"
-        )
+    check_engine(spec, factory)  # before any search: constructible, a flow, works alone
     return EngineEntry(spec, factory, Expectation.CLEAN, f"user engine {spec}")
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 #: the CLI's exit statuses: clean, an expectation not met, a usage or setup error
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
 
 
 class ConformanceError(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -116,14 +117,34 @@ def run_cells(
             if on_result is not None:
                 on_result(results[index])
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_leave_ctrl_c_to_the_parent)
+        try:
             futures = {pool.submit(run_cell, cell): index for index, cell in enumerate(cells)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_result is not None:
                     on_result(results[futures[future]])
+        except BaseException:  # Ctrl-C or a failed cell: stop the workers now, not at the end
+            _stop(pool)
+            raise
+        pool.shutdown()
     ordered = tuple(results[index] for index in range(len(cells)))
     return CampaignResult(ordered, time.perf_counter() - started)
+
+
+def _leave_ctrl_c_to_the_parent() -> None:
+    """A worker ignores SIGINT: the parent stops it, so Ctrl-C shows no worker tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers that are running a cell."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=1)
 
 
 @dataclass(frozen=True, slots=True)

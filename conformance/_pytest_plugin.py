@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,6 +104,9 @@ def pytest_collection_modifyitems(
         return
     wanted: list[str] = config.getoption("tokenrace_scenario")
     examples: int | None = config.getoption("tokenrace_examples")
+    if examples is not None and examples < 1:
+        raise pytest.UsageError(f"--tokenrace-examples {examples}: must be at least 1")
+    _check_wanted(wanted)
     for engine in engines:
         try:
             load_engine(engine)
@@ -128,3 +132,21 @@ def _claimed(wanted: list[str]) -> Iterator[Scenario]:
         if wanted and scenario.name not in wanted:
             continue
         yield scenario
+
+
+def _check_wanted(wanted: list[str]) -> None:
+    """Every ``--tokenrace-scenario`` names a shipped scenario the reference passes."""
+    claimed = {
+        scenario.name: scenario.reference is ReferenceClaim.CLEAN
+        for scenario in map(load_scenario_file, builtin_scenarios())
+    }
+    for name in wanted:
+        if name not in claimed:
+            close = difflib.get_close_matches(name, list(claimed), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(claimed)}"
+            raise pytest.UsageError(f"--tokenrace-scenario {name}: no such scenario; {hint}")
+        if not claimed[name]:
+            raise pytest.UsageError(
+                f"--tokenrace-scenario {name}: the reference engine does not claim it, "
+                "so no engine is held to it"
+            )

@@ -56,6 +56,7 @@ from typing import Any
 from fake_oauth_server import redact
 
 from ._campaign import CampaignResult, EngineResult, replay_command
+from ._errors import ConformanceError
 from ._html import render_html
 from ._junit import render_junit
 from ._summary import render_summary
@@ -128,6 +129,13 @@ def results_json(campaign: CampaignResult) -> dict[str, Any]:
 
 def write_report(campaign: CampaignResult, directory: Path) -> list[Path]:
     """Write every report of ``campaign`` into ``directory``; returns the paths written."""
+    try:
+        return _write_all(campaign, directory)
+    except OSError as exc:  # the directory was checked before the search; it changed since
+        raise ConformanceError(f"cannot write the report to {directory}: {exc}") from None
+
+
+def _write_all(campaign: CampaignResult, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     text = json.dumps(results_json(campaign), indent=2) + "\n"

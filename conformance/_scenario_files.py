@@ -47,8 +47,10 @@ field, and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -93,6 +95,9 @@ def load_scenario_file(path: Path) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ScenarioError(f"{path}: line {line}: not UTF-8 text (a TOML file must be)") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -111,10 +116,14 @@ class _Reader:
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
         self.data = data
-        known = {"scenario", "world", "expect", "search"}
-        for table in data:
-            if table not in known:
-                self.fail(f"[{table}]", f"unknown table; expected one of {sorted(known)}")
+        for table, section in data.items():
+            if table not in _KEYS:
+                self.fail(f"[{table}]", f"unknown table{_nearest(table, _KEYS)}")
+            if not isinstance(section, dict):
+                self.fail(f"[{table}]", "must be a table")
+            for key in section:
+                if key not in _KEYS[table]:
+                    self.fail(f"[{table}] {key}", f"unknown key{_nearest(key, _KEYS[table])}")
 
     def fail(self, field: str, message: str) -> NoReturn:
         raise ScenarioError(f"{self.path}: {field}: {message}")
@@ -131,6 +140,13 @@ class _Reader:
         if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             self.fail(f"[{table}] {key}", f"must be a {names}, got {value!r}")
+        return value
+
+    def count(self, table: str, key: str, default: int, least: int) -> int:
+        """A whole number of at least ``least``."""
+        value: int = self.get(table, key, int, default)
+        if value < least:
+            self.fail(f"[{table}] {key}", f"must be at least {least}, got {value}")
         return value
 
     def choice(self, table: str, key: str, enum_type: type[enum.Enum], default: str) -> Any:
@@ -155,8 +171,8 @@ class _Reader:
             reference=self.choice("expect", "reference", ReferenceClaim, "clean"),
             anomaly=self.anomaly(reproduces),
             strategy=self.choice("search", "strategy", Strategy, "hypothesis"),
-            examples=self.get("search", "examples", int, 500),
-            seed=self.get("search", "seed", int, 0),
+            examples=self.count("search", "examples", 500, least=1),
+            seed=self.count("search", "seed", 0, least=0),
             path=self.path,
         )
 
@@ -197,9 +213,9 @@ class _Reader:
                 layout=self.choice("world", "layout", StoreLayout, "mirrored"),
                 os=self.choice("world", "os", OsModel, "linux"),
                 faults=frozenset(faults),
-                max_faults=self.get("world", "max_faults", int, 1 if faults else 0),
+                max_faults=self.count("world", "max_faults", 1 if faults else 0, least=0),
                 stall_seconds=float(self.get("world", "stall_seconds", (int, float), 30.0)),
-                max_steps=self.get("world", "max_steps", int, 5000),
+                max_steps=self.count("world", "max_steps", 5000, least=1),
                 nolock_dirs=tuple(self.dirs("nolock_dirs")),
             )
         except ConformanceError:
@@ -225,11 +241,47 @@ class _Reader:
         fields = {field.name for field in dataclasses.fields(Policy)}
         for key in overrides:
             if key not in fields:
-                self.fail("[world] policy_overrides", f"unknown policy field {key!r}")
+                self.fail(
+                    "[world] policy_overrides",
+                    f"unknown policy field {key!r}{_nearest(key, fields)}",
+                )
         try:
             return dataclasses.replace(policy, **overrides)
         except (FakeServerError, TypeError, ValueError) as exc:
             self.fail("[world] policy_overrides", str(exc))
+
+
+#: every key a scenario file may hold, by table (the module docstring shows each)
+_KEYS: dict[str, frozenset[str]] = {
+    "scenario": frozenset({"name", "title", "class", "source"}),
+    "world": frozenset(
+        {
+            "agents",
+            "processes",
+            "turns",
+            "layout",
+            "os",
+            "policy",
+            "policy_overrides",
+            "nolock_dirs",
+            "faults",
+            "max_faults",
+            "stall_seconds",
+            "max_steps",
+        }
+    ),
+    "expect": frozenset({"engine", "reproduces", "anomaly", "reference"}),
+    "search": frozenset({"strategy", "examples", "seed"}),
+}
+
+
+def _nearest(name: str, known: Iterable[str]) -> str:
+    """``; did you mean 'x'?``, or the list of valid names when none is close."""
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; expected one of {', '.join(names)}"
 
 
 def _is_number(value: object) -> bool:

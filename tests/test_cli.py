@@ -70,7 +70,7 @@ def test_replay_is_byte_identical_across_calls(capsys: pytest.CaptureFixture[str
         (["run", "--engine", "nosuch"], "unknown engine 'nosuch'"),
         (["run", "--engine", "nosuch_module_xyz:Engine"], "cannot import 'nosuch_module_xyz'"),
         (["run", "--engine", "json:dumps"], "is not an engine"),
-        (["run", "--scenario", "nosuch"], "no cell to run"),
+        (["run", "--scenario", "nosuch"], "--scenario nosuch: unknown"),
         (["replay", "default", "--scenario", "nosuch"], "unknown scenario 'nosuch'"),
         (["replay", "atlas*0"], "bad schedule segment 'atlas*0'"),
         (["replay", "nova*40"], "step 5: the schedule runs 'nova', but only atlas"),

@@ -1,0 +1,3 @@
+"""A module whose top level raises."""
+
+raise RuntimeError("configuration missing")
