@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import multiprocessing
 import os
 import signal
 import time
@@ -138,13 +139,24 @@ def _leave_ctrl_c_to_the_parent() -> None:
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and end the workers that are running a cell."""
-    workers = list((getattr(pool, "_processes", None) or {}).values())
+    """Cancel what has not started and end the workers that are running a cell.
+
+    Every child process is ended, not only those the pool listed when this
+    began: the pool may start a worker late, and one left running a cell
+    keeps the interpreter from exiting until the cell is done.
+    """
     pool.shutdown(wait=False, cancel_futures=True)
+    workers = {
+        *(getattr(pool, "_processes", None) or {}).values(),
+        *multiprocessing.active_children(),
+    }
     for worker in workers:
         worker.terminate()
     for worker in workers:
         worker.join(timeout=1)
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=1)
 
 
 @dataclass(frozen=True, slots=True)
