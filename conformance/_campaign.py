@@ -205,59 +205,26 @@ def search_engine(
         is_failure=is_failure,
     )
     failing = search.failing
-    if failing is None and other:
-        failing = other[0]
-        return EngineResult(
-            engine=entry.name,
-            summary=entry.summary,
-            expectation=entry.expectation,
-            verdict=Verdict.OTHER_ANOMALY,
-            anomalies=check(failing),
-            schedule=failing.schedule,
-            preemptions=failing.preemptions,
-            examples=search.examples,
-            first_failure_at=None,
-            time_to_first_failure=None,
-            elapsed=search.elapsed,
-            history=failing.render(),
-            strategy=strategy,
-            bound=search.bound,
-            scenario=scenario,
-            failing_run=failing,
-            expected_anomaly=anomaly,
-        )
-    if failing is None:
-        return EngineResult(
-            engine=entry.name,
-            summary=entry.summary,
-            expectation=entry.expectation,
-            verdict=Verdict.RULED_OUT if search.complete else Verdict.NOT_FOUND,
-            anomalies=(),
-            schedule=None,
-            preemptions=0,
-            examples=search.examples,
-            first_failure_at=None,
-            time_to_first_failure=None,
-            elapsed=search.elapsed,
-            history="",
-            strategy=strategy,
-            bound=search.bound,
-            scenario=scenario,
-            expected_anomaly=anomaly,
-        )
+    if failing is not None:
+        verdict = Verdict.REPRODUCED
+    elif other:  # caught, but only by anomalies other than the one the scenario names
+        failing, verdict = other[0], Verdict.OTHER_ANOMALY
+    else:
+        verdict = Verdict.RULED_OUT if search.complete else Verdict.NOT_FOUND
+    found = verdict is Verdict.REPRODUCED
     return EngineResult(
         engine=entry.name,
         summary=entry.summary,
         expectation=entry.expectation,
-        verdict=Verdict.REPRODUCED,
-        anomalies=check(failing),
-        schedule=failing.schedule,
-        preemptions=failing.preemptions,
+        verdict=verdict,
+        anomalies=check(failing) if failing is not None else (),
+        schedule=failing.schedule if failing is not None else None,
+        preemptions=failing.preemptions if failing is not None else 0,
         examples=search.examples,
-        first_failure_at=search.first_failure_at,
-        time_to_first_failure=search.time_to_first_failure,
+        first_failure_at=search.first_failure_at if found else None,
+        time_to_first_failure=search.time_to_first_failure if found else None,
         elapsed=search.elapsed,
-        history=failing.render(),
+        history=failing.render() if failing is not None else "",
         strategy=strategy,
         bound=search.bound,
         scenario=scenario,

@@ -44,13 +44,14 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from fake_oauth_server import FakeServerError, Policy, agent_path
 
 from ._checker import AnomalyKind
 from ._clients import CLIENTS
 from ._errors import ConformanceError
+from ._scenario_files import TomlTables
 
 #: The shipped Node module that sends requests for a hard-coded token URL to ``{token_url}``.
 NODE_PRELOAD = Path(__file__).parent / "node" / "redirect-token-url.mjs"
@@ -154,31 +155,15 @@ def template_values(
     }
 
 
-class _Reader:
+class _Reader(TomlTables):
+    error = ClientScenarioError
+
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
-        self.path = path
-        self.data = data
+        super().__init__(path, data)
         known = {"scenario", "client", "world", "expect", "search"}
         for table in data:
             if table not in known:
                 self.fail(f"[{table}]", f"unknown table; expected one of {sorted(known)}")
-
-    def fail(self, field: str, message: str) -> NoReturn:
-        raise ClientScenarioError(f"{self.path}: {field}: {message}")
-
-    def get(self, table: str, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        section = self.data.get(table, {})
-        if not isinstance(section, dict):
-            self.fail(f"[{table}]", "must be a table")
-        if key not in section:
-            if default is None:
-                self.fail(f"[{table}] {key}", "is required")
-            return default
-        value = section[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            self.fail(f"[{table}] {key}", f"must be a {names}, got {value!r}")
-        return value
 
     def strings(self, table: str, key: str, default: list[str]) -> tuple[str, ...]:
         found = self.get(table, key, list, default)

@@ -110,23 +110,21 @@ def builtin_scenarios() -> list[Path]:
     return sorted(SCENARIO_DIR.glob("*.toml"))
 
 
-class _Reader:
-    """Reads one parsed file, naming the field of every problem."""
+class TomlTables:
+    """Typed reads from one parsed TOML file, naming the field of every problem.
+
+    Scenario files and client scenario files both read through it; each sets
+    the error it raises.
+    """
+
+    error: type[ConformanceError] = ConformanceError
 
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
         self.data = data
-        for table, section in data.items():
-            if table not in _KEYS:
-                self.fail(f"[{table}]", f"unknown table{_nearest(table, _KEYS)}")
-            if not isinstance(section, dict):
-                self.fail(f"[{table}]", "must be a table")
-            for key in section:
-                if key not in _KEYS[table]:
-                    self.fail(f"[{table}] {key}", f"unknown key{_nearest(key, _KEYS[table])}")
 
     def fail(self, field: str, message: str) -> NoReturn:
-        raise ScenarioError(f"{self.path}: {field}: {message}")
+        raise self.error(f"{self.path}: {field}: {message}")
 
     def get(self, table: str, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
         section = self.data.get(table, {})
@@ -137,10 +135,27 @@ class _Reader:
                 self.fail(f"[{table}] {key}", "is required")
             return default
         value = section[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             self.fail(f"[{table}] {key}", f"must be a {names}, got {value!r}")
         return value
+
+
+class _Reader(TomlTables):
+    """Reads one parsed scenario file."""
+
+    error = ScenarioError
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        super().__init__(path, data)
+        for table, section in data.items():
+            if table not in _KEYS:
+                self.fail(f"[{table}]", f"unknown table{_nearest(table, _KEYS)}")
+            if not isinstance(section, dict):
+                self.fail(f"[{table}]", "must be a table")
+            for key in section:
+                if key not in _KEYS[table]:
+                    self.fail(f"[{table}] {key}", f"unknown key{_nearest(key, _KEYS[table])}")
 
     def count(self, table: str, key: str, default: int, least: int) -> int:
         """A whole number of at least ``least``."""
