@@ -9,10 +9,14 @@ templates; every agent has a private HOME; the run happens where only
 loopback is reachable (``_isolation``).
 
 The release rule is what makes a run repeatable: before each release the
-harness waits until every agent still due to refresh has a request held,
-then lets through the first of them in the order.  An agent that does not
+harness waits until every agent still due to refresh has a request held
+(or ``overlap`` of them, for a client whose own lock admits fewer), then
+lets through the first of them in the order.  An agent that does not
 arrive within ``arrival`` seconds fails the run loudly (``ClientRunError``)
-rather than letting a slow start change the result.  The history names
+rather than letting a slow start change the result.  ``check --command``
+knows nothing of the program's lock, so it runs with ``settle``: once a
+request is held, the others get ``settle`` seconds to join it, and then
+what is held is released (a program kept out by a lock never comes).  The history names
 agents and fingerprints only (no request ids, times, ports or paths), so one
 order run twice gives the same history.
 """
@@ -41,10 +45,18 @@ from fake_oauth_server import (
 )
 
 from ._checker import Anomaly, AnomalyKind, Severity
+from ._client_oracle import CommandRun, judge, killed_request_committed, unavoidable
 from ._client_scenarios import ClientScenario, fill, template_values
-from ._client_stores import Login, held_refresh_token, seed, seed_config, store_files
+from ._client_stores import (
+    Login,
+    held_refresh_token,
+    judged,
+    protocol_env,
+    seed,
+    seed_config,
+    store_files,
+)
 from ._clients import lookup, program, stage_dir
-from ._command import CommandRun, _judge, _killed_request_committed, _unavoidable
 from ._errors import ConformanceError
 from ._isolation import loopback_only
 
@@ -53,6 +65,8 @@ USER = "user"
 NOWHERE = "http://127.0.0.1:9"
 #: What of the caller's environment a client gets (nothing that could carry a credential).
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
+#: ``kill=KILL_FIRST``: SIGKILL whichever agent is let through first (who holds the lock, say).
+KILL_FIRST = "*"
 
 
 class ClientRunError(ConformanceError):
@@ -117,6 +131,7 @@ class _Run:
         self.log: list[str] = []
         self.killed = ""
         self.released: list[str] = []
+        self.deadline = time.monotonic() + scenario.timeout  # with settle: the whole run's
         used = [lookup(key) for key in scenario.uses]
         self.used = {client.name: str(program(client)) for client in used}
         if scenario.pinned:
@@ -131,16 +146,20 @@ class _Run:
 
     def environment(self, agent: str) -> dict[str, str]:
         values = self.values(agent)
-        env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+        if self.scenario.inherit_env:
+            env = dict(os.environ)
+        else:
+            env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+            env["HOME"] = values["home"]
         env |= {
-            "HOME": values["home"],
             "HTTP_PROXY": NOWHERE,
             "HTTPS_PROXY": NOWHERE,
             "ALL_PROXY": NOWHERE,
             "NO_PROXY": "127.0.0.1,localhost",
         }
         env |= self.stages
-        for name, template in self.scenario.env:
+        templates = protocol_env(self.scenario.store) | dict(self.scenario.env)
+        for name, template in templates.items():
             env[name] = fill(template, values, f"[client] env {name}")
         return env
 
@@ -170,9 +189,10 @@ class _Run:
             self.processes[agent] = subprocess.Popen(
                 argv,
                 env=self.environment(agent),
-                cwd=values["agent_dir"],
+                cwd=fill(self.scenario.cwd, values, "[client] cwd"),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # the oracle is the audit and the store
+                # the oracle is the audit and the store, and the token printed where one is
+                stdout=subprocess.PIPE if self.scenario.stdout_token else subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # its own process group: a kill takes its children too
             )
@@ -189,7 +209,7 @@ class _Run:
             agent = next(name for name in due if name in held)
             request = held[agent]
             due.remove(agent)
-            if agent == kill and not self.killed:
+            if kill in (agent, KILL_FIRST) and not self.killed:
                 self.killed = agent
                 _kill(self.processes[agent])
                 self.processes[agent].communicate()
@@ -206,13 +226,21 @@ class _Run:
             self.log.append(f"release #{released}: {agent} {request['token_fp']} -> {status}")
 
     def gather(self, due: list[str]) -> dict[str, dict[str, Any]]:
-        """The first held request of each agent, once every live due agent has one held."""
+        """The first held request of each agent, once every live due agent has one held.
+
+        With ``settle``: once something is held, what is held after ``settle``
+        more seconds; nothing held by the run's deadline gives ``{}`` (the
+        processes still running are then judged stuck).
+        """
         deadline = time.monotonic() + self.scenario.arrival
+        settled = 0.0  # when the settle window ends, once something is held
         while True:
             for agent in [a for a in due if self.processes[a].poll() is not None]:
                 due.remove(agent)
                 code = self.processes[agent].returncode
                 self.log.append(f"{agent} exited {code} before its refresh was let through")
+            if not due:
+                return {}
             held: dict[str, dict[str, Any]] = {}
             for request in self.control.held(at_least=0, timeout=0):
                 held.setdefault(request["client_id"], request)
@@ -220,7 +248,15 @@ class _Run:
             expected = min(self.scenario.overlap or len(due), len(due))
             if len(due) - len(missing) >= expected:
                 return held
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if self.scenario.settle:
+                if any(agent in held for agent in due):
+                    settled = settled or now + self.scenario.settle
+                    if now >= settled:
+                        return held
+                if now > self.deadline:
+                    return {}
+            elif now > deadline:
                 raise ClientRunError(
                     f"{', '.join(missing)} did not reach the token endpoint within "
                     f"{self.scenario.arrival:g}s (held: {', '.join(sorted(held)) or 'none'}); "
@@ -229,32 +265,45 @@ class _Run:
             self.control.held(at_least=len(held) + 1, timeout=0.1)
 
     def finish(self, order: tuple[str, ...], kill: str) -> CommandRun:
+        # settle: one deadline for the whole run; otherwise ``timeout`` after the last release
         deadline = time.monotonic() + self.scenario.timeout
+        if self.scenario.settle:
+            deadline = self.deadline
         stuck = []
         outputs: dict[str, tuple[int, str, str]] = {}
         for agent, process in self.processes.items():
             try:
-                raw = process.communicate(timeout=max(0.1, deadline - time.monotonic()))[1]
+                raw_out, raw_err = process.communicate(
+                    timeout=max(0.1, deadline - time.monotonic())
+                )
             except subprocess.TimeoutExpired:
                 _kill(process)
-                raw = process.communicate()[1]
+                raw_out, raw_err = process.communicate()
                 stuck.append(agent)
-            text = redact(raw.decode("utf-8", "replace")).replace(str(self.root), "{state_dir}")
-            outputs[agent] = (process.returncode, "", text)  # stdout is not a token here
+            text = redact(raw_err.decode("utf-8", "replace")).replace(str(self.root), "{state_dir}")
+            printed = (raw_out or b"").decode(
+                "utf-8", "replace"
+            )  # where the program prints a token
+            outputs[agent] = (process.returncode, printed, text)
+        if stuck:
+            self.log.append(f"{', '.join(stuck)} still running at the deadline: killed")
         server = self.running.server
-        anomalies = list(_judge(server, outputs, self.control.now(), stuck))
+        anomalies = list(judge(server, outputs, self.control.now(), stuck))
         anomalies += self.check_stores()
-        if self.killed and not server.policy.grace and _killed_request_committed(server, kill):
-            anomalies = [_unavoidable(anomaly, self.killed) for anomaly in anomalies]
+        committed = self.killed and killed_request_committed(server, self.killed)
+        if committed and not server.policy.grace:
+            anomalies = [unavoidable(anomaly, self.killed) for anomaly in anomalies]
         for record in server.audit:
             reason = f" ({record.reason})" if record.reason else ""
             self.log.append(
                 f"audit {record.client_id} {record.kind.value} {record.token_kind.value} "
                 f"{record.token_fp} {record.family}/g{record.generation}{reason}"
             )
-        for agent, (code, _, err) in outputs.items():
+        for agent, (code, out, err) in outputs.items():
+            last = out.strip().splitlines()[-1] if out.strip() else ""
+            printed = f", printed {fingerprint(last)}" if last else ""
             said = f"; stderr: {err.strip()[-200:]}" if code != 0 and err.strip() else ""
-            self.log.append(f"{agent} exited {code}{said}")
+            self.log.append(f"{agent} exited {code}{printed}{said}")
         for path in self.store_files():
             token = held_refresh_token(self.scenario.store, path)
             state = server.token_state(token) if token else "missing"
@@ -272,7 +321,7 @@ class _Run:
     def check_stores(self) -> list[Anomaly]:
         """The store the client left: a refresh token the server no longer takes strands it."""
         found = []
-        for path in self.store_files():
+        for path in judged(self.scenario.store, self.store_files()):
             token = held_refresh_token(self.scenario.store, path)
             state = self.running.server.token_state(token) if token else "missing"
             if state != "live":

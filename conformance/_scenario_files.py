@@ -150,12 +150,12 @@ class _Reader(TomlTables):
         super().__init__(path, data)
         for table, section in data.items():
             if table not in _KEYS:
-                self.fail(f"[{table}]", f"unknown table{_nearest(table, _KEYS)}")
+                self.fail(f"[{table}]", f"unknown table{nearest(table, _KEYS)}")
             if not isinstance(section, dict):
                 self.fail(f"[{table}]", "must be a table")
             for key in section:
                 if key not in _KEYS[table]:
-                    self.fail(f"[{table}] {key}", f"unknown key{_nearest(key, _KEYS[table])}")
+                    self.fail(f"[{table}] {key}", f"unknown key{nearest(key, _KEYS[table])}")
 
     def count(self, table: str, key: str, default: int, least: int) -> int:
         """A whole number of at least ``least``."""
@@ -258,7 +258,7 @@ class _Reader(TomlTables):
             if key not in fields:
                 self.fail(
                     "[world] policy_overrides",
-                    f"unknown policy field {key!r}{_nearest(key, fields)}",
+                    f"unknown policy field {key!r}{nearest(key, fields)}",
                 )
         try:
             return dataclasses.replace(policy, **overrides)
@@ -290,7 +290,7 @@ _KEYS: dict[str, frozenset[str]] = {
 }
 
 
-def _nearest(name: str, known: Iterable[str]) -> str:
+def nearest(name: str, known: Iterable[str]) -> str:
     """``; did you mean 'x'?``, or the list of valid names when none is close."""
     names = sorted(known)
     close = difflib.get_close_matches(name, names, n=1)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any, NoReturn, get_args
 
-from fake_oauth_server import redact
+from fake_oauth_server import agent_path, redact
 from refresh_engine import Effect, InterpreterMismatch, RefreshEngineError
 from simulator import AgentSpec, ReplayChooser, Schedule, WorldSpec, simulate
 
@@ -217,6 +217,21 @@ def check_names(option: str, wanted: Iterable[str], known: Iterable[str]) -> Non
             close = difflib.get_close_matches(name, names, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(names)}"
             raise ConformanceError(f"{option} {name}: unknown; {hint}")
+
+
+def agent_names(text: str, option: str) -> tuple[str, ...]:
+    """Distinct, comma-separated agent names, each usable in its token endpoint's path."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or len(set(names)) != len(names):
+        raise ConformanceError(f"{option} {text!r}: give distinct names, comma-separated")
+    for name in names:
+        try:
+            agent_path(name, "/")
+        except ValueError:
+            raise ConformanceError(
+                f"{option} {text!r}: {name!r} is not a name; use letters, digits, '_', '.', '-'"
+            ) from None
+    return names
 
 
 def command_argv(command: str) -> str | list[str]:
