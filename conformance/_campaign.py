@@ -114,10 +114,13 @@ def has_fatal(result: RunResult) -> bool:
 
 def world_bound(spec: WorldSpec) -> str:
     """The world's size, as an exhaustive verdict states it."""
-    turns = max(len(agent.turns) for agent in spec.agents)
+    counts = sorted({len(agent.turns) for agent in spec.agents})
+    turns = f"{counts[0]} turns each" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} turns"
     processes = len({spec.pid(index) for index in range(len(spec.agents))})
+    profiles = len(spec.profiles)
+    store = f", {profiles} profiles in the store" if profiles > 1 else ""
     return (
-        f"{len(spec.agents)} agents in {processes} processes, {turns} turns each, "
+        f"{len(spec.agents)} agents in {processes} processes, {turns}{store}, "
         f"{spec.max_faults} faults, at most {spec.max_steps} steps"
     )
 
