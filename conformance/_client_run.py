@@ -76,7 +76,7 @@ def resolve_program(scenario: ClientScenario) -> str:
 
 
 def policy_of(scenario: ClientScenario) -> Policy:
-    return Policy.preset(scenario.policy).replace(**dict(scenario.policy_overrides))
+    return Policy.from_json(dict(scenario.policy_overrides), base=Policy.preset(scenario.policy))
 
 
 def run_client(

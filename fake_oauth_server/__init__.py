@@ -1,4 +1,4 @@
-# fake_oauth_server imports the standard library, httpx, respx, uvicorn (and pytest in its plugin), nothing else of tokenrace.  # noqa: E501
+# fake_oauth_server imports the standard library, httpx, respx, uvicorn, PyJWT and cryptography (and pytest in its plugin), nothing else of tokenrace.  # noqa: E501
 """A deterministic fake OAuth token authority for refresh-token rotation races.
 
 The core, ``AuthServer``, is pure: ``handle(request, now) -> response`` with
@@ -21,8 +21,10 @@ from ._client import ControlClient
 from ._core import (
     AUTHORIZE_PATH,
     DEFAULT_ISSUER,
+    JWKS_PATH,
     ME_PATH,
     METADATA_PATH,
+    OPENID_PATH,
     TOKEN_PATH,
     AuthServer,
 )
@@ -46,7 +48,7 @@ from ._messages import (
     TokenKind,
     TokenPair,
 )
-from ._policy import ErrorDialect, Policy, ReuseResponse, ReuseScope
+from ._policy import ErrorDialect, JwtSigning, Policy, ReuseResponse, ReuseScope
 from ._presets import PRESETS, preset_name
 from ._respx import DEFAULT_BASE_URL, InProcessServer, ManualClock, mount_respx, respx_server
 from ._serve import RunningServer, main, serve_in_thread
@@ -57,7 +59,9 @@ __all__ = [
     "AUTHORIZE_PATH",
     "DEFAULT_BASE_URL",
     "DEFAULT_ISSUER",
+    "JWKS_PATH",
     "METADATA_PATH",
+    "OPENID_PATH",
     "OPENAI_AUTH_CLAIM",
     "ME_PATH",
     "PRESETS",
@@ -80,6 +84,7 @@ __all__ = [
     "InProcessServer",
     "InvalidFault",
     "InvalidPolicy",
+    "JwtSigning",
     "ManualClock",
     "Policy",
     "Request",
