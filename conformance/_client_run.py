@@ -208,7 +208,9 @@ class _Run:
                 self.event(ClientEventKind.KILLED, agent, request)
                 status = self.control.release(request["id"], wait=True)
                 self.log.append(f"release {agent} {request['token_fp']} -> {status}, unread")
-                self.event(ClientEventKind.RELEASED, agent, request, status, "after the kill")
+                self.event(
+                    ClientEventKind.RELEASED, agent, request, status, "released after the kill"
+                )
                 self.log.append(f"restart {agent}")
                 self.event(ClientEventKind.RESTARTED, agent)
                 self.start(agent)
