@@ -12,7 +12,10 @@ Surfaces over the same core: ``mount_respx`` / ``respx_server`` put it
 behind httpx in-process; ``serve_in_thread`` and ``python -m
 fake_oauth_server`` run it as a real HTTP server on loopback with a control
 API (``ControlClient``).  Tokens never appear raw in audit events, logs or
-reprs; ``fingerprint`` and ``redact`` give the safe form.
+reprs; ``fingerprint`` and ``redact`` give the safe form.  JWTs (id_tokens,
+JWT access tokens) go through PyJWT, signed HS256 or, under
+``Policy.jwt_signing = JwtSigning.RS256``, with a seed-derived RSA key whose
+public half ``JWKS_PATH`` publishes.
 """
 
 from ._asgi import FakeOAuthApp

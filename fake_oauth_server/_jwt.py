@@ -128,7 +128,9 @@ def encode_jwt(claims: dict[str, Any], key: bytes | SigningKey) -> str:
     """``claims`` as a compact JWS (RFC 7515): HS256 with raw ``key`` bytes, else as it says."""
     signer = key if isinstance(key, SigningKey) else SigningKey("HS256", key)
     headers = {"kid": signer.kid} if signer.kid else None
-    return jwt.encode(claims, signer.key, algorithm=signer.algorithm, headers=headers)
+    return jwt.encode(
+        claims, signer.key, algorithm=signer.algorithm, headers=headers, json_encoder=_SortedJSON
+    )
 
 
 def decode_jwt(token: str) -> dict[str, Any]:
@@ -181,6 +183,14 @@ def openai_access_token(
 
 def openai_id_token(user: str, now: float, *, issuer: str, key: bytes | SigningKey) -> str:
     return encode_jwt(openai_claims(user, now, issuer), key)
+
+
+class _SortedJSON(json.JSONEncoder):
+    """Claims with sorted keys, at every depth: the bytes depend on the claims alone (and
+    are what the hand-rolled encoder before PyJWT made, so HS256 tokens did not change)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{**options, "sort_keys": True})
 
 
 class _Stream:

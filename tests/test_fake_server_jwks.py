@@ -9,6 +9,8 @@ not; a malformed discovery path is a 404 in the server's dialect, never a 500.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -36,6 +38,7 @@ from fake_oauth_server import (
     RunningServer,
     decode_jwt,
     fingerprint,
+    jwt_key,
     redact,
     serve_in_thread,
 )
@@ -301,3 +304,15 @@ def test_tokenrace_serve_sets_jwt_signing() -> None:
                     process.kill()
                     process.wait()
     assert (key["kty"], key["alg"], key["use"]) == ("RSA", "RS256", "sig")
+
+
+def test_hs256_tokens_are_byte_for_byte_what_the_server_made_before_pyjwt() -> None:
+    """Sorted compact JSON, HMAC-SHA256 over ``header.payload``: equal seeds, equal tokens."""
+    token = AuthServer(Policy.preset("openai"), seed="7").id_token("ada", 1234.5)
+
+    def part(value: dict[str, Any]) -> str:
+        return _unb64(json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
+
+    header, payload = part({"alg": "HS256", "typ": "JWT"}), part(decode_jwt(token))
+    signature = hmac.new(jwt_key("7"), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert token == f"{header}.{payload}.{_unb64(signature)}"
