@@ -127,7 +127,7 @@ def build(
                 label, detail, tone = _unheld_row(index, request_id)
                 add(RowKind.ARROW, agent, SERVER, label, detail=detail, tone=tone)
             label = f"exits {event.status}" + (f" {event.note}" if event.note else "")
-            tone = Tone.MUTED if event.status == 0 and not event.note else Tone.BAD
+            tone = Tone.MUTED if event.status == 0 else Tone.BAD  # killed when stuck: -9
             add(RowKind.NOTE, agent, agent, label, tone=tone)
     for request_id in index.by_request:  # anyone else's, in the order the server saw them
         if request_id not in drawn:
