@@ -30,6 +30,7 @@ from simulator import (
 )
 
 from ._checker import Anomaly, AnomalyKind, check, fatal
+from ._diagram import Diagram
 from ._engines import EngineEntry, Expectation
 
 
@@ -60,6 +61,7 @@ class EngineResult:
     title: str = ""  # the scenario's one-line description
     failing_run: RunResult | None = None  # the minimal failing run itself, for reports
     expected_anomaly: AnomalyKind | None = None  # the kind a known bug must show, if named
+    diagram: Diagram | None = None  # a real client's run, drawn (a simulated one draws its own)
 
     @property
     def passed(self) -> bool:

@@ -43,7 +43,7 @@ from rich.console import Console
 
 from ._campaign import CampaignResult, EngineResult, Verdict
 from ._client_oracle import EXIT_RELOGIN, CommandRun, orders
-from ._client_run import KILL_FIRST, run_client
+from ._client_run import KILL_FIRST, ClientRun, run_client
 from ._client_scenarios import ClientScenario, StoreFormat
 from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK
@@ -123,6 +123,7 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
     console.print(f"tokenrace check --command {args.command!r}: {len(variants)} runs")
     started = time.perf_counter()
     failing: CommandRun | None = None
+    drawn: ClientRun | None = None  # the run the report draws: the first failing, else the last
     for number, (order, kill) in enumerate(variants):
         scenario = command_scenario(
             args.command,
@@ -134,6 +135,8 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
         )
         done = run_client(scenario, order, kill=KILL_FIRST if kill else "")
         run = done.run
+        if failing is None:
+            drawn = done
         if number == 0:
             console.print(f"  {done.isolation}", markup=False)
         verdict = "[red]FAILED[/]" if run.failed else "[green]ok[/]"
@@ -173,6 +176,7 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
         bound=f"{len(variants)} runs: release orders of {', '.join(agents)}"
         + (", with and without a kill" if args.kill else ""),
         scenario="command",
+        diagram=drawn.diagram if drawn is not None else None,
     )
     write_report(CampaignResult((result,), result.elapsed), args.report_dir)
     return EXIT_FAILED if failing else EXIT_OK

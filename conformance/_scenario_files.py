@@ -296,8 +296,8 @@ class _Reader(TomlTables):
                     "[world] policy_overrides",
                     f"unknown policy field {key!r}{nearest(key, fields)}",
                 )
-        try:
-            return dataclasses.replace(policy, **overrides)
+        try:  # from_json reads an enum's value ("rs256") and whole seconds as the JSON would
+            return Policy.from_json(overrides, base=policy)
         except (FakeServerError, TypeError, ValueError) as exc:
             self.fail("[world] policy_overrides", str(exc))
 
