@@ -8,6 +8,7 @@ command is ``conformance._cli:main``.
 # conformance may import refresh_engine, fake_oauth_server and simulator;
 # nothing imports conformance.
 
+from ._battery import BATTERY, BatteryWorld
 from ._campaign import (
     CampaignResult,
     EngineResult,
@@ -18,6 +19,7 @@ from ._campaign import (
     run_campaign,
     search_engine,
 )
+from ._check_engine import check_battery
 from ._checker import Anomaly, AnomalyKind, Severity, check, fatal
 from ._corpus import MirroredChildStores, NoCrossProcessLock
 from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation, load_engine
@@ -27,7 +29,10 @@ from ._scenario_files import Scenario, builtin_scenarios, load_scenario_file
 from ._scenarios import HEADLINE_AGENTS, SCENARIOS, headline, load_scenario
 
 __all__ = [
+    "BATTERY",
     "BUILTIN_ENGINES",
+    "BatteryWorld",
+    "check_battery",
     "HEADLINE_AGENTS",
     "SCENARIOS",
     "SCHEMA",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -17,8 +18,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from simulator import Strategy
+
 from ._battery import BATTERY, battery_cells
-from ._campaign import EngineResult
+from ._campaign import CampaignResult, EngineResult
 from ._console import anomaly_column, print_result
 from ._engines import Expectation, load_engine
 from ._errors import EXIT_FAILED, EXIT_OK
@@ -26,7 +29,29 @@ from ._matrix import Cell, run_cells
 from ._report import write_report
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
 
-__all__ = ["check_engine", "check_cells"]
+__all__ = ["check_battery", "check_cells", "check_engine"]
+
+
+def check_battery(
+    engine: str,
+    *,
+    jobs: int | None = None,
+    examples: int | None = None,
+    seed: int | None = None,
+    strategy: Strategy | None = None,
+    on_result: Callable[[EngineResult], None] | None = None,
+) -> CampaignResult:
+    """What ``tokenrace check --engine ENGINE`` runs, as a campaign: the battery and the
+    claimed corpus, ``jobs`` worlds at a time."""
+    options = argparse.Namespace(
+        engine=engine,
+        scenarios=None,
+        examples=examples,
+        seed=seed,
+        strategy=strategy,
+        hypothesis_db=None,
+    )
+    return run_cells(check_cells(options), jobs=jobs, on_result=on_result)
 
 
 def check_cells(args: argparse.Namespace) -> list[Cell]:

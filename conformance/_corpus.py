@@ -250,13 +250,13 @@ class FcntlOrNothing(ReferenceEngine):
     def __init__(self) -> None:
         super().__init__(lock=LockKind.FLOCK)
 
-    def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
+    def take_lock(self, ctx: AgentContext, path: str) -> Flow[Held]:
         try:
-            return (yield from super().acquire_lock(ctx))
+            return (yield from super().take_lock(ctx, path))
         except OSError as exc:
             if exc.errno != errno.ENOSYS:
                 raise
-            return Held(LockKind.NONE, self.lock_path(ctx))  # "no fcntl here: skip locking"
+            return Held(LockKind.NONE, path)  # "no fcntl here: skip locking"
 
 
 class IgnoreReplaceError(ReferenceEngine):
@@ -302,9 +302,9 @@ class IncompatibleLocks(ReferenceEngine):
     race_class = 10
     source = "AzureAD/microsoft-authentication-extensions-for-python#66"
 
-    def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
+    def take_lock(self, ctx: AgentContext, path: str) -> Flow[Held]:
         kind = LockKind.LOCKF if ctx.agent.startswith("ide") else LockKind.FLOCK
-        return (yield from acquire_lock(kind, self.lock_path(ctx), platform=ctx.platform))
+        return (yield from acquire_lock(kind, path, platform=ctx.platform))
 
 
 class TrustsNetworkFlock(ReferenceEngine):

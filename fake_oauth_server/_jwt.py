@@ -25,13 +25,15 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 from ._policy import JwtSigning
+
+if TYPE_CHECKING:  # cryptography is imported where RS256 is used: a Windows CPython under
+    # Wine cannot load its Rust extension, and HS256 needs none of it (docs/windows.md)
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 #: The claim under which OpenAI puts the ChatGPT account of an id_token.
 OPENAI_AUTH_CLAIM = "https://api.openai.com/auth"
@@ -55,7 +57,7 @@ class SigningKey:
     """What signs a server's JWTs: the algorithm, the key, and its ``kid`` ("" for HS256)."""
 
     algorithm: str
-    key: bytes | rsa.RSAPrivateKey
+    key: bytes | rsa.RSAPrivateKey  # bytes: an HS256 secret
     kid: str = ""
 
     def __repr__(self) -> str:  # the key stays out of reprs and logs
@@ -76,6 +78,8 @@ def rsa_key(seed: str) -> rsa.RSAPrivateKey:
     and Miller-Rabin with the first 24 odd primes as bases.  Cached: deriving
     one takes a few tenths of a second.
     """
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     stream = _Stream(b"tokenrace-rsa\x00" + seed.encode("utf-8", "surrogatepass"))
     p = _prime(stream, RSA_BITS // 2)
     q = _prime(stream, RSA_BITS // 2)
@@ -104,6 +108,8 @@ def signing_key(seed: str, signing: JwtSigning) -> SigningKey:
 
 def public_jwk(key: rsa.RSAPrivateKey) -> dict[str, str]:
     """The public half of ``key`` as a JWK (``kty``, ``n``, ``e``)."""
+    from jwt.algorithms import RSAAlgorithm  # defined only where cryptography is installed
+
     jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
     return {name: str(jwk[name]) for name in ("kty", "n", "e")}
 
@@ -118,7 +124,7 @@ def thumbprint(jwk: dict[str, str]) -> str:
 def jwks(seed: str, signing: JwtSigning) -> dict[str, Any]:
     """The JWK Set a server publishes: its RS256 public key, or no key under HS256."""
     signer = signing_key(seed, signing)
-    if not isinstance(signer.key, rsa.RSAPrivateKey):
+    if isinstance(signer.key, bytes):
         return {"keys": []}  # a shared secret is never published
     jwk: dict[str, str] = {**public_jwk(signer.key), "kid": signer.kid}
     return {"keys": [{**jwk, "use": "sig", "alg": signer.algorithm}]}

@@ -180,11 +180,12 @@ class ReferenceEngine:
 
     def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
         """Take the refresh lock; returns what ``release_lock`` needs."""
-        return (
-            yield from acquire_lock(
-                self.lock, self.lock_path(ctx), platform=ctx.platform, timing=self.timing
-            )
-        )
+        return (yield from self.take_lock(ctx, self.lock_path(ctx)))
+
+    def take_lock(self, ctx: AgentContext, path: str) -> Flow[Held]:
+        """Take the lock at ``path`` by this engine's mechanism (the refresh lock's and the
+        store write lock's)."""
+        return (yield from acquire_lock(self.lock, path, platform=ctx.platform, timing=self.timing))
 
     def release_lock(self, ctx: AgentContext, held: Held) -> Flow[None]:
         yield from release_lock(held)
@@ -265,21 +266,17 @@ class ReferenceEngine:
             state_dir=ctx.state_dir,
         )
         nested = store_lock != self.lock_path(ctx)  # a lock keyed by the store: already held
-        held = None
-        if nested:
-            held = yield from acquire_lock(
-                self.lock, store_lock, platform=ctx.platform, timing=self.timing
-            )
+        held = (yield from self.take_lock(ctx, store_lock)) if nested else None
         try:
             yield from self.write_store(ctx, path, credential)
         except RuntimeError:  # the flow of a killed process, being closed: no cleanup runs
             raise
         except Exception:
             if held is not None:
-                yield from release_lock(held)
+                yield from self.release_lock(ctx, held)
             raise
         if held is not None:
-            yield from release_lock(held)
+            yield from self.release_lock(ctx, held)
 
     def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
         """Re-read the document (other profiles may have changed), replace it atomically."""

@@ -140,4 +140,5 @@ def test_check_command_draws_the_failing_run_in_its_report(tmp_path: Path) -> No
     html = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert html.count("<svg") == 1
     assert "refresh-token-reuse" in html
-    assert "nova" in html and "atlas" in html
+    assert "nova" in html
+    assert "atlas" in html
