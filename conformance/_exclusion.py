@@ -181,10 +181,12 @@ class _Tracker:
                 self._take_path(event, path, LockHow.EXCL_FILE)
             case Mkdir(path) if ok:
                 self._take_path(event, path, LockHow.MKDIR)
-            case Unlink(path) | Rmdir(path):
-                self.drop(agent, lock=posixpath.normpath(path), fd=None)
+            case Unlink(path):
+                self.drop(agent, lock=posixpath.normpath(path), how=LockHow.EXCL_FILE)
+            case Rmdir(path):
+                self.drop(agent, lock=posixpath.normpath(path), how=LockHow.MKDIR)
             case Replace(src, _) if ok:
-                self.drop(agent, lock=posixpath.normpath(src), fd=None)
+                self.drop(agent, lock=posixpath.normpath(src), how=LockHow.EXCL_FILE)
 
     def _take_path(self, event: HistoryEvent, path: str, how: LockHow) -> None:
         lock = posixpath.normpath(path)
