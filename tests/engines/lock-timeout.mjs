@@ -3,6 +3,9 @@
 //   --lock-wait SECONDS   how long to wait for the mkdir lock (default 5)
 //   --proceed             when the wait runs out, refresh anyway, without the lock: the bug
 //                         (without it: give up, exit 1, "lock busy", honestly)
+//   --retry-unlocked      after a 5xx or 429, let go of the lock, wait half a second and
+//                         retry with the refresh token read before: the bug of a retry
+//                         outside the lock (another agent may have rotated it meanwhile)
 // and honest server errors: a 5xx, a 429 or a network failure exits 1 with what the
 // server said (try again later); only a refused grant (4xx) exits 3 (new login needed).
 import fs from "node:fs";
@@ -18,6 +21,7 @@ const option = (name, fallback) => {
 };
 const lockWait = option("--lock-wait", 5);
 const proceed = argv.includes("--proceed");
+const retryUnlocked = argv.includes("--retry-unlocked");
 const lockDir = path.join(env.TOKENRACE_STATE_DIR, "locks", key.replace(/[^A-Za-z0-9_.-]/g, "_") + ".lockdir");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -82,7 +86,7 @@ async function main() {
     console.log(read().profiles[key].access);
     return 0;
   }
-  const locked = await lock();
+  let locked = await lock();
   if (!locked && !proceed) {
     console.error(`lock busy for ${lockWait}s; try again later`);
     return 1;
@@ -94,7 +98,13 @@ async function main() {
       console.log(credential.access);
       return 0;
     }
-    const code = await refresh(credential);
+    let code = await refresh(credential);
+    if (code === 1 && retryUnlocked) {
+      if (locked) fs.rmdirSync(lockDir);
+      locked = false;
+      await sleep(500);
+      code = await refresh(credential);
+    }
     if (code !== 0) return code;
     save(document);
     console.log(credential.access);
