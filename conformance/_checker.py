@@ -109,11 +109,11 @@ def _presented(record: AuditEvent | None) -> int | None:
     return None if record is None else record.generation
 
 
-#: Faults of the server or the network that strike a refresh: a turn they end is not
-#: the engine's failure (a drop loses the response of a request the server committed).
-SERVER_FAULTS = frozenset(
-    (FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT, FaultKind.RESET, FaultKind.DROP)
-)
+#: Faults of the server or the network that strike a refresh before the server commits
+#: anything: a turn they end is not the engine's failure.  Not ``drop``: the server
+#: committed the rotation, and an engine that gives up instead of retrying inside a
+#: reuse window loses the new token (``_losses`` decides when that was unavoidable).
+SERVER_FAULTS = frozenset((FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT, FaultKind.RESET))
 
 #: Exceptions that are a bug in the engine's own code, whatever the server did.
 PROGRAMMING_ERRORS = frozenset(

@@ -31,7 +31,7 @@ from ._campaign import (
     search_engine,
 )
 from ._client_cli import add_clients_parser, client_subcommand
-from ._command import check_command
+from ._command import add_fault_options, check_command
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
@@ -43,10 +43,8 @@ from ._validate import (
     check_names,
     check_report_dir,
     describe,
-    hold_seconds,
     one_line,
     positive,
-    release_fault,
     settle_seconds,
 )
 
@@ -150,23 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--command: mirrored copies main's store into every agent dir first",
     )
     chk.add_argument("--timeout", type=float, default=30.0, help="--command: seconds per run")
-    chk.add_argument(
-        "--fault",
-        type=release_fault,
-        action="append",
-        default=[],
-        metavar="KIND@N",
-        help="--command: a server fault on the Nth released refresh: 5xx@1, 429:30@2, "
-        "reset@1, drop@1 (repeatable; docs/clients.md)",
-    )
-    chk.add_argument(
-        "--hold",
-        type=hold_seconds,
-        default=0.0,
-        metavar="SECONDS",
-        help="--command: hold each refresh this long at the door before releasing it "
-        "(0-120; default 0), so another agent's lock-wait timeout can run out",
-    )
+    add_fault_options(chk)
     chk.add_argument(
         "--settle",
         type=settle_seconds,

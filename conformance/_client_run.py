@@ -311,9 +311,10 @@ class _Run:
         if stuck:
             self.log.append(f"{', '.join(stuck)} still running at the deadline: killed")
         server = self.running.server
-        faulted = {
+        faulted = {  # a drop committed the rotation: judged as a loss below, not excused
             agent: f"after a {fault.describe()} injected into its refresh"
             for agent, fault in self.faulted.items()
+            if fault.fault.kind is not FaultKind.DROP
         }
         if self.scenario.hold:  # a slow server: who never got a refresh through gave up on it
             slow = f"while refreshes were held {self.scenario.hold:g}s at a slow server"

@@ -49,9 +49,9 @@ from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK
 from ._release_faults import ReleaseFault
 from ._report import write_report
-from ._validate import agent_names, command_argv
+from ._validate import agent_names, command_argv, hold_seconds, release_fault
 
-__all__ = ["EXIT_RELOGIN", "check_command", "command_scenario", "run_command"]
+__all__ = ["EXIT_RELOGIN", "add_fault_options", "check_command", "command_scenario", "run_command"]
 
 
 def command_scenario(
@@ -111,6 +111,27 @@ def run_command(
         command, order, policy=policy, timeout=timeout, settle=settle, mirrored=mirrored
     )
     return run_client(scenario, order, kill=KILL_FIRST if kill_first else "").run
+
+
+def add_fault_options(chk: argparse.ArgumentParser) -> None:
+    """``check --command --fault``, ``--hold``: see ``_release_faults``."""
+    chk.add_argument(
+        "--fault",
+        type=release_fault,
+        action="append",
+        default=[],
+        metavar="KIND@N",
+        help="--command: a server fault on the Nth released refresh: 5xx@1, 429:30@2, "
+        "reset@1, drop@1 (repeatable; docs/clients.md)",
+    )
+    chk.add_argument(
+        "--hold",
+        type=hold_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="--command: hold each refresh this long at the door before releasing it "
+        "(0-120; default 0), so another agent's lock-wait timeout can run out",
+    )
 
 
 def check_command(args: argparse.Namespace, console: Console) -> int:

@@ -8,7 +8,7 @@ Each rule is proved against an independent formulation or a battery, not two exa
   schedules with kills, crashes, stalls and server faults; the known-bug engines of
   classes 10, 11 and 12 are flagged in every schedule where their lock admitted two
   holders, including schedules where no token was lost.
-- ``server-fault``: every turn a 5xx, 429, reset or lost response ended is a warning
+- ``server-fault``: every turn a 5xx, 429 or connection reset ended is a warning
   that names the fault, for every correct engine in every random schedule; an engine
   that goes on to reuse or hand out a stale token is still caught.
 """
