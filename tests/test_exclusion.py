@@ -47,6 +47,7 @@ from refresh_engine import (
     Outcome,
     ReferenceEngine,
     RefreshFailed,
+    ReloginRequired,
     Rmdir,
     Unlink,
 )
@@ -439,15 +440,29 @@ class CrashesOnServerErrors(ReferenceEngine):
             raise KeyError("error_description") from exc
 
 
+class StrandsOnServerErrors(ReferenceEngine):
+    """Asks for a new login over a transient failure: stranded for nothing."""
+
+    name = "strands-on-5xx"
+
+    def access_token(self, ctx: AgentContext) -> Flow[str]:
+        try:
+            return (yield from super().access_token(ctx))
+        except RefreshFailed as exc:
+            raise ReloginRequired(f"{ctx.agent}: log in again") from exc
+
+
 @pytest.mark.parametrize("fault", [FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT])
 def test_a_server_fault_excuses_the_report_and_nothing_else(fault: FaultKind) -> None:
     spec = dataclasses.replace(_world("linux", True, frozenset({fault})), max_faults=1)
     verdicts: dict[str, set[tuple[AnomalyKind, Severity]]] = {}
-    for engine in (ReferenceEngine, SwallowsServerErrors, CrashesOnServerErrors):
+    engines = (ReferenceEngine, SwallowsServerErrors, CrashesOnServerErrors, StrandsOnServerErrors)
+    for engine in engines:
         result = simulate(spec, engine(), _StrikeFirst(fault))
         verdicts[engine.__name__] = {(a.kind, a.severity) for a in check(result)}
     assert verdicts["ReferenceEngine"] == {(AnomalyKind.SERVER_FAULT, Severity.WARNING)}
     assert (AnomalyKind.ENGINE_ERROR, Severity.FATAL) in verdicts["CrashesOnServerErrors"]
+    assert (AnomalyKind.AGENT_STRANDED, Severity.FATAL) in verdicts["StrandsOnServerErrors"]
     assert {kind for kind, severity in verdicts["SwallowsServerErrors"]} & {
         AnomalyKind.TOKEN_REJECTED,
         AnomalyKind.EXPIRED_TOKEN_USED,
