@@ -71,7 +71,7 @@ from simulator import EventKind, HistoryEvent
 
 from ._anomalies import Anomaly, AnomalyKind, Severity
 
-__all__ = ["Holding", "LockHow", "exclusion_anomalies", "holdings"]
+__all__ = ["Holding", "LockHow", "exclusion_anomalies"]
 
 
 class LockHow(enum.Enum):
@@ -211,14 +211,6 @@ def _anomaly(event: HistoryEvent, holding: Holding, other: Holding) -> Anomaly:
         (other.step, event.step),
         message,
     )
-
-
-def holdings(events: Iterable[HistoryEvent]) -> tuple[Holding, ...]:
-    """What each agent believes it holds at the end of ``events``."""
-    tracker = _Tracker()
-    for event in events:
-        tracker.see(event)
-    return tuple(tracker.held)
 
 
 def exclusion_anomalies(events: Iterable[HistoryEvent]) -> list[Anomaly]:
