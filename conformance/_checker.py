@@ -196,18 +196,20 @@ def _history_anomalies(
 
 
 def _store_anomalies(events: Iterable[HistoryEvent]) -> list[Anomaly]:
-    """A store that goes back to an older generation, or ends wiped after holding one."""
-    best: dict[str, tuple[int, int]] = {}  # path -> (highest generation, step it was written)
-    last: dict[str, HistoryEvent] = {}
+    """A store's profile that goes back to an older generation, or ends wiped after
+    holding one (each profile of a store of several on its own)."""
+    best: dict[tuple[str, str], tuple[int, int]] = {}  # (path, profile) -> (top, step written)
+    last: dict[tuple[str, str], HistoryEvent] = {}
     found = []
     for event in events:
         if event.kind is not EventKind.STORE:
             continue
-        last[event.path] = event
+        where = (event.path, event.profile)
+        last[where] = event
         generation = event.generation
         if generation is None:
             continue
-        top = best.get(event.path)
+        top = best.get(where)
         if top is not None and generation < top[0]:
             found.append(
                 Anomaly(
@@ -216,23 +218,30 @@ def _store_anomalies(events: Iterable[HistoryEvent]) -> list[Anomaly]:
                     event.agent,
                     (top[1], event.step),
                     f"{event.agent} wrote generation {generation} over generation {top[0]} "
-                    f"in {event.path}",
+                    f"in {_named(where)}",
+                    event.family,
+                    generation,
                 )
             )
         if top is None or generation > top[0]:
-            best[event.path] = (generation, event.step)
-    for path, event in last.items():
-        if event.store is not StoreState.CREDENTIAL and path in best:
+            best[where] = (generation, event.step)
+    for where, event in last.items():
+        if event.store is not StoreState.CREDENTIAL and where in best:
             found.append(
                 Anomaly(
                     AnomalyKind.LOST_UPDATE,
                     Severity.FATAL,
                     event.agent,
-                    (best[path][1], event.step),
-                    f"{path} ended {event.note} after holding generation {best[path][0]}",
+                    (best[where][1], event.step),
+                    f"{_named(where)} ended {event.note} after holding generation {best[where][0]}",
                 )
             )
     return found
+
+
+def _named(where: tuple[str, str]) -> str:
+    path, profile = where
+    return f"{path} ({profile})" if profile else path
 
 
 def _redundant_refreshes(

@@ -50,6 +50,7 @@ from fake_oauth_server import (
 )
 
 from ._checker import Anomaly, AnomalyKind, Severity
+from ._client_diagram import STATE_DIR, ClientEvent, ClientEventKind, StoreEnd, build
 from ._client_oracle import CommandRun, judge, killed_request_committed, unavoidable
 from ._client_scenarios import ClientScenario, fill, template_values
 from ._client_stores import (
@@ -62,6 +63,7 @@ from ._client_stores import (
     store_files,
 )
 from ._clients import lookup, program, stage_dir
+from ._diagram import Diagram
 from ._errors import ConformanceError
 from ._isolation import loopback_only
 from ._release_faults import ReleaseFault
@@ -81,11 +83,12 @@ class ClientRunError(ConformanceError):
 
 @dataclass(frozen=True, slots=True)
 class ClientRun:
-    """A ``CommandRun`` plus whether it was isolated."""
+    """A ``CommandRun`` plus whether it was isolated, and its sequence diagram."""
 
     run: CommandRun
     isolation: str
     released: tuple[str, ...]  # whose refresh went through when: the order, unless a lock chose
+    diagram: Diagram | None = None
 
 
 def resolve_program(scenario: ClientScenario) -> str:
@@ -96,7 +99,7 @@ def resolve_program(scenario: ClientScenario) -> str:
 
 
 def policy_of(scenario: ClientScenario) -> Policy:
-    return Policy.preset(scenario.policy).replace(**dict(scenario.policy_overrides))
+    return Policy.from_json(dict(scenario.policy_overrides), base=Policy.preset(scenario.policy))
 
 
 def run_client(
@@ -123,7 +126,7 @@ def run_client(
             result = run.finish(order, kill)
         finally:
             run.stop()
-    return ClientRun(result, isolation.describe(), tuple(run.released))
+    return ClientRun(result, isolation.describe(), tuple(run.released), run.diagram)
 
 
 class _Run:
@@ -143,6 +146,10 @@ class _Run:
         self.deadline = time.monotonic() + scenario.timeout + _slack(scenario)
         self.faults = {fault.release: fault for fault in scenario.faults}
         self.faulted: dict[str, ReleaseFault] = {}  # agent -> the fault its refresh got
+        self.events: list[ClientEvent] = []  # what the diagram shows, as it happened
+        self.held: set[str] = set()  # ids of the held requests drawn already
+        self.early: set[str] = set()  # agents that exited before their refresh went through
+        self.diagram: Diagram | None = None
         used = [lookup(key) for key in scenario.uses]
         self.used = {client.name: str(program(client)) for client in used}
         if scenario.pinned:
@@ -217,6 +224,10 @@ class _Run:
             held = self.gather(due)
             if not held:
                 break
+            for name in due:  # in the release order, not the arrival's: one diagram per order
+                if name in held and held[name]["id"] not in self.held:
+                    self.held.add(held[name]["id"])
+                    self.event(ClientEventKind.HELD, name, held[name])
             agent = next(name for name in due if name in held)
             request = held[agent]
             due.remove(agent)
@@ -225,9 +236,14 @@ class _Run:
                 _kill(self.processes[agent])
                 self.processes[agent].communicate()
                 self.log.append(f"SIGKILL {agent} while {request['token_fp']} was held")
+                self.event(ClientEventKind.KILLED, agent, request)
                 status = self.control.release(request["id"], wait=True)
                 self.log.append(f"release {agent} {request['token_fp']} -> {status}, unread")
+                self.event(
+                    ClientEventKind.RELEASED, agent, request, status, "released after the kill"
+                )
                 self.log.append(f"restart {agent}")
+                self.event(ClientEventKind.RESTARTED, agent)
                 self.start(agent)
                 due.append(agent)
                 continue
@@ -243,6 +259,19 @@ class _Run:
             if fault is not None:
                 self.control.clear_faults()
             self.log.append(f"release #{released}: {agent} {request['token_fp']} -> {status}")
+            self.event(ClientEventKind.RELEASED, agent, request, status)
+
+    def event(
+        self,
+        kind: ClientEventKind,
+        agent: str,
+        request: dict[str, Any] | None = None,
+        status: int | None = 0,
+        note: str = "",
+    ) -> None:
+        request = request or {}
+        request_id, token_fp = str(request.get("request_id", "")), str(request.get("token_fp", ""))
+        self.events.append(ClientEvent(kind, agent, request_id, token_fp, status or 0, note))
 
     def wait_hold(self, request: dict[str, Any]) -> None:
         """Keep ``request`` at the door until it has waited ``hold`` seconds."""
@@ -260,6 +289,7 @@ class _Run:
         while True:
             for agent in [a for a in due if self.processes[a].poll() is not None]:
                 due.remove(agent)
+                self.early.add(agent)
                 code = self.processes[agent].returncode
                 self.log.append(f"{agent} exited {code} before its refresh was let through")
             if not due:
@@ -304,9 +334,7 @@ class _Run:
                 raw_out, raw_err = process.communicate()
                 stuck.append(agent)
             text = redact(raw_err.decode("utf-8", "replace")).replace(str(self.root), "{state_dir}")
-            printed = (raw_out or b"").decode(
-                "utf-8", "replace"
-            )  # where the program prints a token
+            printed = (raw_out or b"").decode("utf-8", "replace")  # a token, where printed
             outputs[agent] = (process.returncode, printed, text)
         if stuck:
             self.log.append(f"{', '.join(stuck)} still running at the deadline: killed")
@@ -341,12 +369,18 @@ class _Run:
             printed = f", printed {fingerprint(last)}" if last else ""
             said = f"; stderr: {err.strip()[-200:]}" if code != 0 and err.strip() else ""
             self.log.append(f"{agent} exited {code}{printed}{said}")
+            note = "before its refresh went through" if agent in self.early else ""
+            note = "when the harness killed it: it never finished" if agent in stuck else note
+            self.event(ClientEventKind.EXITED, agent, status=code, note=note)
+        ends = []
         for path in self.store_files():
             token = held_refresh_token(self.scenario.store, path)
             state = server.token_state(token) if token else "missing"
             shown = fingerprint(token) if token else "-"
-            where = str(path).replace(str(self.root), "{state_dir}")
+            where = str(path).replace(str(self.root), STATE_DIR)
             self.log.append(f"store {where} ends holding {shown} ({state})")
+            ends.append(StoreEnd(where, fingerprint(token) if token else "", state))
+        self.diagram = build(self.scenario.agents, self.events, server.audit, ends, anomalies)
         return CommandRun(
             order=order,
             killed=self.killed,

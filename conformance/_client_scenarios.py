@@ -261,7 +261,9 @@ class _Reader(TomlTables):
             self.fail("[client]", "arrival, timeout and settle must be in (0, 600] seconds")
         policy = self.get("world", "policy", str, "openai")
         try:
-            Policy.preset(policy).replace(**self.get("world", "policy_overrides", dict, {}))
+            Policy.from_json(
+                self.get("world", "policy_overrides", dict, {}), base=Policy.preset(policy)
+            )
         except FakeServerError as exc:
             self.fail("[world] policy", str(exc))
         faults = []

@@ -43,7 +43,7 @@ from rich.console import Console
 
 from ._campaign import CampaignResult, EngineResult, Verdict
 from ._client_oracle import EXIT_RELOGIN, CommandRun, orders
-from ._client_run import KILL_FIRST, run_client
+from ._client_run import KILL_FIRST, ClientRun, run_client
 from ._client_scenarios import ClientScenario, StoreFormat
 from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK
@@ -150,6 +150,7 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
     started = time.perf_counter()
     failing: CommandRun | None = None
     faulted: CommandRun | None = None  # with --fault/--hold, nothing failing: the first run
+    drawn: ClientRun | None = None  # the run the report draws: the first failing, else the last
     for number, (order, kill) in enumerate(variants):
         scenario = command_scenario(
             args.command,
@@ -163,6 +164,8 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
         )
         done = run_client(scenario, order, kill=KILL_FIRST if kill else "")
         run = done.run
+        if failing is None:
+            drawn = done
         if number == 0:
             console.print(f"  {done.isolation}", markup=False)
         verdict = "[red]FAILED[/]" if run.failed else "[green]ok[/]"
@@ -214,6 +217,7 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
         bound=f"{len(variants)} runs: release orders of {', '.join(agents)}"
         + (", with and without a kill" if args.kill else ""),
         scenario="command",
+        diagram=drawn.diagram if drawn is not None else None,
     )
     write_report(CampaignResult((result,), result.elapsed), args.report_dir)
     return EXIT_FAILED if failing else EXIT_OK

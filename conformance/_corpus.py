@@ -150,6 +150,26 @@ class StaleSnapshotWriteBack(ReferenceEngine):
         yield from ReferenceEngine.save(self, ctx, path, before)
 
 
+class ProfileLockOnly(ReferenceEngine):
+    """Class 7 across profiles: a save under a per-profile lock carries another profile back.
+
+    Source: this project's own reference engine until the store write lock
+    (found by the battery's two-profile worlds; ``docs/scenarios.md``).  The
+    refresh lock is keyed by provider + profileId, as OpenClaw keys it, but one
+    ``auth-profiles.json`` holds every profile.  Two agents refreshing
+    different profiles each re-read the document and replace it; the later
+    replace writes the other profile's old token back over its new one, and
+    that profile's next refresh spends a rotated token.
+    """
+
+    name = "profile-lock-only"
+    race_class = 7
+    source = "tokenrace reference engine before the store write lock"
+
+    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+        yield from self.write_store(ctx, path, credential)  # no store lock: the profile's only
+
+
 class InPlaceRewrite(ReferenceEngine):
     """Class 8 of RACES.md, torn read: the store is rewritten in place.
 
@@ -163,7 +183,7 @@ class InPlaceRewrite(ReferenceEngine):
     race_class = 8
     source = "openai/codex#8645"
 
-    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+    def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
         document = yield from read_store(path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
         fd = yield from ops.open_file(path, OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.TRUNCATE)
@@ -253,7 +273,7 @@ class IgnoreReplaceError(ReferenceEngine):
     race_class = 9
     source = "razzant/ouroboros#259"
 
-    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+    def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
         document = yield from read_store(path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
         temp = path + f".{ctx.agent}.tmp"
@@ -329,6 +349,7 @@ CORPUS: tuple[type[ReferenceEngine], ...] = (
     RetryAfterBackoff,
     ShortStaleTimeout,
     StaleSnapshotWriteBack,
+    ProfileLockOnly,
     InPlaceRewrite,
     IgnoreReplaceError,
     IncompatibleLocks,

@@ -169,7 +169,8 @@ class MatrixAxes:
     scopes: tuple[str, ...] = ("",)
     oses: tuple[str, ...] = ("linux",)
     agents: tuple[int, ...] = (2,)
-    processes: tuple[str, ...] = ("separate",)  # separate | gateway (one process for all)
+    processes: tuple[str, ...] = ("separate",)  # separate | gateway | mixed
+    populations: tuple[str, ...] = ("one",)  # one | two | bystander: the store's profiles
     policies: tuple[str, ...] = ("openai",)
     faults: tuple[str, ...] = ("none",)  # none | a fault kind (one per run)
     expiries: int = 1
@@ -190,9 +191,12 @@ def matrix_cells(
         axes.processes,
         axes.policies,
         axes.faults,
+        axes.populations,
     )
-    for engine, layout, lock, scope, os_name, count, processes, policy, fault in combos:
-        generated = GeneratedWorld(layout, os_name, count, processes, policy, fault, axes.expiries)
+    for engine, layout, lock, scope, os_name, count, processes, policy, fault, people in combos:
+        generated = GeneratedWorld(
+            layout, os_name, count, processes, policy, fault, axes.expiries, people
+        )
         cells.append(
             Cell(
                 scenario=generated.label,

@@ -209,9 +209,12 @@ class _Reader(TomlTables):
         for name, number in processes.items():
             if name not in names or not isinstance(number, int) or isinstance(number, bool):
                 self.fail("[world] processes", f"{name!r} = {number!r}: expected agent = number")
-        turns = self.get("world", "turns", list, [3600.0])
-        if not turns or not all(_is_number(turn) for turn in turns):
-            self.fail("[world] turns", "must be a non-empty list of seconds")
+        turns = self.turns(names)
+        profiles = self.per_agent("profiles", names, str)
+        skew = self.per_agent("clock_skew", names, (int, float))
+        bystanders = self.get("world", "bystanders", list, [])
+        if not all(isinstance(key, str) for key in bystanders):
+            self.fail("[world] bystanders", "must be a list of 'provider:profile_id' names")
         faults = []
         for fault in self.get("world", "faults", list, []):
             try:
@@ -221,9 +224,12 @@ class _Reader(TomlTables):
         try:
             return WorldSpec(
                 agents=tuple(
-                    AgentSpec(name, tuple(float(turn) for turn in turns), processes.get(name))
+                    AgentSpec(name, turns[name], processes.get(name), profiles.get(name, ""))
                     for name in names
                 ),
+                bystanders=tuple(bystanders),
+                clock_skew=tuple((name, float(value)) for name, value in skew.items()),
+                torn_writes=self.get("world", "torn_writes", bool, False),
                 policy=self.policy(),
                 layout=self.choice("world", "layout", StoreLayout, "mirrored"),
                 os=self.choice("world", "os", OsModel, "linux"),
@@ -237,6 +243,36 @@ class _Reader(TomlTables):
             raise
         except Exception as exc:  # WorldError and friends: say which file
             self.fail("[world]", str(exc))
+
+    def turns(self, names: list[str]) -> dict[str, tuple[float, ...]]:
+        """Each agent's turns: one list for all, or a table of lists by agent name."""
+        given = self.get("world", "turns", (list, dict), [3600.0])
+        table = given if isinstance(given, dict) else dict.fromkeys(names, given)
+        for name in table:
+            if name not in names:
+                self.fail("[world] turns", f"{name!r} is not an agent{nearest(name, names)}")
+        found = {}
+        for name in names:
+            listed = table.get(name)
+            if not isinstance(listed, list) or not listed or not all(map(_is_number, listed)):
+                where = "[world] turns" + (f" {name}" if isinstance(given, dict) else "")
+                self.fail(where, "must be a non-empty list of seconds")
+            found[name] = tuple(float(turn) for turn in listed)
+        return found
+
+    def per_agent(
+        self, key: str, names: list[str], kind: type | tuple[type, ...]
+    ) -> dict[str, Any]:
+        """A table keyed by agent name, each value of ``kind``."""
+        table: dict[str, Any] = self.get("world", key, dict, {})
+        for name, value in table.items():
+            if name not in names:
+                self.fail(f"[world] {key}", f"{name!r} is not an agent{nearest(name, names)}")
+            if not isinstance(value, kind) or isinstance(value, bool):
+                self.fail(
+                    f"[world] {key} {name}", f"must be a {getattr(kind, '__name__', 'number')}"
+                )
+        return table
 
     def dirs(self, key: str) -> list[str]:
         """Directories, ``~`` meaning the simulated home."""
@@ -260,8 +296,8 @@ class _Reader(TomlTables):
                     "[world] policy_overrides",
                     f"unknown policy field {key!r}{nearest(key, fields)}",
                 )
-        try:
-            return dataclasses.replace(policy, **overrides)
+        try:  # from_json reads an enum's value ("rs256") and whole seconds as the JSON would
+            return Policy.from_json(overrides, base=policy)
         except (FakeServerError, TypeError, ValueError) as exc:
             self.fail("[world] policy_overrides", str(exc))
 
@@ -283,6 +319,10 @@ _KEYS: dict[str, frozenset[str]] = {
             "max_faults",
             "stall_seconds",
             "max_steps",
+            "profiles",
+            "bystanders",
+            "clock_skew",
+            "torn_writes",
         }
     ),
     "expect": frozenset({"engine", "reproduces", "anomaly", "reference"}),

@@ -34,7 +34,6 @@ from refresh_engine import (
     Sleep,
     Write,
     Wrote,
-    profile_key,
 )
 
 from ._agent import _REQUEST_FAULT_OUTCOMES, _WAITING, AgentStatus, _Agent
@@ -80,7 +79,7 @@ class Simulation:
         self.faults_left = spec.max_faults
         self.watch = StoreWatch(
             [spec.main_store, *(spec.agent_dir(a.name) + "/" + STORE_NAME for a in spec.agents)],
-            profile_key(spec.provider, spec.profile_id),
+            spec.profiles,
         )
         self.mutexes: dict[tuple[int, str], str] = {}  # (pid, name) -> holding agent
         self._by_name = {agent.name: agent for agent in self.agents}
@@ -89,6 +88,9 @@ class Simulation:
         self._base = urllib.parse.urlsplit(spec.base_url)
         for agent in self.agents:
             self._schedule_next_turn(agent)
+        if len(spec.profiles) > 1:  # what each profile starts from: a writer may carry it back
+            for store in filter(self.fs.exists, self.watch.stores):
+                self._record_store("", store)
 
     # ----------------------------------------------------------- main loop
 
@@ -319,9 +321,13 @@ class Simulation:
             self._record_store(agent.name, store)
 
     def _record_store(self, agent: str, store: str) -> None:
-        held = self.watch.reading(self.fs, store, self.server.family_of)
-        fields = {"store": held.state, "family": held.family, "generation": held.generation}
-        self._record(EventKind.STORE, agent, path=store, note=held.note, **fields)
+        several = len(self.watch.keys) > 1
+        for key in self.watch.keys:
+            held = self.watch.reading(self.fs, store, key, self.server.family_of)
+            fields = {"store": held.state, "family": held.family, "generation": held.generation}
+            note = f"{key} {held.note}" if several else held.note
+            profile = key if several else ""
+            self._record(EventKind.STORE, agent, path=store, note=note, profile=profile, **fields)
 
     def _msvcrt_retry(self, agent: _Agent, effect: Effect, outcome: Outcome) -> bool:
         """``LK_LOCK`` tries once a second, ten times, then fails with EDEADLOCK."""

@@ -132,3 +132,12 @@ def test_agent_names_refuse_a_path_separator() -> None:
     with pytest.raises(ConformanceError, match="'a/b' is not a name"):
         agent_names("a/b,c", "--order")
     assert agent_names(" nova, atlas ", "--order") == ("nova", "atlas")
+
+
+def test_check_command_draws_the_failing_run_in_its_report(tmp_path: Path) -> None:
+    argv = ["check", "--command", f"node {ENGINE} --no-lock", "--order", "nova,atlas"]
+    assert main([*argv, "--settle", "10", "--report-dir", str(tmp_path)]) == 1
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert html.count("<svg") == 1
+    assert "refresh-token-reuse" in html
+    assert "nova" in html and "atlas" in html

@@ -374,21 +374,30 @@ def test_known_lock_bugs_are_two_holders_whenever_their_lock_admitted_two(
 
 
 def _holder_pairs(events: Sequence[HistoryEvent]) -> list[tuple[str, str]]:
-    """Brute force on a real history: each agent's lock section (the lock effect that
-    succeeded to its unlock or close), and pairs of agents whose sections overlap."""
-    sections: list[tuple[str, int, int]] = []
-    opened: dict[str, int] = {}
+    """Brute force on a real history: each agent's lock sections, per lock file (the lock
+    effect that succeeded to its unlock; the turn's end or a kill at the latest), and pairs
+    of agents whose sections of one file overlap.  (An engine may hold two locks at once:
+    the profile's, and the store's write lock around a save.)"""
+    sections: list[tuple[str, str, int, int]] = []
+    opened: dict[tuple[str, str], int] = {}
     for event in events:
         effect = event.effect
         if event.kind is EventKind.EFFECT and isinstance(effect, Flock | Lockf):
+            key = (event.agent, event.path)
             if effect.op is not LockOp.UNLOCK and isinstance(event.outcome, Done):
-                opened[event.agent] = event.step
-            elif event.agent in opened:
-                sections.append((event.agent, opened.pop(event.agent), event.step))
-        elif event.kind in (EventKind.TURN_END, EventKind.FAULT) and event.agent in opened:
-            sections.append((event.agent, opened.pop(event.agent), event.step))
-    sections += [(agent, start, 10**9) for agent, start in opened.items()]
-    return [(a, b) for a, a0, a1 in sections for b, b0, _ in sections if a != b and a0 < b0 < a1]
+                opened[key] = event.step
+            elif key in opened:
+                sections.append((*key, opened.pop(key), event.step))
+        elif event.kind in (EventKind.TURN_END, EventKind.FAULT):
+            for key in [key for key in opened if key[0] == event.agent]:
+                sections.append((*key, opened.pop(key), event.step))
+    sections += [(*key, start, 10**9) for key, start in opened.items()]
+    return [
+        (a, b)
+        for a, lock, a0, a1 in sections
+        for b, other, b0, _ in sections
+        if a != b and lock == other and a0 < b0 < a1
+    ]
 
 
 @pytest.mark.parametrize("engine", sorted(KNOWN))

@@ -30,7 +30,7 @@ def test_readme_engine_is_caught_exactly_where_the_readme_says(
     assert reproduced == {"no-lock-on-windows", "windows-replace-dropped", "lost-response-retry"}
     assert "flock is not available on win32" in out
     assert "TimeoutError" in out
-    assert len(rows) == 14  # every scenario the reference claims
+    assert len(rows) == 15  # every scenario the reference claims
 
 
 def test_readme_check_command_matches_the_cli() -> None:
