@@ -12,6 +12,7 @@ a short one.  The engines are JavaScript programs (``tests/engines``), run by No
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -133,7 +134,9 @@ def test_an_engine_that_gives_up_after_its_lock_wait_is_a_warning_under_a_hold(
     status, _ = _check(tmp_path, command, "--settle", "0.3", "--hold", "5")
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "server-fault (warning): nova exited 1 while refreshes were held 5s" in out
+    # whichever agent's Node started first took the lock; the other gave up on it
+    assert re.search(r"server-fault \(warning\): (atlas|nova) exited 1 while refreshes were", out)
+    assert "held 5s at a slow server" in out.replace("\n", " ").replace("  ", " ")
 
 
 # --------------------------------------------------------- client scenario files
