@@ -27,7 +27,7 @@ from ._campaign import (
 )
 from ._check_engine import check_engine
 from ._client_cli import add_clients_parser, client_subcommand
-from ._command import check_command
+from ._command import add_fault_options, check_command
 from ._console import anomaly_column, plural, print_result
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--command: mirrored copies main's store into every agent dir first",
     )
     chk.add_argument("--timeout", type=float, default=30.0, help="--command: seconds per run")
+    add_fault_options(chk)
     chk.add_argument(
         "--settle",
         type=settle_seconds,

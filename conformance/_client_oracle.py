@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fake_oauth_server import AuditKind, AuthServer, TokenKind, redact
@@ -59,26 +60,36 @@ def killed_request_committed(server: AuthServer, agent: str) -> bool:
     )
 
 
-def unavoidable(anomaly: Anomaly, killed: str) -> Anomaly:
-    """A consequence of a kill the server committed, under a policy without a reuse window."""
-    if anomaly.kind is AnomalyKind.DEADLOCK:
+def unavoidable(anomaly: Anomaly, killed: str, cause: str = "") -> Anomaly:
+    """A consequence of a kill the server committed (or of ``cause``: a dropped response),
+    under a policy without a reuse window."""
+    if anomaly.kind is AnomalyKind.DEADLOCK or anomaly.severity is Severity.WARNING:
         return anomaly
+    cause = cause or f"{killed} was killed after sending a refresh the server committed"
     return dataclasses.replace(
         anomaly,
         severity=Severity.WARNING,
-        message=anomaly.message + f" (unavoidable: {killed} was killed after sending a refresh "
-        "the server committed, and the policy has no reuse window)",
+        message=anomaly.message + f" (unavoidable: {cause}, and the policy has no reuse window)",
     )
 
 
 def judge(
-    server: AuthServer, outputs: dict[str, tuple[int, str, str]], now: float, stuck: list[str]
+    server: AuthServer,
+    outputs: dict[str, tuple[int, str, str]],
+    now: float,
+    stuck: list[str],
+    faulted: Mapping[str, str] | None = None,
 ) -> tuple[Anomaly, ...]:
     """Anomalies of a run from the audit and each agent's (exit status, stdout, stderr).
 
     A stdout is judged only when the program prints its token there (the
     ``check --command`` protocol); a client's outputs come with stdout "".
+    ``faulted`` says, per agent, how the server failed it ("after a 5xx fault ...
+    injected into its refresh"): such an agent's error exit is the server's failure,
+    reported (a ``server-fault`` warning); an exit asking for a new login after a
+    transient failure is still fatal.
     """
+    faulted = faulted or {}
     found: list[Anomaly] = []
     if stuck:
         found.append(
@@ -114,6 +125,17 @@ def judge(
                     agent,
                     (),
                     f"{agent} exited {EXIT_RELOGIN}: it needs a new login",
+                )
+            )
+        elif code != 0 and agent in faulted:
+            found.append(
+                Anomaly(
+                    AnomalyKind.SERVER_FAULT,
+                    Severity.WARNING,
+                    agent,
+                    (),
+                    f"{agent} exited {code} {faulted[agent]}: the server's failure, reported: "
+                    f"{redact(err.strip())[:200]}",
                 )
             )
         elif code != 0:

@@ -19,6 +19,10 @@ request is held, the others get ``settle`` seconds to join it, and then
 what is held is released (a program kept out by a lock never comes).  The history names
 agents and fingerprints only (no request ids, times, ports or paths), so one
 order run twice gives the same history.
+
+A scenario's ``faults`` strike chosen releases with the fake server's faults,
+and its ``hold`` keeps each request at the door that long before its release
+(``_release_faults``); both stretch the run's deadlines by ``hold`` per agent.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 
 from fake_oauth_server import (
     ControlClient,
+    FaultKind,
     Policy,
     RunningServer,
     account_id,
@@ -61,6 +66,7 @@ from ._clients import lookup, program, stage_dir
 from ._diagram import Diagram
 from ._errors import ConformanceError
 from ._isolation import loopback_only
+from ._release_faults import ReleaseFault
 
 USER = "user"
 #: Where anything that ignores NO_PROXY would go instead of the network: a closed loopback port.
@@ -103,7 +109,9 @@ def run_client(
     executable = executable or resolve_program(scenario)
     with (
         loopback_only() as isolation,
-        serve_in_thread(policy_of(scenario), hold_timeout=scenario.timeout + 30) as running,
+        serve_in_thread(
+            policy_of(scenario), hold_timeout=scenario.timeout + 30 + _slack(scenario)
+        ) as running,
         tempfile.TemporaryDirectory(prefix="tokenrace-client-") as temp,
     ):
         root = Path(temp).resolve()
@@ -134,7 +142,10 @@ class _Run:
         self.log: list[str] = []
         self.killed = ""
         self.released: list[str] = []
-        self.deadline = time.monotonic() + scenario.timeout  # with settle: the whole run's
+        # with settle: the whole run's; holds stretch it
+        self.deadline = time.monotonic() + scenario.timeout + _slack(scenario)
+        self.faults = {fault.release: fault for fault in scenario.faults}
+        self.faulted: dict[str, ReleaseFault] = {}  # agent -> the fault its refresh got
         self.events: list[ClientEvent] = []  # what the diagram shows, as it happened
         self.held: set[str] = set()  # ids of the held requests drawn already
         self.early: set[str] = set()  # agents that exited before their refresh went through
@@ -238,7 +249,15 @@ class _Run:
                 continue
             released += 1
             self.released.append(agent)
+            self.wait_hold(request)
+            fault = self.faults.get(released)
+            if fault is not None:  # the next request the server handles is this one
+                self.faulted[agent] = fault
+                self.control.set_faults([fault.fault])
+                self.log.append(f"fault {fault} on release #{released}: {fault.describe()}")
             status = self.control.release(request["id"], wait=True)
+            if fault is not None:
+                self.control.clear_faults()
             self.log.append(f"release #{released}: {agent} {request['token_fp']} -> {status}")
             self.event(ClientEventKind.RELEASED, agent, request, status)
 
@@ -253,6 +272,10 @@ class _Run:
         request = request or {}
         request_id, token_fp = str(request.get("request_id", "")), str(request.get("token_fp", ""))
         self.events.append(ClientEvent(kind, agent, request_id, token_fp, status or 0, note))
+
+    def wait_hold(self, request: dict[str, Any]) -> None:
+        """Keep ``request`` at the door until it has waited ``hold`` seconds."""
+        time.sleep(max(0.0, self.scenario.hold - float(request["waited"])))
 
     def gather(self, due: list[str]) -> dict[str, dict[str, Any]]:
         """The first held request of each agent, once every live due agent has one held.
@@ -296,7 +319,7 @@ class _Run:
 
     def finish(self, order: tuple[str, ...], kill: str) -> CommandRun:
         # settle: one deadline for the whole run; otherwise ``timeout`` after the last release
-        deadline = time.monotonic() + self.scenario.timeout
+        deadline = time.monotonic() + self.scenario.timeout + _slack(self.scenario)
         if self.scenario.settle:
             deadline = self.deadline
         stuck = []
@@ -316,11 +339,25 @@ class _Run:
         if stuck:
             self.log.append(f"{', '.join(stuck)} still running at the deadline: killed")
         server = self.running.server
-        anomalies = list(judge(server, outputs, self.control.now(), stuck))
+        faulted = {  # a drop committed the rotation: judged as a loss below, not excused
+            agent: f"after a {fault.describe()} injected into its refresh"
+            for agent, fault in self.faulted.items()
+            if fault.fault.kind is not FaultKind.DROP
+        }
+        if self.scenario.hold:  # a slow server: who never got a refresh through gave up on it
+            slow = f"while refreshes were held {self.scenario.hold:g}s at a slow server"
+            for agent in self.processes:
+                if agent not in self.released and agent != self.killed:
+                    faulted.setdefault(agent, slow)
+        anomalies = list(judge(server, outputs, self.control.now(), stuck, faulted))
         anomalies += self.check_stores()
         committed = self.killed and killed_request_committed(server, self.killed)
         if committed and not server.policy.grace:
             anomalies = [unavoidable(anomaly, self.killed) for anomaly in anomalies]
+        dropped = [a for a, f in self.faulted.items() if f.fault.kind is FaultKind.DROP]
+        if dropped and not server.policy.grace:  # the rotated token never reached anyone
+            cause = f"a drop fault lost {dropped[0]}'s committed refresh"
+            anomalies = [unavoidable(anomaly, dropped[0], cause) for anomaly in anomalies]
         for record in server.audit:
             reason = f" ({record.reason})" if record.reason else ""
             self.log.append(
@@ -379,6 +416,11 @@ class _Run:
             process.wait()
             if process.stderr is not None:
                 process.stderr.close()
+
+
+def _slack(scenario: ClientScenario) -> float:
+    """How much a hold can stretch a run: each agent's refresh held that long, in turn."""
+    return scenario.hold * len(scenario.agents)
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

@@ -18,6 +18,8 @@ engine::
     # settle = 2                # instead: release what is held after 2 s (a lock keeps some out)
     # stdout_token = true       # the program prints its access token last on stdout
     # inherit_env = true        # the caller's whole environment (for your own program)
+    # faults = ["5xx@1"]        # server faults on released refreshes (docs/clients.md)
+    # hold = 15                 # hold each refresh 15 s at the door before releasing it
 
     [world]
     agents = ["atlas", "nova"]
@@ -54,6 +56,7 @@ from fake_oauth_server import FakeServerError, Policy, agent_path
 from ._checker import AnomalyKind
 from ._clients import CLIENTS
 from ._errors import ConformanceError
+from ._release_faults import ReleaseFault, check_hold, parse_release_fault
 from ._scenario_files import TomlTables, nearest
 
 #: The shipped Node module that sends requests for a hard-coded token URL to ``{token_url}``.
@@ -90,6 +93,8 @@ CLIENT_KEYS: dict[str, frozenset[str]] = {
             "overlap",
             "stdout_token",
             "inherit_env",
+            "faults",
+            "hold",
         }
     ),
     "world": frozenset({"agents", "policy", "policy_overrides"}),
@@ -138,6 +143,8 @@ class ClientScenario:
     stdout_token: bool = False  # the program prints its access token last on stdout
     inherit_env: bool = False  # the caller's whole environment, HOME included (your own program)
     cwd: str = "{agent_dir}"  # a template: where each agent's process starts
+    faults: tuple[ReleaseFault, ...] = ()  # server faults on released refreshes
+    hold: float = 0.0  # seconds each refresh stays held at the door, at least
 
     @property
     def pinned(self) -> bool:
@@ -259,6 +266,16 @@ class _Reader(TomlTables):
             )
         except FakeServerError as exc:
             self.fail("[world] policy", str(exc))
+        faults = []
+        for text in self.strings("client", "faults", []):
+            try:
+                faults.append(parse_release_fault(text))
+            except ValueError as exc:
+                self.fail("[client] faults", str(exc))
+        try:
+            hold = check_hold(float(self.get("client", "hold", (int, float), 0.0)))
+        except ValueError as exc:
+            self.fail("[client] hold", str(exc))
         orders = self.get("search", "orders", int, 1)
         if orders < 1:
             self.fail("[search] orders", "must be at least 1")
@@ -286,4 +303,6 @@ class _Reader(TomlTables):
             settle=settle,
             stdout_token=self.get("client", "stdout_token", bool, False),
             inherit_env=self.get("client", "inherit_env", bool, False),
+            faults=tuple(faults),
+            hold=hold,
         )

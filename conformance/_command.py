@@ -47,10 +47,11 @@ from ._client_run import KILL_FIRST, ClientRun, run_client
 from ._client_scenarios import ClientScenario, StoreFormat
 from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK
+from ._release_faults import ReleaseFault
 from ._report import write_report
-from ._validate import agent_names, command_argv
+from ._validate import agent_names, command_argv, hold_seconds, release_fault
 
-__all__ = ["EXIT_RELOGIN", "check_command", "command_scenario", "run_command"]
+__all__ = ["EXIT_RELOGIN", "add_fault_options", "check_command", "command_scenario", "run_command"]
 
 
 def command_scenario(
@@ -61,6 +62,8 @@ def command_scenario(
     timeout: float = 30.0,
     settle: float = 2.0,
     mirrored: bool = False,
+    faults: tuple[ReleaseFault, ...] = (),
+    hold: float = 0.0,
 ) -> ClientScenario:
     """The client scenario ``check --command`` runs: the protocol above, the caller's world."""
     words = command_argv(command)  # an empty command, an unclosed quote, no such program
@@ -88,6 +91,8 @@ def command_scenario(
         stdout_token=True,
         inherit_env=True,
         cwd=os.getcwd().replace("{", "{{").replace("}", "}}"),
+        faults=faults,
+        hold=hold,
     )
 
 
@@ -108,6 +113,27 @@ def run_command(
     return run_client(scenario, order, kill=KILL_FIRST if kill_first else "").run
 
 
+def add_fault_options(chk: argparse.ArgumentParser) -> None:
+    """``check --command --fault``, ``--hold``: see ``_release_faults``."""
+    chk.add_argument(
+        "--fault",
+        type=release_fault,
+        action="append",
+        default=[],
+        metavar="KIND@N",
+        help="--command: a server fault on the Nth released refresh: 5xx@1, 429:30@2, "
+        "reset@1, drop@1 (repeatable; docs/clients.md)",
+    )
+    chk.add_argument(
+        "--hold",
+        type=hold_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="--command: hold each refresh this long at the door before releasing it "
+        "(0-120; default 0), so another agent's lock-wait timeout can run out",
+    )
+
+
 def check_command(args: argparse.Namespace, console: Console) -> int:
     """``tokenrace check --command``: run the program in each release order, judge each run."""
     command_argv(args.command)  # an empty command, an unclosed quote, no such program
@@ -123,6 +149,7 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
     console.print(f"tokenrace check --command {args.command!r}: {len(variants)} runs")
     started = time.perf_counter()
     failing: CommandRun | None = None
+    faulted: CommandRun | None = None  # with --fault/--hold, nothing failing: the first run
     drawn: ClientRun | None = None  # the run the report draws: the first failing, else the last
     for number, (order, kill) in enumerate(variants):
         scenario = command_scenario(
@@ -132,6 +159,8 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
             timeout=args.timeout,
             settle=args.settle,
             mirrored=args.layout == "mirrored",
+            faults=tuple(args.fault),
+            hold=args.hold,
         )
         done = run_client(scenario, order, kill=KILL_FIRST if kill else "")
         run = done.run
@@ -143,6 +172,15 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  {verdict} {run.describe()}", soft_wrap=True)
         if run.failed:
             failing = failing or run
+        elif args.fault or args.hold:
+            faulted = faulted or run
+        unused = [str(fault) for fault in args.fault if fault.release > len(done.released)]
+        if unused:
+            count = len(done.released)
+            console.print(
+                f"      fault {', '.join(unused)} never struck: {count} refreshes released"
+            )
+        if run.failed or args.fault or args.hold:  # what faults and holds did: warnings too
             for anomaly in run.anomalies:
                 console.print(f"      {anomaly}", markup=False, soft_wrap=True)
     if failing is not None:
@@ -155,24 +193,27 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
             ("--policy", args.policy, "openai"),
             ("--timeout", args.timeout, 30.0),
             ("--settle", args.settle, 2.0),
+            ("--hold", args.hold, 0.0),
         ):
             if value != default:  # the run's own settings, so the line runs the same thing
                 replay += f" {option} {shlex.quote(str(value))}"
+        replay += "".join(f" --fault {fault}" for fault in args.fault)
         console.print("  to run the failing order again:")
         console.print(f"      {replay}", markup=False, soft_wrap=True)
+    shown = failing or faulted
     result = EngineResult(
         engine=args.command,
         summary="a program started once per agent",
         expectation=Expectation.CLEAN,
         verdict=Verdict.REPRODUCED if failing else Verdict.NOT_FOUND,
-        anomalies=failing.anomalies if failing else (),
+        anomalies=shown.anomalies if shown else (),
         schedule=None,
         preemptions=0,
         examples=len(variants),
         first_failure_at=None,
         time_to_first_failure=None,
         elapsed=time.perf_counter() - started,
-        history=failing.log if failing else "",
+        history=shown.log if shown else "",
         bound=f"{len(variants)} runs: release orders of {', '.join(agents)}"
         + (", with and without a kill" if args.kill else ""),
         scenario="command",

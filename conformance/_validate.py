@@ -30,6 +30,7 @@ from refresh_engine import Effect, InterpreterMismatch, RefreshEngineError
 from simulator import AgentSpec, ReplayChooser, Schedule, WorldSpec, simulate
 
 from ._errors import EXIT_USAGE, ConformanceError, EngineLoadError
+from ._release_faults import ReleaseFault, check_hold, parse_release_fault
 
 #: tokenrace's packages and the standard library: a frame outside them is the user's
 _OURS = tuple(
@@ -267,6 +268,24 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def release_fault(text: str) -> ReleaseFault:
+    """``--fault KIND[:VALUE]@N`` (see ``_release_faults``)."""
+    try:
+        return parse_release_fault(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def hold_seconds(text: str) -> float:
+    """``--hold SECONDS``: 0 to ``MAX_HOLD``."""
+    try:
+        return check_hold(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            str(exc) if "hold" in str(exc) else f"{text!r} is not a number of seconds"
+        ) from None
 
 
 def settle_seconds(text: str) -> float:
