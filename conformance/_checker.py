@@ -157,6 +157,7 @@ def _history_anomalies(
     events: Iterable[HistoryEvent], audit: Iterable[AuditEvent]
 ) -> list[Anomaly]:
     rejected = refresh_records(audit, AuditKind.REJECTED)
+    accepted = refresh_records(audit, AuditKind.ACCEPTED)
     last_request: dict[str, str] = {}  # agent -> its latest refresh request
     faults: dict[str, list[HistoryEvent]] = {}  # agent -> server faults of its current turn
     found = []
@@ -175,8 +176,13 @@ def _history_anomalies(
                 continue
             kind = AnomalyKind.AGENT_STRANDED if event.stranded else AnomalyKind.ENGINE_ERROR
             message = f"{event.agent} ended its turn with {event.error_type}: {redact(event.note)}"
-            # stranded by the refusal of the token it presented last: that token's grant
-            refused = rejected.get(last_request.get(event.agent, ""))
+            # stranded by the refusal of the token it presented last: that token's grant;
+            # an error after a request the server accepted (its answer lost): that grant,
+            # so a loss can excuse it, unless the error is a bug in the engine's own code
+            request = last_request.get(event.agent, "")
+            refused = rejected.get(request)
+            if refused is None and event.error_type not in PROGRAMMING_ERRORS:
+                refused = accepted.get(request)
             family = refused.family if refused is not None else ""
             anomaly = Anomaly(
                 kind, Severity.FATAL, event.agent, step, message, family, _presented(refused)
