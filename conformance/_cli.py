@@ -22,13 +22,13 @@ from rich.table import Table
 
 from simulator import OsModel, SimulatorError, Strategy
 
+from ._battery import battery_scenarios, run_battery
 from ._campaign import (
     CampaignResult,
     EngineResult,
     Verdict,
     replay_command,
     run_campaign,
-    search_engine,
 )
 from ._client_cli import add_clients_parser, client_subcommand
 from ._command import check_command
@@ -37,7 +37,7 @@ from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Conform
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
 from ._replaying import run_replay
 from ._report import results_json, write_report
-from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
+from ._scenario_files import ReferenceClaim, load_scenario_file
 from ._validate import (
     OneLineParser,
     check_names,
@@ -458,26 +458,22 @@ def _check(args: argparse.Namespace, console: Console) -> int:
             raise ConformanceError("--strategy applies to --engine; --command runs release orders")
         return check_command(args, console)
     entry = dataclasses.replace(load_engine(args.engine), expectation=Expectation.CLEAN)
-    files = args.scenarios or builtin_scenarios()
-    scenarios = [load_scenario_file(Path(path)) for path in files]
-    claimed = [s for s in scenarios if s.reference is ReferenceClaim.CLEAN]
+    claimed = battery_scenarios(args.scenarios or ())
     table = Table(title=f"tokenrace check --engine {args.engine}")
     for column in ("scenario", "class", "verdict", "anomaly", "schedules"):
         table.add_column(column)
     failed = False
     results = []
     started = time.perf_counter()
-    for scenario in claimed:
-        result = search_engine(
-            scenario.name,
-            scenario.world,
-            entry,
-            max_examples=args.examples or scenario.examples,
-            seed=scenario.seed if args.seed is None else args.seed,
-            strategy=args.strategy or scenario.strategy,
-            database=args.hypothesis_db or None,
-        )
-        result = dataclasses.replace(result, title=scenario.title)
+    battery = run_battery(
+        entry,
+        claimed,
+        examples=args.examples,
+        seed=args.seed,
+        strategy=args.strategy,
+        database=args.hypothesis_db or None,
+    )
+    for scenario, result in battery:
         results.append(result)
         failed = failed or not result.passed
         table.add_row(
