@@ -171,7 +171,18 @@ def rewrite(flow: Flow[T], rule: StreamRule) -> Flow[T]:
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
     finally:
-        flow.close()
+        _close(flow)
+
+
+def _close(flow: Flow[T]) -> None:
+    """Close the engine's flow for good, as ``FlowRunner.close`` does: a ``finally`` in it
+    that yields an effect (a release) makes ``close`` raise, and leaves it suspended."""
+    for _ in range(10_000):
+        try:
+            flow.close()
+        except RuntimeError:
+            continue
+        break
 
 
 class StreamMutant(ReferenceEngine):

@@ -92,6 +92,11 @@ class Gap(enum.Enum):
     TOPOLOGY = "topology: gateway threads, mixed process layouts"
     IO_ERRORS = "model fidelity: I/O errors the model never raises (EIO, ENOSPC, EINTR)"
     PID_MODEL = "model fidelity: pid reuse, a fresh engine per process after a kill"
+    MUTUAL_EXCLUSION = (
+        "the checker's mutual-exclusion anomaly: two holders of one lock, reported even "
+        "when it cost nothing yet"
+    )
+    SEARCH_BUDGET = "a larger search budget in the scenario that targets it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +251,7 @@ MUTANTS: tuple[Mutant, ...] = (
             Operator.LOCK_FILE_CHURN,
             _stream(ChurnLockFile, churn=churn),
             f"the lock file is churned: {churn.value}",
+            gap=Gap.NONE if churn is LockFileChurn.REPLACE_AT_ACQUIRE else Gap.MUTUAL_EXCLUSION,
         )
         for churn in LockFileChurn
     ),
