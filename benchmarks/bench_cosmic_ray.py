@@ -29,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("refresh_engine", "fake_oauth_server", "simulator", "conformance")
@@ -96,11 +97,51 @@ def results(work: Path) -> list[dict[str, object]]:
                     "line": mutation.start_pos[0],
                     "operator": mutation.operator_name,
                     "occurrence": mutation.occurrence,
-                    "outcome": str(result.test_outcome or result.worker_outcome),
+                    "outcome": _value(result.test_outcome or result.worker_outcome),
                     "diff": result.diff or "",
                 }
             )
     return sorted(found, key=lambda row: (str(row["module"]), int(str(row["line"]))))
+
+
+def _value(outcome: object) -> str:
+    return str(getattr(outcome, "value", outcome))
+
+
+def reached_lines(examples: int) -> set[tuple[str, int]]:
+    """Every (module, line) of ``MODULES`` the reference runs in the battery: a survivor on
+    a line never reached is dead code for this engine (another lock kind, another OS)."""
+    from conformance import builtin_scenarios as files
+    from conformance import load_engine, load_scenario_file, search_engine
+
+    wanted = {str(ROOT / "refresh_engine" / name): f"refresh_engine/{name}" for name in MODULES}
+    seen: set[tuple[str, int]] = set()
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+        module = wanted.get(frame.f_code.co_filename)
+        if module is None:
+            return None
+        seen.add((module, frame.f_lineno))
+        return tracer
+
+    reference = load_engine("reference")
+    sys.settrace(tracer)
+    try:
+        for path in files():
+            scenario = load_scenario_file(Path(path))
+            if scenario.reference.value != "clean":
+                continue
+            search_engine(
+                scenario.name,
+                scenario.world,
+                reference,
+                max_examples=examples,
+                seed=scenario.seed,
+                strategy=scenario.strategy,
+            )
+    finally:
+        sys.settrace(None)
+    return seen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,13 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         runner.wait()
         rows = results(work)
+    reached = reached_lines(min(args.examples, 20))
+    for row in rows:
+        row["reached"] = (str(row["module"]), int(str(row["line"]))) in reached
     killed = [row for row in rows if row["outcome"] == "killed"]
     survived = [row for row in rows if row["outcome"] == "survived"]
     other = [row for row in rows if row["outcome"] not in ("killed", "survived")]
     for row in rows:
         print(f"  {row['outcome']:10} {row['module']}:{row['line']} {row['operator']}")
     for row in survived:
-        print(f"\nsurvivor {row['module']}:{row['line']} {row['operator']}\n{row['diff']}")
+        why = "" if row["reached"] else " (line never run by the reference in the battery)"
+        print(f"\nsurvivor {row['module']}:{row['line']} {row['operator']}{why}\n{row['diff']}")
     scored = len(killed) + len(survived)
     score = len(killed) / scored if scored else 1.0
     print(
@@ -159,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{time.perf_counter() - started:.0f}s"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    unreached = [row for row in survived if not row["reached"]]
+    print(f"survivors on lines the reference never runs in the battery: {len(unreached)}")
     summary = {"total": total, "run": len(rows), "killed": len(killed), "score": score}
     args.out.write_text(json.dumps({**summary, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     return 0

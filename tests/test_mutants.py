@@ -9,8 +9,12 @@ fault that makes its change visible (a failing effect kind, a busy lock).
 from __future__ import annotations
 
 import errno
+import importlib
 import inspect
 import json
+import sys
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -341,3 +345,34 @@ def test_a_survivor_says_why_and_an_equivalent_one_is_left_out_of_the_score() ->
     assert equivalent.reason.startswith("equivalent: ")
     report = MutationReport((fsync, equivalent), 0.0)
     assert (report.killed, report.scored, report.score) == (0, 1, 0.0)
+
+
+# ------------------------------------------------------------------ the benchmarks
+
+
+def test_bench_mutants_runs_and_writes_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``benchmarks/bench_mutants.py`` is not a test; this keeps it from rotting."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench = importlib.import_module("bench_mutants")
+    out = tmp_path / "mutants.json"
+    assert bench.main(["--mutant", "drop-lock/all", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "drop-lock/all: killed by headline (refresh-token-reuse)" in printed
+    assert "mutation score: 1/1 = 100.0%" in printed
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert (report["killed"], report["scored"]) == (1, 1)
+    assert report["results"][0]["fate"] == "killed"
+
+
+def test_bench_cosmic_ray_config_names_the_modules_and_runs_the_check_battery(
+    tmp_path: Path,
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench = importlib.import_module("bench_cosmic_ray")
+    config = tomllib.loads(bench.config(tmp_path, 50, 60.0))["cosmic-ray"]
+    root = Path(__file__).resolve().parents[1]
+    assert all((root / module).is_file() for module in config["module-path"])
+    assert "check --engine reference --examples 50" in config["test-command"]
+    assert config["distributor"]["name"] == "local"
