@@ -35,6 +35,7 @@ from refresh_engine import (
     ReferenceEngine,
     Replace,
     Write,
+    acquire_lock,
     ops,
     read_file,
 )
@@ -123,6 +124,7 @@ class Mutant:
     description: str
     gap: Gap = Gap.NONE  # the dimension it needs, when the default battery misses it
     equivalent: str = ""  # why no world can tell it from the reference, if so
+    why: str = ""  # how the gap hides it, where that is not obvious from the gap
     probe: Probe = Probe()
 
 
@@ -135,6 +137,29 @@ def _hook(**options: Any) -> Callable[[], Engine]:
     return lambda: ReferenceEngine(**options)
 
 
+class PosixLock(ReferenceEngine):
+    """A lock kind of the zoo where ``fcntl`` exists; the native lock on Windows.
+
+    The stale-break and ownership mutants change the lock only on POSIX: the
+    zoo's O_EXCL release unlinks the lock file while a waiter may have it open
+    to read the owner, a sharing violation on Windows (``engine-error``), and
+    ``lockf`` does not exist there.  Either would get the mutant killed on
+    Windows for a reason other than its own change.
+    """
+
+    def __init__(self, lock: LockKind, timing: LockTiming) -> None:
+        super().__init__(lock=lock, timing=timing)
+
+    def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
+        kind = LockKind.NATIVE if ctx.platform == "win32" else self.lock
+        path = self.lock_path(ctx)
+        return (yield from acquire_lock(kind, path, platform=ctx.platform, timing=self.timing))
+
+
+def _posix(lock: LockKind, **timing: float) -> Callable[[], Engine]:
+    return lambda: PosixLock(lock, LockTiming(**timing))
+
+
 class PidIsOurs(ReferenceEngine):
     """An O_EXCL lock file naming our own pid is taken as ours: a gateway's agents share it."""
 
@@ -143,6 +168,8 @@ class PidIsOurs(ReferenceEngine):
 
     def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
         path = self.lock_path(ctx)
+        if ctx.platform == "win32":  # as PosixLock: O_EXCL release is unsafe on Windows
+            return (yield from acquire_lock(LockKind.NATIVE, path, platform=ctx.platform))
         with contextlib.suppress(FileExistsError):
             yield from ops.mkdir(posixpath.dirname(path))
         pid = yield from ops.getpid()
@@ -243,6 +270,8 @@ MUTANTS: tuple[Mutant, ...] = (
         _stream(SkipReread, which=Reread.SAVE),
         "save() merges into the document read for the decision, not a fresh one",
         gap=Gap.STORE_POPULATION,
+        why="both reads are under the lock and the store holds one profile: nothing can "
+        "change between them unless another profile's writer (another lock) saves there",
     ),
     # ------------------------------------------------------ unlink or recreate the lock file
     *(
@@ -252,6 +281,11 @@ MUTANTS: tuple[Mutant, ...] = (
             _stream(ChurnLockFile, churn=churn),
             f"the lock file is churned: {churn.value}",
             gap=Gap.NONE if churn is LockFileChurn.REPLACE_AT_ACQUIRE else Gap.MUTUAL_EXCLUSION,
+            why=""
+            if churn is LockFileChurn.REPLACE_AT_ACQUIRE
+            else "a waiter ends up holding the unlinked file while a newcomer locks a new one, "
+            "but both re-read the store under their lock and find it fresh: two holders at "
+            "once cost nothing in these workloads",
         )
         for churn in LockFileChurn
     ),
@@ -259,8 +293,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "lock-owner/per-process-lockf",
         Operator.LOCK_OWNER,
-        _hook(lock=LockKind.LOCKF),
-        "an fcntl record lock, owned by the process",
+        _posix(LockKind.LOCKF),
+        "an fcntl record lock, owned by the process (native lock on Windows)",
     ),
     Mutant(
         "lock-owner/per-thread-mutex",
@@ -305,6 +339,8 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.SHARED_TEMP,
         _stream(SharedTemp, name=TempName.FIXED),
         "every writer stages its save in .auth-profiles.json.tmp",
+        why="every save runs under the one refresh lock, so no two saves overlap; an outside "
+        "writer, or a second profile under another lock, would share the temp file",
         gap=Gap.STORE_POPULATION,
     ),
     Mutant(
@@ -312,6 +348,8 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.SHARED_TEMP,
         _stream(SharedTemp, name=TempName.PID),
         "the temp file is named per process, shared by a gateway's agents",
+        why="every save runs under the one refresh lock, so no two saves overlap; an outside "
+        "writer, or a second profile under another lock, would share the temp file",
         gap=Gap.STORE_POPULATION,
     ),
     # -------------------------------------------------------------------- skip fsync
@@ -336,6 +374,12 @@ MUTANTS: tuple[Mutant, ...] = (
             Operator.WRITE_IN_PLACE,
             _stream(WriteInPlace, how=how),
             f"the store is rewritten in place ({how.value})",
+            gap=Gap.STORE_POPULATION if how is InPlace.TRUNCATE_AFTER else Gap.NONE,
+            why="every generation of the one credential renders to the same length, so an "
+            "overwrite in place leaves no old tail and is one step; a second profile, or "
+            "tokens whose length varies, leave a tail a reader sees before the ftruncate"
+            if how is InPlace.TRUNCATE_AFTER
+            else "",
         )
         for how in InPlace
     ),
@@ -397,7 +441,7 @@ MUTANTS: tuple[Mutant, ...] = (
         Mutant(
             f"stale-break/age-{stale:g}s",
             Operator.STALE_BREAK,
-            _hook(lock=LockKind.EXCL_FILE, timing=LockTiming(stale=stale, poll=1.0)),
+            _posix(LockKind.EXCL_FILE, stale=stale, poll=1.0),
             f"an O_EXCL lock file older than {stale:g} s is broken",
             gap=_STALL if stale > 30 else Gap.NONE,
         )
@@ -407,7 +451,7 @@ MUTANTS: tuple[Mutant, ...] = (
         Mutant(
             f"stale-break/lease-{lease:g}s",
             Operator.STALE_BREAK,
-            _hook(lock=LockKind.MKDIR, timing=LockTiming(lease=lease, poll=1.0)),
+            _posix(LockKind.MKDIR, lease=lease, poll=1.0),
             f"a mkdir lock whose mtime is {lease:g} s old is broken (never renewed)",
             gap=_STALL if lease > 30 else Gap.NONE,
         )
@@ -416,7 +460,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stale-break/pid-only",
         Operator.STALE_BREAK,
-        _hook(lock=LockKind.EXCL_FILE, timing=LockTiming(stale=1e9, poll=1.0)),
+        _posix(LockKind.EXCL_FILE, stale=1e9, poll=1.0),
         "an O_EXCL lock file is broken only when the pid in it is dead",
         gap=Gap.PID_MODEL,
     ),

@@ -132,6 +132,7 @@ def run_mutant(
     else:
         fate = Fate.SURVIVED
         reason = f"needs {mutant.gap.value}" if mutant.gap.value else "unexplained: investigate"
+        reason += f" ({mutant.why})" if mutant.why else ""
     return MutantResult(
         mutant.name,
         mutant.operator.value,
