@@ -32,11 +32,8 @@ def witnesses(battery: Sequence[Scenario], gap: Gap) -> list[Scenario]:
 
     def variant(base: str, suffix: str, **changes: object) -> Scenario:
         scenario = named[base]
-        examples = changes.pop("examples", scenario.examples)
         world = dataclasses.replace(scenario.world, **changes)  # type: ignore[arg-type]
-        return dataclasses.replace(
-            scenario, name=f"{base}@{suffix}", world=world, examples=int(str(examples))
-        )
+        return dataclasses.replace(scenario, name=f"{base}@{suffix}", world=world)
 
     match gap:
         case Gap.OS_MODELS:
@@ -51,6 +48,4 @@ def witnesses(battery: Sequence[Scenario], gap: Gap) -> list[Scenario]:
                 dataclasses.replace(crash, world=_turns(crash.world, two)),
                 dataclasses.replace(kill, world=_turns(kill.world, two)),
             ]
-        case Gap.SEARCH_BUDGET:
-            return [variant("in-place-torn-read", "2000-schedules", examples=2000)]
     return []

@@ -97,7 +97,6 @@ class Gap(enum.Enum):
         "the checker's mutual-exclusion anomaly: two holders of one lock, reported even "
         "when it cost nothing yet"
     )
-    SEARCH_BUDGET = "a larger search budget in the scenario that targets it"
 
 
 @dataclass(frozen=True, slots=True)

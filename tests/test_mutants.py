@@ -8,6 +8,7 @@ fault that makes its change visible (a failing effect kind, a busy lock).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import importlib
 import inspect
@@ -22,6 +23,7 @@ import pytest
 from conformance._battery import battery_scenarios
 from conformance._errors import ConformanceError
 from conformance._mutant_stream import StreamMutant, StreamRule, rewrite
+from conformance._mutant_witness import witnesses
 from conformance._mutants import MUTANTS, Gap, Mutant, Operator, Probe, mutant_named
 from conformance._mutate import Fate, MutationReport, run_mutant, select
 from refresh_engine import (
@@ -69,6 +71,7 @@ from refresh_engine import (
     render_store,
     with_credential,
 )
+from simulator import FaultKind, OsModel
 
 START = 1_767_225_600.0
 
@@ -376,3 +379,15 @@ def test_bench_cosmic_ray_config_names_the_modules_and_runs_the_check_battery(
     assert all((root / module).is_file() for module in config["module-path"])
     assert "check --engine reference --examples 50" in config["test-command"]
     assert config["distributor"]["name"] == "local"
+
+
+def test_witness_worlds_stretch_one_dimension_of_a_shipped_scenario() -> None:
+    battery = {scenario.name: scenario for scenario in battery_scenarios()}
+    (macos,) = witnesses(list(battery.values()), Gap.OS_MODELS)
+    assert macos.world == dataclasses.replace(battery["lock-per-agent-dir"].world, os=OsModel.MACOS)
+    (stall,) = witnesses(list(battery.values()), Gap.LONG_STALLS)
+    assert stall.world.stall_seconds > 600 > battery["stale-lock-break"].world.stall_seconds
+    crash, kill = witnesses(list(battery.values()), Gap.PROCESS_FAULTS)
+    assert crash.world.faults == {FaultKind.CRASH} and kill.world.faults == {FaultKind.KILL}
+    for gap in (Gap.STORE_POPULATION, Gap.IO_ERRORS, Gap.MUTUAL_EXCLUSION):
+        assert witnesses(list(battery.values()), gap) == []
