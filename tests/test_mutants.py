@@ -388,6 +388,7 @@ def test_witness_worlds_stretch_one_dimension_of_a_shipped_scenario() -> None:
     (stall,) = witnesses(list(battery.values()), Gap.LONG_STALLS)
     assert stall.world.stall_seconds > 600 > battery["stale-lock-break"].world.stall_seconds
     crash, kill = witnesses(list(battery.values()), Gap.PROCESS_FAULTS)
-    assert crash.world.faults == {FaultKind.CRASH} and kill.world.faults == {FaultKind.KILL}
+    assert crash.world.faults == {FaultKind.CRASH}
+    assert kill.world.faults == {FaultKind.KILL}
     for gap in (Gap.STORE_POPULATION, Gap.IO_ERRORS, Gap.MUTUAL_EXCLUSION):
         assert witnesses(list(battery.values()), gap) == []
