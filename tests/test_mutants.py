@@ -21,11 +21,19 @@ from typing import Any
 import pytest
 
 from conformance._battery import battery_scenarios
+from conformance._engines import BUILTIN_ENGINES
 from conformance._errors import ConformanceError
 from conformance._mutant_stream import StreamMutant, StreamRule, rewrite
 from conformance._mutant_witness import witnesses
 from conformance._mutants import MUTANTS, Gap, Mutant, Operator, Probe, mutant_named
-from conformance._mutate import Fate, MutationReport, run_mutant, select
+from conformance._mutate import (
+    Fate,
+    MutationReport,
+    mutant_entry,
+    run_mutant,
+    select,
+    witness_search,
+)
 from refresh_engine import (
     AgentContext,
     Alive,
@@ -71,7 +79,7 @@ from refresh_engine import (
     render_store,
     with_credential,
 )
-from simulator import FaultKind, OsModel
+from simulator import FaultKind, OsModel, Strategy
 
 START = 1_767_225_600.0
 
@@ -392,3 +400,15 @@ def test_witness_worlds_stretch_one_dimension_of_a_shipped_scenario() -> None:
     assert kill.world.faults == {FaultKind.KILL}
     for gap in (Gap.STORE_POPULATION, Gap.IO_ERRORS, Gap.MUTUAL_EXCLUSION):
         assert witnesses(list(battery.values()), gap) == []
+
+
+def test_two_lock_holders_at_once_is_seen_where_the_checker_sees_nothing() -> None:
+    """The mutual-exclusion witness: unlinking the lock file while holding it lets a waiter
+    and a newcomer hold 'the' lock together; the reference never does (exhaustive bound)."""
+    (world,) = witnesses(battery_scenarios(), Gap.MUTUAL_EXCLUSION)
+    world = dataclasses.replace(world, strategy=Strategy.EXHAUSTIVE, examples=2000)
+    churn = mutant_entry(mutant_named("lock-file-churn/unlink-before-unlock"))
+    found = witness_search(churn, world, Gap.MUTUAL_EXCLUSION)
+    assert found is not None
+    assert found[0] == "two lock holders at once"
+    assert witness_search(BUILTIN_ENGINES["reference"], world, Gap.MUTUAL_EXCLUSION) is None
