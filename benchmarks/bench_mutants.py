@@ -65,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if result.fate is Fate.KILLED:
             what = f"killed by {result.scenario} ({result.anomaly}) in {result.time_to_kill:.1f}s"
         else:
-            what = f"{result.fate.value}: {result.reason}"
+            what = result.reason  # "equivalent: <the argument>"
+            if result.fate is Fate.SURVIVED:
+                what = f"survived: {result.reason}"
             if result.witness:
                 what += f"; {result.witness}"
         wall = time.perf_counter() - started

@@ -289,10 +289,11 @@ def mutate_command(args: argparse.Namespace, console: Console) -> int:
         where = (
             f"by {result.scenario} ({result.anomaly}) in {result.time_to_kill:.1f}s"
             if result.fate is Fate.KILLED
-            else f"{result.reason}" + (f"; {result.witness}" if result.witness else "")
+            else result.reason.removeprefix("equivalent: ")
+            + (f"; {result.witness}" if result.witness else "")
         )
         console.print(
-            f"[{done}/{len(mutants)}] {result.mutant}: {result.fate.value.upper()} {where} "
+            f"[{done}/{len(mutants)}] {result.mutant}: {result.fate.name} {where} "
             f"[{result.elapsed:.1f}s]",
             markup=False,
             soft_wrap=True,
