@@ -6,7 +6,7 @@ witness world (a shipped scenario with one field changed) checks the claim:
 ``tokenrace mutate --witness`` runs each survivor there, and the reference
 engine too, which must stay clean for the witness to count.  Gaps the model
 cannot express yet (a second profile, an outside writer, I/O errors, pid
-reuse) have no witness.  The mutual-exclusion gap has one judged by
+reuse, a fresh engine per process) have no witness.  The mutual-exclusion gap has one judged by
 ``lock_holders_overlap`` (two holders of one lock at once) instead of the
 checker, until the checker reports that anomaly itself.
 """
@@ -46,7 +46,7 @@ def witnesses(battery: Sequence[Scenario], gap: Gap) -> list[Scenario]:
         case Gap.MUTUAL_EXCLUSION:  # schedules by Hypothesis: the exhaustive bound misses some
             world = variant(EXCLUSION_WORLD, "two-holders")
             return [dataclasses.replace(world, strategy=Strategy.HYPOTHESIS, examples=1000)]
-        case Gap.PROCESS_FAULTS | Gap.PID_MODEL:
+        case Gap.PROCESS_FAULTS:
             crash = variant("stale-lock-break", "crash", faults=frozenset({FaultKind.CRASH}))
             kill = variant("stale-lock-break", "kill", faults=frozenset({FaultKind.KILL}))
             two = (3600.0, 7200.0)

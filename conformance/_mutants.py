@@ -92,7 +92,6 @@ class Gap(enum.Enum):
     OS_MODELS = "OS models: macOS worlds"
     TOPOLOGY = "topology: gateway threads, mixed process layouts"
     IO_ERRORS = "model fidelity: I/O errors the model never raises (EIO, ENOSPC, EINTR)"
-    PID_MODEL = "model fidelity: pid reuse, a fresh engine per process after a kill"
     MUTUAL_EXCLUSION = (
         "the checker's mutual-exclusion anomaly: two holders of one lock, reported even "
         "when it cost nothing yet"
@@ -461,7 +460,9 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.STALE_BREAK,
         _posix(LockKind.EXCL_FILE, stale=1e9, poll=1.0),
         "an O_EXCL lock file is broken only when the pid in it is dead",
-        gap=Gap.PID_MODEL,
+        gap=Gap.PROCESS_FAULTS,
+        why="a killed holder leaves its lock file behind; the model calls every pid alive "
+        "(as a reused pid is), so nobody ever breaks it and the others wait for ever",
     ),
     Mutant(
         "stale-break/own-pid",

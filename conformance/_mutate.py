@@ -141,7 +141,7 @@ def run_mutant(
         elapsed=spent,
         schedules=schedules,
         reason=reason,
-        witness=in_witness_worlds(mutant, scenarios) if witness else "",
+        witness=in_witness_worlds(mutant, scenarios) if witness and not mutant.equivalent else "",
     )
 
 
