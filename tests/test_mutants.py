@@ -398,7 +398,10 @@ def test_witness_worlds_stretch_one_dimension_of_a_shipped_scenario() -> None:
     crash, kill = witnesses(list(battery.values()), Gap.PROCESS_FAULTS)
     assert crash.world.faults == {FaultKind.CRASH}
     assert kill.world.faults == {FaultKind.KILL}
-    for gap in (Gap.STORE_POPULATION, Gap.IO_ERRORS, Gap.MUTUAL_EXCLUSION):
+    (two,) = witnesses(list(battery.values()), Gap.MUTUAL_EXCLUSION)
+    assert two.world == battery["lock-per-agent-dir"].world
+    assert two.strategy is Strategy.HYPOTHESIS
+    for gap in (Gap.STORE_POPULATION, Gap.IO_ERRORS):
         assert witnesses(list(battery.values()), gap) == []
 
 
