@@ -24,6 +24,8 @@ from ._checker import Anomaly, AnomalyKind, Severity, check, fatal
 from ._corpus import MirroredChildStores, NoCrossProcessLock
 from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation, load_engine
 from ._errors import ConformanceError, EngineLoadError, UnknownScenario
+from ._mutants import MUTANTS, Gap, Mutant, Operator
+from ._mutate import Fate, MutantResult, MutationReport, run_mutants, witness_check
 from ._report import SCHEMA, results_json, write_report
 from ._scenario_files import Scenario, builtin_scenarios, load_scenario_file
 from ._scenarios import HEADLINE_AGENTS, SCENARIOS, headline, load_scenario
@@ -34,6 +36,7 @@ __all__ = [
     "BatteryWorld",
     "check_battery",
     "HEADLINE_AGENTS",
+    "MUTANTS",
     "SCENARIOS",
     "SCHEMA",
     "Scenario",
@@ -45,8 +48,14 @@ __all__ = [
     "EngineLoadError",
     "EngineResult",
     "Expectation",
+    "Fate",
+    "Gap",
     "MirroredChildStores",
+    "Mutant",
+    "MutantResult",
+    "MutationReport",
     "NoCrossProcessLock",
+    "Operator",
     "Severity",
     "UnknownScenario",
     "Verdict",
@@ -62,6 +71,8 @@ __all__ = [
     "replay_command",
     "results_json",
     "run_campaign",
+    "run_mutants",
+    "witness_check",
     "search_engine",
     "write_report",
 ]

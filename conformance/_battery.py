@@ -15,16 +15,24 @@ finishes); three-agent ones by Hypothesis within a budget.
 
 ``check`` runs these and the corpus scenarios the reference claims: the
 corpus stays, as regression tests for the bugs it was written for.
+``battery_scenarios`` is that list, and ``run_battery`` the one loop that
+runs an engine through it in turn; ``tokenrace check --engine`` runs the same
+list in parallel cells, and ``tokenrace mutate`` through ``run_battery``, so
+the mutation score measures exactly what ``check`` would catch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from simulator import Strategy
 
-from ._engines import Expectation
-from ._matrix import Cell
+from ._campaign import EngineResult, search_engine
+from ._engines import EngineEntry
+from ._scenario_files import ReferenceClaim, Scenario, builtin_scenarios, load_scenario_file
 from ._worlds import GeneratedWorld
 
 
@@ -40,6 +48,23 @@ class BatteryWorld:
     @property
     def label(self) -> str:
         return self.world.label
+
+    def scenario(self) -> Scenario:
+        """This world as a scenario the reference claims clean, named by its label."""
+        return Scenario(
+            name=self.label,
+            title=f"{self.dimension}: {self.world.title}",
+            race_class=None,
+            source="the battery",
+            world=self.world.world(),
+            engine="reference",
+            reproduces=False,
+            reference=ReferenceClaim.CLEAN,
+            anomaly=None,
+            strategy=self.strategy,
+            examples=self.examples,
+            seed=0,
+        )
 
 
 def _world(
@@ -85,25 +110,37 @@ BATTERY: tuple[BatteryWorld, ...] = (
 )
 
 
-def battery_cells(
-    engine: str,
+def battery_scenarios(files: Sequence[Path | str] = ()) -> list[Scenario]:
+    """What ``check`` holds an engine to: the battery's worlds, then every shipped scenario
+    the reference claims clean; with ``files``, those files' claimed scenarios only."""
+    worlds = [] if files else [entry.scenario() for entry in BATTERY]
+    shipped = [load_scenario_file(Path(path)) for path in files or builtin_scenarios()]
+    return worlds + [s for s in shipped if s.reference is ReferenceClaim.CLEAN]
+
+
+def run_battery(
+    entry: EngineEntry,
+    scenarios: Sequence[Scenario],
     *,
     examples: int | None = None,
     seed: int | None = None,
     strategy: Strategy | None = None,
-) -> list[Cell]:
-    """A clean-expected cell of ``engine`` in every battery world (``examples`` and
-    ``strategy`` override each world's own)."""
-    return [
-        Cell(
-            scenario=entry.label,
-            title=f"{entry.dimension}: {entry.world.title}",
-            engine=engine,
-            expectation=Expectation.CLEAN,
-            strategy=strategy or entry.strategy,
-            examples=examples or entry.examples,
-            seed=0 if seed is None else seed,
-            world=entry.world.world(),
+    database: str | None = None,
+    stop: Callable[[EngineResult], bool] = lambda result: False,
+) -> Iterator[tuple[Scenario, EngineResult]]:
+    """Search ``entry`` in each scenario in turn, with the scenario's own budget unless
+    overridden; ``stop`` ends the battery early after a result (``mutate``: the first kill)."""
+    for scenario in scenarios:
+        result = search_engine(
+            scenario.name,
+            scenario.world,
+            entry,
+            max_examples=examples or scenario.examples,
+            seed=scenario.seed if seed is None else seed,
+            strategy=strategy or scenario.strategy,
+            database=database,
         )
-        for entry in BATTERY
-    ]
+        result = dataclasses.replace(result, title=scenario.title)
+        yield scenario, result
+        if stop(result):
+            return

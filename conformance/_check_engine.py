@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,16 +19,23 @@ from rich.table import Table
 
 from simulator import Strategy
 
-from ._battery import BATTERY, battery_cells
+from ._battery import BATTERY, battery_scenarios
 from ._campaign import CampaignResult, EngineResult
 from ._console import anomaly_column, print_result
 from ._engines import Expectation, load_engine
 from ._errors import EXIT_FAILED, EXIT_OK
 from ._matrix import Cell, run_cells
 from ._report import write_report
-from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
 
-__all__ = ["check_battery", "check_cells", "check_engine"]
+__all__ = ["check_battery", "check_battery_cells", "check_cells", "check_engine"]
+
+
+def check_battery_cells(engine: str) -> list[Cell]:
+    """The cells ``check --engine ENGINE`` runs, with each world's own settings."""
+    options = argparse.Namespace(
+        engine=engine, scenarios=None, examples=None, seed=None, strategy=None, hypothesis_db=None
+    )
+    return check_cells(options)
 
 
 def check_battery(
@@ -43,43 +49,35 @@ def check_battery(
 ) -> CampaignResult:
     """What ``tokenrace check --engine ENGINE`` runs, as a campaign: the battery and the
     claimed corpus, ``jobs`` worlds at a time."""
-    options = argparse.Namespace(
-        engine=engine,
-        scenarios=None,
-        examples=examples,
-        seed=seed,
-        strategy=strategy,
-        hypothesis_db=None,
-    )
-    return run_cells(check_cells(options), jobs=jobs, on_result=on_result)
+    cells = check_battery_cells(engine)
+    cells = [
+        dataclasses.replace(
+            cell,
+            examples=examples or cell.examples,
+            seed=cell.seed if seed is None else seed,
+            strategy=strategy or cell.strategy,
+        )
+        for cell in cells
+    ]
+    return run_cells(cells, jobs=jobs, on_result=on_result)
 
 
 def check_cells(args: argparse.Namespace) -> list[Cell]:
-    """The battery and the claimed corpus scenarios, or the ``--scenario`` files."""
-    files = args.scenarios or builtin_scenarios()
-    cells = (
-        []
-        if args.scenarios
-        else battery_cells(
-            args.engine, examples=args.examples, seed=args.seed, strategy=args.strategy
+    """A clean-expected cell of the engine in each of ``battery_scenarios``: the battery's
+    worlds and the claimed corpus, or the ``--scenario`` files' claimed scenarios."""
+    cells = [
+        Cell(
+            scenario=str(scenario.path) if args.scenarios else scenario.name,
+            title=scenario.title,
+            engine=args.engine,
+            expectation=Expectation.CLEAN,
+            strategy=args.strategy or scenario.strategy,
+            examples=args.examples or scenario.examples,
+            seed=scenario.seed if args.seed is None else args.seed,
+            world=scenario.world,
         )
-    )
-    for path in files:
-        scenario = load_scenario_file(Path(path))
-        if scenario.reference is not ReferenceClaim.CLEAN:
-            continue  # a guarantee the reference does not make is not asked of others
-        cells.append(
-            Cell(
-                scenario=str(path) if args.scenarios else scenario.name,
-                title=scenario.title,
-                engine=args.engine,
-                expectation=Expectation.CLEAN,
-                strategy=args.strategy or scenario.strategy,
-                examples=args.examples or scenario.examples,
-                seed=scenario.seed if args.seed is None else args.seed,
-                world=scenario.world,
-            )
-        )
+        for scenario in battery_scenarios(args.scenarios or ())
+    ]
     if args.hypothesis_db:
         cells = [dataclasses.replace(cell, database=args.hypothesis_db) for cell in cells]
     return cells

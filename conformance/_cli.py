@@ -32,6 +32,7 @@ from ._console import anomaly_column, plural, print_result
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
+from ._mutate import add_mutate_parser, mutate_command
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, load_scenario_file
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--hypothesis-db", metavar="DIR", help="as for run")
     chk.add_argument("--jobs", type=positive, help="--engine: worlds run at once (default: CPUs)")
 
+    add_mutate_parser(commands)
+
     rep = commands.add_parser("replay", help="replay one schedule and print its history")
     rep.add_argument("schedule", help="a schedule string, e.g. 'atlas*12 nova*3' or 'default'")
     rep.add_argument("--scenario", default="headline")
@@ -242,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args, console)
         if args.subcommand == "matrix":
             return _matrix(args, console)
+        if args.subcommand == "mutate":
+            return mutate_command(args, console)
     except (ConformanceError, SimulatorError) as exc:
         errors.print(f"[bold red]tokenrace: error:[/] {escape(one_line(str(exc)))}")
         return EXIT_USAGE

@@ -12,7 +12,8 @@ import dataclasses
 import pytest
 
 from conformance import fatal
-from conformance._battery import BATTERY, battery_cells
+from conformance._battery import BATTERY
+from conformance._check_engine import check_battery_cells
 from conformance._matrix import run_cell
 from conformance._worlds import GeneratedWorld
 from simulator import FaultKind
@@ -52,7 +53,7 @@ def test_generated_worlds_build_each_new_axis() -> None:
 
 
 def _clean(engine: str, cap: int | None) -> None:
-    for cell in battery_cells(engine):
+    for cell in check_battery_cells(engine):
         if cap is not None:
             cell = dataclasses.replace(cell, examples=min(cell.examples, cap))
         result = run_cell(cell)
@@ -77,5 +78,5 @@ def test_the_reference_is_clean_in_every_battery_world() -> None:
     ],
 )
 def test_a_known_bug_meets_a_battery_world_that_exposes_it(engine: str, label: str) -> None:
-    cell = next(cell for cell in battery_cells(engine) if cell.scenario == label)
+    cell = next(cell for cell in check_battery_cells(engine) if cell.scenario == label)
     assert fatal(run_cell(cell).anomalies)
