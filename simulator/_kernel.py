@@ -11,6 +11,7 @@ random source, so a schedule replays byte for byte.
 
 from __future__ import annotations
 
+import copy
 import errno
 import urllib.parse
 from typing import Any
@@ -65,7 +66,11 @@ class Simulation:
         """``backend`` builds the filesystem from the virtual clock: ``VirtualFS``, or a
         real one that ``simulator.real`` builds to check the model against an OS."""
         self.spec = spec
+        #: ``engine`` is the template: each process runs its own copy, made when the
+        #: process first runs and again after it is killed, so state an engine keeps in
+        #: memory is shared by the agents of one process only, and dies with it
         self.engine = engine
+        self._engines: dict[int, Engine] = {}
         self.chooser = chooser
         self.now = spec.start_time
         self.fs = backend(lambda: self.now)
@@ -190,7 +195,10 @@ class Simulation:
     def _begin_turn(self, agent: _Agent) -> None:
         agent.next_turn += 1
         self._record(EventKind.TURN_BEGIN, agent.name, note=f"turn {agent.next_turn}")
-        agent.runner = FlowRunner(self.engine.access_token(agent.ctx))
+        engine = self._engines.get(agent.pid)
+        if engine is None:
+            engine = self._engines[agent.pid] = copy.deepcopy(self.engine)
+        agent.runner = FlowRunner(engine.access_token(agent.ctx))
         self._after(agent, agent.runner.start())
 
     def _resume(self, agent: _Agent, outcome: Outcome) -> None:
@@ -457,6 +465,7 @@ class Simulation:
     def _kill(self, pid: int, struck: str, fault: FaultKind) -> None:
         """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later."""
         self.os.kill(pid)
+        self._engines.pop(pid, None)  # a restarted process starts from a fresh engine
         for other in self.agents:  # the process's other agents die with ``struck``
             if other.pid == pid and other.name != struck and other.status is not AgentStatus.DONE:
                 note = f"{fault.value} (with {struck})"
