@@ -1,4 +1,5 @@
-"""The known-bug corpus: small engine variants, each re-creating a race seen in the wild.
+"""The known-bug corpus (docs/scenarios.md): small engine variants, each re-creating a race seen
+in the wild.
 
 Each variant is written against the public engine contract only (effects,
 flows, ``AgentContext``, ``ReloginRequired``), as any user's engine would be,
@@ -32,7 +33,7 @@ from refresh_engine import (
 
 
 class MirroredChildStores(ReferenceEngine):
-    """Class 1 of RACES.md, refresh from a stale copy: OpenClaw 2026.4.26.
+    """Class 1 of the corpus, refresh from a stale copy: OpenClaw 2026.4.26.
 
     Source: openclaw/openclaw#74055 (also NousResearch/hermes-agent#85963).
     Every agent reads and writes its own ``auth-profiles.json`` in its
@@ -52,7 +53,7 @@ class MirroredChildStores(ReferenceEngine):
 
 
 class NoCrossProcessLock(ReferenceEngine):
-    """Class 3 of RACES.md, no cross-process lock: several CLI instances share ``auth.json``.
+    """Class 3 of the corpus, no cross-process lock: several CLI instances share ``auth.json``.
 
     Source: openai/codex#10332 and #6498 (also aws/aws-cli#10628).  The engine
     reads through to the shared store and re-reads before refreshing, but its
@@ -72,7 +73,7 @@ class NoCrossProcessLock(ReferenceEngine):
 
 
 class LockPerAgentDir(ReferenceEngine):
-    """Class 2 of RACES.md, lock at the wrong scope: keyed per agent directory.
+    """Class 2 of the corpus, lock at the wrong scope: keyed per agent directory.
 
     Source: openclaw/openclaw#67876 (one user: 499 failures in 24 h); also
     lidge-jun/opencodex#2999 and vectorize-io/hindsight#2706.  Everything is
@@ -89,7 +90,7 @@ class LockPerAgentDir(ReferenceEngine):
 
 
 class RetryAfterBackoff(ReferenceEngine):
-    """Class 5 of RACES.md, lost response after the server rotated: the retry replays it.
+    """Class 5 of the corpus, lost response after the server rotated: the retry replays it.
 
     Source: openai/codex#26516, openclaw/openclaw#121733; ory/hydra#1831 is
     why servers add a grace window.  When the refresh response is lost the
@@ -113,7 +114,7 @@ class RetryAfterBackoff(ReferenceEngine):
 
 
 class ShortStaleTimeout(ReferenceEngine):
-    """Class 6 of RACES.md, stale-lock break while the holder lives.
+    """Class 6 of the corpus, stale-lock break while the holder lives.
 
     Source: appstrate/appstrate#1417; OpenClaw keeps call timeout (120 s) below
     its stale timeout (180 s) for this reason
@@ -132,7 +133,7 @@ class ShortStaleTimeout(ReferenceEngine):
 
 
 class StaleSnapshotWriteBack(ReferenceEngine):
-    """Class 7 of RACES.md, lost update: a stale in-memory snapshot saved after a wait.
+    """Class 7 of the corpus, lost update: a stale in-memory snapshot saved after a wait.
 
     Source: MoonshotAI/kimi-code#3186; anthropics/claude-code#88583.  The
     engine keeps the credential it read before waiting for the lock.  If
@@ -171,7 +172,7 @@ class ProfileLockOnly(ReferenceEngine):
 
 
 class InPlaceRewrite(ReferenceEngine):
-    """Class 8 of RACES.md, torn read: the store is rewritten in place.
+    """Class 8 of the corpus, torn read: the store is rewritten in place.
 
     Source: openai/codex#8645 (codex-rs/login/src/auth/storage.rs truncates
     and writes ``auth.json`` in place); aws/aws-cli#9632.  Between the
@@ -194,7 +195,7 @@ class InPlaceRewrite(ReferenceEngine):
 
 
 class CopyToMainAfterUnlock(ReferenceEngine):
-    """Class 13 of RACES.md, copy to main refused or late, so peers replay.
+    """Class 13 of the corpus, copy to main refused or late, so peers replay.
 
     Source: openclaw/openclaw#74214, #67876.  The leader refreshes under the
     provider + profileId lock, saves to its own agent store, releases the
@@ -216,7 +217,7 @@ class CopyToMainAfterUnlock(ReferenceEngine):
 
 
 class SeparateLogins(ReferenceEngine):
-    """Class 14 of RACES.md, separate logins to one account.
+    """Class 14 of the corpus, separate logins to one account.
 
     Each agent logged in on its own and keeps its own grant in its own agent
     store (correctly locked).  On a server that keeps one active grant per
@@ -226,7 +227,7 @@ class SeparateLogins(ReferenceEngine):
 
     name = "separate-logins"
     race_class = 14
-    source = "RACES.md class 14"
+    source = "docs/scenarios.md class 14"
 
     def store_path(self, ctx: AgentContext) -> str:
         return posixpath.join(ctx.agent_dir, "auth-profiles.json")
@@ -236,7 +237,7 @@ class SeparateLogins(ReferenceEngine):
 
 
 class FcntlOrNothing(ReferenceEngine):
-    """Class 4 of RACES.md, no lock on Windows: the lock silently becomes a no-op.
+    """Class 4 of the corpus, no lock on Windows: the lock silently becomes a no-op.
 
     Source: MoonshotAI/kimi-code#3186; Scottcjn/beacon-skill#845.  The engine
     locks with ``fcntl.flock``; where ``fcntl`` does not exist (Windows) it
@@ -260,7 +261,7 @@ class FcntlOrNothing(ReferenceEngine):
 
 
 class IgnoreReplaceError(ReferenceEngine):
-    """Class 9 of RACES.md, Windows sharing violation on atomic replace, dropped.
+    """Class 9 of the corpus, Windows sharing violation on atomic replace, dropped.
 
     Source: razzant/ouroboros#259; fsnow/cst#705.  The engine writes a temp
     file and replaces the store, but a ``PermissionError`` from the replace
@@ -289,7 +290,7 @@ class IgnoreReplaceError(ReferenceEngine):
 
 
 class IncompatibleLocks(ReferenceEngine):
-    """Class 10 of RACES.md, incompatible lock mechanisms on one lock file.
+    """Class 10 of the corpus, incompatible lock mechanisms on one lock file.
 
     Source: AzureAD/microsoft-authentication-extensions-for-python#66.  Two
     tools share one login and one lock file, but the CLI (agents named
@@ -308,7 +309,7 @@ class IncompatibleLocks(ReferenceEngine):
 
 
 class TrustsNetworkFlock(ReferenceEngine):
-    """Class 11 of RACES.md, a lock that is a no-op on the filesystem.
+    """Class 11 of the corpus, a lock that is a no-op on the filesystem.
 
     Source: tox-dev/filelock#6.  The state dir lives on NFS mounted
     ``nolock`` (or SMB), where ``flock`` returns success and locks nothing.
@@ -325,7 +326,7 @@ class TrustsNetworkFlock(ReferenceEngine):
 
 
 class LockfInGateway(ReferenceEngine):
-    """Class 12 of RACES.md, POSIX record locks inside one process.
+    """Class 12 of the corpus, POSIX record locks inside one process.
 
     Source: harlowja/fasteners#93.  The engine locks with ``fcntl.lockf``,
     whose locks belong to the process: two agents of one gateway process
@@ -340,7 +341,7 @@ class LockfInGateway(ReferenceEngine):
         super().__init__(lock=LockKind.LOCKF)
 
 
-#: Every known-bug engine, in RACES.md class order.
+#: Every known-bug engine, in corpus class order (docs/scenarios.md).
 CORPUS: tuple[type[ReferenceEngine], ...] = (
     MirroredChildStores,
     LockPerAgentDir,

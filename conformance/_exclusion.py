@@ -8,7 +8,7 @@ the world lets two agents "hold" at once is seen the moment the second one
 gets it, even when no token was lost (yet):
 
 - an ``flock`` and a ``lockf`` lock of one file never exclude each other
-  (class 10 of RACES.md, incompatible locks);
+  (class 10 of the corpus, incompatible locks);
 - ``flock`` on NFS mounted ``nolock`` succeeds and locks nothing (class 11);
 - a POSIX record lock (``lockf``) belongs to the process: two agents of one
   gateway both get it, and any close of the file drops it (class 12);

@@ -6,7 +6,7 @@ A file looks like this (every field but ``[scenario] name`` and
     [scenario]
     name = "headline"
     title = "OpenClaw 2026.4.26: five agents, mirrored auth-profiles.json"
-    class = 1                      # the RACES.md class it re-creates
+    class = 1                      # the corpus class it re-creates (docs/scenarios.md)
     source = "openclaw/openclaw#74055"
 
     [world]

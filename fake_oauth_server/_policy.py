@@ -1,6 +1,6 @@
 """What the server does on refresh: rotation, reuse handling, lifetimes, error dialect.
 
-Real servers differ on exactly these knobs (see RACES.md, "What the servers
+Real servers differ on exactly these knobs (see docs/fake-oauth-server.md, "What the servers
 do"), and the races tokenrace hunts only show under some of them, so the
 policy is a value the caller picks rather than a behaviour baked into the core.
 ``Policy.preset(name)`` gives the knobs of a known server (``_presets.py``

@@ -6,7 +6,7 @@ decides on top, as Python on that OS would show it:
 - ``linux``, ``macos``: ``flock`` per open file description (in ``_vfs``);
   ``lockf``/fcntl record locks per *process*, dropped when the process closes
   any descriptor of the file; the two kinds do not exclude each other (as
-  RACES.md class 10 has it); ``msvcrt.locking`` and ``LockFileEx`` do not
+  corpus class 10 has it); ``msvcrt.locking`` and ``LockFileEx`` do not
   exist (``OSError(ENOSYS)``); macOS names are case-insensitive.
 - ``windows``: no ``fcntl`` (``flock``/``lockf`` fail with ``ENOSYS``, as
   ``RealWorld`` reports a missing ``fcntl``); replacing a file another handle
@@ -18,7 +18,7 @@ decides on top, as Python on that OS would show it:
   ...) are Win32 calls, so their errors carry a winerror (2, 3, 145, 183; 5 for
   unlinking a directory), where ``os.open``'s (the C runtime's) carry none.
 - ``nolock`` directories (NFS mounted ``nolock``, SMB): ``flock`` and
-  ``lockf`` succeed and lock nothing (RACES.md class 11).
+  ``lockf`` succeed and lock nothing (corpus class 11).
 
 What no model here covers raises ``NotModelled`` rather than guess.
 
