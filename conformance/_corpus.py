@@ -1,5 +1,4 @@
-"""The known-bug corpus (docs/scenarios.md): small engine variants, each re-creating a race seen
-in the wild.
+"""The known-bug corpus: engine variants re-creating races seen in the wild (docs/scenarios.md).
 
 Each variant is written against the public engine contract only (effects,
 flows, ``AgentContext``, ``ReloginRequired``), as any user's engine would be,
