@@ -230,6 +230,7 @@ class _Reader(TomlTables):
                 bystanders=tuple(bystanders),
                 clock_skew=tuple((name, float(value)) for name, value in skew.items()),
                 torn_writes=self.get("world", "torn_writes", bool, False),
+                mtime_resolution=float(self.get("world", "mtime_resolution", (int, float), 0.0)),
                 policy=self.policy(),
                 layout=self.choice("world", "layout", StoreLayout, "mirrored"),
                 os=self.choice("world", "os", OsModel, "linux"),
@@ -323,6 +324,7 @@ _KEYS: dict[str, frozenset[str]] = {
             "bystanders",
             "clock_skew",
             "torn_writes",
+            "mtime_resolution",
         }
     ),
     "expect": frozenset({"engine", "reproduces", "anomaly", "reference"}),

@@ -74,7 +74,7 @@ class Simulation:
         self.chooser = chooser
         self.now = spec.start_time
         self.fs = backend(lambda: self.now)
-        self.os = OsLayer(self.fs, spec.os, spec.nolock_dirs)
+        self.os = OsLayer(self.fs, spec.os, spec.nolock_dirs, spec.mtime_resolution)
         self.server = AuthServer(spec.policy, seed=spec.server_seed)
         seed_world(spec, self.fs, self.server)
         self.agents = [

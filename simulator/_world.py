@@ -81,6 +81,8 @@ class WorldSpec:
     clock_skew: tuple[tuple[str, float], ...] = ()  # (agent, seconds its clock runs ahead)
     nolock_dirs: tuple[str, ...] = ()  # directories on a mount where locks do nothing (NFS)
     torn_writes: bool = False  # a write takes two steps; a reader between sees a prefix
+    #: seconds a ``stat`` mtime is rounded down to: FAT 2, HFS+ and SMB 1; 0 is exact
+    mtime_resolution: float = 0.0
     #: profiles in the store that no agent refreshes ("provider:profile_id"); they must survive
     bystanders: tuple[str, ...] = ()
 
@@ -97,6 +99,8 @@ class WorldSpec:
             provider, _, profile_id = key.partition(":")
             if not provider or not profile_id:
                 raise WorldError(f"profile {key!r} must be 'provider:profile_id'")
+        if not 0 <= self.mtime_resolution <= 60:
+            raise WorldError(f"mtime_resolution must be 0 to 60 s, got {self.mtime_resolution}")
         if len(set(self.bystanders)) != len(self.bystanders):
             raise WorldError(f"bystander profiles must be distinct, got {list(self.bystanders)}")
         if set(self.bystanders) & {self.profile_of(name) for name in names}:
