@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         mat.add_argument(f"--{axis_name}", default=default, help=f"comma-separated: {meaning}")
     mat.add_argument("--expiries", type=positive, default=1, help="access-token expiries")
+    mat.add_argument("--skew", type=int, default=0, help="seconds the last agent's clock is ahead")
+    mat.add_argument("--torn-writes", action="store_true", help="a write takes two steps")
     _search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
     mat.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
     mat.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
@@ -359,6 +361,8 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
         policies=axis(args.policy),
         faults=axis(args.faults),
         expiries=args.expiries,
+        skew=args.skew,
+        torn=args.torn_writes,
     )
     cells = matrix_cells(axes, strategy=args.strategy, examples=args.examples, seed=args.seed)
     for cell in {(cell.engine, cell.lock, cell.scope): cell for cell in cells}.values():

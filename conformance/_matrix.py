@@ -171,6 +171,8 @@ class MatrixAxes:
     agents: tuple[int, ...] = (2,)
     processes: tuple[str, ...] = ("separate",)  # separate | gateway | mixed
     populations: tuple[str, ...] = ("one",)  # one | two | bystander: the store's profiles
+    skew: int = 0  # seconds the last agent's clock runs ahead
+    torn: bool = False  # torn writes: a reader between a write's two halves sees a prefix
     policies: tuple[str, ...] = ("openai",)
     faults: tuple[str, ...] = ("none",)  # none | a fault kind (one per run)
     expiries: int = 1
@@ -195,7 +197,16 @@ def matrix_cells(
     )
     for engine, layout, lock, scope, os_name, count, processes, policy, fault, people in combos:
         generated = GeneratedWorld(
-            layout, os_name, count, processes, policy, fault, axes.expiries, people
+            layout,
+            os_name,
+            count,
+            processes,
+            policy,
+            fault,
+            axes.expiries,
+            people,
+            axes.skew,
+            axes.torn,
         )
         cells.append(
             Cell(

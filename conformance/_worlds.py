@@ -35,7 +35,7 @@ BYSTANDER = "openai-codex:work"
 _LABEL = re.compile(
     r"(?P<layout>[a-z-]+)/(?P<os>[a-z]+)/(?P<agents>[0-9]+)x(?P<processes>proc|gw|mix)/"
     r"(?P<policy>[A-Za-z0-9_.-]+)/(?P<fault>[a-z0-9]+)(?:/(?P<expiries>[0-9]+)exp)?"
-    r"(?:/(?P<population>2prof|bystander))?"
+    r"(?:/(?P<population>2prof|bystander))?(?:/skew(?P<skew>[0-9]+))?(?P<torn>/torn)?"
 )
 
 E = TypeVar("E", bound=enum.Enum)
@@ -62,6 +62,8 @@ class GeneratedWorld:
     fault: str = "none"  # none | a fault kind (one per run) | stall<seconds>
     expiries: int = 1
     population: str = "one"  # one | two | bystander (POPULATIONS)
+    skew: int = 0  # seconds the last agent's clock runs ahead
+    torn: bool = False  # a write takes two steps; a reader between sees a prefix
 
     @classmethod
     def parse(cls, label: str) -> GeneratedWorld | None:
@@ -80,6 +82,8 @@ class GeneratedWorld:
             fault=found["fault"],
             expiries=int(found["expiries"] or 1),
             population=population or "one",
+            skew=int(found["skew"] or 0),
+            torn=bool(found["torn"]),
         )
 
     @property
@@ -87,7 +91,9 @@ class GeneratedWorld:
         kind = _KINDS.get(self.processes, self.processes)
         label = f"{self.layout}/{self.os}/{self.agents}x{kind}/{self.policy}/{self.fault}"
         label += f"/{self.expiries}exp" if self.expiries != 1 else ""
-        return label + {"two": "/2prof", "bystander": "/bystander"}.get(self.population, "")
+        label += {"two": "/2prof", "bystander": "/bystander"}.get(self.population, "")
+        label += f"/skew{self.skew}" if self.skew else ""
+        return label + ("/torn" if self.torn else "")
 
     @property
     def title(self) -> str:
@@ -100,6 +106,8 @@ class GeneratedWorld:
             "two": ", two profiles in the store",
             "bystander": ", a bystander profile in the store",
         }.get(self.population, "")
+        store += f", the last agent's clock {self.skew} s ahead" if self.skew else ""
+        store += ", torn writes" if self.torn else ""
         return (
             f"layout {self.layout}, {self.os}, {self.agents} agents in {where}, "
             f"policy {self.policy}, faults: {self.fault}{expiries}{store}"
@@ -141,6 +149,8 @@ class GeneratedWorld:
             max_faults=1 if faults else 0,
             stall_seconds=stall,
             bystanders=(BYSTANDER,) if self.population == "bystander" else (),
+            clock_skew=((names[-1], float(self.skew)),) if self.skew else (),
+            torn_writes=self.torn,
         )
 
 

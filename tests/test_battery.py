@@ -50,6 +50,11 @@ def test_generated_worlds_build_each_new_axis() -> None:
     assert stall is not None
     assert stall.world().faults == frozenset({FaultKind.STALL})
     assert stall.world().stall_seconds == 600.0
+    skewed = GeneratedWorld.parse("shared/linux/2xproc/openai/none/2prof/skew30/torn")
+    assert skewed is not None
+    assert skewed.label == "shared/linux/2xproc/openai/none/2prof/skew30/torn"
+    assert skewed.world().clock_skew == (("nova", 30.0),)
+    assert skewed.world().torn_writes
 
 
 def _clean(engine: str, cap: int | None) -> None:
