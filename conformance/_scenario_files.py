@@ -231,6 +231,7 @@ class _Reader(TomlTables):
                 clock_skew=tuple((name, float(value)) for name, value in skew.items()),
                 torn_writes=self.get("world", "torn_writes", bool, False),
                 mtime_resolution=float(self.get("world", "mtime_resolution", (int, float), 0.0)),
+                pid_reuse=self.get("world", "pid_reuse", bool, False),
                 policy=self.policy(),
                 layout=self.choice("world", "layout", StoreLayout, "mirrored"),
                 os=self.choice("world", "os", OsModel, "linux"),
@@ -325,6 +326,7 @@ _KEYS: dict[str, frozenset[str]] = {
             "clock_skew",
             "torn_writes",
             "mtime_resolution",
+            "pid_reuse",
         }
     ),
     "expect": frozenset({"engine", "reproduces", "anomaly", "reference"}),

@@ -71,6 +71,7 @@ class Simulation:
         #: memory is shared by the agents of one process only, and dies with it
         self.engine = engine
         self._engines: dict[int, Engine] = {}
+        self._pids_given = 0  # pids handed to restarted processes so far
         self.chooser = chooser
         self.now = spec.start_time
         self.fs = backend(lambda: self.now)
@@ -472,8 +473,14 @@ class Simulation:
                 self._record(EventKind.FAULT, other.name, fault=fault, struck=struck, note=note)
         self.watch.forget_process(pid)
         self.mutexes = {key: holder for key, holder in self.mutexes.items() if key[0] != pid}
+        # the restarted process gets a pid of its own: a lock file naming the dead one now
+        # names no live process (``pid_reuse``: it gets the dead pid back, as a busy OS may)
+        restarted = pid if self.spec.pid_reuse else self._fresh_pid()
         for agent in self.agents:
-            if agent.pid != pid or agent.status is AgentStatus.DONE:
+            if agent.pid != pid:
+                continue
+            agent.pid = restarted
+            if agent.status is AgentStatus.DONE:
                 continue
             if agent.runner is not None:
                 agent.runner.close()
@@ -487,6 +494,11 @@ class Simulation:
             turn_at = self.spec.start_time + agent.turns[agent.next_turn]
             agent.status = AgentStatus.IDLE
             agent.wake_at = max(turn_at, self.now + self.spec.restart_delay)
+
+    def _fresh_pid(self) -> int:
+        """A pid no process of this run has had (see ``WorldSpec.pid``)."""
+        self._pids_given += 1
+        return 5000 + self._pids_given
 
     # ------------------------------------------------------------ history
 

@@ -31,8 +31,8 @@ in ``nolock`` directories, which stay modelled (this machine has no such mount).
 from __future__ import annotations
 
 import errno
-import os
 import math
+import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass

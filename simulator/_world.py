@@ -83,6 +83,9 @@ class WorldSpec:
     torn_writes: bool = False  # a write takes two steps; a reader between sees a prefix
     #: seconds a ``stat`` mtime is rounded down to: FAT 2, HFS+ and SMB 1; 0 is exact
     mtime_resolution: float = 0.0
+    #: a killed process restarts with its old pid (an OS reusing pids at once); by default
+    #: it gets a new one, and the dead pid names no live process
+    pid_reuse: bool = False
     #: profiles in the store that no agent refreshes ("provider:profile_id"); they must survive
     bystanders: tuple[str, ...] = ()
 

@@ -14,7 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fake_oauth_server import Policy
-from refresh_engine import AgentContext, Flow, Log, ReferenceEngine, ops
+from refresh_engine import (
+    AgentContext,
+    Flow,
+    LockKind,
+    LockTiming,
+    Log,
+    Pid,
+    ReferenceEngine,
+    Write,
+    ops,
+)
 from simulator import (
     AgentSpec,
     EventKind,
@@ -105,3 +115,39 @@ def test_a_killed_process_starts_with_a_fresh_engine() -> None:
         spec, RemembersAgents(), ReplayChooser(Schedule.parse(f"atlas*{steps + 1} atlas!kill"))
     )
     assert [others for _, others in _seen(killed)][-1] == set()
+
+
+def _killed_while_holding_an_excl_lock(pid_reuse: bool) -> tuple[list[int], float]:
+    """The pids atlas ran as, and when its interrupted turn finally ended (s after start)."""
+    spec = WorldSpec(
+        agents=(AgentSpec("atlas", (HOUR,)),),
+        layout=StoreLayout.SHARED,
+        faults=frozenset({FaultKind.KILL}),
+        max_faults=1,
+        pid_reuse=pid_reuse,
+    )
+    engine = ReferenceEngine(lock=LockKind.EXCL_FILE, timing=LockTiming(poll=1.0, stale=30.0))
+    plain = simulate(spec, engine, ReplayChooser(Schedule.parse("default")))
+    wrote_pid = next(
+        e.step for e in plain.events if isinstance(e.effect, Write) and e.path.endswith(".lock")
+    )
+    schedule = Schedule.parse(f"atlas*{wrote_pid + 1} atlas!kill")
+    result = simulate(spec, engine, ReplayChooser(schedule))
+    pids = [e.outcome.pid for e in result.events if isinstance(e.outcome, Pid)]
+    ended = [e.time - spec.start_time for e in result.events if e.kind is EventKind.TURN_END]
+    return sorted(set(pids)), ended[-1]
+
+
+def test_a_restarted_process_has_a_new_pid_so_its_dead_lock_is_broken_at_once() -> None:
+    """An O_EXCL lock file names its holder's pid; the holder is killed holding it.
+
+    Restarted with a new pid, the process sees the named pid dead and breaks the
+    lock at once.  Where the OS gives it the dead pid back (``pid_reuse``), the
+    lock names a live process, and only its stale age (30 s here) breaks it.
+    """
+    fresh_pids, fresh_end = _killed_while_holding_an_excl_lock(pid_reuse=False)
+    reused_pids, reused_end = _killed_while_holding_an_excl_lock(pid_reuse=True)
+    assert len(fresh_pids) == 2  # the first process's pid, and the restart's
+    assert len(reused_pids) == 1
+    assert fresh_end < HOUR + 10
+    assert reused_end >= HOUR + 30
