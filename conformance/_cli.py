@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--orders", type=positive, default=6, help="--command: release orders")
     chk.add_argument("--order", help="--command: exactly this release order, e.g. nova,atlas")
     chk.add_argument(
-        "--kill", action="store_true", help="--command: also SIGKILL the first held agent"
+        "--kill", action="store_true", help="--command: also SIGKILL the agent let through first"
     )
     chk.add_argument("--policy", default="openai", help="--command: the server's preset")
     chk.add_argument(
