@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import itertools
 import urllib.parse
 from typing import Any
 
@@ -49,7 +50,7 @@ from ._semantics import Machine, Performer, Scene, fault_footprint, footprint, r
 from ._syscalls import os_call
 from ._vfs import VirtualFS
 from ._view import _View
-from ._watch import StoreWatch
+from ._watch import StoreWatch, read_files
 from ._world import STORE_NAME, WorldSpec, seed_world
 
 
@@ -71,7 +72,7 @@ class Simulation:
         #: memory is shared by the agents of one process only, and dies with it
         self.engine = engine
         self._engines: dict[int, Engine] = {}
-        self._pids_given = 0  # pids handed to restarted processes so far
+        self._new_pids = itertools.count(5001)  # pids for restarted processes: none used yet
         self.chooser = chooser
         self.now = spec.start_time
         self.fs = backend(lambda: self.now)
@@ -475,7 +476,7 @@ class Simulation:
         self.mutexes = {key: holder for key, holder in self.mutexes.items() if key[0] != pid}
         # the restarted process gets a pid of its own: a lock file naming the dead one now
         # names no live process (``pid_reuse``: it gets the dead pid back, as a busy OS may)
-        restarted = pid if self.spec.pid_reuse else self._fresh_pid()
+        restarted = pid if self.spec.pid_reuse else next(self._new_pids)
         for agent in self.agents:
             if agent.pid != pid:
                 continue
@@ -495,11 +496,6 @@ class Simulation:
             agent.status = AgentStatus.IDLE
             agent.wake_at = max(turn_at, self.now + self.spec.restart_delay)
 
-    def _fresh_pid(self) -> int:
-        """A pid no process of this run has had (see ``WorldSpec.pid``)."""
-        self._pids_given += 1
-        return 5000 + self._pids_given
-
     # ------------------------------------------------------------ history
 
     def _record(self, kind: EventKind, agent: str, **fields: Any) -> None:
@@ -508,14 +504,7 @@ class Simulation:
     def _store_files(self) -> tuple[tuple[str, bytes], ...]:
         paths = [self.spec.main_store]
         paths += [agent.ctx.agent_dir + "/auth-profiles.json" for agent in self.agents]
-        files = []
-        for path in paths:
-            if self.fs.exists(path):
-                try:
-                    files.append((path, self.fs.read_file(path)))
-                except IsADirectoryError:
-                    continue  # an engine made a directory of the store's name
-        return tuple(files)
+        return read_files(self.fs, paths)
 
 
 def simulate(

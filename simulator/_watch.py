@@ -104,3 +104,15 @@ class StoreWatch:
             return StoreReading(StoreState.UNKNOWN_TOKEN, size=len(data))
         family, generation = found
         return StoreReading(StoreState.CREDENTIAL, family, generation, len(data))
+
+
+def read_files(fs: FileSystem, paths: Iterable[str]) -> tuple[tuple[str, bytes], ...]:
+    """Each of ``paths`` that is a file, with its bytes (a run's stores at its end)."""
+    files = []
+    for path in paths:
+        if fs.exists(path):
+            try:
+                files.append((path, fs.read_file(path)))
+            except IsADirectoryError:
+                continue  # an engine made a directory of the store's name
+    return tuple(files)
