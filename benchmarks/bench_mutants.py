@@ -12,8 +12,9 @@ dimension of the world it needs, or its equivalence argument), then the
 score: killed / (mutants - equivalent survivors).  ``--quick`` runs the
 first mutant of each operator.  Writes ``reports/bench/mutants.json``.
 
-A survivor costs the whole battery (about 20 s of one core); a kill, less
-than a second to a few.  The full run is ~10 minutes on one idle core.
+A survivor costs the whole battery (about 90 s of one idle core: 23 worlds and
+the corpus); a kill, its time to kill.  The full run took 1232 s with
+``--jobs 2`` on a shared 2-core machine (docs/mutation.md).
 """
 
 from __future__ import annotations

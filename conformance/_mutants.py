@@ -89,6 +89,10 @@ class Gap(enum.Enum):
     LONG_STALLS = "stalls longer than typical lock timeouts (1 s to 10 min)"
     PROCESS_FAULTS = "process faults: kill, machine crash (unsynced data lost)"
     STORE_POPULATION = "several profiles, or an outside writer of the store"
+    OUTSIDE_WRITER = (
+        "an outside writer of the store (another tool, a CLI login) that takes none of the "
+        "engine's locks"
+    )
     OS_MODELS = "OS models: macOS worlds"
     TOPOLOGY = "topology: gateway threads, mixed process layouts"
     IO_ERRORS = "model fidelity: I/O errors the model never raises (EIO, ENOSPC, EINTR)"
@@ -187,7 +191,11 @@ class PidIsOurs(ReferenceEngine):
 
 
 _LOCKS = (Flock, LockFileEx)
-_STALL = Gap.LONG_STALLS
+_SAVES_SERIALIZED = (
+    "every save, of any profile, runs under the store's write lock (the reference's "
+    "guarantee 3), so no two saves overlap, in the two-profile worlds too; a kill or a crash "
+    "leaves a temp file the next save truncates; only a writer that takes no lock shares it"
+)
 
 MUTANTS: tuple[Mutant, ...] = (
     # ------------------------------------------------------------------ drop the lock
@@ -204,7 +212,6 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.DROP_LOCK,
         _stream(DropLock, platforms=frozenset({"darwin"})),
         "no lock on macOS",
-        gap=Gap.OS_MODELS,
         probe=Probe(platform="darwin"),
     ),
     Mutant("drop-lock/kind-none", Operator.DROP_LOCK, _hook(lock=LockKind.NONE), "lock=none"),
@@ -267,9 +274,6 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.SKIP_REREAD,
         _stream(SkipReread, which=Reread.SAVE),
         "save() merges into the document read for the decision, not a fresh one",
-        gap=Gap.STORE_POPULATION,
-        why="both reads are under the lock and the store holds one profile: nothing can "
-        "change between them unless another profile's writer (another lock) saves there",
     ),
     # ------------------------------------------------------ unlink or recreate the lock file
     *(
@@ -278,12 +282,6 @@ MUTANTS: tuple[Mutant, ...] = (
             Operator.LOCK_FILE_CHURN,
             _stream(ChurnLockFile, churn=churn),
             f"the lock file is churned: {churn.value}",
-            gap=Gap.NONE if churn is LockFileChurn.REPLACE_AT_ACQUIRE else Gap.MUTUAL_EXCLUSION,
-            why=""
-            if churn is LockFileChurn.REPLACE_AT_ACQUIRE
-            else "a waiter ends up holding the unlinked file while a newcomer locks a new one, "
-            "but both re-read the store under their lock and find it fresh: two holders at "
-            "once cost nothing in these workloads",
         )
         for churn in LockFileChurn
     ),
@@ -321,7 +319,6 @@ MUTANTS: tuple[Mutant, ...] = (
             Operator.LOCK_GIVE_UP,
             _stream(GiveUp, timeout=timeout, poll=poll),
             f"polls the lock for {label}, then goes on without it",
-            gap=_STALL if timeout > 30 else Gap.NONE,
             probe=Probe(busy=True),
         )
         for label, timeout, poll in (
@@ -337,18 +334,16 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.SHARED_TEMP,
         _stream(SharedTemp, name=TempName.FIXED),
         "every writer stages its save in .auth-profiles.json.tmp",
-        why="every save runs under the one refresh lock, so no two saves overlap; an outside "
-        "writer, or a second profile under another lock, would share the temp file",
-        gap=Gap.STORE_POPULATION,
+        why=_SAVES_SERIALIZED,
+        gap=Gap.OUTSIDE_WRITER,
     ),
     Mutant(
         "shared-temp/per-process",
         Operator.SHARED_TEMP,
         _stream(SharedTemp, name=TempName.PID),
         "the temp file is named per process, shared by a gateway's agents",
-        why="every save runs under the one refresh lock, so no two saves overlap; an outside "
-        "writer, or a second profile under another lock, would share the temp file",
-        gap=Gap.STORE_POPULATION,
+        why=_SAVES_SERIALIZED,
+        gap=Gap.OUTSIDE_WRITER,
     ),
     # -------------------------------------------------------------------- skip fsync
     Mutant(
@@ -356,14 +351,12 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.SKIP_FSYNC,
         _stream(SkipFsync, site=FsyncSite.DROPPED),
         "the temp file is never fsynced",
-        gap=Gap.PROCESS_FAULTS,
     ),
     Mutant(
         "skip-fsync/before-write",
         Operator.SKIP_FSYNC,
         _stream(SkipFsync, site=FsyncSite.BEFORE_WRITE),
         "the temp file is fsynced before it is written",
-        gap=Gap.PROCESS_FAULTS,
     ),
     # ------------------------------------------------------------------ write in place
     *(
@@ -372,12 +365,6 @@ MUTANTS: tuple[Mutant, ...] = (
             Operator.WRITE_IN_PLACE,
             _stream(WriteInPlace, how=how),
             f"the store is rewritten in place ({how.value})",
-            gap=Gap.STORE_POPULATION if how is InPlace.TRUNCATE_AFTER else Gap.NONE,
-            why="every generation of the one credential renders to the same length, so an "
-            "overwrite in place leaves no old tail and is one step; a second profile, or "
-            "tokens whose length varies, leave a tail a reader sees before the ftruncate"
-            if how is InPlace.TRUNCATE_AFTER
-            else "",
         )
         for how in InPlace
     ),
@@ -441,7 +428,6 @@ MUTANTS: tuple[Mutant, ...] = (
             Operator.STALE_BREAK,
             _posix(LockKind.EXCL_FILE, stale=stale, poll=1.0),
             f"an O_EXCL lock file older than {stale:g} s is broken",
-            gap=_STALL if stale > 30 else Gap.NONE,
         )
         for stale in (20.0, 60.0, 180.0)
     ),
@@ -451,7 +437,6 @@ MUTANTS: tuple[Mutant, ...] = (
             Operator.STALE_BREAK,
             _posix(LockKind.MKDIR, lease=lease, poll=1.0),
             f"a mkdir lock whose mtime is {lease:g} s old is broken (never renewed)",
-            gap=_STALL if lease > 30 else Gap.NONE,
         )
         for lease in (10.0, 60.0)
     ),
@@ -460,16 +445,12 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.STALE_BREAK,
         _posix(LockKind.EXCL_FILE, stale=1e9, poll=1.0),
         "an O_EXCL lock file is broken only when the pid in it is dead",
-        gap=Gap.PROCESS_FAULTS,
-        why="a killed holder leaves its lock file behind; the model calls every pid alive "
-        "(as a reused pid is), so nobody ever breaks it and the others wait for ever",
     ),
     Mutant(
         "stale-break/own-pid",
         Operator.STALE_BREAK,
         PidIsOurs,
         "an O_EXCL lock file that names our own pid is taken as ours",
-        gap=Gap.NONE,
     ),
 )
 

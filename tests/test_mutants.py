@@ -318,17 +318,17 @@ def test_select_by_name_or_operator() -> None:
 
 # ------------------------------------------------------------ the score, pinned
 
-#: each mutant with the shipped scenario that kills it: a subset the battery must keep
-#: killing (run in a few seconds); docs/mutation.md has the full run
+#: each mutant with the battery world that kills it first in the full run: a subset the
+#: battery must keep killing; docs/mutation.md has the full run
 PINNED = {
-    "drop-lock/all": "lock-per-agent-dir",
-    "narrow-lock/per-agent-name": "lock-per-agent-dir",
-    "lock-owner/reentrant-per-process": "lockf-in-gateway",
-    "skip-reread/decision": "lock-per-agent-dir",
-    "write-in-place/ftruncate-0": "in-place-torn-read",
-    "unlock-early/after-exchange": "lock-per-agent-dir",
-    "ignore-error/replace": "windows-replace-dropped",
-    "stale-break/age-20s": "stale-lock-break",
+    "drop-lock/all": "shared/linux/3xproc/openai/none",
+    "narrow-lock/per-agent-name": "shared/linux/3xproc/openai/none",
+    "lock-owner/reentrant-per-process": "shared/linux/3xgw/openai/none",
+    "skip-reread/decision": "shared/linux/3xproc/openai/none",
+    "write-in-place/ftruncate-0": "shared/linux/2xgw/openai/none/2exp",
+    "unlock-early/after-exchange": "shared/linux/3xproc/openai/none",
+    "ignore-error/replace": "shared/windows/3xproc/openai/none",
+    "stale-break/age-20s": "shared/linux/2xproc/openai/kill",
 }
 
 
@@ -348,13 +348,13 @@ def test_the_pinned_mutants_are_each_killed_by_their_scenario() -> None:
 def test_a_survivor_says_why_and_an_equivalent_one_is_left_out_of_the_score() -> None:
     by_name = {scenario.name: scenario for scenario in battery_scenarios()}
     quick = [by_name["lock-per-agent-dir"]]
-    fsync = run_mutant(mutant_named("skip-fsync/dropped"), quick)
-    assert fsync.fate is Fate.SURVIVED
-    assert "crash" in fsync.reason
+    temp = run_mutant(mutant_named("shared-temp/fixed"), quick)
+    assert temp.fate is Fate.SURVIVED
+    assert "outside writer" in temp.reason
     equivalent = run_mutant(mutant_named("narrow-lock/store-file"), quick)
     assert equivalent.fate is Fate.EQUIVALENT
     assert equivalent.reason.startswith("equivalent: ")
-    report = MutationReport((fsync, equivalent), 0.0)
+    report = MutationReport((temp, equivalent), 0.0)
     assert (report.killed, report.scored, report.score) == (0, 1, 0.0)
 
 
@@ -403,7 +403,7 @@ def test_witness_worlds_stretch_one_dimension_of_a_shipped_scenario() -> None:
     (two,) = witnesses(list(battery.values()), Gap.MUTUAL_EXCLUSION)
     assert two.world == battery["lock-per-agent-dir"].world
     assert two.strategy is Strategy.HYPOTHESIS
-    for gap in (Gap.STORE_POPULATION, Gap.IO_ERRORS):
+    for gap in (Gap.STORE_POPULATION, Gap.OUTSIDE_WRITER, Gap.IO_ERRORS):
         assert witnesses(list(battery.values()), gap) == []
 
 
