@@ -82,8 +82,18 @@ def policy_of(scenario: ClientScenario) -> Policy:
 def run_client(
     scenario: ClientScenario, order: tuple[str, ...], *, kill: str = "", executable: str = ""
 ) -> ClientRun:
-    """Start the client once per agent and let their refreshes through in ``order``."""
+    """Start the client once per agent and let their refreshes through in ``order``.
+
+    A scenario with a ``[client.gateway]`` starts one server for every agent instead
+    (``_client_gateway``); ``order`` is then the order its agents are prompted.
+    """
     executable = executable or resolve_program(scenario)
+    if scenario.gateway is not None:
+        from ._client_gateway import run_gateway  # it builds on _Run below
+
+        if kill:
+            raise ClientRunError("--kill: a gateway is one process for every agent")
+        return run_gateway(scenario, order, executable)
     with (
         loopback_only() as isolation,
         serve_in_thread(policy_of(scenario), hold_timeout=scenario.timeout + 30) as running,
@@ -117,6 +127,7 @@ class _Run:
         self.log: list[str] = []
         self.killed = ""
         self.released: list[str] = []
+        self.seeded = ""  # the refresh token every store starts with
         used = [lookup(key) for key in scenario.uses]
         self.used = {client.name: str(program(client)) for client in used}
         if scenario.pinned:
@@ -154,7 +165,13 @@ class _Run:
         )
         for path in self.store_files():
             seed(self.scenario.store, path, login, self.running.base_url)
-        seed_config(self.scenario.store, {a: self.environment(a) for a in self.scenario.agents})
+        envs = {a: self.environment(a) for a in self.scenario.agents}
+        seed_config(self.scenario.store, envs, self.config_extra())
+        self.seeded = pair.refresh_token
+
+    def config_extra(self) -> dict[str, Any] | None:
+        """Settings merged into the client's config file (a gateway's own)."""
+        return None
 
     def store_files(self) -> list[Path]:
         envs = {agent: self.environment(agent) for agent in self.scenario.agents}

@@ -28,6 +28,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fake_oauth_server import TokenPair
 
@@ -76,14 +77,29 @@ def openclaw_state(env: dict[str, str]) -> Path:
     return Path(env.get("OPENCLAW_STATE_DIR") or Path(env["HOME"]) / ".openclaw")
 
 
-def seed_config(store: StoreFormat, envs: dict[str, dict[str, str]]) -> None:
-    """What the client needs besides the login: OpenClaw's config names the agents."""
+def seed_config(
+    store: StoreFormat, envs: dict[str, dict[str, str]], extra: dict[str, Any] | None = None
+) -> None:
+    """What the client needs besides the login: OpenClaw's config names the agents.
+
+    ``extra`` is merged in (tables key by key): a gateway's own settings.
+    """
     if store is not StoreFormat.OPENCLAW:
         return
     for state in sorted({openclaw_state(env) for env in envs.values()}):
         agents = [{"id": "main"}, *({"id": agent} for agent in envs)]
         state.mkdir(parents=True, exist_ok=True)
-        _write_private(state / "openclaw.json", json.dumps({"agents": {"list": agents}}))
+        config = _merged({"agents": {"list": agents}}, extra or {})
+        _write_private(state / "openclaw.json", json.dumps(config, indent=2))
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        old = merged.get(key)
+        both = isinstance(old, dict) and isinstance(value, dict)
+        merged[key] = _merged(old, value) if both else value  # type: ignore[arg-type]
+    return merged
 
 
 def seed(store: StoreFormat, path: Path, login: Login, base_url: str) -> None:
