@@ -20,12 +20,13 @@ seconds, or when every turn has been answered, or at ``timeout``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
-import sys
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,7 +39,7 @@ from fake_oauth_server import RunningServer, fingerprint, redact, serve_in_threa
 
 from ._client_run import ClientRun, ClientRunError, _kill, _Run, policy_of
 from ._client_scenarios import GATEWAY, ClientScenario, GatewaySpec, fill, fill_json, fill_value
-from ._client_stores import held_refresh_token
+from ._client_stores import held_refresh_token, store_files
 from ._command import CommandRun, _judge
 from ._isolation import loopback_only
 
@@ -166,7 +167,7 @@ class _GatewayRun(_Run):
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.scenario.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.scenario.timeout + 30) as response:
                 self.answers[agent] = str(response.status)
         except urllib.error.HTTPError as error:
             self.answers[agent] = str(error.code)
@@ -197,15 +198,37 @@ class _GatewayRun(_Run):
                 return
         self.log.append(f"stopped after {self.scenario.timeout:g}s with turns still running")
 
+    def unmoved(self) -> list[str]:
+        """The agents whose own store still holds the seeded refresh token."""
+        found = []
+        for agent in self.scenario.agents:
+            env = {agent: self.environment(agent)}
+            own = store_files(self.scenario.store, env, mirrored=self.scenario.mirrored)[-1]
+            if held_refresh_token(self.scenario.store, own) == self.seeded:
+                found.append(agent)
+        return found
+
     def stores_moved(self) -> bool:
         """Does every agent's own store hold a refresh token other than the seeded one?"""
-        own = self.store_files()[1:] if self.scenario.mirrored else self.store_files()
-        return all(held_refresh_token(self.scenario.store, path) != self.seeded for path in own)
+        return not self.unmoved()
+
+    def check_reached(self, answered: set[str]) -> None:
+        """A turn that never got to its login says nothing: fail the run loudly instead."""
+        refused = any(record.kind.value == "rejected" for record in self.running.server.audit)
+        late = [agent for agent in self.unmoved() if agent not in answered]
+        if late and not refused:
+            raise ClientRunError(
+                f"{', '.join(late)}: the turn reached neither its login nor an answer within "
+                f"{self.scenario.timeout:g}s; a slower machine needs a larger [client] timeout"
+            )
 
     def finish_gateway(self, order: tuple[str, ...]) -> CommandRun:
+        answered = set(self.answers)  # before the stop, which ends the turns still running
         code = self.stop_gateway()
+        self.check_reached(answered)
         for agent in order:
-            self.log.append(f"turn {agent} -> {self.answers.get(agent, 'unanswered')}")
+            said = self.answers.get(agent, "") if agent in answered else "unanswered"
+            self.log.append(f"turn {agent} -> {said}")
         server = self.running.server
         said = "" if self.stopped else self.last_words()
         outputs = {GATEWAY: (0 if self.stopped else code, "", said)}
@@ -217,7 +240,8 @@ class _GatewayRun(_Run):
                 f"audit {record.client_id} {record.kind.value} {record.token_kind.value} "
                 f"{record.token_fp} {record.family}/g{record.generation}{reason}"
             )
-        self.log.append("gateway stopped by the harness" if self.stopped else f"gateway exited {code}")
+        ended = "gateway stopped by the harness" if self.stopped else f"gateway exited {code}"
+        self.log.append(ended)
         for path in self.store_files():
             token = held_refresh_token(self.scenario.store, path)
             state = server.token_state(token) if token else "missing"
@@ -240,10 +264,8 @@ class _GatewayRun(_Run):
         if gateway.poll() is None:
             self.stopped = True
             _terminate(gateway)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 gateway.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                pass
         _kill(gateway)  # and whatever it started (npm, helpers), even once it has exited
         gateway.wait()
         for thread in self.threads:
@@ -252,7 +274,7 @@ class _GatewayRun(_Run):
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process's group (the gateway and what it started); the process alone on Windows."""
+    """SIGTERM the process's group (the gateway and its children); on Windows, the process."""
     if sys.platform == "win32":
         process.terminate()
         return

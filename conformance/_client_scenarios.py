@@ -281,7 +281,7 @@ class _Reader(TomlTables):
         known = {"ready", "trigger", "body", "config"}
         for key in table:
             if key not in known:
-                self.fail("[client.gateway]", f"unknown key {key!r}; expected one of {sorted(known)}")
+                self.fail("[client.gateway]", f"unknown key {key!r}; known: {sorted(known)}")
         values = dict.fromkeys(allowed, "")
         texts = {}
         for key in ("ready", "trigger", "body"):
@@ -291,7 +291,7 @@ class _Reader(TomlTables):
             texts[key] = text
         for key in ("ready", "trigger"):
             if not texts[key].startswith("/"):
-                self.fail(f"[client.gateway] {key}", "must be a path on the gateway, e.g. /v1/models")
+                self.fail(f"[client.gateway] {key}", "must be a path, e.g. /v1/models")
         config = table.get("config", {})
         if not isinstance(config, dict):
             self.fail("[client.gateway] config", "must be a table")
