@@ -39,7 +39,7 @@ from fake_oauth_server import RunningServer, fingerprint, redact, serve_in_threa
 
 from ._client_run import ClientRun, ClientRunError, _kill, _Run, policy_of
 from ._client_scenarios import GATEWAY, ClientScenario, GatewaySpec, fill, fill_json, fill_value
-from ._client_stores import held_refresh_token, store_files
+from ._client_stores import fresher, held_refresh_token, store_files
 from ._command import CommandRun, _judge
 from ._isolation import loopback_only
 
@@ -242,12 +242,15 @@ class _GatewayRun(_Run):
             )
         ended = "gateway stopped by the harness" if self.stopped else f"gateway exited {code}"
         self.log.append(ended)
-        for path in self.store_files():
+        files = self.store_files()
+        for path in files:
             token = held_refresh_token(self.scenario.store, path)
             state = server.token_state(token) if token else "missing"
             shown = fingerprint(token) if token else "-"
             where = str(path).replace(str(self.root), "{state_dir}")
-            self.log.append(f"store {where} ends holding {shown} ({state})")
+            read = self.scenario.read_through and path != files[0] and fresher(files[0], path)
+            note = "; main's is read instead" if read else ""
+            self.log.append(f"store {where} ends holding {shown} ({state}{note})")
         return CommandRun(
             order=order,
             killed="",

@@ -131,6 +131,7 @@ class ClientScenario:
     overlap: int = 0  # refreshes expected at the door at once (0: every agent's)
     policy_overrides: tuple[tuple[str, Any], ...] = ()
     gateway: GatewaySpec | None = None
+    read_through: bool = False  # an agent's copy older than main's is not read (OpenClaw)
 
     @property
     def pinned(self) -> bool:
@@ -272,6 +273,7 @@ class _Reader(TomlTables):
             overlap=self.get("client", "overlap", int, 0),
             policy_overrides=tuple(sorted(self.get("world", "policy_overrides", dict, {}).items())),
             gateway=gateway,
+            read_through=self.get("client", "read_through", bool, False),
         )
 
     def gateway(self, allowed: frozenset[str]) -> GatewaySpec | None:

@@ -150,6 +150,26 @@ def held_refresh_token(store: StoreFormat, path: Path) -> str | None:
     return token if isinstance(token, str) else None
 
 
+def fresher(main: Path, copy: Path) -> bool:
+    """Does OpenClaw's main store hold a login expiring no earlier than the agent's copy?
+
+    Then the agent uses main's (OpenClaw 2026.4.26 adopts it under its refresh
+    lock once its own has expired; 2026.4.29 reads through to it), and the
+    copy's token is never presented again.
+    """
+    expiries = []
+    for path in (main, copy):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            expires = document["profiles"][f"{OPENCLAW_PROVIDER}:default"]["expires"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if not isinstance(expires, int | float) or isinstance(expires, bool):
+            return False
+        expiries.append(expires)
+    return expiries[0] >= expiries[1]
+
+
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # born 0600
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
