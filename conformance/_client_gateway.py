@@ -249,7 +249,7 @@ class _GatewayRun(_Run):
             shown = fingerprint(token) if token else "-"
             where = str(path).replace(str(self.root), "{state_dir}")
             read = self.scenario.read_through and path != files[0] and fresher(files[0], path)
-            note = "; main's is read instead" if read else ""
+            note = "; main's is read instead" if read and state != "live" else ""
             self.log.append(f"store {where} ends holding {shown} ({state}{note})")
         return CommandRun(
             order=order,
