@@ -4,9 +4,10 @@ One ``openclaw gateway run`` for five agents, each with a copy of main's
 auth-profiles.json, every agent prompted at once through the gateway's
 ``/v1/chat/completions``.  The fixtures install the clients from the npm
 registry (``tokenrace clients install``; about 30 s cold for each OpenClaw).
-Each run takes minutes, not seconds: the gateway spends tens of seconds of
-CPU on each turn before the turn resolves its login (see docs/clients.md for
-the measured figures); there is no smaller unit that still is the gateway.
+Measured on the shared 2-core machine: both tests 7 min 48 s (2026.4.26
+about 5 min, 2026.4.29 about 2 min plus a 30 s install).  The gateway spends
+tens of seconds of CPU on each turn before the turn resolves its login
+(docs/clients.md); there is no smaller unit that still is the gateway.
 """
 
 from __future__ import annotations
