@@ -18,7 +18,9 @@ class AnomalyKind(enum.Enum):
     EXPIRED_TOKEN_USED = "expired-token-used"  # the engine handed out an expired access token
     TOKEN_REJECTED = "token-rejected"  # the resource endpoint refused a token (revoked...)
     REDUNDANT_REFRESH = "redundant-refresh"  # more than one refresh for one expiry
-    MUTUAL_EXCLUSION = "mutual-exclusion"  # two refreshes of one grant in flight at once
+    MUTUAL_EXCLUSION = "mutual-exclusion"  # two agents held one lock at once (see _exclusion)
+    SERVER_FAULT = "server-fault"  # a server fault ended a turn, and the engine said so
+    OVERLAPPING_REFRESH = "overlapping-refresh"  # refreshes of two agents in flight at once
     DEADLOCK = "deadlock"  # agents wait and nothing can wake them
     LIVELOCK = "livelock"  # the run hit its step bound without finishing
 

@@ -30,6 +30,7 @@ from simulator import (
 )
 
 from ._checker import Anomaly, AnomalyKind, check, fatal
+from ._diagram import Diagram
 from ._engines import EngineEntry, Expectation
 
 
@@ -60,6 +61,7 @@ class EngineResult:
     title: str = ""  # the scenario's one-line description
     failing_run: RunResult | None = None  # the minimal failing run itself, for reports
     expected_anomaly: AnomalyKind | None = None  # the kind a known bug must show, if named
+    diagram: Diagram | None = None  # a real client's run, drawn (a simulated one draws its own)
 
     @property
     def passed(self) -> bool:
@@ -114,10 +116,13 @@ def has_fatal(result: RunResult) -> bool:
 
 def world_bound(spec: WorldSpec) -> str:
     """The world's size, as an exhaustive verdict states it."""
-    turns = max(len(agent.turns) for agent in spec.agents)
+    counts = sorted({len(agent.turns) for agent in spec.agents})
+    turns = f"{counts[0]} turns each" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} turns"
     processes = len({spec.pid(index) for index in range(len(spec.agents))})
+    profiles = len(spec.profiles)
+    store = f", {profiles} profiles in the store" if profiles > 1 else ""
     return (
-        f"{len(spec.agents)} agents in {processes} processes, {turns} turns each, "
+        f"{len(spec.agents)} agents in {processes} processes, {turns}{store}, "
         f"{spec.max_faults} faults, at most {spec.max_steps} steps"
     )
 

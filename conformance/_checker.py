@@ -13,13 +13,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from fake_oauth_server import AuditEvent, AuditKind, TokenKind, redact
-from simulator import EventKind, HistoryEvent, Refusal, RunResult, StoreState
+from simulator import EventKind, FaultKind, HistoryEvent, Refusal, RunResult, StoreState
 
 from ._anomalies import Anomaly, AnomalyKind, Severity, fatal
+from ._exclusion import exclusion_anomalies
 from ._losses import fault_losses, lost_tokens, refresh_records, unavoidable
 from ._reads import torn_reads
 
-__all__ = ["Anomaly", "AnomalyKind", "Severity", "check", "fatal", "reuse_anomalies"]
+__all__ = [
+    "Anomaly",
+    "AnomalyKind",
+    "Severity",
+    "check",
+    "fatal",
+    "reuse_anomalies",
+    "server_fault",
+]
 
 
 def check(result: RunResult) -> tuple[Anomaly, ...]:
@@ -32,6 +41,7 @@ def check(result: RunResult) -> tuple[Anomaly, ...]:
         *torn_reads(events, result.stores),
         *_redundant_refreshes(events, audit, result.policy.access_token_lifetime),
         *_overlapping_refreshes(events),
+        *exclusion_anomalies(events),
     ]
     losses = fault_losses(events, audit)
     anomalies += lost_tokens(events, audit, losses)
@@ -99,21 +109,80 @@ def _presented(record: AuditEvent | None) -> int | None:
     return None if record is None else record.generation
 
 
+#: Faults of the server or the network that strike a refresh before the server commits
+#: anything: a turn they end is not the engine's failure.  Not ``drop``: the server
+#: committed the rotation, and an engine that gives up instead of retrying inside a
+#: reuse window loses the new token (``_losses`` decides when that was unavoidable).
+SERVER_FAULTS = frozenset((FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT, FaultKind.RESET))
+
+#: Exceptions that are a bug in the engine's own code, whatever the server did.
+PROGRAMMING_ERRORS = frozenset(
+    {
+        "AssertionError",
+        "AttributeError",
+        "IndexError",
+        "KeyError",
+        "NameError",
+        "NotImplementedError",
+        "RecursionError",
+        "TypeError",
+        "UnboundLocalError",
+        "ZeroDivisionError",
+    }
+)
+
+
+def server_fault(event: HistoryEvent, faults: Sequence[HistoryEvent]) -> Anomaly | None:
+    """The warning for a turn that a server fault ended, where the engine said so honestly.
+
+    ``event`` is a ``TURN_END`` with an error; ``faults`` the server faults that
+    struck its agent during that turn.  An agent stranded (``ReloginRequired``)
+    by a transient failure, or one that raised a programming error, is not excused.
+    """
+    if not faults or event.stranded or event.error_type in PROGRAMMING_ERRORS:
+        return None
+    fault = faults[-1]
+    assert fault.fault is not None
+    message = (
+        f"{event.agent} ended its turn with {event.error_type}: {redact(event.note)} "
+        f"after a {fault.fault.value} injected at step {fault.step}: the server's failure, "
+        "reported"
+    )
+    return Anomaly(
+        AnomalyKind.SERVER_FAULT, Severity.WARNING, event.agent, (fault.step, event.step), message
+    )
+
+
 def _history_anomalies(
     events: Iterable[HistoryEvent], audit: Iterable[AuditEvent]
 ) -> list[Anomaly]:
     rejected = refresh_records(audit, AuditKind.REJECTED)
+    accepted = refresh_records(audit, AuditKind.ACCEPTED)
     last_request: dict[str, str] = {}  # agent -> its latest refresh request
+    faults: dict[str, list[HistoryEvent]] = {}  # agent -> server faults of its current turn
     found = []
     for event in events:
         step = (event.step,)
         if event.kind is EventKind.REQUEST:
             last_request[event.agent] = event.request_id
+        elif event.kind is EventKind.TURN_BEGIN:
+            faults[event.agent] = []
+        elif event.kind is EventKind.FAULT and event.fault in SERVER_FAULTS:
+            faults.setdefault(event.agent, []).append(event)
         elif event.kind is EventKind.TURN_END and event.error_type:
+            excused = server_fault(event, faults.get(event.agent, ()))
+            if excused is not None:
+                found.append(excused)
+                continue
             kind = AnomalyKind.AGENT_STRANDED if event.stranded else AnomalyKind.ENGINE_ERROR
             message = f"{event.agent} ended its turn with {event.error_type}: {redact(event.note)}"
-            # stranded by the refusal of the token it presented last: that token's grant
-            refused = rejected.get(last_request.get(event.agent, ""))
+            # stranded by the refusal of the token it presented last: that token's grant;
+            # an error after a request the server accepted (its answer lost): that grant,
+            # so a loss can excuse it, unless the error is a bug in the engine's own code
+            request = last_request.get(event.agent, "")
+            refused = rejected.get(request)
+            if refused is None and event.error_type not in PROGRAMMING_ERRORS:
+                refused = accepted.get(request)
             family = refused.family if refused is not None else ""
             anomaly = Anomaly(
                 kind, Severity.FATAL, event.agent, step, message, family, _presented(refused)
@@ -133,18 +202,20 @@ def _history_anomalies(
 
 
 def _store_anomalies(events: Iterable[HistoryEvent]) -> list[Anomaly]:
-    """A store that goes back to an older generation, or ends wiped after holding one."""
-    best: dict[str, tuple[int, int]] = {}  # path -> (highest generation, step it was written)
-    last: dict[str, HistoryEvent] = {}
+    """A store's profile that goes back to an older generation, or ends wiped after
+    holding one (each profile of a store of several on its own)."""
+    best: dict[tuple[str, str], tuple[int, int]] = {}  # (path, profile) -> (top, step written)
+    last: dict[tuple[str, str], HistoryEvent] = {}
     found = []
     for event in events:
         if event.kind is not EventKind.STORE:
             continue
-        last[event.path] = event
+        where = (event.path, event.profile)
+        last[where] = event
         generation = event.generation
         if generation is None:
             continue
-        top = best.get(event.path)
+        top = best.get(where)
         if top is not None and generation < top[0]:
             found.append(
                 Anomaly(
@@ -153,23 +224,30 @@ def _store_anomalies(events: Iterable[HistoryEvent]) -> list[Anomaly]:
                     event.agent,
                     (top[1], event.step),
                     f"{event.agent} wrote generation {generation} over generation {top[0]} "
-                    f"in {event.path}",
+                    f"in {_named(where)}",
+                    event.family,
+                    generation,
                 )
             )
         if top is None or generation > top[0]:
-            best[event.path] = (generation, event.step)
-    for path, event in last.items():
-        if event.store is not StoreState.CREDENTIAL and path in best:
+            best[where] = (generation, event.step)
+    for where, event in last.items():
+        if event.store is not StoreState.CREDENTIAL and where in best:
             found.append(
                 Anomaly(
                     AnomalyKind.LOST_UPDATE,
                     Severity.FATAL,
                     event.agent,
-                    (best[path][1], event.step),
-                    f"{path} ended {event.note} after holding generation {best[path][0]}",
+                    (best[where][1], event.step),
+                    f"{_named(where)} ended {event.note} after holding generation {best[where][0]}",
                 )
             )
     return found
+
+
+def _named(where: tuple[str, str]) -> str:
+    path, profile = where
+    return f"{path} ({profile})" if profile else path
 
 
 def _redundant_refreshes(
@@ -212,7 +290,7 @@ def _overlapping_refreshes(events: Iterable[HistoryEvent]) -> list[Anomaly]:
                 if other.agent != event.agent:
                     found.append(
                         Anomaly(
-                            AnomalyKind.MUTUAL_EXCLUSION,
+                            AnomalyKind.OVERLAPPING_REFRESH,
                             Severity.WARNING,
                             event.agent,
                             (other.step, event.step),

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,21 +22,20 @@ from rich.table import Table
 from simulator import OsModel, SimulatorError, Strategy
 
 from ._campaign import (
-    CampaignResult,
     EngineResult,
-    Verdict,
-    replay_command,
     run_campaign,
-    search_engine,
 )
+from ._check_engine import check_engine
 from ._client_cli import add_clients_parser, client_subcommand
-from ._command import check_command
+from ._command import add_fault_options, check_command
+from ._console import anomaly_column, plural, print_result
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
+from ._mutate import add_mutate_parser, mutate_command
 from ._replaying import run_replay
 from ._report import results_json, write_report
-from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
+from ._scenario_files import ReferenceClaim, load_scenario_file
 from ._validate import (
     OneLineParser,
     check_names,
@@ -49,7 +47,6 @@ from ._validate import (
 )
 
 DEFAULT_DB = ".hypothesis/tokenrace"
-MAX_ANOMALIES_SHOWN = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,12 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("scope", "", "a lock scope: agent-dir, store-file, profile"),
         ("os", "linux", "linux, macos, windows"),
         ("agents", "2", "agent counts"),
-        ("processes", "separate", "separate, gateway (all agents in one process)"),
+        ("processes", "separate", "separate, gateway (one process), mixed (all but one)"),
+        ("population", "one", "one profile, two (agents alternate), bystander (one untouched)"),
         ("policy", "openai", "server presets"),
-        ("faults", "none", "none, or a fault kind: kill, drop, 5xx, 429, reset, stall, crash"),
+        ("faults", "none", "none, or kill, drop, 5xx, 429, reset, stall, stall<seconds>, crash"),
     ):
         mat.add_argument(f"--{axis_name}", default=default, help=f"comma-separated: {meaning}")
     mat.add_argument("--expiries", type=positive, default=1, help="access-token expiries")
+    mat.add_argument("--skew", type=int, default=0, help="seconds the last agent's clock is ahead")
+    mat.add_argument("--torn-writes", action="store_true", help="a write takes two steps")
     _search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
     mat.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
     mat.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_clients_parser(commands, repro)  # and --order, --kill for client scenario files
 
     chk = commands.add_parser(
-        "check", help="check an engine against every shipped scenario its guarantees cover"
+        "check", help="check an engine against the battery and the shipped scenarios"
     )
     what = chk.add_mutually_exclusive_group(required=True)
     what.add_argument("--engine", help="built-in name or module:attribute")
@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--command: mirrored copies main's store into every agent dir first",
     )
     chk.add_argument("--timeout", type=float, default=30.0, help="--command: seconds per run")
+    add_fault_options(chk)
     chk.add_argument(
         "--settle",
         type=settle_seconds,
@@ -159,11 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         action="append",
         dest="scenarios",
-        help="scenario file (repeatable; default: every shipped scenario)",
+        help="scenario file (repeatable; default: the battery and every shipped scenario)",
     )
     _search_options(chk)
     chk.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     chk.add_argument("--hypothesis-db", metavar="DIR", help="as for run")
+    chk.add_argument("--jobs", type=positive, help="--engine: worlds run at once (default: CPUs)")
+
+    add_mutate_parser(commands)
 
     rep = commands.add_parser("replay", help="replay one schedule and print its history")
     rep.add_argument("schedule", help="a schedule string, e.g. 'atlas*12 nova*3' or 'default'")
@@ -243,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args, console)
         if args.subcommand == "matrix":
             return _matrix(args, console)
+        if args.subcommand == "mutate":
+            return mutate_command(args, console)
     except (ConformanceError, SimulatorError) as exc:
         errors.print(f"[bold red]tokenrace: error:[/] {escape(one_line(str(exc)))}")
         return EXIT_USAGE
@@ -288,8 +294,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if not args.json:
         scenarios = len({cell.scenario for cell in cells})
         console.print(
-            f"tokenrace run: {_plural(len(cells), 'cell')} "
-            f"({_plural(scenarios, 'scenario')} x engines), {args.jobs or os.cpu_count()} jobs"
+            f"tokenrace run: {plural(len(cells), 'cell')} "
+            f"({plural(scenarios, 'scenario')} x engines), {args.jobs or os.cpu_count()} jobs"
         )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -305,7 +311,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         def show(result: EngineResult) -> None:
             progress.advance(task)
             if not (args.quiet or args.json):
-                _print_result(console, result.scenario, result)
+                print_result(console, result.scenario, result)
 
         campaign = run_cells(cells, jobs=args.jobs, on_result=show)
     write_report(campaign, args.report_dir)
@@ -322,7 +328,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             escape(result.engine),
             result.expectation.value,
             result.verdict.value,
-            _anomaly_column(result),
+            anomaly_column(result),
             str(result.examples),
             f"{result.elapsed:.1f}s",
             "[green]yes[/]" if result.passed else "[bold red]NO[/]",
@@ -333,47 +339,6 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         f"beside it; {campaign.elapsed:.1f}s in all)"
     )
     return EXIT_OK if campaign.passed else EXIT_FAILED
-
-
-def _print_result(console: Console, scenario: str, result: EngineResult) -> None:
-    expected = "known bug" if result.expectation is Expectation.BUGGY else "expected clean"
-    header = f"[bold]{escape(result.engine)}[/] ({expected}: {escape(result.summary)})"
-    if result.verdict is Verdict.RULED_OUT:
-        console.print(f"{header}\n  [green]RULED OUT[/] ({result.elapsed:.1f}s): {result.bound}")
-        return
-    if result.verdict is Verdict.NOT_FOUND:
-        console.print(
-            f"{header}\n  [green]no fatal anomaly[/] in {result.examples} schedules "
-            f"({result.elapsed:.1f}s); not found within this bound, not ruled out"
-        )
-        return
-    assert result.schedule is not None
-    if result.verdict is Verdict.OTHER_ANOMALY:
-        console.print(
-            f"{header}\n  [bold red]OTHER ANOMALY[/] in {result.examples} schedules "
-            f"({result.elapsed:.1f}s): {escape(result.expectation_note())}"
-        )
-    else:
-        console.print(
-            f"{header}\n  [red]REPRODUCED[/] after "
-            f"{_plural(result.first_failure_at or 0, 'schedule')}"
-            f" ({result.time_to_first_failure or 0:.2f}s); {result.examples} run in all, "
-            f"shrinking included ({result.elapsed:.1f}s)"
-        )
-    shown = result.anomalies[:MAX_ANOMALIES_SHOWN]
-    for anomaly in shown:
-        console.print(f"  - {anomaly}", markup=False, soft_wrap=True)
-    if len(result.anomalies) > len(shown):
-        console.print(f"  … and {len(result.anomalies) - len(shown)} more (see the report)")
-    which = "Minimal schedule" if result.verdict is Verdict.REPRODUCED else "Schedule"
-    console.print(
-        f"  {which} ({_plural(result.preemptions, 'context switch')} beyond the default order):"
-    )
-    console.print(
-        f"      {replay_command(scenario, result.engine, result.schedule)}",
-        markup=False,
-        soft_wrap=True,
-    )
 
 
 def _matrix(args: argparse.Namespace, console: Console) -> int:
@@ -392,20 +357,23 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
         oses=axis(args.os),
         agents=counts,
         processes=axis(args.processes),
+        populations=axis(args.population),
         policies=axis(args.policy),
         faults=axis(args.faults),
         expiries=args.expiries,
+        skew=args.skew,
+        torn=args.torn_writes,
     )
     cells = matrix_cells(axes, strategy=args.strategy, examples=args.examples, seed=args.seed)
     for cell in {(cell.engine, cell.lock, cell.scope): cell for cell in cells}.values():
         entry = load_engine(cell.engine)  # fail early on a bad engine, lock or scope
         if cell.lock or cell.scope:
             with_lock(entry, cell.lock, cell.scope)
-    console.print(f"tokenrace matrix: {_plural(len(cells), 'cell')}, {args.strategy.value} search")
+    console.print(f"tokenrace matrix: {plural(len(cells), 'cell')}, {args.strategy.value} search")
 
     def show(result: EngineResult) -> None:
         if not args.quiet and result.caught:
-            _print_result(console, result.scenario, result)
+            print_result(console, result.scenario, result)
 
     campaign = run_cells(cells, jobs=args.jobs, on_result=show)
     write_report(campaign, args.report_dir)
@@ -419,7 +387,7 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
             escape(result.scenario),
             escape(result.engine),
             f"[{colour}]{verdict}[/]",
-            _anomaly_column(result),
+            anomaly_column(result),
             str(result.examples),
         )
     console.print(table)
@@ -445,7 +413,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
         max_examples=args.examples or scenario.examples,
         seed=scenario.seed,
         strategy=scenario.strategy,
-        on_result=lambda result: _print_result(console, str(args.file), result),
+        on_result=lambda result: print_result(console, str(args.file), result),
         anomaly=None if args.engine else scenario.anomaly,
     )
     write_report(campaign, args.report_dir)
@@ -457,55 +425,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
         if args.strategy is not None:
             raise ConformanceError("--strategy applies to --engine; --command runs release orders")
         return check_command(args, console)
-    entry = dataclasses.replace(load_engine(args.engine), expectation=Expectation.CLEAN)
-    files = args.scenarios or builtin_scenarios()
-    scenarios = [load_scenario_file(Path(path)) for path in files]
-    claimed = [s for s in scenarios if s.reference is ReferenceClaim.CLEAN]
-    table = Table(title=f"tokenrace check --engine {args.engine}")
-    for column in ("scenario", "class", "verdict", "anomaly", "schedules"):
-        table.add_column(column)
-    failed = False
-    results = []
-    started = time.perf_counter()
-    for scenario in claimed:
-        result = search_engine(
-            scenario.name,
-            scenario.world,
-            entry,
-            max_examples=args.examples or scenario.examples,
-            seed=scenario.seed if args.seed is None else args.seed,
-            strategy=args.strategy or scenario.strategy,
-            database=args.hypothesis_db or None,
-        )
-        result = dataclasses.replace(result, title=scenario.title)
-        results.append(result)
-        failed = failed or not result.passed
-        table.add_row(
-            scenario.name,
-            str(scenario.race_class or "-"),
-            result.verdict.value,
-            _anomaly_column(result),
-            str(result.examples),
-        )
-        if not result.passed:
-            _print_result(console, str(scenario.path), result)
-    console.print(table)
-    write_report(CampaignResult(tuple(results), time.perf_counter() - started), args.report_dir)
-    console.print(f"report: {args.report_dir / 'index.html'}")
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-def _anomaly_column(result: EngineResult) -> str:
-    """The anomaly a table names: the expected one where it shows; flagged when it does not."""
-    first = result.headline
-    text = first.kind.value if first is not None else "-"
-    if result.verdict is Verdict.OTHER_ANOMALY and result.expected_anomaly is not None:
-        text += f" (expected {result.expected_anomaly.value})"
-    return text
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("ch") else "s")
+    return check_engine(args, console)
 
 
 if __name__ == "__main__":  # pragma: no cover

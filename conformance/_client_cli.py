@@ -12,10 +12,10 @@ from rich.markup import escape
 
 from ._campaign import CampaignResult, EngineResult, Verdict
 from ._checker import Severity
+from ._client_oracle import orders
 from ._client_run import ClientRun, resolve_program, run_client
 from ._client_scenarios import ClientScenario, is_client_scenario, load_client_scenario
 from ._clients import CLIENTS, cache_dir, find_program, install
-from ._command import orders
 from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK, ConformanceError
 from ._report import write_report
@@ -92,8 +92,10 @@ def reproduce_client(args: argparse.Namespace, console: Console) -> int:
         for anomaly in run.run.anomalies:
             console.print(f"      {anomaly}", markup=False, soft_wrap=True)
     elapsed = time.perf_counter() - started
-    failing = next((run.run for run in runs if run.run.failed), None)
+    failing_client = next((run for run in runs if run.run.failed), None)
+    failing = failing_client.run if failing_client is not None else None
     shown = failing or runs[-1].run
+    diagram = (failing_client or runs[-1]).diagram
     again = f"tokenrace reproduce {shlex.quote(str(args.file))} --order {','.join(shown.order)}"
     if shown.killed:
         again += f" --kill {shown.killed}"
@@ -123,6 +125,7 @@ def reproduce_client(args: argparse.Namespace, console: Console) -> int:
         bound=f"{len(runs)} release orders of {', '.join(scenario.agents)} on real processes",
         scenario=str(args.file),
         title=scenario.title,
+        diagram=diagram,
     )
     write_report(CampaignResult((result,), elapsed), args.report_dir)
     return EXIT_OK if met else EXIT_FAILED

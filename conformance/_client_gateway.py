@@ -37,10 +37,10 @@ from typing import Any
 
 from fake_oauth_server import RunningServer, fingerprint, redact, serve_in_thread
 
+from ._client_oracle import CommandRun, judge
 from ._client_run import ClientRun, ClientRunError, _kill, _Run, policy_of
 from ._client_scenarios import GATEWAY, ClientScenario, GatewaySpec, fill, fill_json, fill_value
 from ._client_stores import fresher, held_refresh_token, store_files
-from ._command import CommandRun, _judge
 from ._isolation import loopback_only
 
 #: Seconds with nothing held, after every agent's store changed, that end a run.
@@ -232,7 +232,7 @@ class _GatewayRun(_Run):
         server = self.running.server
         said = "" if self.stopped else self.last_words()
         outputs = {GATEWAY: (0 if self.stopped else code, "", said)}
-        anomalies = list(_judge(server, outputs, self.control.now(), []))
+        anomalies = list(judge(server, outputs, self.control.now(), []))
         anomalies += self.check_stores()
         for record in server.audit:
             reason = f" ({record.reason})" if record.reason else ""

@@ -9,12 +9,20 @@ templates; every agent has a private HOME; the run happens where only
 loopback is reachable (``_isolation``).
 
 The release rule is what makes a run repeatable: before each release the
-harness waits until every agent still due to refresh has a request held,
-then lets through the first of them in the order.  An agent that does not
+harness waits until every agent still due to refresh has a request held
+(or ``overlap`` of them, for a client whose own lock admits fewer), then
+lets through the first of them in the order.  An agent that does not
 arrive within ``arrival`` seconds fails the run loudly (``ClientRunError``)
-rather than letting a slow start change the result.  The history names
+rather than letting a slow start change the result.  ``check --command``
+knows nothing of the program's lock, so it runs with ``settle``: once a
+request is held, the others get ``settle`` seconds to join it, and then
+what is held is released (a program kept out by a lock never comes).  The history names
 agents and fingerprints only (no request ids, times, ports or paths), so one
 order run twice gives the same history.
+
+A scenario's ``faults`` strike chosen releases with the fake server's faults,
+and its ``hold`` keeps each request at the door that long before its release
+(``_release_faults``); both stretch the run's deadlines by ``hold`` per agent.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 
 from fake_oauth_server import (
     ControlClient,
+    FaultKind,
     Policy,
     RunningServer,
     account_id,
@@ -41,25 +50,32 @@ from fake_oauth_server import (
 )
 
 from ._checker import Anomaly, AnomalyKind, Severity
+from ._client_diagram import STATE_DIR, ClientEvent, ClientEventKind, StoreEnd, build
+from ._client_oracle import CommandRun, judge, killed_request_committed, unavoidable
 from ._client_scenarios import ClientScenario, fill, template_values
 from ._client_stores import (
     Login,
     fresher,
     held_refresh_token,
+    judged,
+    protocol_env,
     seed,
     seed_config,
     store_files,
 )
 from ._clients import lookup, program, stage_dir
-from ._command import CommandRun, _judge, _killed_request_committed, _unavoidable
+from ._diagram import Diagram
 from ._errors import ConformanceError
 from ._isolation import loopback_only
+from ._release_faults import ReleaseFault
 
 USER = "user"
 #: Where anything that ignores NO_PROXY would go instead of the network: a closed loopback port.
 NOWHERE = "http://127.0.0.1:9"
 #: What of the caller's environment a client gets (nothing that could carry a credential).
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
+#: ``kill=KILL_FIRST``: SIGKILL whichever agent is let through first (who holds the lock, say).
+KILL_FIRST = "*"
 
 
 class ClientRunError(ConformanceError):
@@ -68,11 +84,12 @@ class ClientRunError(ConformanceError):
 
 @dataclass(frozen=True, slots=True)
 class ClientRun:
-    """A ``CommandRun`` plus whether it was isolated."""
+    """A ``CommandRun`` plus whether it was isolated, and its sequence diagram."""
 
     run: CommandRun
     isolation: str
     released: tuple[str, ...]  # whose refresh went through when: the order, unless a lock chose
+    diagram: Diagram | None = None
 
 
 def resolve_program(scenario: ClientScenario) -> str:
@@ -83,7 +100,7 @@ def resolve_program(scenario: ClientScenario) -> str:
 
 
 def policy_of(scenario: ClientScenario) -> Policy:
-    return Policy.preset(scenario.policy).replace(**dict(scenario.policy_overrides))
+    return Policy.from_json(dict(scenario.policy_overrides), base=Policy.preset(scenario.policy))
 
 
 def run_client(
@@ -103,7 +120,9 @@ def run_client(
         return run_gateway(scenario, order, executable)
     with (
         loopback_only() as isolation,
-        serve_in_thread(policy_of(scenario), hold_timeout=scenario.timeout + 30) as running,
+        serve_in_thread(
+            policy_of(scenario), hold_timeout=scenario.timeout + 30 + _slack(scenario)
+        ) as running,
         tempfile.TemporaryDirectory(prefix="tokenrace-client-") as temp,
     ):
         root = Path(temp).resolve()
@@ -118,7 +137,7 @@ def run_client(
             result = run.finish(order, kill)
         finally:
             run.stop()
-    return ClientRun(result, isolation.describe(), tuple(run.released))
+    return ClientRun(result, isolation.describe(), tuple(run.released), run.diagram)
 
 
 class _Run:
@@ -135,6 +154,14 @@ class _Run:
         self.killed = ""
         self.released: list[str] = []
         self.seeded = ""  # the refresh token every store starts with
+        # with settle: the whole run's; holds stretch it
+        self.deadline = time.monotonic() + scenario.timeout + _slack(scenario)
+        self.faults = {fault.release: fault for fault in scenario.faults}
+        self.faulted: dict[str, ReleaseFault] = {}  # agent -> the fault its refresh got
+        self.events: list[ClientEvent] = []  # what the diagram shows, as it happened
+        self.held: set[str] = set()  # ids of the held requests drawn already
+        self.early: set[str] = set()  # agents that exited before their refresh went through
+        self.diagram: Diagram | None = None
         used = [lookup(key) for key in scenario.uses]
         self.used = {client.name: str(program(client)) for client in used}
         if scenario.pinned:
@@ -149,16 +176,20 @@ class _Run:
 
     def environment(self, agent: str) -> dict[str, str]:
         values = self.values(agent)
-        env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+        if self.scenario.inherit_env:
+            env = dict(os.environ)
+        else:
+            env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+            env["HOME"] = values["home"]
         env |= {
-            "HOME": values["home"],
             "HTTP_PROXY": NOWHERE,
             "HTTPS_PROXY": NOWHERE,
             "ALL_PROXY": NOWHERE,
             "NO_PROXY": "127.0.0.1,localhost",
         }
         env |= self.stages
-        for name, template in self.scenario.env:
+        templates = protocol_env(self.scenario.store) | dict(self.scenario.env)
+        for name, template in templates.items():
             env[name] = fill(template, values, f"[client] env {name}")
         return env
 
@@ -194,9 +225,10 @@ class _Run:
             self.processes[agent] = subprocess.Popen(
                 argv,
                 env=self.environment(agent),
-                cwd=values["agent_dir"],
+                cwd=fill(self.scenario.cwd, values, "[client] cwd"),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # the oracle is the audit and the store
+                # the oracle is the audit and the store, and the token printed where one is
+                stdout=subprocess.PIPE if self.scenario.stdout_token else subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # its own process group: a kill takes its children too
             )
@@ -210,33 +242,76 @@ class _Run:
             held = self.gather(due)
             if not held:
                 break
+            for name in due:  # in the release order, not the arrival's: one diagram per order
+                if name in held and held[name]["id"] not in self.held:
+                    self.held.add(held[name]["id"])
+                    self.event(ClientEventKind.HELD, name, held[name])
             agent = next(name for name in due if name in held)
             request = held[agent]
             due.remove(agent)
-            if agent == kill and not self.killed:
+            if kill in (agent, KILL_FIRST) and not self.killed:
                 self.killed = agent
                 _kill(self.processes[agent])
                 self.processes[agent].communicate()
                 self.log.append(f"SIGKILL {agent} while {request['token_fp']} was held")
+                self.event(ClientEventKind.KILLED, agent, request)
                 status = self.control.release(request["id"], wait=True)
                 self.log.append(f"release {agent} {request['token_fp']} -> {status}, unread")
+                self.event(
+                    ClientEventKind.RELEASED, agent, request, status, "released after the kill"
+                )
                 self.log.append(f"restart {agent}")
+                self.event(ClientEventKind.RESTARTED, agent)
                 self.start(agent)
                 due.append(agent)
                 continue
             released += 1
             self.released.append(agent)
+            self.wait_hold(request)
+            fault = self.faults.get(released)
+            if fault is not None:  # the next request the server handles is this one
+                self.faulted[agent] = fault
+                self.control.set_faults([fault.fault])
+                self.log.append(f"fault {fault} on release #{released}: {fault.describe()}")
             status = self.control.release(request["id"], wait=True)
+            if fault is not None:
+                self.control.clear_faults()
             self.log.append(f"release #{released}: {agent} {request['token_fp']} -> {status}")
+            self.event(ClientEventKind.RELEASED, agent, request, status)
+
+    def event(
+        self,
+        kind: ClientEventKind,
+        agent: str,
+        request: dict[str, Any] | None = None,
+        status: int | None = 0,
+        note: str = "",
+    ) -> None:
+        request = request or {}
+        request_id, token_fp = str(request.get("request_id", "")), str(request.get("token_fp", ""))
+        self.events.append(ClientEvent(kind, agent, request_id, token_fp, status or 0, note))
+
+    def wait_hold(self, request: dict[str, Any]) -> None:
+        """Keep ``request`` at the door until it has waited ``hold`` seconds."""
+        time.sleep(max(0.0, self.scenario.hold - float(request["waited"])))
 
     def gather(self, due: list[str]) -> dict[str, dict[str, Any]]:
-        """The first held request of each agent, once every live due agent has one held."""
+        """The first held request of each agent, once every live due agent has one held.
+
+        With ``settle``: once something is held, what is held after ``settle``
+        more seconds; nothing held by the run's deadline gives ``{}`` (the
+        processes still running are then judged stuck).
+        """
         deadline = time.monotonic() + self.scenario.arrival
+        settled = 0.0  # when the settle window ends, once something is held
         while True:
             for agent in [a for a in due if self.processes[a].poll() is not None]:
                 due.remove(agent)
+                self.early.add(agent)
                 code = self.processes[agent].returncode
                 self.log.append(f"{agent} exited {code} before its refresh was let through")
+            if not due:
+                return {}
             held: dict[str, dict[str, Any]] = {}
             for request in self.control.held(at_least=0, timeout=0):
                 held.setdefault(request["client_id"], request)
@@ -244,7 +319,15 @@ class _Run:
             expected = min(self.scenario.overlap or len(due), len(due))
             if len(due) - len(missing) >= expected:
                 return held
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if self.scenario.settle:
+                if any(agent in held for agent in due):
+                    settled = settled or now + self.scenario.settle
+                    if now >= settled:
+                        return held
+                if now > self.deadline:
+                    return {}
+            elif now > deadline:
                 raise ClientRunError(
                     f"{', '.join(missing)} did not reach the token endpoint within "
                     f"{self.scenario.arrival:g}s (held: {', '.join(sorted(held)) or 'none'}); "
@@ -253,38 +336,69 @@ class _Run:
             self.control.held(at_least=len(held) + 1, timeout=0.1)
 
     def finish(self, order: tuple[str, ...], kill: str) -> CommandRun:
-        deadline = time.monotonic() + self.scenario.timeout
+        # settle: one deadline for the whole run; otherwise ``timeout`` after the last release
+        deadline = time.monotonic() + self.scenario.timeout + _slack(self.scenario)
+        if self.scenario.settle:
+            deadline = self.deadline
         stuck = []
         outputs: dict[str, tuple[int, str, str]] = {}
         for agent, process in self.processes.items():
             try:
-                raw = process.communicate(timeout=max(0.1, deadline - time.monotonic()))[1]
+                raw_out, raw_err = process.communicate(
+                    timeout=max(0.1, deadline - time.monotonic())
+                )
             except subprocess.TimeoutExpired:
                 _kill(process)
-                raw = process.communicate()[1]
+                raw_out, raw_err = process.communicate()
                 stuck.append(agent)
-            text = redact(raw.decode("utf-8", "replace")).replace(str(self.root), "{state_dir}")
-            outputs[agent] = (process.returncode, "", text)  # stdout is not a token here
+            text = redact(raw_err.decode("utf-8", "replace")).replace(str(self.root), "{state_dir}")
+            printed = (raw_out or b"").decode("utf-8", "replace")  # a token, where printed
+            outputs[agent] = (process.returncode, printed, text)
+        if stuck:
+            self.log.append(f"{', '.join(stuck)} still running at the deadline: killed")
         server = self.running.server
-        anomalies = list(_judge(server, outputs, self.control.now(), stuck))
+        faulted = {  # a drop committed the rotation: judged as a loss below, not excused
+            agent: f"after a {fault.describe()} injected into its refresh"
+            for agent, fault in self.faulted.items()
+            if fault.fault.kind is not FaultKind.DROP
+        }
+        if self.scenario.hold:  # a slow server: who never got a refresh through gave up on it
+            slow = f"while refreshes were held {self.scenario.hold:g}s at a slow server"
+            for agent in self.processes:
+                if agent not in self.released and agent != self.killed:
+                    faulted.setdefault(agent, slow)
+        anomalies = list(judge(server, outputs, self.control.now(), stuck, faulted))
         anomalies += self.check_stores()
-        if self.killed and not server.policy.grace and _killed_request_committed(server, kill):
-            anomalies = [_unavoidable(anomaly, self.killed) for anomaly in anomalies]
+        committed = self.killed and killed_request_committed(server, self.killed)
+        if committed and not server.policy.grace:
+            anomalies = [unavoidable(anomaly, self.killed) for anomaly in anomalies]
+        dropped = [a for a, f in self.faulted.items() if f.fault.kind is FaultKind.DROP]
+        if dropped and not server.policy.grace:  # the rotated token never reached anyone
+            cause = f"a drop fault lost {dropped[0]}'s committed refresh"
+            anomalies = [unavoidable(anomaly, dropped[0], cause) for anomaly in anomalies]
         for record in server.audit:
             reason = f" ({record.reason})" if record.reason else ""
             self.log.append(
                 f"audit {record.client_id} {record.kind.value} {record.token_kind.value} "
                 f"{record.token_fp} {record.family}/g{record.generation}{reason}"
             )
-        for agent, (code, _, err) in outputs.items():
+        for agent, (code, out, err) in outputs.items():
+            last = out.strip().splitlines()[-1] if out.strip() else ""
+            printed = f", printed {fingerprint(last)}" if last else ""
             said = f"; stderr: {err.strip()[-200:]}" if code != 0 and err.strip() else ""
-            self.log.append(f"{agent} exited {code}{said}")
+            self.log.append(f"{agent} exited {code}{printed}{said}")
+            note = "before its refresh went through" if agent in self.early else ""
+            note = "when the harness killed it: it never finished" if agent in stuck else note
+            self.event(ClientEventKind.EXITED, agent, status=code, note=note)
+        ends = []
         for path in self.store_files():
             token = held_refresh_token(self.scenario.store, path)
             state = server.token_state(token) if token else "missing"
             shown = fingerprint(token) if token else "-"
-            where = str(path).replace(str(self.root), "{state_dir}")
+            where = str(path).replace(str(self.root), STATE_DIR)
             self.log.append(f"store {where} ends holding {shown} ({state})")
+            ends.append(StoreEnd(where, fingerprint(token) if token else "", state))
+        self.diagram = build(self.scenario.agents, self.events, server.audit, ends, anomalies)
         return CommandRun(
             order=order,
             killed=self.killed,
@@ -297,7 +411,7 @@ class _Run:
         """The store the client left: a refresh token the server no longer takes strands it."""
         found = []
         files = self.store_files()
-        for path in files:
+        for path in judged(self.scenario.store, files):
             token = held_refresh_token(self.scenario.store, path)
             state = self.running.server.token_state(token) if token else "missing"
             if self.scenario.read_through and path != files[0] and fresher(files[0], path):
@@ -323,6 +437,11 @@ class _Run:
             process.wait()
             if process.stderr is not None:
                 process.stderr.close()
+
+
+def _slack(scenario: ClientScenario) -> float:
+    """How much a hold can stretch a run: each agent's refresh held that long, in turn."""
+    return scenario.hold * len(scenario.agents)
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

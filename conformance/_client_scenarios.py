@@ -15,6 +15,11 @@ engine::
     env = { CODEX_HOME = "{state_dir}/codex", CODEX_REFRESH_TOKEN_URL_OVERRIDE = "{token_url}" }
     timeout = 30                # seconds a run may take
     arrival = 20                # seconds every waiting agent gets to reach the token endpoint
+    # settle = 2                # instead: release what is held after 2 s (a lock keeps some out)
+    # stdout_token = true       # the program prints its access token last on stdout
+    # inherit_env = true        # the caller's whole environment (for your own program)
+    # faults = ["5xx@1"]        # server faults on released refreshes (docs/clients.md)
+    # hold = 15                 # hold each refresh 15 s at the door before releasing it
 
     [world]
     agents = ["atlas", "nova"]
@@ -65,7 +70,8 @@ from fake_oauth_server import FakeServerError, Policy, agent_path
 from ._checker import AnomalyKind
 from ._clients import CLIENTS
 from ._errors import ConformanceError
-from ._scenario_files import TomlTables
+from ._release_faults import ReleaseFault, check_hold, parse_release_fault
+from ._scenario_files import TomlTables, nearest
 
 #: The shipped Node module that sends requests for a hard-coded token URL to ``{token_url}``.
 NODE_PRELOAD = Path(__file__).parent / "node" / "redirect-token-url.mjs"
@@ -87,6 +93,35 @@ PLACEHOLDERS = frozenset(
 GATEWAY = "gateway"
 
 
+#: Every key a client scenario file may have, by table.
+CLIENT_KEYS: dict[str, frozenset[str]] = {
+    "scenario": frozenset({"name", "title", "source"}),
+    "client": frozenset(
+        {
+            "program",
+            "args",
+            "store",
+            "env",
+            "timeout",
+            "arrival",
+            "settle",
+            "uses",
+            "mirrored",
+            "overlap",
+            "stdout_token",
+            "inherit_env",
+            "faults",
+            "hold",
+            "gateway",
+            "read_through",
+        }
+    ),
+    "world": frozenset({"agents", "policy", "policy_overrides"}),
+    "expect": frozenset({"reproduces", "anomaly"}),
+    "search": frozenset({"orders", "seed"}),
+}
+
+
 class ClientScenarioError(ConformanceError):
     """A client scenario file is malformed."""
 
@@ -96,6 +131,7 @@ class StoreFormat(enum.Enum):
 
     CODEX = "codex"  # $CODEX_HOME/auth.json (tokens, last_refresh) and config.toml
     OPENCLAW = "openclaw"  # auth-profiles.json (expires in ms), main and mirrored copies
+    TOKENRACE = "tokenrace"  # the check --command protocol: TOKENRACE_STORE, expires in seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +168,14 @@ class ClientScenario:
     policy_overrides: tuple[tuple[str, Any], ...] = ()
     gateway: GatewaySpec | None = None
     read_through: bool = False  # an agent's copy older than main's is not read (OpenClaw)
+    #: > 0: release what is held once ``settle`` s pass with an agent still missing (one kept
+    #: out by a lock never comes); 0: every due agent must arrive within ``arrival``, or fail
+    settle: float = 0.0
+    stdout_token: bool = False  # the program prints its access token last on stdout
+    inherit_env: bool = False  # the caller's whole environment, HOME included (your own program)
+    cwd: str = "{agent_dir}"  # a template: where each agent's process starts
+    faults: tuple[ReleaseFault, ...] = ()  # server faults on released refreshes
+    hold: float = 0.0  # seconds each refresh stays held at the door, at least
 
     @property
     def pinned(self) -> bool:
@@ -190,10 +234,14 @@ class _Reader(TomlTables):
 
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         super().__init__(path, data)
-        known = {"scenario", "client", "world", "expect", "search"}
-        for table in data:
-            if table not in known:
-                self.fail(f"[{table}]", f"unknown table; expected one of {sorted(known)}")
+        for table, section in data.items():
+            if table not in CLIENT_KEYS:
+                self.fail(f"[{table}]", f"unknown table{nearest(table, CLIENT_KEYS)}")
+            if not isinstance(section, dict):
+                self.fail(f"[{table}]", "must be a table")
+            for key in section:
+                if key not in CLIENT_KEYS[table]:
+                    self.fail(f"[{table}] {key}", f"unknown key{nearest(key, CLIENT_KEYS[table])}")
 
     def strings(self, table: str, key: str, default: list[str]) -> tuple[str, ...]:
         found = self.get(table, key, list, default)
@@ -240,14 +288,27 @@ class _Reader(TomlTables):
             fill(text, dict.fromkeys(allowed, ""), f"{self.path}: {where}", allowed)
         timeout = float(self.get("client", "timeout", (int, float), 30.0))
         arrival = float(self.get("client", "arrival", (int, float), 20.0))
-        if not 0 < arrival <= 600 or not 0 < timeout <= 600:
-            self.fail("[client]", "arrival and timeout must be in (0, 600] seconds")
+        settle = float(self.get("client", "settle", (int, float), 0.0))
+        if not 0 < arrival <= 600 or not 0 < timeout <= 600 or not 0 <= settle <= 600:
+            self.fail("[client]", "arrival, timeout and settle must be in (0, 600] seconds")
         policy = self.get("world", "policy", str, "openai")
         try:
-            Policy.preset(policy).replace(**self.get("world", "policy_overrides", dict, {}))
+            Policy.from_json(
+                self.get("world", "policy_overrides", dict, {}), base=Policy.preset(policy)
+            )
         except FakeServerError as exc:
             self.fail("[world] policy", str(exc))
         gateway = self.gateway(allowed)
+        faults = []
+        for text in self.strings("client", "faults", []):
+            try:
+                faults.append(parse_release_fault(text))
+            except ValueError as exc:
+                self.fail("[client] faults", str(exc))
+        try:
+            hold = check_hold(float(self.get("client", "hold", (int, float), 0.0)))
+        except ValueError as exc:
+            self.fail("[client] hold", str(exc))
         orders = self.get("search", "orders", int, 1)
         if orders < 1:
             self.fail("[search] orders", "must be at least 1")
@@ -274,6 +335,11 @@ class _Reader(TomlTables):
             policy_overrides=tuple(sorted(self.get("world", "policy_overrides", dict, {}).items())),
             gateway=gateway,
             read_through=self.get("client", "read_through", bool, False),
+            settle=settle,
+            stdout_token=self.get("client", "stdout_token", bool, False),
+            inherit_env=self.get("client", "inherit_env", bool, False),
+            faults=tuple(faults),
+            hold=hold,
         )
 
     def gateway(self, allowed: frozenset[str]) -> GatewaySpec | None:

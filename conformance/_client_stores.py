@@ -19,6 +19,10 @@ OpenClaw (``StoreFormat.OPENCLAW``): ``auth-profiles.json`` holds
 expires (ms), accountId}``, seeded expired; the main store is under
 ``$OPENCLAW_STATE_DIR/agents/main/agent`` and, mirrored, every agent dir
 holds a copy (the layout of openclaw/openclaw#74055).
+
+``check --command`` (``StoreFormat.TOKENRACE``): the same document with
+``expires`` in epoch seconds, at ``TOKENRACE_STORE``
+(``<state_dir>/agents/main/agent/auth-profiles.json``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ def store_files(
     for agent, env in envs.items():
         if store is StoreFormat.CODEX:
             paths = [Path(env.get("CODEX_HOME") or Path(env["HOME"]) / ".codex") / "auth.json"]
+        elif store is StoreFormat.TOKENRACE:
+            paths = [Path(env["TOKENRACE_STORE"])]
+            if mirrored:
+                paths.append(Path(env["TOKENRACE_AGENT_DIR"]) / OPENCLAW_FILE)
         else:
             agents = openclaw_state(env) / "agents"
             paths = [agents / "main" / "agent" / OPENCLAW_FILE]
@@ -77,13 +85,45 @@ def openclaw_state(env: dict[str, str]) -> Path:
     return Path(env.get("OPENCLAW_STATE_DIR") or Path(env["HOME"]) / ".openclaw")
 
 
+def judged(store: StoreFormat, files: list[Path]) -> list[Path]:
+    """The stores whose final token the oracle judges.
+
+    The ``check --command`` protocol names one store, ``TOKENRACE_STORE``; what
+    a program does with copies in agent dirs is its own business (a copy that
+    is read stale shows as a reuse in the audit).
+    """
+    return files[:1] if store is StoreFormat.TOKENRACE else files
+
+
+def protocol_env(store: StoreFormat) -> dict[str, str]:
+    """The environment templates a store format implies (the ``check --command`` protocol)."""
+    if store is not StoreFormat.TOKENRACE:
+        return {}
+    return {
+        "TOKENRACE_TOKEN_URL": "{token_url}",
+        "TOKENRACE_STORE": "{state_dir}/agents/main/agent/" + OPENCLAW_FILE,
+        "TOKENRACE_STATE_DIR": "{state_dir}",
+        "TOKENRACE_AGENT_DIR": "{state_dir}/agents/{agent}/agent",
+        "TOKENRACE_AGENT": "{agent}",
+        "TOKENRACE_CLIENT_ID": "{agent}",
+        "TOKENRACE_PROVIDER": OPENCLAW_PROVIDER,
+        "TOKENRACE_PROFILE": "default",
+    }
+
+
 def seed_config(
     store: StoreFormat, envs: dict[str, dict[str, str]], extra: dict[str, Any] | None = None
 ) -> None:
-    """What the client needs besides the login: OpenClaw's config names the agents.
+    """What the client needs besides the login: OpenClaw's config names the agents; the
+    ``check --command`` protocol gives every agent its dir and a shared ``locks`` dir.
 
-    ``extra`` is merged in (tables key by key): a gateway's own settings.
+    ``extra`` is merged into OpenClaw's config (tables key by key): a gateway's own settings.
     """
+    if store is StoreFormat.TOKENRACE:
+        for env in envs.values():
+            Path(env["TOKENRACE_AGENT_DIR"]).mkdir(parents=True, exist_ok=True)
+            (Path(env["TOKENRACE_STATE_DIR"]) / "locks").mkdir(exist_ok=True)
+        return
     if store is not StoreFormat.OPENCLAW:
         return
     for state in sorted({openclaw_state(env) for env in envs.values()}):
@@ -105,8 +145,8 @@ def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def seed(store: StoreFormat, path: Path, login: Login, base_url: str) -> None:
     """Write the login into the store ``path`` in the client's own format."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if store is StoreFormat.OPENCLAW:
-        profile = {
+    if store in (StoreFormat.OPENCLAW, StoreFormat.TOKENRACE):
+        profile: dict[str, object] = {
             "type": "oauth",
             "provider": OPENCLAW_PROVIDER,
             "access": login.access,
@@ -114,6 +154,9 @@ def seed(store: StoreFormat, path: Path, login: Login, base_url: str) -> None:
             "expires": int(login.now * 1000) - 60_000,  # ms; expired a minute ago
             "accountId": login.account_id,
         }
+        if store is StoreFormat.TOKENRACE:  # seconds, and only what the protocol names
+            profile = {k: profile[k] for k in ("type", "provider", "access", "refresh")}
+            profile["expires"] = login.now - 1  # expired: every agent wants a refresh
         document = {"version": 1, "profiles": {f"{OPENCLAW_PROVIDER}:default": profile}}
         _write_private(path, json.dumps(document, indent=2))
         return
@@ -141,7 +184,7 @@ def held_refresh_token(store: StoreFormat, path: Path) -> str | None:
     """The refresh token the store holds now; ``None`` when it holds none or does not parse."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        if store is StoreFormat.OPENCLAW:
+        if store is not StoreFormat.CODEX:
             token = document["profiles"][f"{OPENCLAW_PROVIDER}:default"]["refresh"]
         else:
             token = document["tokens"]["refresh_token"]

@@ -1,4 +1,4 @@
-"""The known-bug corpus: small engine variants, each re-creating a race seen in the wild.
+"""The known-bug corpus: engine variants re-creating races seen in the wild (docs/scenarios.md).
 
 Each variant is written against the public engine contract only (effects,
 flows, ``AgentContext``, ``ReloginRequired``), as any user's engine would be,
@@ -32,7 +32,7 @@ from refresh_engine import (
 
 
 class MirroredChildStores(ReferenceEngine):
-    """Class 1 of RACES.md, refresh from a stale copy: OpenClaw 2026.4.26.
+    """Class 1 of the corpus, refresh from a stale copy: OpenClaw 2026.4.26.
 
     Source: openclaw/openclaw#74055 (also NousResearch/hermes-agent#85963).
     Every agent reads and writes its own ``auth-profiles.json`` in its
@@ -52,7 +52,7 @@ class MirroredChildStores(ReferenceEngine):
 
 
 class NoCrossProcessLock(ReferenceEngine):
-    """Class 3 of RACES.md, no cross-process lock: several CLI instances share ``auth.json``.
+    """Class 3 of the corpus, no cross-process lock: several CLI instances share ``auth.json``.
 
     Source: openai/codex#10332 and #6498 (also aws/aws-cli#10628).  The engine
     reads through to the shared store and re-reads before refreshing, but its
@@ -72,7 +72,7 @@ class NoCrossProcessLock(ReferenceEngine):
 
 
 class LockPerAgentDir(ReferenceEngine):
-    """Class 2 of RACES.md, lock at the wrong scope: keyed per agent directory.
+    """Class 2 of the corpus, lock at the wrong scope: keyed per agent directory.
 
     Source: openclaw/openclaw#67876 (one user: 499 failures in 24 h); also
     lidge-jun/opencodex#2999 and vectorize-io/hindsight#2706.  Everything is
@@ -89,7 +89,7 @@ class LockPerAgentDir(ReferenceEngine):
 
 
 class RetryAfterBackoff(ReferenceEngine):
-    """Class 5 of RACES.md, lost response after the server rotated: the retry replays it.
+    """Class 5 of the corpus, lost response after the server rotated: the retry replays it.
 
     Source: openai/codex#26516, openclaw/openclaw#121733; ory/hydra#1831 is
     why servers add a grace window.  When the refresh response is lost the
@@ -113,7 +113,7 @@ class RetryAfterBackoff(ReferenceEngine):
 
 
 class ShortStaleTimeout(ReferenceEngine):
-    """Class 6 of RACES.md, stale-lock break while the holder lives.
+    """Class 6 of the corpus, stale-lock break while the holder lives.
 
     Source: appstrate/appstrate#1417; OpenClaw keeps call timeout (120 s) below
     its stale timeout (180 s) for this reason
@@ -132,7 +132,7 @@ class ShortStaleTimeout(ReferenceEngine):
 
 
 class StaleSnapshotWriteBack(ReferenceEngine):
-    """Class 7 of RACES.md, lost update: a stale in-memory snapshot saved after a wait.
+    """Class 7 of the corpus, lost update: a stale in-memory snapshot saved after a wait.
 
     Source: MoonshotAI/kimi-code#3186; anthropics/claude-code#88583.  The
     engine keeps the credential it read before waiting for the lock.  If
@@ -150,8 +150,28 @@ class StaleSnapshotWriteBack(ReferenceEngine):
         yield from ReferenceEngine.save(self, ctx, path, before)
 
 
+class ProfileLockOnly(ReferenceEngine):
+    """Class 7 across profiles: a save under a per-profile lock carries another profile back.
+
+    Source: this project's own reference engine until the store write lock
+    (found by the battery's two-profile worlds; ``docs/scenarios.md``).  The
+    refresh lock is keyed by provider + profileId, as OpenClaw keys it, but one
+    ``auth-profiles.json`` holds every profile.  Two agents refreshing
+    different profiles each re-read the document and replace it; the later
+    replace writes the other profile's old token back over its new one, and
+    that profile's next refresh spends a rotated token.
+    """
+
+    name = "profile-lock-only"
+    race_class = 7
+    source = "tokenrace reference engine before the store write lock"
+
+    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+        yield from self.write_store(ctx, path, credential)  # no store lock: the profile's only
+
+
 class InPlaceRewrite(ReferenceEngine):
-    """Class 8 of RACES.md, torn read: the store is rewritten in place.
+    """Class 8 of the corpus, torn read: the store is rewritten in place.
 
     Source: openai/codex#8645 (codex-rs/login/src/auth/storage.rs truncates
     and writes ``auth.json`` in place); aws/aws-cli#9632.  Between the
@@ -163,7 +183,7 @@ class InPlaceRewrite(ReferenceEngine):
     race_class = 8
     source = "openai/codex#8645"
 
-    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+    def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
         document = yield from read_store(path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
         fd = yield from ops.open_file(path, OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.TRUNCATE)
@@ -174,7 +194,7 @@ class InPlaceRewrite(ReferenceEngine):
 
 
 class CopyToMainAfterUnlock(ReferenceEngine):
-    """Class 13 of RACES.md, copy to main refused or late, so peers replay.
+    """Class 13 of the corpus, copy to main refused or late, so peers replay.
 
     Source: openclaw/openclaw#74214, #67876.  The leader refreshes under the
     provider + profileId lock, saves to its own agent store, releases the
@@ -196,7 +216,7 @@ class CopyToMainAfterUnlock(ReferenceEngine):
 
 
 class SeparateLogins(ReferenceEngine):
-    """Class 14 of RACES.md, separate logins to one account.
+    """Class 14 of the corpus, separate logins to one account.
 
     Each agent logged in on its own and keeps its own grant in its own agent
     store (correctly locked).  On a server that keeps one active grant per
@@ -206,7 +226,7 @@ class SeparateLogins(ReferenceEngine):
 
     name = "separate-logins"
     race_class = 14
-    source = "RACES.md class 14"
+    source = "docs/scenarios.md class 14"
 
     def store_path(self, ctx: AgentContext) -> str:
         return posixpath.join(ctx.agent_dir, "auth-profiles.json")
@@ -216,7 +236,7 @@ class SeparateLogins(ReferenceEngine):
 
 
 class FcntlOrNothing(ReferenceEngine):
-    """Class 4 of RACES.md, no lock on Windows: the lock silently becomes a no-op.
+    """Class 4 of the corpus, no lock on Windows: the lock silently becomes a no-op.
 
     Source: MoonshotAI/kimi-code#3186; Scottcjn/beacon-skill#845.  The engine
     locks with ``fcntl.flock``; where ``fcntl`` does not exist (Windows) it
@@ -230,17 +250,17 @@ class FcntlOrNothing(ReferenceEngine):
     def __init__(self) -> None:
         super().__init__(lock=LockKind.FLOCK)
 
-    def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
+    def take_lock(self, ctx: AgentContext, path: str) -> Flow[Held]:
         try:
-            return (yield from super().acquire_lock(ctx))
+            return (yield from super().take_lock(ctx, path))
         except OSError as exc:
             if exc.errno != errno.ENOSYS:
                 raise
-            return Held(LockKind.NONE, self.lock_path(ctx))  # "no fcntl here: skip locking"
+            return Held(LockKind.NONE, path)  # "no fcntl here: skip locking"
 
 
 class IgnoreReplaceError(ReferenceEngine):
-    """Class 9 of RACES.md, Windows sharing violation on atomic replace, dropped.
+    """Class 9 of the corpus, Windows sharing violation on atomic replace, dropped.
 
     Source: razzant/ouroboros#259; fsnow/cst#705.  The engine writes a temp
     file and replaces the store, but a ``PermissionError`` from the replace
@@ -253,7 +273,7 @@ class IgnoreReplaceError(ReferenceEngine):
     race_class = 9
     source = "razzant/ouroboros#259"
 
-    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+    def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
         document = yield from read_store(path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
         temp = path + f".{ctx.agent}.tmp"
@@ -269,7 +289,7 @@ class IgnoreReplaceError(ReferenceEngine):
 
 
 class IncompatibleLocks(ReferenceEngine):
-    """Class 10 of RACES.md, incompatible lock mechanisms on one lock file.
+    """Class 10 of the corpus, incompatible lock mechanisms on one lock file.
 
     Source: AzureAD/microsoft-authentication-extensions-for-python#66.  Two
     tools share one login and one lock file, but the CLI (agents named
@@ -282,13 +302,13 @@ class IncompatibleLocks(ReferenceEngine):
     race_class = 10
     source = "AzureAD/microsoft-authentication-extensions-for-python#66"
 
-    def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
+    def take_lock(self, ctx: AgentContext, path: str) -> Flow[Held]:
         kind = LockKind.LOCKF if ctx.agent.startswith("ide") else LockKind.FLOCK
-        return (yield from acquire_lock(kind, self.lock_path(ctx), platform=ctx.platform))
+        return (yield from acquire_lock(kind, path, platform=ctx.platform))
 
 
 class TrustsNetworkFlock(ReferenceEngine):
-    """Class 11 of RACES.md, a lock that is a no-op on the filesystem.
+    """Class 11 of the corpus, a lock that is a no-op on the filesystem.
 
     Source: tox-dev/filelock#6.  The state dir lives on NFS mounted
     ``nolock`` (or SMB), where ``flock`` returns success and locks nothing.
@@ -305,7 +325,7 @@ class TrustsNetworkFlock(ReferenceEngine):
 
 
 class LockfInGateway(ReferenceEngine):
-    """Class 12 of RACES.md, POSIX record locks inside one process.
+    """Class 12 of the corpus, POSIX record locks inside one process.
 
     Source: harlowja/fasteners#93.  The engine locks with ``fcntl.lockf``,
     whose locks belong to the process: two agents of one gateway process
@@ -320,7 +340,7 @@ class LockfInGateway(ReferenceEngine):
         super().__init__(lock=LockKind.LOCKF)
 
 
-#: Every known-bug engine, in RACES.md class order.
+#: Every known-bug engine, in corpus class order (docs/scenarios.md).
 CORPUS: tuple[type[ReferenceEngine], ...] = (
     MirroredChildStores,
     LockPerAgentDir,
@@ -329,6 +349,7 @@ CORPUS: tuple[type[ReferenceEngine], ...] = (
     RetryAfterBackoff,
     ShortStaleTimeout,
     StaleSnapshotWriteBack,
+    ProfileLockOnly,
     InPlaceRewrite,
     IgnoreReplaceError,
     IncompatibleLocks,

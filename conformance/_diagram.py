@@ -1,8 +1,11 @@
 """The sequence diagram as data: lanes, rows and what each row means to a reader.
 
-``_sequence`` fills it from a run's history, ``_svg`` draws it.  Kept apart
-so the drawing never needs to know about effects, and the reading of a
-history never about pixels.
+``_sequence`` fills it from a simulated run's history, ``_client_diagram``
+from a real client's run, ``_svg`` draws both.  Kept apart so the drawing
+never needs to know about effects, and the reading of a history never about
+pixels.  ``AuditIndex`` is what both readings share: what the server did
+with each request (accepted, spent, refused as a reuse, revoked), in the
+same words and colours.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import dataclasses
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from fake_oauth_server import AuditEvent, AuditKind, TokenKind
 
 from ._checker import Anomaly, Severity
 
@@ -147,3 +152,60 @@ def mark(rows: list[Row], anomalies: Sequence[Anomaly]) -> list[Row]:
                 rows[index], marks=(*rows[index].marks, anomaly.kind.value)
             )
     return rows
+
+
+class AuditIndex:
+    """The server's audit log read for a diagram: each request's records, each token's
+    generation, and which refresh tokens were reused, so the request that spent one is
+    tinted as the spend and the one that presented it again as the reuse."""
+
+    def __init__(self, audit: Iterable[AuditEvent]) -> None:
+        self.by_request: dict[str, list[AuditEvent]] = {}
+        self.generations: dict[str, int] = {}  # token fingerprint -> generation
+        self.reused: set[str] = set()
+        self.spent: set[str] = set()  # reused tokens whose spending request is drawn already
+        for record in audit:
+            self.by_request.setdefault(record.request_id, []).append(record)
+            if record.token_kind is TokenKind.REFRESH:
+                self.generations.setdefault(record.token_fp, record.generation)
+            if record.kind is AuditKind.REJECTED and record.reason == "reused":
+                self.reused.add(record.token_fp)
+
+    def token(self, fp: str) -> str:
+        """``fp`` with its generation, as rows name a refresh token: ``rt#1a2b (g0)``."""
+        generation = self.generations.get(fp)
+        return fp if generation is None or generation < 0 else f"{fp} (g{generation})"
+
+    def verdict(self, request_id: str, label: str) -> tuple[str, str, Tone]:
+        """(label, detail, tone) of the request ``request_id``, first drawn as ``label``:
+        what the server accepted, issued, refused and revoked for it."""
+        notes: list[str] = []
+        tone = Tone.NORMAL
+        for record in self.by_request.get(request_id, ()):
+            fp = record.token_fp
+            if record.kind is AuditKind.ACCEPTED and record.token_kind is TokenKind.REFRESH:
+                spends = fp in self.reused and fp not in self.spent
+                if spends:
+                    self.spent.add(fp)
+                    tone = Tone.SPEND
+                notes.append(f"{'spends' if spends else 'accepts'} {fp}" + _reason(record))
+            elif record.kind is AuditKind.ISSUED and record.token_kind is TokenKind.REFRESH:
+                notes.append(f"issues {self.token(fp)}")
+            elif record.kind is AuditKind.REJECTED:
+                if record.reason == "reused":
+                    tone = Tone.REUSE
+                    label = f"REUSE {self.token(fp)}"
+                elif tone is Tone.NORMAL:
+                    tone = Tone.BAD
+                notes.append(f"rejects {fp}" + _reason(record))
+            elif record.kind is AuditKind.REVOKED:
+                note = f"revokes grant {record.family}" + _reason(record)
+                if note not in notes:
+                    notes.append(note)
+            elif record.kind is AuditKind.FAULT:
+                notes.append(f"fault: {record.reason}")
+        return label, "; ".join(notes), tone
+
+
+def _reason(record: AuditEvent) -> str:
+    return f" ({record.reason})" if record.reason else ""

@@ -190,6 +190,10 @@ def _article(anchor: str, cell: EngineResult, index: int) -> str:
         title = f"{cell.scenario} with {cell.engine}: the minimal failing run"
         svg = _svg.render_svg(diagram, prefix=f"d{index}", title=title)
         out.append(f'<h4>Minimal schedule</h4><figure class="diagram">{svg}</figure>')
+    elif cell.diagram is not None:  # a real client's run: held, released, refused, stored
+        title = f"{cell.scenario} with {cell.engine}: the run shown"
+        svg = _svg.render_svg(cell.diagram, prefix=f"d{index}", title=title)
+        out.append(f'<h4>The run</h4><figure class="diagram">{svg}</figure>')
     else:
         out.append('<p class="note">The failing run was not kept, so there is no diagram.</p>')
     if cell.history:

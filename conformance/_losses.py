@@ -31,6 +31,7 @@ CONSEQUENCES = frozenset(
         AnomalyKind.AGENT_STRANDED,
         AnomalyKind.TOKEN_LOST,
         AnomalyKind.TOKEN_REJECTED,
+        AnomalyKind.ENGINE_ERROR,  # the error the lost answer ended the turn with
     }
 )
 

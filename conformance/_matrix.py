@@ -169,7 +169,10 @@ class MatrixAxes:
     scopes: tuple[str, ...] = ("",)
     oses: tuple[str, ...] = ("linux",)
     agents: tuple[int, ...] = (2,)
-    processes: tuple[str, ...] = ("separate",)  # separate | gateway (one process for all)
+    processes: tuple[str, ...] = ("separate",)  # separate | gateway | mixed
+    populations: tuple[str, ...] = ("one",)  # one | two | bystander: the store's profiles
+    skew: int = 0  # seconds the last agent's clock runs ahead
+    torn: bool = False  # torn writes: a reader between a write's two halves sees a prefix
     policies: tuple[str, ...] = ("openai",)
     faults: tuple[str, ...] = ("none",)  # none | a fault kind (one per run)
     expiries: int = 1
@@ -190,9 +193,21 @@ def matrix_cells(
         axes.processes,
         axes.policies,
         axes.faults,
+        axes.populations,
     )
-    for engine, layout, lock, scope, os_name, count, processes, policy, fault in combos:
-        generated = GeneratedWorld(layout, os_name, count, processes, policy, fault, axes.expiries)
+    for engine, layout, lock, scope, os_name, count, processes, policy, fault, people in combos:
+        generated = GeneratedWorld(
+            layout,
+            os_name,
+            count,
+            processes,
+            policy,
+            fault,
+            axes.expiries,
+            people,
+            axes.skew,
+            axes.torn,
+        )
         cells.append(
             Cell(
                 scenario=generated.label,

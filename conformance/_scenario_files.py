@@ -6,7 +6,7 @@ A file looks like this (every field but ``[scenario] name`` and
     [scenario]
     name = "headline"
     title = "OpenClaw 2026.4.26: five agents, mirrored auth-profiles.json"
-    class = 1                      # the RACES.md class it re-creates
+    class = 1                      # the corpus class it re-creates (docs/scenarios.md)
     source = "openclaw/openclaw#74055"
 
     [world]
@@ -150,12 +150,12 @@ class _Reader(TomlTables):
         super().__init__(path, data)
         for table, section in data.items():
             if table not in _KEYS:
-                self.fail(f"[{table}]", f"unknown table{_nearest(table, _KEYS)}")
+                self.fail(f"[{table}]", f"unknown table{nearest(table, _KEYS)}")
             if not isinstance(section, dict):
                 self.fail(f"[{table}]", "must be a table")
             for key in section:
                 if key not in _KEYS[table]:
-                    self.fail(f"[{table}] {key}", f"unknown key{_nearest(key, _KEYS[table])}")
+                    self.fail(f"[{table}] {key}", f"unknown key{nearest(key, _KEYS[table])}")
 
     def count(self, table: str, key: str, default: int, least: int) -> int:
         """A whole number of at least ``least``."""
@@ -209,9 +209,12 @@ class _Reader(TomlTables):
         for name, number in processes.items():
             if name not in names or not isinstance(number, int) or isinstance(number, bool):
                 self.fail("[world] processes", f"{name!r} = {number!r}: expected agent = number")
-        turns = self.get("world", "turns", list, [3600.0])
-        if not turns or not all(_is_number(turn) for turn in turns):
-            self.fail("[world] turns", "must be a non-empty list of seconds")
+        turns = self.turns(names)
+        profiles = self.per_agent("profiles", names, str)
+        skew = self.per_agent("clock_skew", names, (int, float))
+        bystanders = self.get("world", "bystanders", list, [])
+        if not all(isinstance(key, str) for key in bystanders):
+            self.fail("[world] bystanders", "must be a list of 'provider:profile_id' names")
         faults = []
         for fault in self.get("world", "faults", list, []):
             try:
@@ -221,9 +224,13 @@ class _Reader(TomlTables):
         try:
             return WorldSpec(
                 agents=tuple(
-                    AgentSpec(name, tuple(float(turn) for turn in turns), processes.get(name))
+                    AgentSpec(name, turns[name], processes.get(name), profiles.get(name, ""))
                     for name in names
                 ),
+                bystanders=tuple(bystanders),
+                clock_skew=tuple((name, float(value)) for name, value in skew.items()),
+                torn_writes=self.get("world", "torn_writes", bool, False),
+                mtime_resolution=float(self.get("world", "mtime_resolution", (int, float), 0.0)),
                 policy=self.policy(),
                 layout=self.choice("world", "layout", StoreLayout, "mirrored"),
                 os=self.choice("world", "os", OsModel, "linux"),
@@ -237,6 +244,36 @@ class _Reader(TomlTables):
             raise
         except Exception as exc:  # WorldError and friends: say which file
             self.fail("[world]", str(exc))
+
+    def turns(self, names: list[str]) -> dict[str, tuple[float, ...]]:
+        """Each agent's turns: one list for all, or a table of lists by agent name."""
+        given = self.get("world", "turns", (list, dict), [3600.0])
+        table = given if isinstance(given, dict) else dict.fromkeys(names, given)
+        for name in table:
+            if name not in names:
+                self.fail("[world] turns", f"{name!r} is not an agent{nearest(name, names)}")
+        found = {}
+        for name in names:
+            listed = table.get(name)
+            if not isinstance(listed, list) or not listed or not all(map(_is_number, listed)):
+                where = "[world] turns" + (f" {name}" if isinstance(given, dict) else "")
+                self.fail(where, "must be a non-empty list of seconds")
+            found[name] = tuple(float(turn) for turn in listed)
+        return found
+
+    def per_agent(
+        self, key: str, names: list[str], kind: type | tuple[type, ...]
+    ) -> dict[str, Any]:
+        """A table keyed by agent name, each value of ``kind``."""
+        table: dict[str, Any] = self.get("world", key, dict, {})
+        for name, value in table.items():
+            if name not in names:
+                self.fail(f"[world] {key}", f"{name!r} is not an agent{nearest(name, names)}")
+            if not isinstance(value, kind) or isinstance(value, bool):
+                self.fail(
+                    f"[world] {key} {name}", f"must be a {getattr(kind, '__name__', 'number')}"
+                )
+        return table
 
     def dirs(self, key: str) -> list[str]:
         """Directories, ``~`` meaning the simulated home."""
@@ -258,10 +295,10 @@ class _Reader(TomlTables):
             if key not in fields:
                 self.fail(
                     "[world] policy_overrides",
-                    f"unknown policy field {key!r}{_nearest(key, fields)}",
+                    f"unknown policy field {key!r}{nearest(key, fields)}",
                 )
-        try:
-            return dataclasses.replace(policy, **overrides)
+        try:  # from_json reads an enum's value ("rs256") and whole seconds as the JSON would
+            return Policy.from_json(overrides, base=policy)
         except (FakeServerError, TypeError, ValueError) as exc:
             self.fail("[world] policy_overrides", str(exc))
 
@@ -283,6 +320,11 @@ _KEYS: dict[str, frozenset[str]] = {
             "max_faults",
             "stall_seconds",
             "max_steps",
+            "profiles",
+            "bystanders",
+            "clock_skew",
+            "torn_writes",
+            "mtime_resolution",
         }
     ),
     "expect": frozenset({"engine", "reproduces", "anomaly", "reference"}),
@@ -290,7 +332,7 @@ _KEYS: dict[str, frozenset[str]] = {
 }
 
 
-def _nearest(name: str, known: Iterable[str]) -> str:
+def nearest(name: str, known: Iterable[str]) -> str:
     """``; did you mean 'x'?``, or the list of valid names when none is close."""
     names = sorted(known)
     close = difflib.get_close_matches(name, names, n=1)

@@ -15,7 +15,7 @@ import re
 import urllib.parse
 from collections.abc import Sequence
 
-from fake_oauth_server import AuditEvent, AuditKind, TokenKind, redact
+from fake_oauth_server import redact
 from refresh_engine import (
     Close,
     CreateExclusive,
@@ -42,6 +42,7 @@ from ._checker import Anomaly
 from ._diagram import (
     MAX_ROWS,
     SERVER,
+    AuditIndex,
     Diagram,
     Lane,
     LaneKind,
@@ -94,18 +95,8 @@ class _Builder:
         self.store_keys: list[str] = []
         self.holders: dict[str, dict[str, str]] = {}  # lock lane -> agent -> how it holds it
         self.fds: dict[tuple[str, int], str] = {}  # (agent, fd) -> path, to see a close drop a lock
-        self.generations: dict[str, int] = {}  # token fingerprint -> generation
         self.best: dict[str, int] = {}  # store path -> highest generation written
-        self.audit: dict[str, list[AuditEvent]] = {}
-        reused: set[str] = set()
-        for record in run.audit:
-            self.audit.setdefault(record.request_id, []).append(record)
-            if record.token_kind is TokenKind.REFRESH:
-                self.generations.setdefault(record.token_fp, record.generation)
-            if record.kind is AuditKind.REJECTED and record.reason == "reused":
-                reused.add(record.token_fp)
-        self.reused = reused
-        self.spent: set[str] = set()
+        self.audit = AuditIndex(run.audit)
         self.fault = ""  # the last fault struck, to say what a store event of no agent follows
         self.fault_step = -1
         rmdirs = {e.effect.path for e in run.events if isinstance(e.effect, Rmdir)}
@@ -214,8 +205,7 @@ class _Builder:
             self._row(event, RowKind.NOTE, event.agent, event.agent, label, tone=Tone.MUTED)
 
     def _token(self, fp: str) -> str:
-        generation = self.generations.get(fp)
-        return fp if generation is None or generation < 0 else f"{fp} (g{generation})"
+        return self.audit.token(fp)
 
     def _request(self, event: HistoryEvent) -> None:
         assert isinstance(event.effect, HttpPost)
@@ -223,32 +213,7 @@ class _Builder:
         grant = form.get("grant_type", "")
         presented = form.get("refresh_token", "")
         label = f"refresh {self._token(presented)}" if presented else (grant or "POST")
-        notes: list[str] = []
-        tone = Tone.NORMAL
-        for record in self.audit.get(event.request_id, ()):
-            fp = record.token_fp
-            if record.kind is AuditKind.ACCEPTED and record.token_kind is TokenKind.REFRESH:
-                spends = fp in self.reused and fp not in self.spent
-                if spends:
-                    self.spent.add(fp)
-                    tone = Tone.SPEND
-                notes.append(f"{'spends' if spends else 'accepts'} {fp}" + _reason(record))
-            elif record.kind is AuditKind.ISSUED and record.token_kind is TokenKind.REFRESH:
-                notes.append(f"issues {self._token(fp)}")
-            elif record.kind is AuditKind.REJECTED:
-                if record.reason == "reused":
-                    tone = Tone.REUSE
-                    label = f"REUSE {self._token(fp)}"
-                elif tone is Tone.NORMAL:
-                    tone = Tone.BAD
-                notes.append(f"rejects {fp}" + _reason(record))
-            elif record.kind is AuditKind.REVOKED:
-                note = f"revokes grant {record.family}" + _reason(record)
-                if note not in notes:
-                    notes.append(note)
-            elif record.kind is AuditKind.FAULT:
-                notes.append(f"fault: {record.reason}")
-        detail = "; ".join(notes)
+        label, detail, tone = self.audit.verdict(event.request_id, label)
         self._row(event, RowKind.ARROW, event.agent, SERVER, label, detail=detail, tone=tone)
 
     def _response(self, event: HistoryEvent) -> None:
@@ -362,10 +327,6 @@ def _lock_call(event: HistoryEvent) -> str:
     if isinstance(effect, CreateExclusive):
         return "create-exclusive"
     return type(effect).__name__.lower()
-
-
-def _reason(record: AuditEvent) -> str:
-    return f" ({record.reason})" if record.reason else ""
 
 
 def _form(body: str) -> dict[str, str]:

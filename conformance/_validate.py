@@ -25,11 +25,12 @@ from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any, NoReturn, get_args
 
-from fake_oauth_server import redact
+from fake_oauth_server import agent_path, redact
 from refresh_engine import Effect, InterpreterMismatch, RefreshEngineError
 from simulator import AgentSpec, ReplayChooser, Schedule, WorldSpec, simulate
 
 from ._errors import EXIT_USAGE, ConformanceError, EngineLoadError
+from ._release_faults import ReleaseFault, check_hold, parse_release_fault
 
 #: tokenrace's packages and the standard library: a frame outside them is the user's
 _OURS = tuple(
@@ -219,6 +220,21 @@ def check_names(option: str, wanted: Iterable[str], known: Iterable[str]) -> Non
             raise ConformanceError(f"{option} {name}: unknown; {hint}")
 
 
+def agent_names(text: str, option: str) -> tuple[str, ...]:
+    """Distinct, comma-separated agent names, each usable in its token endpoint's path."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or len(set(names)) != len(names):
+        raise ConformanceError(f"{option} {text!r}: give distinct names, comma-separated")
+    for name in names:
+        try:
+            agent_path(name, "/")
+        except ValueError:
+            raise ConformanceError(
+                f"{option} {text!r}: {name!r} is not a name; use letters, digits, '_', '.', '-'"
+            ) from None
+    return names
+
+
 def command_argv(command: str) -> str | list[str]:
     """What ``--command`` starts, checked: POSIX words as a shell splits them, a program found."""
     try:
@@ -252,6 +268,24 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def release_fault(text: str) -> ReleaseFault:
+    """``--fault KIND[:VALUE]@N`` (see ``_release_faults``)."""
+    try:
+        return parse_release_fault(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def hold_seconds(text: str) -> float:
+    """``--hold SECONDS``: 0 to ``MAX_HOLD``."""
+    try:
+        return check_hold(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            str(exc) if "hold" in str(exc) else f"{text!r} is not a number of seconds"
+        ) from None
 
 
 def settle_seconds(text: str) -> float:

@@ -1,10 +1,14 @@
 """Generated worlds: a matrix cell's world, named by a label ``tokenrace replay`` takes back.
 
-A label is ``layout/os/<agents>x<proc|gw>/policy/fault``, with ``/<n>exp``
-when the agents want a token at more than one expiry: for instance
-``shared/linux/2xproc/openai/crash``.  The matrix prints it in every replay
-command; ``load_scenario`` parses it and builds the very same world, so a
-matrix cell replays like a shipped scenario.
+A label is ``layout/os/<agents>x<proc|gw|mix>/policy/fault``, with
+``/<n>exp`` when the agents want a token at more than one expiry and
+``/2prof`` or ``/bystander`` for a store of several profiles: for instance
+``shared/linux/2xproc/openai/crash`` or ``shared/linux/3xmix/openai/none/2prof``.
+``mix`` puts every agent but the last in one gateway process; a fault
+``stall<N>`` stalls an agent for N seconds (``stall`` alone: 30).  The matrix
+and ``check``'s battery print labels in every replay command;
+``load_scenario`` parses one and builds the very same world, so a generated
+world replays like a shipped scenario.
 """
 
 from __future__ import annotations
@@ -20,10 +24,18 @@ from simulator import AgentSpec, FaultKind, OsModel, StoreLayout, WorldSpec
 from ._errors import ConformanceError
 
 AGENT_NAMES = ("atlas", "nova", "lumi", "axon", "nexis", "orion", "vega", "lyra")
-PROCESSES = ("separate", "gateway")  # gateway: every agent in one process
+#: separate: a process each; gateway: every agent in one process; mixed: all but the last
+PROCESSES = ("separate", "gateway", "mixed")
+_KINDS = {"separate": "proc", "gateway": "gw", "mixed": "mix"}
+#: one: one profile; two: the agents alternate between two; bystander: one, plus one
+#: nobody refreshes
+POPULATIONS = ("one", "two", "bystander")
+SECOND_PROFILE = "anthropic:default"
+BYSTANDER = "openai-codex:work"
 _LABEL = re.compile(
-    r"(?P<layout>[a-z-]+)/(?P<os>[a-z]+)/(?P<agents>[0-9]+)x(?P<processes>proc|gw)/"
+    r"(?P<layout>[a-z-]+)/(?P<os>[a-z]+)/(?P<agents>[0-9]+)x(?P<processes>proc|gw|mix)/"
     r"(?P<policy>[A-Za-z0-9_.-]+)/(?P<fault>[a-z0-9]+)(?:/(?P<expiries>[0-9]+)exp)?"
+    r"(?:/(?P<population>2prof|bystander))?(?:/skew(?P<skew>[0-9]+))?(?P<torn>/torn)?"
 )
 
 E = TypeVar("E", bound=enum.Enum)
@@ -47,8 +59,11 @@ class GeneratedWorld:
     agents: int = 2
     processes: str = "separate"
     policy: str = "openai"
-    fault: str = "none"  # none | a fault kind (one per run)
+    fault: str = "none"  # none | a fault kind (one per run) | stall<seconds>
     expiries: int = 1
+    population: str = "one"  # one | two | bystander (POPULATIONS)
+    skew: int = 0  # seconds the last agent's clock runs ahead
+    torn: bool = False  # a write takes two steps; a reader between sees a prefix
 
     @classmethod
     def parse(cls, label: str) -> GeneratedWorld | None:
@@ -56,29 +71,46 @@ class GeneratedWorld:
         found = _LABEL.fullmatch(label)
         if found is None:
             return None
+        kinds = {kind: name for name, kind in _KINDS.items()}
+        population = {"2prof": "two", "bystander": "bystander"}.get(found["population"] or "")
         return cls(
             layout=found["layout"],
             os=found["os"],
             agents=int(found["agents"]),
-            processes="gateway" if found["processes"] == "gw" else "separate",
+            processes=kinds[found["processes"]],
             policy=found["policy"],
             fault=found["fault"],
             expiries=int(found["expiries"] or 1),
+            population=population or "one",
+            skew=int(found["skew"] or 0),
+            torn=bool(found["torn"]),
         )
 
     @property
     def label(self) -> str:
-        kind = "gw" if self.processes == "gateway" else "proc"
+        kind = _KINDS.get(self.processes, self.processes)
         label = f"{self.layout}/{self.os}/{self.agents}x{kind}/{self.policy}/{self.fault}"
-        return label + (f"/{self.expiries}exp" if self.expiries != 1 else "")
+        label += f"/{self.expiries}exp" if self.expiries != 1 else ""
+        label += {"two": "/2prof", "bystander": "/bystander"}.get(self.population, "")
+        label += f"/skew{self.skew}" if self.skew else ""
+        return label + ("/torn" if self.torn else "")
 
     @property
     def title(self) -> str:
-        where = "one gateway process" if self.processes == "gateway" else "their own processes"
+        where = {
+            "gateway": "one gateway process",
+            "mixed": "a gateway and a process of its own",
+        }.get(self.processes, "their own processes")
         expiries = f", {self.expiries} expiries" if self.expiries != 1 else ""
+        store = {
+            "two": ", two profiles in the store",
+            "bystander": ", a bystander profile in the store",
+        }.get(self.population, "")
+        store += f", the last agent's clock {self.skew} s ahead" if self.skew else ""
+        store += ", torn writes" if self.torn else ""
         return (
             f"layout {self.layout}, {self.os}, {self.agents} agents in {where}, "
-            f"policy {self.policy}, faults: {self.fault}{expiries}"
+            f"policy {self.policy}, faults: {self.fault}{expiries}{store}"
         )
 
     def world(self) -> WorldSpec:
@@ -86,29 +118,50 @@ class GeneratedWorld:
         if not 1 <= self.agents <= len(AGENT_NAMES):
             raise ConformanceError(f"agents must be 1 to {len(AGENT_NAMES)}, got {self.agents}")
         if self.processes not in PROCESSES:
-            raise ConformanceError(f"processes must be separate or gateway, got {self.processes!r}")
+            known = ", ".join(PROCESSES)
+            raise ConformanceError(f"processes must be one of {known}, got {self.processes!r}")
+        if self.population not in POPULATIONS:
+            known = ", ".join(POPULATIONS)
+            raise ConformanceError(f"population must be one of {known}, got {self.population!r}")
         if self.expiries < 1:
             raise ConformanceError(f"expiries must be at least 1, got {self.expiries}")
-        faults = frozenset() if self.fault == "none" else frozenset({_fault(self.fault)})
+        fault, stall = _fault_and_stall(self.fault)
+        faults = frozenset() if fault is None else frozenset({fault})
         try:
             policy = Policy.preset(self.policy)
         except FakeServerError as exc:
             raise ConformanceError(str(exc)) from None
         lifetime = Policy.preset("openai").access_token_lifetime
         turns = tuple(lifetime * (index + 1) for index in range(self.expiries))
-        process = 1 if self.processes == "gateway" else None
+        names = AGENT_NAMES[: self.agents]
+        agents = []
+        for index, name in enumerate(names):
+            last = index == len(names) - 1
+            shared = self.processes == "gateway" or (self.processes == "mixed" and not last)
+            profile = SECOND_PROFILE if self.population == "two" and index % 2 else ""
+            agents.append(AgentSpec(name, turns, 1 if shared else None, profile))
         return WorldSpec(
-            agents=tuple(AgentSpec(name, turns, process) for name in AGENT_NAMES[: self.agents]),
+            agents=tuple(agents),
             policy=policy,
             layout=choice(StoreLayout, self.layout, "layout"),
             os=choice(OsModel, self.os, "os"),
             faults=faults,
             max_faults=1 if faults else 0,
+            stall_seconds=stall,
+            bystanders=(BYSTANDER,) if self.population == "bystander" else (),
+            clock_skew=((names[-1], float(self.skew)),) if self.skew else (),
+            torn_writes=self.torn,
         )
 
 
-def _fault(name: str) -> FaultKind:
+def _fault_and_stall(name: str) -> tuple[FaultKind | None, float]:
+    """The fault a label names, and the stall length (``stall<N>``: N seconds; else 30)."""
+    if name == "none":
+        return None, 30.0
+    found = re.fullmatch(r"stall([0-9]+)", name)
+    if found:
+        return FaultKind.STALL, float(found[1])
     try:
-        return FaultKind.parse(name)
+        return FaultKind.parse(name), 30.0
     except ValueError as exc:
         raise ConformanceError(str(exc)) from None

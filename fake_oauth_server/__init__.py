@@ -1,4 +1,4 @@
-# fake_oauth_server imports the standard library, httpx, respx, uvicorn (and pytest in its plugin), nothing else of tokenrace.  # noqa: E501
+# fake_oauth_server imports the standard library, httpx, respx, uvicorn, PyJWT and cryptography (and pytest in its plugin), nothing else of tokenrace.  # noqa: E501
 """A deterministic fake OAuth token authority for refresh-token rotation races.
 
 The core, ``AuthServer``, is pure: ``handle(request, now) -> response`` with
@@ -12,7 +12,10 @@ Surfaces over the same core: ``mount_respx`` / ``respx_server`` put it
 behind httpx in-process; ``serve_in_thread`` and ``python -m
 fake_oauth_server`` run it as a real HTTP server on loopback with a control
 API (``ControlClient``).  Tokens never appear raw in audit events, logs or
-reprs; ``fingerprint`` and ``redact`` give the safe form.
+reprs; ``fingerprint`` and ``redact`` give the safe form.  JWTs (id_tokens,
+JWT access tokens) go through PyJWT, signed HS256 or, under
+``Policy.jwt_signing = JwtSigning.RS256``, with a seed-derived RSA key whose
+public half ``JWKS_PATH`` publishes.
 """
 
 from ._asgi import FakeOAuthApp
@@ -21,8 +24,10 @@ from ._client import ControlClient
 from ._core import (
     AUTHORIZE_PATH,
     DEFAULT_ISSUER,
+    JWKS_PATH,
     ME_PATH,
     METADATA_PATH,
+    OPENID_PATH,
     TOKEN_PATH,
     AuthServer,
 )
@@ -46,7 +51,7 @@ from ._messages import (
     TokenKind,
     TokenPair,
 )
-from ._policy import ErrorDialect, Policy, ReuseResponse, ReuseScope
+from ._policy import ErrorDialect, JwtSigning, Policy, ReuseResponse, ReuseScope
 from ._presets import PRESETS, preset_name
 from ._respx import DEFAULT_BASE_URL, InProcessServer, ManualClock, mount_respx, respx_server
 from ._serve import RunningServer, main, serve_in_thread
@@ -57,7 +62,9 @@ __all__ = [
     "AUTHORIZE_PATH",
     "DEFAULT_BASE_URL",
     "DEFAULT_ISSUER",
+    "JWKS_PATH",
     "METADATA_PATH",
+    "OPENID_PATH",
     "OPENAI_AUTH_CLAIM",
     "ME_PATH",
     "PRESETS",
@@ -80,6 +87,7 @@ __all__ = [
     "InProcessServer",
     "InvalidFault",
     "InvalidPolicy",
+    "JwtSigning",
     "ManualClock",
     "Policy",
     "Request",

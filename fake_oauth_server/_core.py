@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from ._authcode import AUTHORIZE_PATH, AuthorizeError, authorize, redeem
 from ._dialects import Failure, error_response
 from ._faults import PASS, TOKEN_PATH, Delivery, Fault, FaultKind, FaultPlan
-from ._jwt import jwt_key, openai_access_token, openai_id_token
+from ._jwt import SigningKey, jwks, openai_access_token, openai_id_token, signing_key
 from ._ledger import Ledger
 from ._messages import AccessCheck, AuditEvent, AuditKind, Request, Response, TokenKind, TokenPair
 from ._policy import Policy
@@ -30,7 +30,9 @@ from ._wire import BadRequest, Headers, ok_json, parse_params, split_agent, spli
 __all__ = [
     "AUTHORIZE_PATH",
     "DEFAULT_ISSUER",
+    "JWKS_PATH",
     "METADATA_PATH",
+    "OPENID_PATH",
     "ME_PATH",
     "TOKEN_PATH",
     "AuthServer",
@@ -39,9 +41,20 @@ __all__ = [
 DEFAULT_ISSUER = "http://127.0.0.1:8900"
 ME_PATH = "/v1/me"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
+#: The JWK Set of the keys that sign the server's JWTs (RFC 7517; empty under HS256).
+JWKS_PATH = "/.well-known/jwks.json"
+#: OpenID Connect discovery: the issuer, its endpoints and ``jwks_uri``.
+OPENID_PATH = "/.well-known/openid-configuration"
 
 DEFAULT_POLICY = Policy()
-_ROUTES = {TOKEN_PATH: "POST", ME_PATH: "GET", METADATA_PATH: "GET", AUTHORIZE_PATH: "GET"}
+_ROUTES = {
+    TOKEN_PATH: "POST",
+    ME_PATH: "GET",
+    METADATA_PATH: "GET",
+    AUTHORIZE_PATH: "GET",
+    JWKS_PATH: "GET",
+    OPENID_PATH: "GET",
+}
 
 Answer = tuple[int, bytes, Headers]
 
@@ -217,6 +230,10 @@ class AuthServer:
                     return self._error(
                         error.failure, request, now, message=error.message, param=error.param
                     )
+        if path == JWKS_PATH:
+            return ok_json(self.jwks())
+        if path == OPENID_PATH:
+            return ok_json(self.openid_configuration())
         return ok_json(self.metadata())
 
     def metadata(self) -> dict[str, object]:
@@ -225,12 +242,27 @@ class AuthServer:
             "issuer": self._issuer,
             "authorization_endpoint": self._issuer + AUTHORIZE_PATH,
             "token_endpoint": self._issuer + TOKEN_PATH,
+            "jwks_uri": self._issuer + JWKS_PATH,
             "response_types_supported": ["code"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["none"],
             "authorization_response_iss_parameter_supported": True,
         }
+
+    def openid_configuration(self) -> dict[str, object]:
+        """OpenID Connect Discovery 1.0 metadata: RFC 8414's plus what OpenID requires."""
+        algorithm = self._signer().algorithm
+        return self.metadata() | {
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [algorithm],
+        }
+
+    def jwks(self) -> dict[str, object]:
+        """The JWK Set at ``JWKS_PATH``: the RS256 public key, or no key under HS256."""
+        with self._lock:
+            seed, signing = self._seed, self._ledger.policy.jwt_signing
+        return jwks(seed, signing)
 
     def _error(
         self,
@@ -292,14 +324,19 @@ class AuthServer:
 
     def access_jwt(self, pair: TokenPair, user: str) -> str:
         """``pair``'s access token as the JWT ``Policy.jwt_access_tokens`` hands out."""
-        key = jwt_key(self._seed)
         return openai_access_token(
-            pair.access_token, user, pair.expires_at, issuer=self._issuer, key=key
+            pair.access_token, user, pair.expires_at, issuer=self._issuer, key=self._signer()
         )
 
     def id_token(self, user: str, now: float) -> str:
         """An OpenID id_token for ``user`` as OpenAI's issuer shapes it (see ``_jwt``)."""
-        return openai_id_token(user, now, issuer=self._issuer, key=jwt_key(self._seed))
+        return openai_id_token(user, now, issuer=self._issuer, key=self._signer())
+
+    def _signer(self) -> SigningKey:
+        """The key the JWTs are signed with now (``Policy.jwt_signing``, the seed)."""
+        with self._lock:
+            seed, signing = self._seed, self._ledger.policy.jwt_signing
+        return signing_key(seed, signing)  # outside the lock: deriving an RSA key takes a while
 
     # ---------------------------------------------------------------- /v1/me
 

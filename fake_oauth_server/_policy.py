@@ -1,6 +1,6 @@
 """What the server does on refresh: rotation, reuse handling, lifetimes, error dialect.
 
-Real servers differ on exactly these knobs (see RACES.md, "What the servers
+Real servers differ on exactly these knobs (see docs/fake-oauth-server.md, "What the servers
 do"), and the races tokenrace hunts only show under some of them, so the
 policy is a value the caller picks rather than a behaviour baked into the core.
 ``Policy.preset(name)`` gives the knobs of a known server (``_presets.py``
@@ -31,6 +31,10 @@ knob                        meaning
 ``max_grants_per_user``     live grants per (user, client); a login beyond it revokes the
                             oldest (1: one active grant per user)
 ``dialect``                 how errors look on the wire (``ErrorDialect``)
+``id_tokens``               answer a refresh with an OpenID ``id_token`` (a JWT)
+``jwt_access_tokens``       hand out access tokens as JWTs wrapping the opaque ones
+``jwt_signing``             how those JWTs are signed: ``hs256`` (a seed-derived secret) or
+                            ``rs256`` (a seed-derived key pair published as a JWKS)
 =========================== ===============================================================
 """
 
@@ -65,6 +69,15 @@ class ErrorDialect(enum.Enum):
     ENTRA = "entra"
     #: HTTP 400 ``invalid_grant``, "Token has been expired or revoked."
     GOOGLE = "google"
+
+
+class JwtSigning(enum.Enum):
+    """How the server signs the JWTs it hands out (id_tokens, JWT access tokens)."""
+
+    #: HMAC-SHA256 with a secret derived from the seed; nothing is published.
+    HS256 = "hs256"
+    #: RSA-SHA256 with a key pair derived from the seed; the public key is at the JWKS URI.
+    RS256 = "rs256"
 
 
 class ReuseScope(enum.Enum):
@@ -111,6 +124,8 @@ class Policy:
     id_tokens: bool = False
     #: Hand out access tokens as JWTs (``exp``, the account claim; ``jti`` is the opaque token).
     jwt_access_tokens: bool = False
+    #: How JWTs are signed: HS256 (as Codex needs nothing more) or RS256 with a JWKS.
+    jwt_signing: JwtSigning = JwtSigning.HS256
 
     def __post_init__(self) -> None:
         for name in (
@@ -200,6 +215,7 @@ _ENUMS: dict[str, type[enum.Enum]] = {
     "dialect": ErrorDialect,
     "reuse_scope": ReuseScope,
     "reuse_response": ReuseResponse,
+    "jwt_signing": JwtSigning,
 }
 _SECONDS = frozenset(
     {

@@ -1,4 +1,4 @@
-"""Named policies: the refresh behaviour of real servers, as RACES.md describes them.
+"""Named policies: the refresh behaviour of real servers (docs/fake-oauth-server.md).
 
 Each preset follows the server's documented default where one exists, with
 rotation turned on where the server makes it optional (otherwise there
@@ -10,7 +10,7 @@ preset      what it models (and where the figures come from)
 =========== ========================================================================
 ``openai``  ChatGPT / Codex: strict rotation, no window; a reused token gets 401
             ``refresh_token_reused`` and later refreshes of the grant get
-            ``refresh_token_invalidated`` (RACES.md; openai/codex#10332), so reuse
+            ``refresh_token_invalidated`` (openai/codex#10332), so reuse
             revokes the family.  A refresh also returns a JWT ``id_token`` with
             the ``https://api.openai.com/auth`` claim the Codex CLI reads.
 ``rfc9700`` RFC 9700 §4.14.2 / OAuth 2.1: rotation, no window, reuse revokes the

@@ -210,7 +210,7 @@ class Mutex:
     """An in-process mutex named ``name``: ``EXCLUSIVE`` waits for it, ``UNLOCK`` frees it.
 
     It serializes the agents of one process and nothing else, which is the
-    whole of classes 3 and 4 of RACES.md.
+    whole of classes 3 and 4 of the corpus (docs/scenarios.md).
     """
 
     name: str

@@ -10,6 +10,7 @@ one effect at a time; the real interpreter loops it to the end.
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -72,6 +73,20 @@ class RunnerState(enum.Enum):
     FINISHED = "finished"
 
 
+def _innermost(flow: Generator[Any, Any, Any]) -> Generator[Any, Any, Any] | None:
+    """The deepest unfinished generator ``flow`` delegates to; None once ``flow`` is done."""
+    if inspect.getgeneratorstate(flow) == inspect.GEN_CLOSED:
+        return None
+    current = flow
+    while True:
+        inner = getattr(current, "gi_yieldfrom", None)  # only a native generator has one
+        if not isinstance(inner, Generator):
+            return current
+        if inspect.getgeneratorstate(inner) == inspect.GEN_CLOSED:
+            return current
+        current = inner
+
+
 @dataclass(frozen=True, slots=True)
 class Returned(Generic[T]):
     """The flow returned ``value``."""
@@ -115,14 +130,21 @@ class FlowRunner(Generic[T]):
 
         A flow whose ``finally`` tries to yield an effect while closing makes
         Python raise ``RuntimeError`` and leaves it suspended there; a killed
-        process runs no cleanup, so close again until it is really gone.
+        process runs no cleanup, so close again until it is really gone.  A
+        flow that delegates (``yield from``) to another with such a
+        ``finally`` (an engine wrapping the reference's ``access_token``, say)
+        would leave the inner one suspended, to complain when it is collected:
+        so the innermost unfinished generator of the chain is closed each time,
+        until the outermost is done.
         """
         for _ in range(10_000):
+            innermost = _innermost(self._flow)
+            if innermost is None:
+                break
             try:
-                self._flow.close()
+                innermost.close()
             except RuntimeError:
                 continue
-            break
         self.state = RunnerState.FINISHED
         self.pending = None
 

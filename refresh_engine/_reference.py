@@ -6,7 +6,10 @@ Its guarantees, for agents that share one login through this engine:
 2. a refresh happens only under an exclusive lock keyed by provider +
    profileId in the shared state dir, and only if the credential re-read
    under that lock still needs one (so one expiry costs one refresh);
-3. the store is written atomically (temp file, fsync, replace);
+3. the store is written atomically (temp file, fsync, replace), under a
+   short write lock of the store file, so writers of different profiles of
+   one store (each under its own refresh lock) never carry each other's
+   profile back to an older token;
 4. when the server says the token was already used, the store is re-read and
    a newer credential, if one is there, is used before giving up with
    ``ReloginRequired``.
@@ -177,11 +180,12 @@ class ReferenceEngine:
 
     def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
         """Take the refresh lock; returns what ``release_lock`` needs."""
-        return (
-            yield from acquire_lock(
-                self.lock, self.lock_path(ctx), platform=ctx.platform, timing=self.timing
-            )
-        )
+        return (yield from self.take_lock(ctx, self.lock_path(ctx)))
+
+    def take_lock(self, ctx: AgentContext, path: str) -> Flow[Held]:
+        """Take the lock at ``path`` by this engine's mechanism (the refresh lock's and the
+        store write lock's)."""
+        return (yield from acquire_lock(self.lock, path, platform=ctx.platform, timing=self.timing))
 
     def release_lock(self, ctx: AgentContext, held: Held) -> Flow[None]:
         yield from release_lock(held)
@@ -247,7 +251,35 @@ class ReferenceEngine:
             raise RefreshFailed(f"{ctx.agent}: the token endpoint did not answer twice") from exc
 
     def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
-        """Re-read the document (other profiles may have changed), then replace it atomically."""
+        """Under the store's write lock, re-read the document (other profiles may have
+        changed) and replace it atomically.
+
+        The refresh lock is per profile, so an agent refreshing another profile
+        of the same file may be saving at the same moment; without this lock,
+        the later replace would carry the earlier one's profile back.
+        """
+        store_lock = lock_path_for(
+            LockScope.STORE_FILE,
+            key=ctx.key,
+            agent_dir=ctx.agent_dir,
+            store_path=path,
+            state_dir=ctx.state_dir,
+        )
+        nested = store_lock != self.lock_path(ctx)  # a lock keyed by the store: already held
+        held = (yield from self.take_lock(ctx, store_lock)) if nested else None
+        try:
+            yield from self.write_store(ctx, path, credential)
+        except RuntimeError:  # the flow of a killed process, being closed: no cleanup runs
+            raise
+        except Exception:
+            if held is not None:
+                yield from self.release_lock(ctx, held)
+            raise
+        if held is not None:
+            yield from self.release_lock(ctx, held)
+
+    def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+        """Re-read the document (other profiles may have changed), replace it atomically."""
         document = yield from self.read_document(ctx, path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
         yield from atomic_write(path, data, writer=ctx.agent)

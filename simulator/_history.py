@@ -98,6 +98,8 @@ class HistoryEvent:
     generation: int | None = None
     family: str = ""  # STORE: the grant the stored credential belongs to; TOKEN_USE: the token's
     store: StoreState | None = None  # STORE: what the store holds now
+    #: STORE: the profile read, in a store of several ("": the store's only profile)
+    profile: str = ""
     refusal: Refusal | None = None  # TOKEN_USE: why the token was refused (None: accepted)
     fault: FaultKind | None = None  # FAULT: the fault that struck this agent
     #: FAULT: the agent the fault was aimed at; another agent's name when this one

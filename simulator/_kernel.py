@@ -11,6 +11,7 @@ random source, so a schedule replays byte for byte.
 
 from __future__ import annotations
 
+import copy
 import errno
 import urllib.parse
 from typing import Any
@@ -34,7 +35,6 @@ from refresh_engine import (
     Sleep,
     Write,
     Wrote,
-    profile_key,
 )
 
 from ._agent import _REQUEST_FAULT_OUTCOMES, _WAITING, AgentStatus, _Agent
@@ -66,11 +66,15 @@ class Simulation:
         """``backend`` builds the filesystem from the virtual clock: ``VirtualFS``, or a
         real one that ``simulator.real`` builds to check the model against an OS."""
         self.spec = spec
+        #: ``engine`` is the template: each process runs its own copy, made when the
+        #: process first runs and again after it is killed, so state an engine keeps in
+        #: memory is shared by the agents of one process only, and dies with it
         self.engine = engine
+        self._engines: dict[int, Engine] = {}
         self.chooser = chooser
         self.now = spec.start_time
         self.fs = backend(lambda: self.now)
-        self.os = OsLayer(self.fs, spec.os, spec.nolock_dirs)
+        self.os = OsLayer(self.fs, spec.os, spec.nolock_dirs, spec.mtime_resolution)
         self.server = AuthServer(spec.policy, seed=spec.server_seed)
         seed_world(spec, self.fs, self.server)
         self.agents = [
@@ -80,7 +84,7 @@ class Simulation:
         self.faults_left = spec.max_faults
         self.watch = StoreWatch(
             [spec.main_store, *(spec.agent_dir(a.name) + "/" + STORE_NAME for a in spec.agents)],
-            profile_key(spec.provider, spec.profile_id),
+            spec.profiles,
         )
         self.mutexes: dict[tuple[int, str], str] = {}  # (pid, name) -> holding agent
         self._by_name = {agent.name: agent for agent in self.agents}
@@ -89,6 +93,9 @@ class Simulation:
         self._base = urllib.parse.urlsplit(spec.base_url)
         for agent in self.agents:
             self._schedule_next_turn(agent)
+        if len(spec.profiles) > 1:  # what each profile starts from: a writer may carry it back
+            for store in filter(self.fs.exists, self.watch.stores):
+                self._record_store("", store)
 
     # ----------------------------------------------------------- main loop
 
@@ -188,7 +195,10 @@ class Simulation:
     def _begin_turn(self, agent: _Agent) -> None:
         agent.next_turn += 1
         self._record(EventKind.TURN_BEGIN, agent.name, note=f"turn {agent.next_turn}")
-        agent.runner = FlowRunner(self.engine.access_token(agent.ctx))
+        engine = self._engines.get(agent.pid)
+        if engine is None:
+            engine = self._engines[agent.pid] = copy.deepcopy(self.engine)
+        agent.runner = FlowRunner(engine.access_token(agent.ctx))
         self._after(agent, agent.runner.start())
 
     def _resume(self, agent: _Agent, outcome: Outcome) -> None:
@@ -319,9 +329,13 @@ class Simulation:
             self._record_store(agent.name, store)
 
     def _record_store(self, agent: str, store: str) -> None:
-        held = self.watch.reading(self.fs, store, self.server.family_of)
-        fields = {"store": held.state, "family": held.family, "generation": held.generation}
-        self._record(EventKind.STORE, agent, path=store, note=held.note, **fields)
+        several = len(self.watch.keys) > 1
+        for key in self.watch.keys:
+            held = self.watch.reading(self.fs, store, key, self.server.family_of)
+            fields = {"store": held.state, "family": held.family, "generation": held.generation}
+            note = f"{key} {held.note}" if several else held.note
+            profile = key if several else ""
+            self._record(EventKind.STORE, agent, path=store, note=note, profile=profile, **fields)
 
     def _msvcrt_retry(self, agent: _Agent, effect: Effect, outcome: Outcome) -> bool:
         """``LK_LOCK`` tries once a second, ten times, then fails with EDEADLOCK."""
@@ -451,6 +465,7 @@ class Simulation:
     def _kill(self, pid: int, struck: str, fault: FaultKind) -> None:
         """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later."""
         self.os.kill(pid)
+        self._engines.pop(pid, None)  # a restarted process starts from a fresh engine
         for other in self.agents:  # the process's other agents die with ``struck``
             if other.pid == pid and other.name != struck and other.status is not AgentStatus.DONE:
                 note = f"{fault.value} (with {struck})"

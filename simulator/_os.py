@@ -6,7 +6,7 @@ decides on top, as Python on that OS would show it:
 - ``linux``, ``macos``: ``flock`` per open file description (in ``_vfs``);
   ``lockf``/fcntl record locks per *process*, dropped when the process closes
   any descriptor of the file; the two kinds do not exclude each other (as
-  RACES.md class 10 has it); ``msvcrt.locking`` and ``LockFileEx`` do not
+  corpus class 10 has it); ``msvcrt.locking`` and ``LockFileEx`` do not
   exist (``OSError(ENOSYS)``); macOS names are case-insensitive.
 - ``windows``: no ``fcntl`` (``flock``/``lockf`` fail with ``ENOSYS``, as
   ``RealWorld`` reports a missing ``fcntl``); replacing a file another handle
@@ -18,7 +18,7 @@ decides on top, as Python on that OS would show it:
   ...) are Win32 calls, so their errors carry a winerror (2, 3, 145, 183; 5 for
   unlinking a directory), where ``os.open``'s (the C runtime's) carry none.
 - ``nolock`` directories (NFS mounted ``nolock``, SMB): ``flock`` and
-  ``lockf`` succeed and lock nothing (RACES.md class 11).
+  ``lockf`` succeed and lock nothing (corpus class 11).
 
 What no model here covers raises ``NotModelled`` rather than guess.
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import os
+import math
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,11 +108,19 @@ class RealProcesses(Protocol):
 class OsLayer:
     """One OS model's view of the virtual filesystem, for one simulated machine."""
 
-    __slots__ = ("fs", "model", "_nolock", "_lockf", "_ranges", "_real")
+    __slots__ = ("fs", "model", "_nolock", "_lockf", "_ranges", "_real", "mtime_resolution")
 
-    def __init__(self, fs: FileSystem, model: OsModel, nolock_dirs: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        fs: FileSystem,
+        model: OsModel,
+        nolock_dirs: Sequence[str] = (),
+        mtime_resolution: float = 0.0,
+    ) -> None:
         self.fs = fs
         self.model = model
+        #: seconds a ``stat`` mtime is rounded down to (FAT: 2, HFS+ and SMB: 1; 0: exact)
+        self.mtime_resolution = mtime_resolution
         self._nolock = tuple(posixpath.normpath(d) for d in nolock_dirs)
         self._lockf: dict[int, dict[int, LockOp]] = {}  # inode -> pid -> mode
         self._ranges: dict[int, list[_Range]] = {}  # inode -> byte-range locks (Windows)
@@ -195,9 +204,11 @@ class OsLayer:
     def stat(self, path: str) -> tuple[int, float]:
         path = self.path(path)
         try:
-            return self.fs.stat(path)
+            size, mtime = self.fs.stat(path)
         except OSError as exc:
             raise self._win32(exc, path) from None
+        step = self.mtime_resolution
+        return size, (math.floor(mtime / step) * step if step > 0 else mtime)
 
     def utime(self, path: str) -> None:
         path = self.path(path)

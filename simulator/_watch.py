@@ -46,14 +46,18 @@ class StoreReading:
 
 
 class StoreWatch:
-    """Descriptor paths per process, and store generations as they change."""
+    """Descriptor paths per process, and store generations as they change.
 
-    __slots__ = ("_paths", "_stores", "_key")
+    ``keys`` are the profiles the store holds; each is read on its own, so a
+    writer that carries another profile back to an older token shows.
+    """
 
-    def __init__(self, stores: Iterable[str], key: str) -> None:
+    __slots__ = ("_paths", "_stores", "keys")
+
+    def __init__(self, stores: Iterable[str], keys: tuple[str, ...]) -> None:
         self._paths: dict[tuple[int, int], str] = {}
         self._stores = frozenset(posixpath.normpath(path) for path in stores)
-        self._key = key
+        self.keys = keys
 
     @property
     def stores(self) -> tuple[str, ...]:
@@ -81,8 +85,9 @@ class StoreWatch:
         paths = changed_paths(effect, lambda fd: self.path_of(pid, fd))
         return tuple(path for path in paths if path in self._stores)
 
-    def reading(self, fs: FileSystem, path: str, lineage: Lineage) -> StoreReading:
-        """What the store at ``path`` holds now: which credential, of which grant."""
+    def reading(self, fs: FileSystem, path: str, key: str, lineage: Lineage) -> StoreReading:
+        """What the store at ``path`` holds now for profile ``key``: which credential, of
+        which grant."""
         if not fs.exists(path):
             return StoreReading(StoreState.MISSING)
         try:
@@ -91,7 +96,7 @@ class StoreWatch:
             return StoreReading(StoreState.UNPARSEABLE)
         try:
             document = json.loads(data)
-            token = document["profiles"][self._key]["refresh"]
+            token = document["profiles"][key]["refresh"]
         except (ValueError, KeyError, TypeError):
             return StoreReading(StoreState.UNPARSEABLE, size=len(data))
         found = lineage(str(token))

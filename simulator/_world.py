@@ -1,9 +1,14 @@
 """What a simulated world holds: agents, their workload, the store layout, the server policy.
 
 A ``WorldSpec`` is pure data.  ``seed_world`` lays it out on a fresh virtual
-filesystem and a fresh fake server: one login, its credential written to the
-main store and, for the mirrored layout, copied into every agent's dir the
-way the OpenClaw docs told users to.
+filesystem and a fresh fake server: one login per profile, each credential
+written to the main store and, for the mirrored layout, copied into every
+agent's dir the way the OpenClaw docs told users to.
+
+A store holds several profiles when agents use different ones (``AgentSpec.
+profile``) or the world has bystanders (profiles nobody in the world refreshes,
+such as a second account the user logged in with): every writer of the file
+must carry the profiles it does not own over unchanged.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class AgentSpec:
     name: str
     turns: tuple[float, ...]
     process: int | None = None  # agents sharing a number share a process; None: its own
+    profile: str = ""  # "provider:profile_id" this agent refreshes; "": the world's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,10 @@ class WorldSpec:
     clock_skew: tuple[tuple[str, float], ...] = ()  # (agent, seconds its clock runs ahead)
     nolock_dirs: tuple[str, ...] = ()  # directories on a mount where locks do nothing (NFS)
     torn_writes: bool = False  # a write takes two steps; a reader between sees a prefix
+    #: seconds a ``stat`` mtime is rounded down to: FAT 2, HFS+ and SMB 1; 0 is exact
+    mtime_resolution: float = 0.0
+    #: profiles in the store that no agent refreshes ("provider:profile_id"); they must survive
+    bystanders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [agent.name for agent in self.agents]
@@ -85,6 +95,32 @@ class WorldSpec:
         for name in names:
             if name != name.lower() or not name.isidentifier():
                 raise WorldError(f"agent name {name!r} must be a lowercase identifier")
+        for key in (*(agent.profile for agent in self.agents if agent.profile), *self.bystanders):
+            provider, _, profile_id = key.partition(":")
+            if not provider or not profile_id:
+                raise WorldError(f"profile {key!r} must be 'provider:profile_id'")
+        if not 0 <= self.mtime_resolution <= 60:
+            raise WorldError(f"mtime_resolution must be 0 to 60 s, got {self.mtime_resolution}")
+        if len(set(self.bystanders)) != len(self.bystanders):
+            raise WorldError(f"bystander profiles must be distinct, got {list(self.bystanders)}")
+        if set(self.bystanders) & {self.profile_of(name) for name in names}:
+            raise WorldError("a bystander profile is one no agent refreshes")
+
+    @property
+    def default_profile(self) -> str:
+        return profile_key(self.provider, self.profile_id)
+
+    def profile_of(self, name: str) -> str:
+        """The profile key agent ``name`` refreshes."""
+        agent = next(agent for agent in self.agents if agent.name == name)
+        return agent.profile or self.default_profile
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        """Every profile in the store, the ones agents use first (in agent order), then
+        the bystanders."""
+        used = dict.fromkeys(self.profile_of(agent.name) for agent in self.agents)
+        return (*used, *self.bystanders)
 
     @property
     def state_dir(self) -> str:
@@ -111,10 +147,11 @@ class WorldSpec:
         return dict(self.clock_skew).get(name, 0.0)
 
     def context(self, name: str) -> AgentContext:
+        provider, _, profile_id = self.profile_of(name).partition(":")
         return AgentContext(
             agent=name,
-            provider=self.provider,
-            profile_id=self.profile_id,
+            provider=provider,
+            profile_id=profile_id,
             main_store=self.main_store,
             agent_dir=self.agent_dir(name),
             state_dir=self.state_dir,
@@ -125,20 +162,24 @@ class WorldSpec:
 
 
 def seed_world(spec: WorldSpec, fs: FileSystem, server: AuthServer) -> None:
-    """Log in once (or once per agent) and lay the credential out as ``spec.layout`` says."""
-    key = profile_key(spec.provider, spec.profile_id)
+    """Log in once per profile (or once per agent) and lay the credentials out as
+    ``spec.layout`` says."""
 
-    def login() -> bytes:
-        pair = server.seed_grant(spec.start_time)
-        credential = Credential(pair.access_token, pair.refresh_token, pair.expires_at)
-        return render_store(with_credential({}, key, spec.provider, credential))
+    def login(keys: tuple[str, ...]) -> bytes:
+        document: dict[str, object] = {}
+        for key in keys:
+            pair = server.seed_grant(spec.start_time)
+            credential = Credential(pair.access_token, pair.refresh_token, pair.expires_at)
+            document = with_credential(document, key, key.partition(":")[0], credential)
+        return render_store(document)
 
     separate = spec.layout is StoreLayout.SEPARATE_LOGINS
     for agent in spec.agents:
         fs.makedirs(spec.agent_dir(agent.name))
         if separate:  # each agent logged in on its own, main last
-            fs.write_file(posixpath.join(spec.agent_dir(agent.name), STORE_NAME), login())
-    data = login()
+            own = (spec.profile_of(agent.name),)
+            fs.write_file(posixpath.join(spec.agent_dir(agent.name), STORE_NAME), login(own))
+    data = login(spec.profiles)
     fs.makedirs(posixpath.dirname(spec.main_store))
     fs.write_file(spec.main_store, data)
     if spec.layout is StoreLayout.MIRRORED:

@@ -11,6 +11,7 @@ backoff); about 6 min in all.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,13 @@ def test_reproduce_exits_0_with_the_reuse_and_a_per_agent_order(
     assert "audit axon rejected refresh" in history
     assert "auth.json ends holding" in history
     assert "(revoked)" in history
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    (svg,) = re.findall(r"<svg .*?</svg>", html, re.S)  # the run, drawn as a simulated one is
+    for agent in ("atlas", "axon", "nova", "nexis", "lumi"):
+        assert f">{agent}</text>" in svg
+    assert "REUSE rt#" in svg
+    assert "refresh-token-reuse" in svg
+    assert "ends holding rt#" in svg
 
 
 def test_the_same_order_twice_gives_the_same_verdict_and_history(codex: str) -> None:
@@ -58,6 +66,11 @@ def test_the_same_order_twice_gives_the_same_verdict_and_history(codex: str) -> 
     assert first.run.log.splitlines()[0].startswith("release #1: nexis ")
     reused = [a for a in first.run.anomalies if a.kind is AnomalyKind.REFRESH_TOKEN_REUSE]
     assert [(a.agent, a.severity) for a in reused] == [("atlas", Severity.FATAL)]
+    assert first.diagram is not None
+    assert first.diagram == second.diagram
+    reuse = [row for row in first.diagram.rows if row.label.startswith("REUSE ")]
+    assert [row.source for row in reuse] == ["atlas"]
+    assert "refresh-token-reuse" in reuse[0].marks
 
 
 def test_kill_acts_on_the_named_agent(

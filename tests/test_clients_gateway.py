@@ -20,7 +20,7 @@ import pytest
 from conformance._cli import main
 from conformance._clients import install
 
-pytestmark = pytest.mark.clients
+pytestmark = [pytest.mark.clients, pytest.mark.slow]  # minutes: -m slow too
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "conformance/scenarios/clients"
 

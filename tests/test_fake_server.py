@@ -112,7 +112,7 @@ def test_reuse_gives_exact_openai_body_and_keeps_family_by_default() -> None:
 
 
 def test_openai_preset_reuse_then_later_refreshes_are_invalidated() -> None:
-    # RACES.md: 401 refresh_token_reused; later refreshes refresh_token_invalidated.
+    # OpenAI: 401 refresh_token_reused; later refreshes refresh_token_invalidated.
     server = AuthServer(Policy.preset("openai"))
     pair = server.seed_grant(0.0)
     fresh = refresh(server, pair.refresh_token).json()

@@ -114,7 +114,7 @@ def test_5xx_and_429_answer_in_the_dialect_before_any_commit() -> None:
 
 
 def test_drop_commits_the_rotation_and_loses_the_response() -> None:
-    """RACES.md class 5: the server spent the token; the retry replays it."""
+    """Corpus class 5 (docs/scenarios.md): the server spent the token; the retry replays it."""
     server = AuthServer(Policy.preset("openai"))
     pair = server.seed_grant(0.0)
     dropped = server.deliver(token_request(pair.refresh_token, "d1"), 1.0, Fault.drop())

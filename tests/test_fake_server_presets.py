@@ -1,4 +1,4 @@
-"""Each preset against RACES.md ("What the servers do"): its window, reuse, revocation, error body.
+"""Each preset against docs/fake-oauth-server.md: its window, reuse, revocation, error body.
 
 One test per preset shows, on the pure core: a reuse inside the window (or
 that there is none), a reuse outside it, what happens to the rest of the

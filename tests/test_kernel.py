@@ -76,7 +76,8 @@ class RoundRobin:
 
 def test_lock_waiter_runs_only_after_the_holder_unlocks(two_agents: WorldSpec) -> None:
     result = simulate(two_agents, ReferenceEngine(), RoundRobin())
-    flocks = [e for e in result.events if isinstance(e.effect, Flock)]
+    # the refresh lock (per profile, in the state dir), not the store's short write lock
+    flocks = [e for e in result.events if isinstance(e.effect, Flock) and "/locks/" in e.path]
     order = [(e.agent, e.effect.op) for e in flocks if isinstance(e.effect, Flock)]
     holder = order[0][0]
     waiter = "nova" if holder == "atlas" else "atlas"

@@ -32,7 +32,7 @@ def test_plugin_gates_a_projects_engine(tmp_path: Path) -> None:
         tmp_path, "--tokenrace-engine", "my_engine:MyEngine", "--tokenrace-examples", "60"
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "3 failed, 12 passed" in done.stdout  # 14 scenario items and the project's own test
+    assert "3 failed, 13 passed" in done.stdout  # 15 scenario items and the project's own test
     assert "tokenrace[my_engine:MyEngine-no-lock-on-windows]" in done.stdout
     assert "flock is not available on win32" in done.stdout
     assert "tokenrace replay --scenario" in done.stdout

@@ -153,9 +153,12 @@ def test_diagram_lanes_agents_then_lock_store_server(campaign: CampaignResult) -
     cell, run = reproduced(campaign, "no-lock")
     diagram = build(run, cell.anomalies)
     kinds = [lane.kind for lane in diagram.lanes]
-    assert kinds == [LaneKind.AGENT] * 3 + [LaneKind.LOCK, LaneKind.STORE, LaneKind.SERVER]
+    # the refresh lock, then the store's write lock (both in-process mutexes for this engine)
+    locks = [LaneKind.LOCK, LaneKind.LOCK]
+    assert kinds == [LaneKind.AGENT] * 3 + locks + [LaneKind.STORE, LaneKind.SERVER]
     assert [lane.label for lane in diagram.lanes[:3]] == ["cli1", "cli2", "cli3"]
     assert diagram.lanes[3].caption.startswith("mutex")  # an in-process mutex, not a file lock
+    assert diagram.lanes[4].caption.startswith("mutex")
 
 
 def test_diagram_marks_the_spend_and_the_reuse(campaign: CampaignResult) -> None:
@@ -363,7 +366,7 @@ def test_junit_failures_carry_the_anomaly_and_the_replay(campaign: CampaignResul
     assert reuse.get("type") == "refresh-token-reuse"
     assert "refresh-token-reuse (fatal)" in (reuse.get("message") or "")
     body = reuse.text or ""
-    assert "minimal schedule: cli1*19 cli2" in body
+    assert "minimal schedule: cli1*20 cli2" in body
     assert "replay: tokenrace replay --scenario no-cross-process-lock --engine no-lock" in body
     clean = failures["reference"]
     assert clean is not None
@@ -422,7 +425,7 @@ def test_no_report_or_log_holds_a_raw_token(
     assert main(["run", "--scenario", "no-cross-process-lock", "--jobs", "1"]) == 0
     assert (
         main(
-            ["replay", "cli1*19 cli2", "--scenario", "no-cross-process-lock", "--engine", "no-lock"]
+            ["replay", "cli1*20 cli2", "--scenario", "no-cross-process-lock", "--engine", "no-lock"]
         )
         == 1
     )

@@ -107,7 +107,7 @@ def test_chromium_draws_the_sequence_diagram(report: Path, tmp_path: Path) -> No
     elements.feed(dom)
     assert elements.tags["svg"] == 1  # one reproduced cell, one diagram
     assert elements.classes["lane-agent"] == 3  # cli1, cli2, cli3
-    assert elements.classes["lane-lock"] == 1
+    assert elements.classes["lane-lock"] == 2  # the refresh lock and the store's write lock
     assert elements.classes["lane-store"] == 1
     assert elements.classes["lane-server"] == 1
     assert elements.classes["arrow"] >= 10  # requests, responses, reads, writes, lock calls

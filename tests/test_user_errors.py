@@ -174,7 +174,7 @@ def test_plugin_refuses_an_unknown_scenario(workdir: Path) -> None:
     ]
 
 
-@pytest.mark.slow  # timing: a signal raced against a running search (README: timing-dependent)
+@pytest.mark.slow  # timing: a signal raced against a search (docs/testing.md)
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX: SIGINT to one process")
 def test_ctrl_c_stops_a_run_at_once(workdir: Path) -> None:
     """SIGINT to the main process alone: exit 130 within a second, one line, no report."""

@@ -646,7 +646,8 @@ def test_reference_engine_refreshes_under_the_native_lock(
     assert server.accepts(run.token)
     assert server.count(AuditKind.ACCEPTED) == 1
     native_lock = "LockFileEx" if probe.platform == "win32" else "Flock"
-    assert run.calls(native_lock) == ["Done", "Done"]  # taken, then given back
+    # the refresh lock and the store's write lock, each taken, then given back
+    assert run.calls(native_lock) == ["Done"] * 4
     assert run.calls("Flock" if probe.platform == "win32" else "LockFileEx") == []
     assert run.calls("Replace") == ["Done"]
     assert stored_refresh(store) != before

@@ -117,7 +117,7 @@ class FsyncHeavy(ReferenceEngine):
             yield from ops.fsync(held.fd)
         return held
 
-    def save(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
+    def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
         document = yield from self.read_document(ctx, path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
         temp = f"{path}.{ctx.agent}.fsync.tmp"

@@ -50,9 +50,13 @@ from ._wine import (
 
 #: what the project and its tests import on Windows: the dependencies and the dev
 #: extra but for the linters (checked once, on Linux) and frontrun (no Windows build)
+#: Wheels left out of the host site: Windows CPython under Wine cannot load their native
+#: extension ("DLL load failed while importing _rust"), and a package that is absent is
+#: one its importers can do without (PyJWT signs HS256 without cryptography).
+WINE_CANNOT_LOAD = ("cryptography",)
 REQUIREMENTS = (
     *("httpx", "respx", "hypothesis", "rich", "uvicorn"),
-    *("pytest", "pytest-xdist", "colorama", "msal-extensions", "filelock"),
+    *("pytest", "pytest-xdist", "colorama", "msal-extensions", "filelock", "PyJWT"),
 )
 
 
@@ -85,7 +89,8 @@ def ensure_host_site(
     dependencies; downloaded once (pip's cache serves later runs)."""
     site = _host_site(wine)
     wanted = pinned(requirements)
-    if _current(site, wanted):
+    stamp = site_stamp(wanted)
+    if _current(site, stamp):
         return site
     with tempfile.TemporaryDirectory(prefix="tokenrace-wheels-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:"]
@@ -98,14 +103,20 @@ def ensure_host_site(
                 f"could not download Windows wheels of {' '.join(wanted)}:\n"
                 f"{done.stdout}{done.stderr}"
             )
-        sync_site(site, wheel_files(wheels))
-    (site / ".requirements").write_text("\n".join(wanted), encoding="utf-8")
+        loadable = [w for w in wheels if w.name.split("-")[0].lower() not in WINE_CANNOT_LOAD]
+        sync_site(site, wheel_files(loadable))
+    (site / ".requirements").write_text("\n".join(stamp), encoding="utf-8")
     _say(log, f"unpacked {len(wheels)} Windows wheels into {site}")
     return site
 
 
 def _host_site(wine: WinePython) -> Path:
     return wine.site.with_name("host-site")
+
+
+def site_stamp(wanted: Sequence[str]) -> list[str]:
+    """What a host site's ``.requirements`` says: the pinned wheels, and those left out."""
+    return [*wanted, *(f"without {name}" for name in WINE_CANNOT_LOAD)]
 
 
 def _current(site: Path, wanted: Sequence[str]) -> bool:
@@ -124,7 +135,7 @@ def windows_host_python() -> WinePython:
     """The Windows host's interpreter as the set-up left it; downloads nothing."""
     wine = wine_python()
     site = _host_site(wine)
-    if not _current(site, pinned()):
+    if not _current(site, site_stamp(pinned())):
         raise WineNotSetUp(f"the Windows wheels in {site} are not the versions installed here")
     return ensure_host_python(wine, site)
 
