@@ -4,7 +4,7 @@ One ``openclaw gateway run`` for five agents, each with a copy of main's
 auth-profiles.json, every agent prompted at once through the gateway's
 ``/v1/chat/completions``.  The fixtures install the clients from the npm
 registry (``tokenrace clients install``; about 30 s cold for each OpenClaw).
-Measured on the shared 2-core machine: both tests 7 min 48 s (2026.4.26
+Measured on the shared 2-core machine: both tests 5 min 9 s, 7 min 48 s cold (2026.4.26
 about 5 min, 2026.4.29 about 2 min plus a 30 s install).  The gateway spends
 tens of seconds of CPU on each turn before the turn resolves its login
 (docs/clients.md); there is no smaller unit that still is the gateway.
