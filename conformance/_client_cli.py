@@ -111,7 +111,7 @@ def reproduce_client(args: argparse.Namespace, console: Console) -> int:
     )
     result = EngineResult(
         engine=scenario.program,
-        summary=f"{scenario.program} {' '.join(scenario.args)}, once per agent",
+        summary=f"{scenario.program} {' '.join(scenario.args)}, {_how(scenario)}",
         expectation=Expectation.BUGGY if scenario.reproduces else Expectation.CLEAN,
         verdict=Verdict.REPRODUCED if failing else Verdict.NOT_FOUND,
         anomalies=shown.anomalies if failing else (),
@@ -129,6 +129,12 @@ def reproduce_client(args: argparse.Namespace, console: Console) -> int:
     )
     write_report(CampaignResult((result,), elapsed), args.report_dir)
     return EXIT_OK if met else EXIT_FAILED
+
+
+def _how(scenario: ClientScenario) -> str:
+    if scenario.gateway is None:
+        return "once per agent"
+    return f"once for every agent, each prompted with POST {scenario.gateway.trigger}"
 
 
 def _met(scenario: ClientScenario, reproduced: bool, shown: Any) -> bool:

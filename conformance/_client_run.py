@@ -55,6 +55,7 @@ from ._client_oracle import CommandRun, judge, killed_request_committed, unavoid
 from ._client_scenarios import ClientScenario, fill, template_values
 from ._client_stores import (
     Login,
+    fresher,
     held_refresh_token,
     judged,
     protocol_env,
@@ -105,8 +106,18 @@ def policy_of(scenario: ClientScenario) -> Policy:
 def run_client(
     scenario: ClientScenario, order: tuple[str, ...], *, kill: str = "", executable: str = ""
 ) -> ClientRun:
-    """Start the client once per agent and let their refreshes through in ``order``."""
+    """Start the client once per agent and let their refreshes through in ``order``.
+
+    A scenario with a ``[client.gateway]`` starts one server for every agent instead
+    (``_client_gateway``); ``order`` is then the order its agents are prompted.
+    """
     executable = executable or resolve_program(scenario)
+    if scenario.gateway is not None:
+        from ._client_gateway import run_gateway  # it builds on _Run below
+
+        if kill:
+            raise ClientRunError("--kill: a gateway is one process for every agent")
+        return run_gateway(scenario, order, executable)
     with (
         loopback_only() as isolation,
         serve_in_thread(
@@ -142,6 +153,7 @@ class _Run:
         self.log: list[str] = []
         self.killed = ""
         self.released: list[str] = []
+        self.seeded = ""  # the refresh token every store starts with
         # with settle: the whole run's; holds stretch it
         self.deadline = time.monotonic() + scenario.timeout + _slack(scenario)
         self.faults = {fault.release: fault for fault in scenario.faults}
@@ -191,7 +203,13 @@ class _Run:
         )
         for path in self.store_files():
             seed(self.scenario.store, path, login, self.running.base_url)
-        seed_config(self.scenario.store, {a: self.environment(a) for a in self.scenario.agents})
+        envs = {a: self.environment(a) for a in self.scenario.agents}
+        seed_config(self.scenario.store, envs, self.config_extra())
+        self.seeded = pair.refresh_token
+
+    def config_extra(self) -> dict[str, Any] | None:
+        """Settings merged into the client's config file (a gateway's own)."""
+        return None
 
     def store_files(self) -> list[Path]:
         envs = {agent: self.environment(agent) for agent in self.scenario.agents}
@@ -392,9 +410,12 @@ class _Run:
     def check_stores(self) -> list[Anomaly]:
         """The store the client left: a refresh token the server no longer takes strands it."""
         found = []
-        for path in judged(self.scenario.store, self.store_files()):
+        files = self.store_files()
+        for path in judged(self.scenario.store, files):
             token = held_refresh_token(self.scenario.store, path)
             state = self.running.server.token_state(token) if token else "missing"
+            if self.scenario.read_through and path != files[0] and fresher(files[0], path):
+                continue  # the agent reads main's login, not this older copy
             if state != "live":
                 name = str(path.relative_to(self.root))
                 shown = fingerprint(token) if token else "no refresh token"

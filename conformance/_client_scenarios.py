@@ -39,11 +39,25 @@ agent's private HOME), ``{agent}``, ``{token_url}`` (this agent's own token
 endpoint), ``{python}``, ``{scenario_dir}`` and ``{node_preload}`` (the shipped
 Node ``--import`` module that redirects hard-coded token URLs; set
 ``TOKENRACE_TOKEN_URL = "{token_url}"`` for it).
+
+A ``[client.gateway]`` table makes the program a server started once for
+every agent (OpenClaw's ``gateway run``), each agent's turn an HTTP request
+to it (``_client_gateway``)::
+
+    [client.gateway]
+    ready = "/v1/models"                   # GET until it answers 200
+    trigger = "/v1/chat/completions"       # POSTed once per agent, in the order
+    body = '{"model": "openclaw/{agent}", "messages": [{"role": "user", "content": "hi"}]}'
+    config = { gateway = { port = "{gateway_port}" } }   # merged into the client's config
+
+The gateway's own templates see ``{agent}`` as ``gateway`` (its token
+endpoint is ``/a/gateway/oauth/token``) and ``{gateway_port}``.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import string
 import sys
 import tomllib
@@ -72,8 +86,11 @@ PLACEHOLDERS = frozenset(
         "python",
         "scenario_dir",
         "node_preload",
+        "gateway_port",
     }
 )
+#: The name a gateway's own templates and token endpoint use for ``{agent}``.
+GATEWAY = "gateway"
 
 
 #: Every key a client scenario file may have, by table.
@@ -95,6 +112,8 @@ CLIENT_KEYS: dict[str, frozenset[str]] = {
             "inherit_env",
             "faults",
             "hold",
+            "gateway",
+            "read_through",
         }
     ),
     "world": frozenset({"agents", "policy", "policy_overrides"}),
@@ -113,6 +132,16 @@ class StoreFormat(enum.Enum):
     CODEX = "codex"  # $CODEX_HOME/auth.json (tokens, last_refresh) and config.toml
     OPENCLAW = "openclaw"  # auth-profiles.json (expires in ms), main and mirrored copies
     TOKENRACE = "tokenrace"  # the check --command protocol: TOKENRACE_STORE, expires in seconds
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySpec:
+    """A server started once for every agent, and the HTTP request that is an agent's turn."""
+
+    ready: str  # a path GET until it answers 200
+    trigger: str  # a path POSTed once per agent
+    body: str  # the trigger's JSON body, a template ({agent})
+    config: str  # JSON merged into the client's config file; strings are templates
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +166,8 @@ class ClientScenario:
     mirrored: bool = False  # a copy of the main store in every agent dir (OpenClaw)
     overlap: int = 0  # refreshes expected at the door at once (0: every agent's)
     policy_overrides: tuple[tuple[str, Any], ...] = ()
+    gateway: GatewaySpec | None = None
+    read_through: bool = False  # an agent's copy older than main's is not read (OpenClaw)
     #: > 0: release what is held once ``settle`` s pass with an agent still missing (one kept
     #: out by a lock never comes); 0: every due agent must arrive within ``arrival``, or fail
     settle: float = 0.0
@@ -194,6 +225,7 @@ def template_values(
         "python": sys.executable,
         "scenario_dir": str(scenario.path.parent if scenario.path else Path.cwd()),
         "node_preload": str(NODE_PRELOAD),
+        "gateway_port": "",
     }
 
 
@@ -266,6 +298,7 @@ class _Reader(TomlTables):
             )
         except FakeServerError as exc:
             self.fail("[world] policy", str(exc))
+        gateway = self.gateway(allowed)
         faults = []
         for text in self.strings("client", "faults", []):
             try:
@@ -300,9 +333,71 @@ class _Reader(TomlTables):
             mirrored=self.get("client", "mirrored", bool, False),
             overlap=self.get("client", "overlap", int, 0),
             policy_overrides=tuple(sorted(self.get("world", "policy_overrides", dict, {}).items())),
+            gateway=gateway,
+            read_through=self.get("client", "read_through", bool, False),
             settle=settle,
             stdout_token=self.get("client", "stdout_token", bool, False),
             inherit_env=self.get("client", "inherit_env", bool, False),
             faults=tuple(faults),
             hold=hold,
         )
+
+    def gateway(self, allowed: frozenset[str]) -> GatewaySpec | None:
+        table = self.get("client", "gateway", dict, {})
+        if not table:
+            return None
+        known = {"ready", "trigger", "body", "config"}
+        for key in table:
+            if key not in known:
+                self.fail("[client.gateway]", f"unknown key {key!r}; known: {sorted(known)}")
+        values = dict.fromkeys(allowed, "")
+        texts = {}
+        for key in ("ready", "trigger", "body"):
+            text = table.get(key)
+            if not isinstance(text, str) or not text:
+                self.fail(f"[client.gateway] {key}", "must be a non-empty string")
+            texts[key] = text
+        for key in ("ready", "trigger"):
+            if not texts[key].startswith("/"):
+                self.fail(f"[client.gateway] {key}", "must be a path, e.g. /v1/models")
+        config = table.get("config", {})
+        if not isinstance(config, dict):
+            self.fail("[client.gateway] config", "must be a table")
+        for text in _strings(config):
+            fill(text, values, f"{self.path}: [client.gateway] config", allowed)
+        body = fill_json(texts["body"], values, allowed)
+        try:
+            json.loads(body)
+        except ValueError:
+            self.fail("[client.gateway] body", "must be JSON once its placeholders are filled")
+        return GatewaySpec(texts["ready"], texts["trigger"], texts["body"], json.dumps(config))
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a TOML value (tables and arrays, recursively)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def fill_value(value: Any, values: dict[str, str], where: str) -> Any:
+    """A TOML value with the placeholders of every string in it filled."""
+    if isinstance(value, str):
+        return fill(value, values, where)
+    if isinstance(value, dict):
+        return {key: fill_value(item, values, where) for key, item in value.items()}
+    if isinstance(value, list):
+        return [fill_value(item, values, where) for item in value]
+    return value
+
+
+def fill_json(template: str, values: dict[str, str], allowed: frozenset[str] = PLACEHOLDERS) -> str:
+    """A JSON template: ``{name}`` is a placeholder where ``name`` is one; other braces stay."""
+    out = template
+    for name in sorted(allowed | frozenset(values), key=len, reverse=True):
+        out = out.replace("{" + name + "}", values.get(name, ""))
+    return out

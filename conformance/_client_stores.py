@@ -32,6 +32,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fake_oauth_server import TokenPair
 
@@ -110,9 +111,14 @@ def protocol_env(store: StoreFormat) -> dict[str, str]:
     }
 
 
-def seed_config(store: StoreFormat, envs: dict[str, dict[str, str]]) -> None:
+def seed_config(
+    store: StoreFormat, envs: dict[str, dict[str, str]], extra: dict[str, Any] | None = None
+) -> None:
     """What the client needs besides the login: OpenClaw's config names the agents; the
-    ``check --command`` protocol gives every agent its dir and a shared ``locks`` dir."""
+    ``check --command`` protocol gives every agent its dir and a shared ``locks`` dir.
+
+    ``extra`` is merged into OpenClaw's config (tables key by key): a gateway's own settings.
+    """
     if store is StoreFormat.TOKENRACE:
         for env in envs.values():
             Path(env["TOKENRACE_AGENT_DIR"]).mkdir(parents=True, exist_ok=True)
@@ -123,7 +129,17 @@ def seed_config(store: StoreFormat, envs: dict[str, dict[str, str]]) -> None:
     for state in sorted({openclaw_state(env) for env in envs.values()}):
         agents = [{"id": "main"}, *({"id": agent} for agent in envs)]
         state.mkdir(parents=True, exist_ok=True)
-        _write_private(state / "openclaw.json", json.dumps({"agents": {"list": agents}}))
+        config = _merged({"agents": {"list": agents}}, extra or {})
+        _write_private(state / "openclaw.json", json.dumps(config, indent=2))
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        old = merged.get(key)
+        both = isinstance(old, dict) and isinstance(value, dict)
+        merged[key] = _merged(old, value) if both else value  # type: ignore[arg-type]
+    return merged
 
 
 def seed(store: StoreFormat, path: Path, login: Login, base_url: str) -> None:
@@ -175,6 +191,26 @@ def held_refresh_token(store: StoreFormat, path: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return token if isinstance(token, str) else None
+
+
+def fresher(main: Path, copy: Path) -> bool:
+    """Does OpenClaw's main store hold a login expiring no earlier than the agent's copy?
+
+    Then the agent uses main's (OpenClaw 2026.4.26 adopts it under its refresh
+    lock once its own has expired; 2026.4.29 reads through to it), and the
+    copy's token is never presented again.
+    """
+    expiries = []
+    for path in (main, copy):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            expires = document["profiles"][f"{OPENCLAW_PROVIDER}:default"]["expires"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if not isinstance(expires, int | float) or isinstance(expires, bool):
+            return False
+        expiries.append(expires)
+    return expiries[0] >= expiries[1]
 
 
 def _write_private(path: Path, text: str) -> None:

