@@ -110,6 +110,7 @@ def test_openclaw_cli_processes_on_mirrored_copies_stay_clean(
     assert all(line.endswith("(live)") for line in stores)
 
 
+@pytest.mark.slow  # about 5 minutes: the losers sleep in OpenClaw's lock backoff
 def test_openclaw_processes_each_on_its_own_copy_reuse_the_token(
     openclaw: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
