@@ -14,14 +14,13 @@ from collections.abc import Callable
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from simulator import Strategy
 
 from ._battery import BATTERY, battery_scenarios
 from ._campaign import CampaignResult, EngineResult
-from ._console import anomaly_column, print_result
+from ._console import anomaly_column, print_result, progress_bar
 from ._engines import Expectation, load_engine
 from ._errors import EXIT_FAILED, EXIT_OK
 from ._matrix import Cell, run_cells
@@ -93,14 +92,7 @@ def check_engine(args: argparse.Namespace, console: Console) -> int:
         f"({sum(cell.scenario in dimensions for cell in cells)} of the battery, the rest "
         "shipped scenarios)"
     )
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("worlds", total=len(cells))
 
         def show(result: EngineResult) -> None:

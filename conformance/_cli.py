@@ -16,7 +16,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from simulator import OsModel, SimulatorError, Strategy
@@ -28,7 +27,7 @@ from ._campaign import (
 from ._check_engine import check_engine
 from ._client_cli import add_clients_parser, client_subcommand
 from ._command import add_fault_options, check_command
-from ._console import anomaly_column, plural, print_result
+from ._console import anomaly_column, plural, print_result, progress_bar
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
@@ -297,15 +296,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             f"tokenrace run: {plural(len(cells), 'cell')} "
             f"({plural(scenarios, 'scenario')} x engines), {args.jobs or os.cpu_count()} jobs"
         )
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=args.quiet or args.json,
-        transient=True,
-    ) as progress:
+    with progress_bar(console, disable=args.quiet or args.json) as progress:
         task = progress.add_task("cells", total=len(cells))
 
         def show(result: EngineResult) -> None:

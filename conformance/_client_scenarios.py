@@ -71,7 +71,7 @@ from ._checker import AnomalyKind
 from ._clients import CLIENTS
 from ._errors import ConformanceError
 from ._release_faults import ReleaseFault, check_hold, parse_release_fault
-from ._scenario_files import TomlTables, nearest
+from ._scenario_files import TomlTables
 
 #: The shipped Node module that sends requests for a hard-coded token URL to ``{token_url}``.
 NODE_PRELOAD = Path(__file__).parent / "node" / "redirect-token-url.mjs"
@@ -234,14 +234,7 @@ class _Reader(TomlTables):
 
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         super().__init__(path, data)
-        for table, section in data.items():
-            if table not in CLIENT_KEYS:
-                self.fail(f"[{table}]", f"unknown table{nearest(table, CLIENT_KEYS)}")
-            if not isinstance(section, dict):
-                self.fail(f"[{table}]", "must be a table")
-            for key in section:
-                if key not in CLIENT_KEYS[table]:
-                    self.fail(f"[{table}] {key}", f"unknown key{nearest(key, CLIENT_KEYS[table])}")
+        self.refuse_unknown(CLIENT_KEYS)
 
     def strings(self, table: str, key: str, default: list[str]) -> tuple[str, ...]:
         found = self.get(table, key, list, default)

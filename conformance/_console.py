@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ._campaign import EngineResult, Verdict, replay_command
 from ._engines import Expectation
@@ -64,3 +65,16 @@ def anomaly_column(result: EngineResult) -> str:
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("ch") else "s")
+
+
+def progress_bar(console: Console, *, disable: bool = False) -> Progress:
+    """The bar long runs show while cells finish: what, how many of how many, how long."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=disable,
+        transient=True,
+    )

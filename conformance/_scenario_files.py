@@ -126,6 +126,17 @@ class TomlTables:
     def fail(self, field: str, message: str) -> NoReturn:
         raise self.error(f"{self.path}: {field}: {message}")
 
+    def refuse_unknown(self, keys: dict[str, frozenset[str]]) -> None:
+        """Every table and key must be one of ``keys``; a typo names the nearest one."""
+        for table, section in self.data.items():
+            if table not in keys:
+                self.fail(f"[{table}]", f"unknown table{nearest(table, keys)}")
+            if not isinstance(section, dict):
+                self.fail(f"[{table}]", "must be a table")
+            for key in section:
+                if key not in keys[table]:
+                    self.fail(f"[{table}] {key}", f"unknown key{nearest(key, keys[table])}")
+
     def get(self, table: str, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
         section = self.data.get(table, {})
         if not isinstance(section, dict):
@@ -148,14 +159,7 @@ class _Reader(TomlTables):
 
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         super().__init__(path, data)
-        for table, section in data.items():
-            if table not in _KEYS:
-                self.fail(f"[{table}]", f"unknown table{nearest(table, _KEYS)}")
-            if not isinstance(section, dict):
-                self.fail(f"[{table}]", "must be a table")
-            for key in section:
-                if key not in _KEYS[table]:
-                    self.fail(f"[{table}] {key}", f"unknown key{nearest(key, _KEYS[table])}")
+        self.refuse_unknown(_KEYS)
 
     def count(self, table: str, key: str, default: int, least: int) -> int:
         """A whole number of at least ``least``."""
