@@ -9,8 +9,8 @@ engine clean; the cells run ``--jobs`` at a time like ``run``'s.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -26,15 +26,35 @@ from ._errors import EXIT_FAILED, EXIT_OK
 from ._matrix import Cell, run_cells
 from ._report import write_report
 
-__all__ = ["check_battery", "check_battery_cells", "check_cells", "check_engine"]
+__all__ = ["check_battery", "check_cells", "check_engine"]
 
 
-def check_battery_cells(engine: str) -> list[Cell]:
-    """The cells ``check --engine ENGINE`` runs, with each world's own settings."""
-    options = argparse.Namespace(
-        engine=engine, scenarios=None, examples=None, seed=None, strategy=None, hypothesis_db=None
-    )
-    return check_cells(options)
+def check_cells(
+    engine: str,
+    *,
+    scenarios: Sequence[Path | str] = (),
+    examples: int | None = None,
+    seed: int | None = None,
+    strategy: Strategy | None = None,
+    database: str | None = None,
+) -> list[Cell]:
+    """A clean-expected cell of ``engine`` in each of ``battery_scenarios``: the battery's
+    worlds and the claimed corpus, or the ``scenarios`` files' claimed scenarios; each
+    world's own search settings unless overridden."""
+    return [
+        Cell(
+            scenario=str(scenario.path) if scenarios else scenario.name,
+            title=scenario.title,
+            engine=engine,
+            expectation=Expectation.CLEAN,
+            strategy=strategy or scenario.strategy,
+            examples=examples or scenario.examples,
+            seed=scenario.seed if seed is None else seed,
+            database=database,
+            world=scenario.world,
+        )
+        for scenario in battery_scenarios(scenarios)
+    ]
 
 
 def check_battery(
@@ -48,44 +68,21 @@ def check_battery(
 ) -> CampaignResult:
     """What ``tokenrace check --engine ENGINE`` runs, as a campaign: the battery and the
     claimed corpus, ``jobs`` worlds at a time."""
-    cells = check_battery_cells(engine)
-    cells = [
-        dataclasses.replace(
-            cell,
-            examples=examples or cell.examples,
-            seed=cell.seed if seed is None else seed,
-            strategy=strategy or cell.strategy,
-        )
-        for cell in cells
-    ]
+    cells = check_cells(engine, examples=examples, seed=seed, strategy=strategy)
     return run_cells(cells, jobs=jobs, on_result=on_result)
-
-
-def check_cells(args: argparse.Namespace) -> list[Cell]:
-    """A clean-expected cell of the engine in each of ``battery_scenarios``: the battery's
-    worlds and the claimed corpus, or the ``--scenario`` files' claimed scenarios."""
-    cells = [
-        Cell(
-            scenario=str(scenario.path) if args.scenarios else scenario.name,
-            title=scenario.title,
-            engine=args.engine,
-            expectation=Expectation.CLEAN,
-            strategy=args.strategy or scenario.strategy,
-            examples=args.examples or scenario.examples,
-            seed=scenario.seed if args.seed is None else args.seed,
-            world=scenario.world,
-        )
-        for scenario in battery_scenarios(args.scenarios or ())
-    ]
-    if args.hypothesis_db:
-        cells = [dataclasses.replace(cell, database=args.hypothesis_db) for cell in cells]
-    return cells
 
 
 def check_engine(args: argparse.Namespace, console: Console) -> int:
     """Run every cell; print each failure with its replay line, then one table."""
     load_engine(args.engine)  # a bad engine: one line, exit 2, before any worker starts
-    cells = check_cells(args)
+    cells = check_cells(
+        args.engine,
+        scenarios=args.scenarios or (),
+        examples=args.examples,
+        seed=args.seed,
+        strategy=args.strategy,
+        database=args.hypothesis_db or None,
+    )
     dimensions = {entry.label: entry.dimension for entry in BATTERY}
     console.print(
         f"tokenrace check --engine {escape(args.engine)}: {len(cells)} worlds "

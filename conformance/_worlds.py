@@ -125,6 +125,8 @@ class GeneratedWorld:
             raise ConformanceError(f"population must be one of {known}, got {self.population!r}")
         if self.expiries < 1:
             raise ConformanceError(f"expiries must be at least 1, got {self.expiries}")
+        if self.skew < 0:  # a label names seconds ahead: /skew<N>
+            raise ConformanceError(f"skew must be 0 or more seconds, got {self.skew}")
         fault, stall = _fault_and_stall(self.fault)
         faults = frozenset() if fault is None else frozenset({fault})
         try:

@@ -11,9 +11,9 @@ import dataclasses
 
 import pytest
 
-from conformance import fatal
+from conformance import ConformanceError, fatal
 from conformance._battery import BATTERY
-from conformance._check_engine import check_battery_cells
+from conformance._check_engine import check_cells
 from conformance._matrix import run_cell
 from conformance._worlds import GeneratedWorld
 from simulator import FaultKind
@@ -58,7 +58,7 @@ def test_generated_worlds_build_each_new_axis() -> None:
 
 
 def _clean(engine: str, cap: int | None) -> None:
-    for cell in check_battery_cells(engine):
+    for cell in check_cells(engine):
         if cap is not None:
             cell = dataclasses.replace(cell, examples=min(cell.examples, cap))
         result = run_cell(cell)
@@ -83,5 +83,11 @@ def test_the_reference_is_clean_in_every_battery_world() -> None:
     ],
 )
 def test_a_known_bug_meets_a_battery_world_that_exposes_it(engine: str, label: str) -> None:
-    cell = next(cell for cell in check_battery_cells(engine) if cell.scenario == label)
+    cell = next(cell for cell in check_cells(engine) if cell.scenario == label)
     assert fatal(run_cell(cell).anomalies)
+
+
+def test_a_negative_skew_is_refused_in_one_line() -> None:
+    """A label only says how far ahead a clock runs: ``/skew-5`` would not replay."""
+    with pytest.raises(ConformanceError, match="skew must be 0 or more"):
+        GeneratedWorld(skew=-5).world()

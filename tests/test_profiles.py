@@ -192,3 +192,14 @@ def test_toml_takes_profiles_bystanders_turns_skew_and_torn_writes(tmp_path: Pat
 def test_toml_world_mistakes_name_the_field(tmp_path: Path, world: str, message: str) -> None:
     with pytest.raises(ScenarioError, match=message):
         load_scenario_file(_scenario(tmp_path, world))
+
+
+@pytest.mark.parametrize("engine", sorted(BROKEN))
+def test_each_broken_engine_is_caught_in_a_two_profile_world(engine: str) -> None:
+    """The property above may draw no two-profile world for an engine: this one always is."""
+    spec = WorldSpec(
+        agents=(AgentSpec("atlas", (HOUR,)), AgentSpec("nova", (HOUR,), profile="anthropic:x")),
+        layout=StoreLayout.SHARED,
+    )
+    kinds = {anomaly.kind for anomaly in fatal(_search(spec, engine, BROKEN[engine]).anomalies)}
+    assert AnomalyKind.LOST_UPDATE in kinds
