@@ -20,9 +20,28 @@ class AnomalyKind(enum.Enum):
     REDUNDANT_REFRESH = "redundant-refresh"  # more than one refresh for one expiry
     MUTUAL_EXCLUSION = "mutual-exclusion"  # two agents held one lock at once (see _exclusion)
     SERVER_FAULT = "server-fault"  # a server fault ended a turn, and the engine said so
+    IO_FAULT = "io-fault"  # an injected I/O error ended a turn, and the engine said so
     OVERLAPPING_REFRESH = "overlapping-refresh"  # refreshes of two agents in flight at once
     DEADLOCK = "deadlock"  # agents wait and nothing can wake them
     LIVELOCK = "livelock"  # the run hit its step bound without finishing
+
+
+#: Exceptions that are a bug in the engine's own code, whatever the server or disk did:
+#: a turn they end is never excused by a fault.
+PROGRAMMING_ERRORS = frozenset(
+    {
+        "AssertionError",
+        "AttributeError",
+        "IndexError",
+        "KeyError",
+        "NameError",
+        "NotImplementedError",
+        "RecursionError",
+        "TypeError",
+        "UnboundLocalError",
+        "ZeroDivisionError",
+    }
+)
 
 
 class Severity(enum.Enum):

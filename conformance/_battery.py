@@ -6,8 +6,10 @@ one dimension at a time from a plain world (shared store, Linux, agents in
 their own processes, OpenAI's policy): the topology (separate processes,
 one gateway process, a mix), a server fault during a refresh (5xx, 429,
 reset, a lost response with and without a reuse window), a process fault
-(kill, crash, a stall shorter and longer than a lock's stale timeout), the
-store's population (two profiles refreshed at once, a bystander profile),
+(kill, crash, a stall shorter and longer than a lock's stale timeout), a disk
+fault (a write, fsync, replace, create or lock that fails; alone, and then a
+crash, where an fsync whose failure was ignored costs the save), the store's
+population (two profiles refreshed at once, a bystander profile),
 the OS model and the layout.  Each is a generated world, so its label
 replays (``tokenrace replay --scenario LABEL``).  Two-agent worlds are
 searched exhaustively (a clean verdict is "ruled out" when the search
@@ -93,6 +95,8 @@ BATTERY: tuple[BatteryWorld, ...] = (
     _world("process fault: 1 s stall", "shared/linux/2xproc/openai/stall1"),
     _world("process fault: 10 min stall", "shared/linux/2xproc/openai/stall600"),
     _world("process fault: kill in a gateway", "shared/linux/3xmix/openai/kill", HYPOTHESIS, 300),
+    _world("disk fault: a file call or a lock fails", "shared/linux/2xproc/openai/ioerror"),
+    _world("disk fault: a call fails, then a crash", "shared/linux/1xproc/openai/ioerror+crash"),
     _world("population: two profiles", "shared/linux/2xproc/openai/none/2prof"),
     _world(
         "population: two profiles, three agents",

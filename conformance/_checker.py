@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from fake_oauth_server import AuditEvent, AuditKind, TokenKind, redact
 from simulator import EventKind, FaultKind, HistoryEvent, Refusal, RunResult, StoreState
 
-from ._anomalies import Anomaly, AnomalyKind, Severity, fatal
+from ._anomalies import PROGRAMMING_ERRORS, Anomaly, AnomalyKind, Severity, fatal
 from ._exclusion import exclusion_anomalies
 from ._losses import fault_losses, lost_tokens, refresh_records, unavoidable
 from ._reads import torn_reads
@@ -115,42 +115,31 @@ def _presented(record: AuditEvent | None) -> int | None:
 #: reuse window loses the new token (``_losses`` decides when that was unavoidable).
 SERVER_FAULTS = frozenset((FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT, FaultKind.RESET))
 
-#: Exceptions that are a bug in the engine's own code, whatever the server did.
-PROGRAMMING_ERRORS = frozenset(
-    {
-        "AssertionError",
-        "AttributeError",
-        "IndexError",
-        "KeyError",
-        "NameError",
-        "NotImplementedError",
-        "RecursionError",
-        "TypeError",
-        "UnboundLocalError",
-        "ZeroDivisionError",
-    }
-)
+#: Faults that fail a call before anything is committed: a turn they end, with the engine
+#: saying so, is the server's or the disk's failure, not the engine's.
+EXCUSING_FAULTS = SERVER_FAULTS | {FaultKind.IO_ERROR}
 
 
 def server_fault(event: HistoryEvent, faults: Sequence[HistoryEvent]) -> Anomaly | None:
-    """The warning for a turn that a server fault ended, where the engine said so honestly.
+    """The warning for a turn that a server or I/O fault ended, where the engine said so.
 
-    ``event`` is a ``TURN_END`` with an error; ``faults`` the server faults that
+    ``event`` is a ``TURN_END`` with an error; ``faults`` the excusing faults that
     struck its agent during that turn.  An agent stranded (``ReloginRequired``)
     by a transient failure, or one that raised a programming error, is not excused.
+    (A new token the failure kept from the store is ``_losses``' to excuse.)
     """
     if not faults or event.stranded or event.error_type in PROGRAMMING_ERRORS:
         return None
     fault = faults[-1]
     assert fault.fault is not None
+    disk = fault.fault is FaultKind.IO_ERROR
+    whose = "the disk's failure" if disk else "the server's failure"
     message = (
         f"{event.agent} ended its turn with {event.error_type}: {redact(event.note)} "
-        f"after a {fault.fault.value} injected at step {fault.step}: the server's failure, "
-        "reported"
+        f"after a {fault.fault.value} injected at step {fault.step}: {whose}, reported"
     )
-    return Anomaly(
-        AnomalyKind.SERVER_FAULT, Severity.WARNING, event.agent, (fault.step, event.step), message
-    )
+    kind = AnomalyKind.IO_FAULT if disk else AnomalyKind.SERVER_FAULT
+    return Anomaly(kind, Severity.WARNING, event.agent, (fault.step, event.step), message)
 
 
 def _history_anomalies(
@@ -167,7 +156,7 @@ def _history_anomalies(
             last_request[event.agent] = event.request_id
         elif event.kind is EventKind.TURN_BEGIN:
             faults[event.agent] = []
-        elif event.kind is EventKind.FAULT and event.fault in SERVER_FAULTS:
+        elif event.kind is EventKind.FAULT and event.fault in EXCUSING_FAULTS:
             faults.setdefault(event.agent, []).append(event)
         elif event.kind is EventKind.TURN_END and event.error_type:
             excused = server_fault(event, faults.get(event.agent, ()))

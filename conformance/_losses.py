@@ -4,7 +4,8 @@ Under a policy with no reuse window, a rotation is final the moment the
 server commits it.  If a fault then keeps the new refresh token from ever
 reaching a store (the response is dropped; the process is killed, or the
 machine crashes, while the response is in flight or while the agent holds the
-new token unsaved), every agent of that grant is left with a spent token.
+new token unsaved; an I/O error fails the save and the engine ends its turn
+saying so), every agent of that grant is left with a spent token.
 What follows in *that grant* is the fault's doing, not the engine's: those
 anomalies become warnings that say so.  An anomaly of another grant, or one
 where an agent presented a token older than the one the lost request spent
@@ -21,7 +22,7 @@ from fake_oauth_server import AuditEvent, AuditKind, TokenKind
 from refresh_engine import HttpResponse
 from simulator import EventKind, FaultKind, HistoryEvent, StoreState
 
-from ._anomalies import Anomaly, AnomalyKind, Severity
+from ._anomalies import PROGRAMMING_ERRORS, Anomaly, AnomalyKind, Severity
 
 #: Anomalies that follow from a lost token; unavoidable when the policy has no reuse window.
 CONSEQUENCES = frozenset(
@@ -61,6 +62,7 @@ def fault_losses(events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) ->
     accepted = refresh_records(audit, AuditKind.ACCEPTED)
     awaiting: dict[str, str] = {}  # agent -> its request in flight (sent, no response yet)
     holding: dict[str, str] = {}  # agent -> request whose new token it holds unsaved
+    struck: dict[str, HistoryEvent] = {}  # agent -> an I/O error of its turn, while holding
     losses: list[Loss] = []
 
     def lose(event: HistoryEvent, fault: FaultKind, request_id: str | None) -> None:
@@ -81,8 +83,16 @@ def fault_losses(events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) ->
             held = accepted.get(holding.get(agent, ""))
             if held is not None and _saves(event, held):
                 del holding[agent]
+        elif event.kind is EventKind.TURN_END:
+            # an I/O error kept the new token from the store, and the engine said so: lost
+            fault = struck.pop(agent, None)
+            honest = event.error_type and event.error_type not in PROGRAMMING_ERRORS
+            if fault is not None and honest and agent in holding:
+                lose(fault, FaultKind.IO_ERROR, holding.pop(agent))
         elif event.kind is EventKind.FAULT and event.fault is not None:
-            if event.fault is FaultKind.DROP:
+            if event.fault is FaultKind.IO_ERROR and agent in holding:
+                struck[agent] = event
+            elif event.fault is FaultKind.DROP:
                 lose(event, event.fault, awaiting.pop(agent, None))
             elif event.killed:
                 lose(event, event.fault, awaiting.pop(agent, None))

@@ -5,7 +5,8 @@ A label is ``layout/os/<agents>x<proc|gw|mix>/policy/fault``, with
 ``/2prof`` or ``/bystander`` for a store of several profiles: for instance
 ``shared/linux/2xproc/openai/crash`` or ``shared/linux/3xmix/openai/none/2prof``.
 ``mix`` puts every agent but the last in one gateway process; a fault
-``stall<N>`` stalls an agent for N seconds (``stall`` alone: 30).  The matrix
+``stall<N>`` stalls an agent for N seconds (``stall`` alone: 30), and
+``ioerror+crash`` allows two faults in one run, one of each kind.  The matrix
 and ``check``'s battery print labels in every replay command;
 ``load_scenario`` parses one and builds the very same world, so a generated
 world replays like a shipped scenario.
@@ -34,7 +35,7 @@ SECOND_PROFILE = "anthropic:default"
 BYSTANDER = "openai-codex:work"
 _LABEL = re.compile(
     r"(?P<layout>[a-z-]+)/(?P<os>[a-z]+)/(?P<agents>[0-9]+)x(?P<processes>proc|gw|mix)/"
-    r"(?P<policy>[A-Za-z0-9_.-]+)/(?P<fault>[a-z0-9]+)(?:/(?P<expiries>[0-9]+)exp)?"
+    r"(?P<policy>[A-Za-z0-9_.-]+)/(?P<fault>[a-z0-9+]+)(?:/(?P<expiries>[0-9]+)exp)?"
     r"(?:/(?P<population>2prof|bystander))?(?:/skew(?P<skew>[0-9]+))?(?P<torn>/torn)?"
 )
 
@@ -127,8 +128,7 @@ class GeneratedWorld:
             raise ConformanceError(f"expiries must be at least 1, got {self.expiries}")
         if self.skew < 0:  # a label names seconds ahead: /skew<N>
             raise ConformanceError(f"skew must be 0 or more seconds, got {self.skew}")
-        fault, stall = _fault_and_stall(self.fault)
-        faults = frozenset() if fault is None else frozenset({fault})
+        faults, stall = _faults_and_stall(self.fault)
         try:
             policy = Policy.preset(self.policy)
         except FakeServerError as exc:
@@ -148,7 +148,7 @@ class GeneratedWorld:
             layout=choice(StoreLayout, self.layout, "layout"),
             os=choice(OsModel, self.os, "os"),
             faults=faults,
-            max_faults=1 if faults else 0,
+            max_faults=len(faults),
             stall_seconds=stall,
             bystanders=(BYSTANDER,) if self.population == "bystander" else (),
             clock_skew=((names[-1], float(self.skew)),) if self.skew else (),
@@ -156,14 +156,21 @@ class GeneratedWorld:
         )
 
 
-def _fault_and_stall(name: str) -> tuple[FaultKind | None, float]:
-    """The fault a label names, and the stall length (``stall<N>``: N seconds; else 30)."""
+def _faults_and_stall(name: str) -> tuple[frozenset[FaultKind], float]:
+    """The faults a label names, each striking at most once (``ioerror+crash``: both), and
+    the stall length (``stall<N>``: N seconds; else 30)."""
     if name == "none":
-        return None, 30.0
-    found = re.fullmatch(r"stall([0-9]+)", name)
-    if found:
-        return FaultKind.STALL, float(found[1])
-    try:
-        return FaultKind.parse(name), 30.0
-    except ValueError as exc:
-        raise ConformanceError(str(exc)) from None
+        return frozenset(), 30.0
+    faults: set[FaultKind] = set()
+    stall = 30.0
+    for part in name.split("+"):
+        found = re.fullmatch(r"stall([0-9]+)", part)
+        try:
+            kind = FaultKind.STALL if found else FaultKind.parse(part)
+        except ValueError as exc:
+            raise ConformanceError(str(exc)) from None
+        if kind in faults:
+            raise ConformanceError(f"fault {kind.value!r} is named twice in {name!r}")
+        faults.add(kind)
+        stall = float(found[1]) if found else stall
+    return frozenset(faults), stall

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import errno
 
-from refresh_engine import AgentContext, Failed, FlowRunner, HttpResponse, Outcome
+from refresh_engine import AgentContext, Failed, FlowRunner, HttpPost, HttpResponse, Outcome
 
-from ._faults import FaultKind
+from ._faults import REQUEST_FAULTS, FaultKind
+from ._semantics import io_failure
 
 
 class AgentStatus(enum.Enum):
@@ -64,3 +65,26 @@ class _Agent:
         self.skew = skew
         self.tries = 0  # msvcrt.locking LK_LOCK attempts so far
         self.torn = False  # the first part of a torn write is written
+
+
+def fault_options(agent: _Agent, allowed: frozenset[FaultKind]) -> tuple[FaultKind, ...]:
+    """The faults of ``allowed`` that mean something for ``agent`` now.
+
+    A lost response needs a response in flight; a server fault, a request
+    about to be sent; a stall, an effect to do; an I/O error, a file call its
+    row says can fail.  A kill or a crash can strike any time.
+    """
+    if not allowed:
+        return ()
+    options: list[FaultKind] = []
+    pending = agent.runner.pending if agent.runner is not None else None
+    if agent.status is AgentStatus.AWAITING:
+        options.append(FaultKind.DROP)
+    elif isinstance(pending, HttpPost):
+        options.extend(REQUEST_FAULTS)
+    if agent.status is AgentStatus.READY:
+        options.append(FaultKind.STALL)
+        if io_failure(pending) is not None:
+            options.append(FaultKind.IO_ERROR)
+    options.extend((FaultKind.KILL, FaultKind.CRASH))
+    return tuple(kind for kind in options if kind in allowed)

@@ -4,12 +4,19 @@ A fault is part of the schedule, written after the agent it strikes:
 ``atlas!drop`` delivers no response to Atlas's request (the server already
 committed it), ``nova!kill`` kills Nova's process before its next effect.
 The kernel offers each fault only where it means something, and only while
-the world's fault budget lasts.
+the world's fault budget lasts: ``atlas!ioerror`` only when Atlas's next
+effect is a file call that can fail (its row in ``_semantics`` names the
+error: a write fails with ENOSPC, an fsync with EIO, a lock with ENOLCK).
 """
 
 from __future__ import annotations
 
 import enum
+import errno
+from collections.abc import Callable
+from typing import Any
+
+from refresh_engine import Failed, Flock, Lockf, LockFileEx, LockOp, Open, OpenFlags
 
 
 class FaultKind(enum.Enum):
@@ -20,6 +27,7 @@ class FaultKind(enum.Enum):
     RESET = "reset"  # the connection resets before the server sees the request
     STALL = "stall"  # the agent stops for a while (GC pause, swapped out, slow disk)
     CRASH = "crash"  # the machine loses power: every process dies, unsynced data is lost
+    IO_ERROR = "ioerror"  # the agent's next file call fails (disk full, I/O error, no locks)
 
     @classmethod
     def parse(cls, text: str) -> FaultKind:
@@ -37,3 +45,33 @@ class FaultKind(enum.Enum):
 
 #: Faults that strike a request before the server sees it.
 REQUEST_FAULTS = (FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT, FaultKind.RESET)
+
+
+# ------------------------------------------------- how an ``ioerror`` strikes a call
+
+
+#: The errors an ``ioerror`` injects, with Linux's messages (the same on every host).
+INJECTED_ERRORS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EIO: "Input/output error",
+    errno.EROFS: "Read-only file system",
+    errno.ENOLCK: "No locks available",
+}
+
+
+def failure(code: int) -> Callable[[Any], Failed | None]:
+    """The ``OSError`` an I/O fault makes a call raise, with errno ``code``."""
+    failed = Failed("OSError", code, f"{INJECTED_ERRORS[code]} (injected)")
+    return lambda effect: failed
+
+
+def open_fails(effect: Open) -> Failed | None:
+    """Opening to create or write needs space; a plain read-only open is not struck."""
+    if effect.flags & (OpenFlags.CREATE | OpenFlags.TRUNCATE | OpenFlags.WRITE):
+        return failure(errno.ENOSPC)(effect)
+    return None
+
+
+def lock_fails(effect: Flock | Lockf | LockFileEx) -> Failed | None:
+    """Taking a lock can fail (no lock table entry left, NFS lockd gone); an unlock is not."""
+    return None if effect.op is LockOp.UNLOCK else failure(errno.ENOLCK)(effect)

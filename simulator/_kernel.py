@@ -38,15 +38,23 @@ from refresh_engine import (
     Wrote,
 )
 
-from ._agent import _REQUEST_FAULT_OUTCOMES, _WAITING, AgentStatus, _Agent
-from ._faults import REQUEST_FAULTS, FaultKind
+from ._agent import _REQUEST_FAULT_OUTCOMES, _WAITING, AgentStatus, _Agent, fault_options
+from ._faults import FaultKind
 from ._filesystem import FileSystemFactory
 from ._footprint import SERVER_READ, Footprint, local
 from ._history import EventKind, HistoryEvent, Refusal
 from ._os import MSVCRT_TRIES, WINDOWS_EDEADLOCK, OsLayer
 from ._result import Engine, RunResult
 from ._schedule import Chooser, default_choice, minimal_schedule
-from ._semantics import Machine, Performer, Scene, fault_footprint, footprint, rule_for
+from ._semantics import (
+    Machine,
+    Performer,
+    Scene,
+    fault_footprint,
+    footprint,
+    io_failure,
+    rule_for,
+)
 from ._syscalls import os_call
 from ._vfs import VirtualFS
 from ._view import _View
@@ -428,18 +436,7 @@ class Simulation:
 
     def fault_options(self, agent: _Agent) -> tuple[FaultKind, ...]:
         """The faults that may strike ``agent`` now; none once the budget is spent."""
-        allowed = self.spec.faults
-        if self.faults_left <= 0 or not allowed:
-            return ()
-        options: list[FaultKind] = []
-        if agent.status is AgentStatus.AWAITING:
-            options.append(FaultKind.DROP)
-        elif agent.runner is not None and isinstance(agent.runner.pending, HttpPost):
-            options.extend(REQUEST_FAULTS)
-        if agent.status is AgentStatus.READY:
-            options.append(FaultKind.STALL)
-        options.extend((FaultKind.KILL, FaultKind.CRASH))
-        return tuple(kind for kind in options if kind in allowed)
+        return fault_options(agent, self.spec.faults if self.faults_left > 0 else frozenset())
 
     def _strike(self, agent: _Agent, fault: FaultKind) -> None:
         self._record(EventKind.FAULT, agent.name, fault=fault, struck=agent.name, note=fault.value)
@@ -463,6 +460,14 @@ class Simulation:
             case FaultKind.STALL:
                 agent.status = AgentStatus.STALLED
                 agent.wake_at = self.now + self.spec.stall_seconds
+            case FaultKind.IO_ERROR:  # the call fails before it touches anything
+                effect = agent.runner.pending if agent.runner is not None else None
+                failed = io_failure(effect)
+                assert effect is not None
+                assert failed is not None
+                agent.torn = False  # a torn write's second part fails: the prefix stays
+                self._record_effect(agent, effect, failed)
+                self._resume(agent, failed)
 
     def _kill(self, pid: int, struck: str, fault: FaultKind) -> None:
         """Kill a process: its flows stop mid-step, the OS closes its files, it restarts later."""

@@ -13,6 +13,7 @@ argument for each footprint is in ``docs/semantics.md``.
 from __future__ import annotations
 
 import enum
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, assert_never, get_args
@@ -24,6 +25,7 @@ from refresh_engine import (
     CreateExclusive,
     Done,
     Effect,
+    Failed,
     Flock,
     Fsync,
     GetPid,
@@ -85,7 +87,7 @@ from ._describe import (
     describe_unlink,
     describe_write,
 )
-from ._faults import FaultKind
+from ._faults import FaultKind, failure, lock_fails, open_fails
 from ._footprint import (
     EVERYTHING,
     Footprint,
@@ -120,6 +122,7 @@ __all__ = [
     "changed_paths",
     "fault_footprint",
     "footprint",
+    "io_failure",
     "rule_for",
 ]
 
@@ -161,6 +164,8 @@ class Rule(Generic[E]):
     changes: Callable[[E, Callable[[int], str]], tuple[str, ...]] | None = None
     #: the effect as one line of a history, tokens fingerprinted (set below, per row)
     describe: Callable[[E], str] = lambda effect: type(effect).__name__
+    #: how the call fails when an ``ioerror`` fault strikes it; None: it cannot be struck
+    fails_with: Callable[[E], Failed | None] | None = None
 
 
 # ---------------------------------------------------------------- performing
@@ -198,6 +203,17 @@ def _mutex_free(machine: Machine, effect: Mutex) -> bool:
     return effect.op is LockOp.UNLOCK or machine.mutex_free(machine.pid, effect.name)
 
 
+# ------------------------------------------------------------- injected errors
+
+
+def io_failure(effect: Effect | None) -> Failed | None:
+    """How ``effect`` fails when an ``ioerror`` fault strikes it; None if it cannot be."""
+    if effect is None or not isinstance(effect, EFFECT_TYPES):
+        return None
+    fails_with = rule_for(effect).fails_with
+    return None if fails_with is None else fails_with(effect)
+
+
 # ------------------------------------------------------------ what may change
 
 
@@ -230,6 +246,7 @@ OPEN = Rule(
     lambda m, e: Opened(m.os.open(m.pid, e.path, e.flags)),
     changes=_open_changes,
     describe=describe_open,
+    fails_with=open_fails,
 )
 CREATE_EXCLUSIVE = Rule(
     CreateExclusive,
@@ -238,6 +255,7 @@ CREATE_EXCLUSIVE = Rule(
     lambda m, e: Opened(m.os.create_exclusive(m.pid, e.path)),
     changes=_at,
     describe=describe_create_exclusive,
+    fails_with=failure(errno.ENOSPC),
 )
 READ = Rule(
     Read,
@@ -253,6 +271,7 @@ WRITE = Rule(
     lambda m, e: Wrote(m.os.write(m.pid, e.fd, e.data)),
     changes=_through,
     describe=describe_write,
+    fails_with=failure(errno.ENOSPC),
 )
 TRUNCATE = Rule(
     Truncate,
@@ -261,6 +280,7 @@ TRUNCATE = Rule(
     _done(lambda m, e: m.os.fs.truncate(m.pid, e.fd, e.size)),
     changes=_through,
     describe=describe_truncate,
+    fails_with=failure(errno.EIO),
 )
 FSYNC = Rule(
     Fsync,
@@ -268,6 +288,7 @@ FSYNC = Rule(
     OS,
     _done(lambda m, e: m.os.fs.fsync(m.pid, e.fd)),
     describe=describe_fsync,
+    fails_with=failure(errno.EIO),
 )
 CLOSE = Rule(
     Close, close_touches, OS, _done(lambda m, e: m.os.close(m.pid, e.fd)), describe=describe_close
@@ -279,6 +300,7 @@ REPLACE = Rule(
     _done(lambda m, e: m.os.replace(e.src, e.dst)),
     changes=_replace_changes,
     describe=describe_replace,
+    fails_with=failure(errno.EROFS),
 )
 UNLINK = Rule(
     Unlink,
@@ -295,6 +317,7 @@ MKDIR = Rule(
     _done(lambda m, e: m.os.mkdir(e.path)),
     changes=_at,
     describe=describe_mkdir,
+    fails_with=failure(errno.ENOSPC),
 )
 STAT = Rule(Stat, inode_touches(False), OS, _stat, describe=describe_stat)
 FLOCK = Rule(
@@ -304,6 +327,7 @@ FLOCK = Rule(
     _done(lambda m, e: m.os.flock(m.pid, e.fd, e.op, m.path_of(m.pid, e.fd))),
     can_run=_waits_for_lock("flock"),
     describe=describe_flock,
+    fails_with=lock_fails,
 )
 SEEK = Rule(
     Seek,
@@ -330,6 +354,7 @@ LOCKF = Rule(
     _done(lambda m, e: m.os.lockf(m.pid, e.fd, e.op, m.path_of(m.pid, e.fd))),
     can_run=_waits_for_lock("lockf"),
     describe=describe_lockf,
+    fails_with=lock_fails,
 )
 MSVCRT_LOCKING = Rule(
     MsvcrtLocking,
@@ -345,6 +370,7 @@ LOCK_FILE_EX = Rule(
     _done(lambda m, e: m.os.lock_file_ex(m.pid, e.fd, e.op, e.offset, e.length)),
     can_run=_waits_for_lock("range"),
     describe=describe_lock_file_ex,
+    fails_with=lock_fails,
 )
 MUTEX = Rule(Mutex, mutex_touches, KERNEL, can_run=_mutex_free, describe=describe_mutex)
 GET_PID = Rule(GetPid, private, OS, lambda m, e: Pid(m.pid), describe=describe_get_pid)
@@ -460,9 +486,10 @@ def changed_paths(effect: Effect, path_of: Callable[[int], str]) -> tuple[str, .
 def fault_footprint(fault: FaultKind, agent: str) -> Footprint:
     """What striking ``agent`` with ``fault`` touches; every fault spends the shared budget.
 
-    A kill ends every flow of a process, closes its files and drops its
-    locks; a crash does that to every process and rewinds every unsynced
-    file: both touch everything.  The others change only the struck agent.
+        A kill ends every flow of a process, closes its files and drops its
+        locks; a crash does that to every process and rewinds every unsynced
+        file: both touch everything.  The others change only the struck agent (an
+    ``ioerror`` fails the agent's call before it touches anything).
     """
     match fault:
         case FaultKind.KILL | FaultKind.CRASH:
@@ -473,6 +500,7 @@ def fault_footprint(fault: FaultKind, agent: str) -> Footprint:
             | FaultKind.RATE_LIMIT
             | FaultKind.RESET
             | FaultKind.STALL
+            | FaultKind.IO_ERROR
         ):
             return frozenset({(f"agent:{agent}", True), ("faults", True)})
         case _:

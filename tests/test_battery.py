@@ -18,7 +18,15 @@ from conformance._matrix import run_cell
 from conformance._worlds import GeneratedWorld
 from simulator import FaultKind
 
-DIMENSIONS = {"topology", "server fault", "process fault", "population", "os", "layout"}
+DIMENSIONS = {
+    "topology",
+    "server fault",
+    "process fault",
+    "disk fault",
+    "population",
+    "os",
+    "layout",
+}
 
 
 def test_the_battery_covers_every_dimension_with_distinct_replayable_labels() -> None:
@@ -50,6 +58,10 @@ def test_generated_worlds_build_each_new_axis() -> None:
     assert stall is not None
     assert stall.world().faults == frozenset({FaultKind.STALL})
     assert stall.world().stall_seconds == 600.0
+    disk = GeneratedWorld.parse("shared/linux/1xproc/openai/ioerror+crash")
+    assert disk is not None
+    assert disk.world().faults == frozenset({FaultKind.IO_ERROR, FaultKind.CRASH})
+    assert disk.world().max_faults == 2  # one of each
     skewed = GeneratedWorld.parse("shared/linux/2xproc/openai/none/2prof/skew30/torn")
     assert skewed is not None
     assert skewed.label == "shared/linux/2xproc/openai/none/2prof/skew30/torn"
@@ -80,6 +92,9 @@ def test_the_reference_is_clean_in_every_battery_world() -> None:
         ("profile-lock-only", "shared/linux/2xproc/openai/none/2prof"),  # not its own scenario's
         ("short-stale-timeout", "shared/linux/2xproc/openai/stall600"),  # a stall, not a sleep
         ("lockf-in-gateway", "shared/linux/3xgw/openai/none"),
+        ("disk_error_engines:SwallowsSaveErrors", "shared/linux/2xproc/openai/ioerror"),
+        ("disk_error_engines:LockBestEffort", "shared/linux/2xproc/openai/ioerror"),
+        ("disk_error_engines:UncheckedFsync", "shared/linux/1xproc/openai/ioerror+crash"),
     ],
 )
 def test_a_known_bug_meets_a_battery_world_that_exposes_it(engine: str, label: str) -> None:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+
+import pytest
 
 from conformance import AnomalyKind, Severity, check, fatal
 from conformance._corpus import InPlaceRewrite
-from fake_oauth_server import AuditKind
-from refresh_engine import Flock, LockOp, ReferenceEngine, lock_path
+from fake_oauth_server import AuditKind, Policy
+from refresh_engine import Failed, Flock, LockOp, Read, ReferenceEngine, Replace, Write, lock_path
 from simulator import (
     AgentSpec,
+    Chooser,
     DefaultChooser,
     EventKind,
     FaultKind,
     ReplayChooser,
     RunResult,
     Schedule,
+    ScheduleError,
     Simulation,
     StepView,
     StoreLayout,
@@ -208,3 +213,65 @@ def test_torn_writes_let_a_reader_see_a_prefix() -> None:
 
     found = search_engine("torn", spec, BUILTIN_ENGINES["in-place-write"], max_examples=300, seed=0)
     assert AnomalyKind.TORN_READ in {anomaly.kind for anomaly in found.anomalies}
+
+
+def _strike_at(step: int, fault: FaultKind) -> Chooser:
+    class StrikeAt:
+        def choose(self, view: StepView) -> str:
+            pick = default_choice(view.runnable, view.last)
+            return f"{pick}!{fault.value}" if view.step == step else pick
+
+    return StrikeAt()
+
+
+def _one_agent_with_ioerror() -> WorldSpec:
+    preset = Policy.preset("openai")
+    return WorldSpec(
+        agents=(AgentSpec("atlas", (preset.access_token_lifetime,)),),
+        policy=preset,
+        faults=frozenset({FaultKind.IO_ERROR}),
+        max_faults=1,
+    )
+
+
+def _step_of(result: RunResult, kind: type) -> int:
+    return next(e.step for e in result.events if isinstance(e.effect, kind))
+
+
+def test_ioerror_fails_the_call_and_touches_nothing() -> None:
+    """Struck at its temp file's write, the agent sees ENOSPC; nothing reaches the file."""
+    spec = _one_agent_with_ioerror()
+    plain = simulate(spec, ReferenceEngine(), DefaultChooser())
+    chooser = _strike_at(_step_of(plain, Write), FaultKind.IO_ERROR)
+    result = simulate(spec, ReferenceEngine(), chooser)
+    (fault,) = [e for e in result.events if e.kind is EventKind.FAULT]
+    (struck,) = [e for e in result.events if e.step == fault.step and e.kind is EventKind.EFFECT]
+    assert isinstance(struck.effect, Write)
+    assert struck.outcome == Failed("OSError", errno.ENOSPC, "No space left on device (injected)")
+    assert not any(isinstance(e.effect, Replace) for e in result.events)  # the engine stopped
+    (end,) = [e for e in result.events if e.kind is EventKind.TURN_END]
+    assert end.error_type == "OSError"
+    assert "No space left on device" in end.note
+
+
+def test_ioerror_is_not_offered_for_a_read() -> None:
+    """A replayed ``atlas!ioerror`` at a read is refused, naming what could strike there."""
+    spec = _one_agent_with_ioerror()
+    plain = simulate(spec, ReferenceEngine(), DefaultChooser())
+    steps = ("atlas",) * _step_of(plain, Read) + ("atlas!ioerror",)
+    with pytest.raises(ScheduleError, match="'ioerror' cannot strike atlas there"):
+        simulate(spec, ReferenceEngine(), ReplayChooser(Schedule(steps)))
+
+
+def test_a_save_that_fails_after_the_refresh_is_a_warning_only_if_reported() -> None:
+    """The reference reports a failed replace (an ``io-fault`` warning, the token lost
+    unavoidably); an engine that swallows the error and hands out the token is blamed."""
+    from disk_error_engines import SwallowsSaveErrors
+
+    spec = _one_agent_with_ioerror()
+    at = _step_of(simulate(spec, ReferenceEngine(), DefaultChooser()), Replace)
+    honest = check(simulate(spec, ReferenceEngine(), _strike_at(at, FaultKind.IO_ERROR)))
+    assert {a.kind for a in honest} >= {AnomalyKind.IO_FAULT, AnomalyKind.TOKEN_LOST}
+    assert fatal(honest) == [], [str(a) for a in honest]
+    swallowed = check(simulate(spec, SwallowsSaveErrors(), _strike_at(at, FaultKind.IO_ERROR)))
+    assert [a.kind for a in fatal(swallowed)] == [AnomalyKind.TOKEN_LOST]

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import typing
 
 import pytest
 
 import simulator._semantics as semantics
 from fake_oauth_server import AuthServer, Policy, fingerprint
-from refresh_engine import Effect, HttpPost, LockOp, MsvcrtMode, OpenFlags
+from refresh_engine import (
+    Close,
+    CreateExclusive,
+    Effect,
+    Flock,
+    Fsync,
+    HttpPost,
+    Lockf,
+    LockFileEx,
+    LockOp,
+    Mkdir,
+    MsvcrtMode,
+    Now,
+    Open,
+    OpenFlags,
+    Read,
+    Replace,
+    Truncate,
+    Write,
+)
 from simulator import FaultKind, VirtualFS
 from simulator._footprint import EVERYTHING, dependent
 from simulator._history import describe_effect
@@ -132,3 +152,28 @@ def test_path_calls_depend_on_their_parent_directory() -> None:
         here, semantics.OPEN.effect("/e/x", OpenFlags.CREATE | OpenFlags.WRITE)
     )
     assert dependent(making, creating)
+
+
+def test_the_table_names_which_calls_an_ioerror_strikes_and_with_which_errno() -> None:
+    """The writes of a save and the taking of a lock can fail; a read-only open, a read,
+    a close and an unlock are never struck (their failures are not what breaks a save)."""
+    expected: dict[object, int | None] = {
+        Open("/s", OpenFlags.READ): None,
+        Open("/s", OpenFlags.WRITE | OpenFlags.CREATE): errno.ENOSPC,
+        CreateExclusive("/l"): errno.ENOSPC,
+        Write(3, b"x"): errno.ENOSPC,
+        Truncate(3): errno.EIO,
+        Fsync(3): errno.EIO,
+        Replace("/t", "/s"): errno.EROFS,
+        Mkdir("/d"): errno.ENOSPC,
+        Flock(3, LockOp.EXCLUSIVE): errno.ENOLCK,
+        Lockf(3, LockOp.SHARED): errno.ENOLCK,
+        LockFileEx(3, LockOp.EXCLUSIVE): errno.ENOLCK,
+        Flock(3, LockOp.UNLOCK): None,
+        Read(3): None,
+        Close(3): None,
+        Now(): None,
+    }
+    for effect, code in expected.items():
+        failed = semantics.io_failure(effect)  # type: ignore[arg-type]
+        assert (failed.errno if failed is not None else None) == code, effect

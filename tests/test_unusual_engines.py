@@ -8,6 +8,7 @@ the known-bug engines are still caught by the same checker.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +145,23 @@ ENGINES: dict[str, Callable[[], ReferenceEngine]] = {
     "reference": ReferenceEngine,
     **UNUSUAL_ENGINES,
 }
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_an_io_error_at_any_step_costs_a_correct_engine_nothing_fatal(engine: str) -> None:
+    """A failed write, fsync, replace, create or lock that the engine reports ends its turn
+    with an ``io-fault`` warning; a token it kept from the store is an unavoidable loss."""
+    spec = dataclasses.replace(_fault_world(), faults=frozenset({FaultKind.IO_ERROR}))
+    steps = simulate(spec, ENGINES[engine](), DefaultChooser()).steps
+    struck = excused = 0
+    for step in range(steps):
+        run = simulate(spec, ENGINES[engine](), StrikeAt(step, FaultKind.IO_ERROR))
+        anomalies = check(run)
+        assert fatal(anomalies) == [], (step, [str(a) for a in anomalies])
+        struck += any(event.fault is FaultKind.IO_ERROR for event in run.events)
+        excused += any("(unavoidable: a ioerror" in anomaly.message for anomaly in anomalies)
+    assert struck >= 6  # the lock, the temp file, its write, fsync and replace can fail
+    assert excused > 0  # some failure does keep the new token from the store
 
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))

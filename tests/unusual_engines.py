@@ -114,7 +114,11 @@ class FsyncHeavy(ReferenceEngine):
     def acquire_lock(self, ctx: AgentContext) -> Flow[Held]:
         held = yield from super().acquire_lock(ctx)
         if held.fd is not None:
-            yield from ops.fsync(held.fd)
+            try:
+                yield from ops.fsync(held.fd)
+            except OSError:  # a lock kept after an error would block every other agent
+                yield from self.release_lock(ctx, held)
+                raise
         return held
 
     def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
