@@ -95,7 +95,6 @@ class Gap(enum.Enum):
     )
     OS_MODELS = "OS models: macOS worlds"
     TOPOLOGY = "topology: gateway threads, mixed process layouts"
-    IO_ERRORS = "model fidelity: I/O errors the model never raises (EIO, ENOSPC, EINTR)"
     MUTUAL_EXCLUSION = (
         "the checker's mutual-exclusion anomaly: two holders of one lock, reported even "
         "when it cost nothing yet"
@@ -391,7 +390,6 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.IGNORE_ERROR,
         _stream(IgnoreError, kind=Write),
         "a failed write is taken as complete",
-        gap=Gap.IO_ERRORS,
         probe=Probe(fail=Write, error=OSError),
     ),
     Mutant(
@@ -399,7 +397,6 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.IGNORE_ERROR,
         _stream(IgnoreError, kind=Fsync),
         "a failed fsync is taken as done",
-        gap=Gap.IO_ERRORS,
         probe=Probe(fail=Fsync, error=OSError),
     ),
     Mutant(
@@ -407,7 +404,6 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.IGNORE_ERROR,
         _stream(IgnoreError, kind=_LOCKS),
         "a failed flock or LockFileEx is taken as granted",
-        gap=Gap.IO_ERRORS,
         probe=Probe(fail=Flock, error=OSError),
     ),
     Mutant(

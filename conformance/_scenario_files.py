@@ -216,6 +216,7 @@ class _Reader(TomlTables):
         turns = self.turns(names)
         profiles = self.per_agent("profiles", names, str)
         skew = self.per_agent("clock_skew", names, (int, float))
+        hosts = self.per_agent("hosts", names, str)
         bystanders = self.get("world", "bystanders", list, [])
         if not all(isinstance(key, str) for key in bystanders):
             self.fail("[world] bystanders", "must be a list of 'provider:profile_id' names")
@@ -228,7 +229,13 @@ class _Reader(TomlTables):
         try:
             return WorldSpec(
                 agents=tuple(
-                    AgentSpec(name, turns[name], processes.get(name), profiles.get(name, ""))
+                    AgentSpec(
+                        name,
+                        turns[name],
+                        processes.get(name),
+                        profiles.get(name, ""),
+                        hosts.get(name, ""),
+                    )
                     for name in names
                 ),
                 bystanders=tuple(bystanders),
@@ -331,6 +338,7 @@ _KEYS: dict[str, frozenset[str]] = {
             "torn_writes",
             "mtime_resolution",
             "pid_reuse",
+            "hosts",
         }
     ),
     "expect": frozenset({"engine", "reproduces", "anomaly", "reference"}),

@@ -5,7 +5,17 @@ from __future__ import annotations
 import enum
 import errno
 
-from refresh_engine import AgentContext, Failed, FlowRunner, HttpPost, HttpResponse, Outcome
+from refresh_engine import (
+    AgentContext,
+    Done,
+    Failed,
+    FlowRunner,
+    HttpPost,
+    HttpResponse,
+    LockOp,
+    Mutex,
+    Outcome,
+)
 
 from ._faults import REQUEST_FAULTS, FaultKind
 from ._semantics import io_failure
@@ -44,12 +54,19 @@ class _Agent:
         "request_id",
         "token",
         "skew",
+        "host",
         "tries",
         "torn",
     )
 
     def __init__(
-        self, name: str, pid: int, ctx: AgentContext, turns: tuple[float, ...], skew: float
+        self,
+        name: str,
+        pid: int,
+        ctx: AgentContext,
+        turns: tuple[float, ...],
+        skew: float,
+        host: str = "",
     ) -> None:
         self.name = name
         self.pid = pid
@@ -63,6 +80,7 @@ class _Agent:
         self.request_id = ""
         self.token = ""
         self.skew = skew
+        self.host = host  # its machine or pid namespace: "" for the first
         self.tries = 0  # msvcrt.locking LK_LOCK attempts so far
         self.torn = False  # the first part of a torn write is written
 
@@ -88,3 +106,15 @@ def fault_options(agent: _Agent, allowed: frozenset[FaultKind]) -> tuple[FaultKi
             options.append(FaultKind.IO_ERROR)
     options.extend((FaultKind.KILL, FaultKind.CRASH))
     return tuple(kind for kind in options if kind in allowed)
+
+
+def mutex_call(mutexes: dict[tuple[int, str], str], agent: _Agent, effect: Mutex) -> Outcome:
+    """An in-process mutex: per process, so agents of other processes never wait."""
+    key = (agent.pid, effect.name)
+    if effect.op is LockOp.UNLOCK:
+        if mutexes.get(key) != agent.name:
+            return Failed("PermissionError", errno.EPERM, "release of an unheld mutex")
+        del mutexes[key]
+    else:
+        mutexes[key] = agent.name
+    return Done()

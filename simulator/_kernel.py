@@ -15,6 +15,7 @@ import copy
 import errno
 import itertools
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from fake_oauth_server import AuthServer, Request, fingerprint
@@ -25,7 +26,6 @@ from refresh_engine import (
     FlowRunner,
     HttpPost,
     HttpResponse,
-    LockOp,
     MsvcrtLocking,
     MsvcrtMode,
     Mutex,
@@ -38,7 +38,14 @@ from refresh_engine import (
     Wrote,
 )
 
-from ._agent import _REQUEST_FAULT_OUTCOMES, _WAITING, AgentStatus, _Agent, fault_options
+from ._agent import (
+    _REQUEST_FAULT_OUTCOMES,
+    _WAITING,
+    AgentStatus,
+    _Agent,
+    fault_options,
+    mutex_call,
+)
 from ._faults import FaultKind
 from ._filesystem import FileSystemFactory
 from ._footprint import SERVER_READ, Footprint, local
@@ -88,7 +95,7 @@ class Simulation:
         self.server = AuthServer(spec.policy, seed=spec.server_seed)
         seed_world(spec, self.fs, self.server)
         self.agents = [
-            _Agent(a.name, spec.pid(i), spec.context(a.name), a.turns, spec.skew(a.name))
+            _Agent(a.name, spec.pid(i), spec.context(a.name), a.turns, spec.skew(a.name), a.host)
             for i, a in enumerate(spec.agents)
         ]
         self.faults_left = spec.max_faults
@@ -292,7 +299,7 @@ class Simulation:
                     EventKind.REQUEST, agent.name, effect=effect, request_id=agent.request_id
                 )
             case Mutex():
-                outcome = self._mutex(agent, effect)
+                outcome = mutex_call(self.mutexes, agent, effect)
                 self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=outcome)
                 self._resume(agent, outcome)
             case Sleep():
@@ -365,17 +372,6 @@ class Simulation:
         self._resume(agent, failed)
         return True
 
-    def _mutex(self, agent: _Agent, effect: Mutex) -> Outcome:
-        """An in-process mutex: per process, so agents of other processes never wait."""
-        key = (agent.pid, effect.name)
-        if effect.op is LockOp.UNLOCK:
-            if self.mutexes.get(key) != agent.name:
-                return Failed("PermissionError", errno.EPERM, "release of an unheld mutex")
-            del self.mutexes[key]
-        else:
-            self.mutexes[key] = agent.name
-        return Done()
-
     def _skew_of(self, pid: int) -> float:
         return next((agent.skew for agent in self.agents if agent.pid == pid), 0.0)
 
@@ -385,12 +381,15 @@ class Simulation:
             pid,
             effect,
             now=self.now + self._skew_of(pid),
-            alive=self._alive,
+            alive=self._alive_from(pid),
             path_of=self.watch.path_of,
         )
 
-    def _alive(self, pid: int) -> bool:
-        return any(agent.pid == pid for agent in self.agents)
+    def _alive_from(self, caller: int) -> Callable[[int], bool]:
+        """Is a pid a live process, asked on ``caller``'s host?  Pids of other hosts (or pid
+        namespaces) are not visible there: they name no process."""
+        host = next((agent.host for agent in self.agents if agent.pid == caller), "")
+        return lambda pid: any(a.pid == pid and a.host == host for a in self.agents)
 
     def _machine(self, pid: int) -> Machine:
         """What a row of ``_semantics`` sees of this simulation, for process ``pid``."""
@@ -398,7 +397,7 @@ class Simulation:
             self.os,
             pid,
             self.now + self._skew_of(pid),
-            self._alive,
+            self._alive_from(pid),
             self.watch.path_of,
             lambda owner, name: (owner, name) not in self.mutexes,
         )

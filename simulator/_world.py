@@ -58,6 +58,9 @@ class AgentSpec:
     turns: tuple[float, ...]
     process: int | None = None  # agents sharing a number share a process; None: its own
     profile: str = ""  # "provider:profile_id" this agent refreshes; "": the world's own
+    #: the machine (or container: pid namespace) it runs on, sharing the store over a network
+    #: or a bind mount; "" is the first.  Another host's pids name no process here.
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,10 @@ class WorldSpec:
                 raise WorldError(f"profile {key!r} must be 'provider:profile_id'")
         if not 0 <= self.mtime_resolution <= 60:
             raise WorldError(f"mtime_resolution must be 0 to 60 s, got {self.mtime_resolution}")
+        hosts: dict[int, str] = {}
+        for index, agent in enumerate(self.agents):
+            if hosts.setdefault(self.pid(index), agent.host) != agent.host:
+                raise WorldError(f"agents of one process run on one host: {agent.name} does not")
         if len(set(self.bystanders)) != len(self.bystanders):
             raise WorldError(f"bystander profiles must be distinct, got {list(self.bystanders)}")
         if set(self.bystanders) & {self.profile_of(name) for name in names}:

@@ -9,10 +9,13 @@ survive a kill or a crash of that process.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conformance import EngineEntry, Expectation, fatal, search_engine
 from fake_oauth_server import Policy
 from refresh_engine import (
     AgentContext,
@@ -34,6 +37,8 @@ from simulator import (
     RunResult,
     Schedule,
     StoreLayout,
+    Strategy,
+    WorldError,
     WorldSpec,
     simulate,
 )
@@ -151,3 +156,47 @@ def test_a_restarted_process_has_a_new_pid_so_its_dead_lock_is_broken_at_once() 
     assert len(reused_pids) == 1
     assert fresh_end < HOUR + 10
     assert reused_end >= HOUR + 30
+
+
+def _excl_lock_across_hosts(nova_host: str) -> list[str]:
+    """Fatal anomaly kinds when atlas and nova share one store, each searched exhaustively,
+    with an O_EXCL lock file broken when the pid in it is not alive."""
+    spec = WorldSpec(
+        agents=(AgentSpec("atlas", (HOUR,)), AgentSpec("nova", (HOUR,), host=nova_host)),
+        layout=StoreLayout.SHARED,
+    )
+
+    def engine() -> ReferenceEngine:
+        return ReferenceEngine(lock=LockKind.EXCL_FILE, timing=LockTiming(poll=1.0, stale=600.0))
+
+    entry = EngineEntry("excl-file", engine, Expectation.CLEAN, "O_EXCL lock file, pid checked")
+    exhaustive = Strategy.EXHAUSTIVE
+    result = search_engine("hosts", spec, entry, max_examples=3000, seed=0, strategy=exhaustive)
+    assert result.examples > 1
+    return sorted({anomaly.kind.value for anomaly in fatal(result.anomalies)})
+
+
+def test_a_pid_of_another_host_is_no_live_process_so_its_lock_is_broken() -> None:
+    """Two hosts share the store (NFS, a bind mount): a lock file naming nova's pid looks
+    dead to atlas, which breaks it while nova holds it.  On one host the pid is alive."""
+    assert _excl_lock_across_hosts("") == []
+    assert "mutual-exclusion" in _excl_lock_across_hosts("laptop")
+
+
+def test_agents_of_one_process_run_on_one_host() -> None:
+    with pytest.raises(WorldError, match="one host: nova"):
+        WorldSpec(agents=(AgentSpec("atlas", (HOUR,), 1), AgentSpec("nova", (HOUR,), 1, host="b")))
+
+
+def test_a_scenario_file_puts_agents_on_hosts(tmp_path: Path) -> None:
+    from conformance import ConformanceError
+    from conformance._scenario_files import load_scenario_file
+
+    head = '[scenario]\nname = "two-hosts"\n[world]\nagents = ["atlas", "nova"]\n'
+    path = tmp_path / "hosts.toml"
+    path.write_text(head + 'hosts = { nova = "laptop" }\n')
+    agents = load_scenario_file(path).world.agents
+    assert [agent.host for agent in agents] == ["", "laptop"]
+    path.write_text(head + 'hosts = { nvoa = "laptop" }\n')
+    with pytest.raises(ConformanceError, match="'nvoa' is not an agent"):
+        load_scenario_file(path)
