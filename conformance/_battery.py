@@ -10,7 +10,8 @@ reset, a lost response with and without a reuse window), a process fault
 fault (a write, fsync, replace, create or lock that fails; alone, and then a
 crash, where an fsync whose failure was ignored costs the save), the store's
 population (two profiles refreshed at once, a bystander profile),
-the OS model and the layout.  Each is a generated world, so its label
+an outside writer (a login to another profile while agents refresh), the OS
+model and the layout.  Each is a generated world, so its label
 replays (``tokenrace replay --scenario LABEL``).  Two-agent worlds are
 searched exhaustively (a clean verdict is "ruled out" when the search
 finishes); three-agent ones by Hypothesis within a budget.
@@ -105,6 +106,7 @@ BATTERY: tuple[BatteryWorld, ...] = (
         400,
     ),
     _world("population: a bystander profile", "mirrored/linux/2xproc/openai/none/bystander"),
+    _world("population: an outside login", "shared/linux/2xproc/openai/none/login"),
     _world("population: two profiles, a kill", "shared/linux/2xproc/openai/kill/2prof"),
     _world("os: windows", "shared/windows/3xproc/openai/none", HYPOTHESIS, 300),
     _world("os: macos", "shared/macos/3xproc/openai/none", HYPOTHESIS, 300),

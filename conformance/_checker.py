@@ -37,7 +37,7 @@ def check(result: RunResult) -> tuple[Anomaly, ...]:
     anomalies = [
         *reuse_anomalies(events, audit),
         *_history_anomalies(events, audit),
-        *_store_anomalies(events),
+        *_store_anomalies(events, audit),
         *torn_reads(events, result.stores),
         *_redundant_refreshes(events, audit, result.policy.access_token_lifetime),
         *_overlapping_refreshes(events),
@@ -190,48 +190,65 @@ def _history_anomalies(
     return found
 
 
-def _store_anomalies(events: Iterable[HistoryEvent]) -> list[Anomaly]:
-    """A store's profile that goes back to an older generation, or ends wiped after
-    holding one (each profile of a store of several on its own)."""
-    best: dict[tuple[str, str], tuple[int, int]] = {}  # (path, profile) -> (top, step written)
+def _store_anomalies(events: Iterable[HistoryEvent], audit: Iterable[AuditEvent]) -> list[Anomaly]:
+    """A store's profile that goes back to an older credential, or ends wiped after
+    holding one (each profile of a store of several on its own).
+
+    Credentials are ordered by login, then generation: a login (a new grant) supersedes
+    every token of the grants issued before it, so a store that moves on to a newer
+    login moves forward, and one carried back to an older grant has lost that login.
+    """
+    logins: dict[str, int] = {}  # grant -> its place in the order the server issued them
+    for record in audit:
+        if record.kind is AuditKind.ISSUED and record.token_kind is TokenKind.REFRESH:
+            logins.setdefault(record.family, len(logins))
+    best: dict[tuple[str, str], HistoryEvent] = {}  # (path, profile) -> newest it held
     last: dict[tuple[str, str], HistoryEvent] = {}
     found = []
+
+    def age(event: HistoryEvent) -> tuple[int, int]:
+        return (logins.get(event.family, -1), event.generation or 0)
+
     for event in events:
         if event.kind is not EventKind.STORE:
             continue
         where = (event.path, event.profile)
         last[where] = event
-        generation = event.generation
-        if generation is None:
+        if event.generation is None:
             continue
         top = best.get(where)
-        if top is not None and generation < top[0]:
+        if top is not None and age(event) < age(top):
+            older, newer = _credential(event, top), _credential(top, event)
+            message = f"{event.agent} wrote {older} over {newer} in {_named(where)}"
+            steps = (top.step, event.step)
             found.append(
                 Anomaly(
                     AnomalyKind.LOST_UPDATE,
                     Severity.FATAL,
                     event.agent,
-                    (top[1], event.step),
-                    f"{event.agent} wrote generation {generation} over generation {top[0]} "
-                    f"in {_named(where)}",
+                    steps,
+                    message,
                     event.family,
-                    generation,
+                    event.generation,
                 )
             )
-        if top is None or generation > top[0]:
-            best[where] = (generation, event.step)
+        if top is None or age(event) > age(top):
+            best[where] = event
     for where, event in last.items():
         if event.store is not StoreState.CREDENTIAL and where in best:
-            found.append(
-                Anomaly(
-                    AnomalyKind.LOST_UPDATE,
-                    Severity.FATAL,
-                    event.agent,
-                    (best[where][1], event.step),
-                    f"{_named(where)} ended {event.note} after holding generation {best[where][0]}",
-                )
-            )
+            top = best[where]
+            message = f"{_named(where)} ended {event.note} after holding {_credential(top, top)}"
+            steps = (top.step, event.step)
+            kind, fatal_ = AnomalyKind.LOST_UPDATE, Severity.FATAL
+            found.append(Anomaly(kind, fatal_, event.agent, steps, message))
     return found
+
+
+def _credential(event: HistoryEvent, other: HistoryEvent) -> str:
+    """``generation N``, or with its grant where the two differ (a login in between)."""
+    if event.family == other.family:
+        return f"generation {event.generation}"
+    return f"{event.family}/g{event.generation}"
 
 
 def _named(where: tuple[str, str]) -> str:

@@ -2,7 +2,8 @@
 
 A label is ``layout/os/<agents>x<proc|gw|mix>/policy/fault``, with
 ``/<n>exp`` when the agents want a token at more than one expiry and
-``/2prof`` or ``/bystander`` for a store of several profiles: for instance
+``/2prof``, ``/bystander`` or ``/login`` (an outside writer logging in to
+another profile while the agents refresh) for a store of several profiles: for instance
 ``shared/linux/2xproc/openai/crash`` or ``shared/linux/3xmix/openai/none/2prof``.
 ``mix`` puts every agent but the last in one gateway process; a fault
 ``stall<N>`` stalls an agent for N seconds (``stall`` alone: 30), and
@@ -29,14 +30,16 @@ AGENT_NAMES = ("atlas", "nova", "lumi", "axon", "nexis", "orion", "vega", "lyra"
 PROCESSES = ("separate", "gateway", "mixed")
 _KINDS = {"separate": "proc", "gateway": "gw", "mixed": "mix"}
 #: one: one profile; two: the agents alternate between two; bystander: one, plus one
-#: nobody refreshes
-POPULATIONS = ("one", "two", "bystander")
+#: nobody refreshes; login: one, plus an outside writer logging in to another at once
+POPULATIONS = ("one", "two", "bystander", "login")
+#: the outside writer of a ``login`` population (``AgentSpec.logs_in``)
+LOGIN_AGENT = "login"
 SECOND_PROFILE = "anthropic:default"
 BYSTANDER = "openai-codex:work"
 _LABEL = re.compile(
     r"(?P<layout>[a-z-]+)/(?P<os>[a-z]+)/(?P<agents>[0-9]+)x(?P<processes>proc|gw|mix)/"
     r"(?P<policy>[A-Za-z0-9_.-]+)/(?P<fault>[a-z0-9+]+)(?:/(?P<expiries>[0-9]+)exp)?"
-    r"(?:/(?P<population>2prof|bystander))?(?:/skew(?P<skew>[0-9]+))?(?P<torn>/torn)?"
+    r"(?:/(?P<population>2prof|bystander|login))?(?:/skew(?P<skew>[0-9]+))?(?P<torn>/torn)?"
 )
 
 E = TypeVar("E", bound=enum.Enum)
@@ -73,7 +76,9 @@ class GeneratedWorld:
         if found is None:
             return None
         kinds = {kind: name for name, kind in _KINDS.items()}
-        population = {"2prof": "two", "bystander": "bystander"}.get(found["population"] or "")
+        population = {"2prof": "two", "bystander": "bystander", "login": "login"}.get(
+            found["population"] or ""
+        )
         return cls(
             layout=found["layout"],
             os=found["os"],
@@ -92,7 +97,9 @@ class GeneratedWorld:
         kind = _KINDS.get(self.processes, self.processes)
         label = f"{self.layout}/{self.os}/{self.agents}x{kind}/{self.policy}/{self.fault}"
         label += f"/{self.expiries}exp" if self.expiries != 1 else ""
-        label += {"two": "/2prof", "bystander": "/bystander"}.get(self.population, "")
+        label += {"two": "/2prof", "bystander": "/bystander", "login": "/login"}.get(
+            self.population, ""
+        )
         label += f"/skew{self.skew}" if self.skew else ""
         return label + ("/torn" if self.torn else "")
 
@@ -106,6 +113,7 @@ class GeneratedWorld:
         store = {
             "two": ", two profiles in the store",
             "bystander": ", a bystander profile in the store",
+            "login": ", an outside login to another profile",
         }.get(self.population, "")
         store += f", the last agent's clock {self.skew} s ahead" if self.skew else ""
         store += ", torn writes" if self.torn else ""
@@ -142,6 +150,8 @@ class GeneratedWorld:
             shared = self.processes == "gateway" or (self.processes == "mixed" and not last)
             profile = SECOND_PROFILE if self.population == "two" and index % 2 else ""
             agents.append(AgentSpec(name, turns, 1 if shared else None, profile))
+        if self.population == "login":  # logs in to another profile as the agents refresh
+            agents.append(AgentSpec(LOGIN_AGENT, turns[:1], profile=SECOND_PROFILE, logs_in=True))
         return WorldSpec(
             agents=tuple(agents),
             policy=policy,

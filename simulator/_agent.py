@@ -19,6 +19,7 @@ from refresh_engine import (
 
 from ._faults import REQUEST_FAULTS, FaultKind
 from ._semantics import io_failure
+from ._world import AgentSpec
 
 
 class AgentStatus(enum.Enum):
@@ -55,6 +56,7 @@ class _Agent:
         "token",
         "skew",
         "host",
+        "logs_in",
         "tries",
         "torn",
     )
@@ -66,7 +68,7 @@ class _Agent:
         ctx: AgentContext,
         turns: tuple[float, ...],
         skew: float,
-        host: str = "",
+        spec: AgentSpec | None = None,
     ) -> None:
         self.name = name
         self.pid = pid
@@ -80,7 +82,8 @@ class _Agent:
         self.request_id = ""
         self.token = ""
         self.skew = skew
-        self.host = host  # its machine or pid namespace: "" for the first
+        self.host = spec.host if spec else ""  # its machine or pid namespace ("": the first)
+        self.logs_in = spec.logs_in if spec else False  # an outside login, not a refresher
         self.tries = 0  # msvcrt.locking LK_LOCK attempts so far
         self.torn = False  # the first part of a torn write is written
 

@@ -18,14 +18,14 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from fake_oauth_server import AuthServer, Request, fingerprint
+from fake_oauth_server import AuthServer, fingerprint
 from refresh_engine import (
     Done,
     Effect,
     Failed,
+    Flow,
     FlowRunner,
     HttpPost,
-    HttpResponse,
     MsvcrtLocking,
     MsvcrtMode,
     Mutex,
@@ -50,6 +50,7 @@ from ._faults import FaultKind
 from ._filesystem import FileSystemFactory
 from ._footprint import SERVER_READ, Footprint, local
 from ._history import EventKind, HistoryEvent, Refusal
+from ._login import outside_login
 from ._os import MSVCRT_TRIES, WINDOWS_EDEADLOCK, OsLayer
 from ._result import Engine, RunResult
 from ._schedule import Chooser, default_choice, minimal_schedule
@@ -62,7 +63,7 @@ from ._semantics import (
     io_failure,
     rule_for,
 )
-from ._syscalls import os_call
+from ._syscalls import http_call, os_call
 from ._vfs import VirtualFS
 from ._view import _View
 from ._watch import StoreWatch, read_files
@@ -82,10 +83,7 @@ class Simulation:
         """``backend`` builds the filesystem from the virtual clock: ``VirtualFS``, or a
         real one that ``simulator.real`` builds to check the model against an OS."""
         self.spec = spec
-        #: ``engine`` is the template: each process runs its own copy, made when the
-        #: process first runs and again after it is killed, so state an engine keeps in
-        #: memory is shared by the agents of one process only, and dies with it
-        self.engine = engine
+        self.engine = engine  # a template: each process runs a copy of its own (``_flow``)
         self._engines: dict[int, Engine] = {}
         self._new_pids = itertools.count(5001)  # pids for restarted processes: none used yet
         self.chooser = chooser
@@ -95,7 +93,7 @@ class Simulation:
         self.server = AuthServer(spec.policy, seed=spec.server_seed)
         seed_world(spec, self.fs, self.server)
         self.agents = [
-            _Agent(a.name, spec.pid(i), spec.context(a.name), a.turns, spec.skew(a.name), a.host)
+            _Agent(a.name, spec.pid(i), spec.context(a.name), a.turns, spec.skew(a.name), a)
             for i, a in enumerate(spec.agents)
         ]
         self.faults_left = spec.max_faults
@@ -212,11 +210,18 @@ class Simulation:
     def _begin_turn(self, agent: _Agent) -> None:
         agent.next_turn += 1
         self._record(EventKind.TURN_BEGIN, agent.name, note=f"turn {agent.next_turn}")
+        agent.runner = FlowRunner(self._flow(agent))
+        self._after(agent, agent.runner.start())
+
+    def _flow(self, agent: _Agent) -> Flow[str]:
+        """The turn, by the process's own engine copy (made anew after a kill, so what an
+        engine keeps in memory dies with its process); or an outside login (``_login``)."""
         engine = self._engines.get(agent.pid)
         if engine is None:
             engine = self._engines[agent.pid] = copy.deepcopy(self.engine)
-        agent.runner = FlowRunner(engine.access_token(agent.ctx))
-        self._after(agent, agent.runner.start())
+        if not agent.logs_in:
+            return engine.access_token(agent.ctx)
+        return outside_login(engine, agent.ctx, self.server.seed_grant(self.now))
 
     def _resume(self, agent: _Agent, outcome: Outcome) -> None:
         assert agent.runner is not None
@@ -292,8 +297,8 @@ class Simulation:
         """The effects whose row says the kernel carries them out: they wait or take two steps."""
         match effect:
             case HttpPost():
-                agent.request_id = f"s{self.step}"
-                agent.response = self._post(effect, agent.request_id)
+                agent.request_id = request_id = f"s{self.step}"
+                agent.response = http_call(self.server, self._base, effect, request_id, self.now)
                 agent.status = AgentStatus.AWAITING
                 self._record(
                     EventKind.REQUEST, agent.name, effect=effect, request_id=agent.request_id
@@ -401,20 +406,6 @@ class Simulation:
             self.watch.path_of,
             lambda owner, name: (owner, name) not in self.mutexes,
         )
-
-    def _post(self, effect: HttpPost, request_id: str) -> Outcome:
-        url = urllib.parse.urlsplit(effect.url)
-        if (url.scheme, url.netloc) != (self._base.scheme, self._base.netloc):
-            return Failed("ConnectionRefusedError", 111, f"no server at {url.netloc}")
-        request = Request(
-            method="POST",
-            path=url.path,
-            body=effect.body,
-            headers=(("content-type", effect.content_type),),
-            request_id=request_id,
-        )
-        response = self.server.handle(request, self.now)
-        return HttpResponse(response.status, response.body)
 
     def footprint(self, agent: _Agent, fault: FaultKind | None = None) -> Footprint:
         """What ``agent``'s next step (struck by ``fault``) would touch; see ``_semantics``."""

@@ -61,6 +61,10 @@ class AgentSpec:
     #: the machine (or container: pid namespace) it runs on, sharing the store over a network
     #: or a bind mount; "" is the first.  Another host's pids name no process here.
     host: str = ""
+    #: an outside writer, not a refresher: at each turn it logs in anew (a new grant from
+    #: the server, out of band, as a CLI login does) and saves it into the store with the
+    #: engine's own ``save``; it refreshes nothing.  Give it a profile of its own.
+    logs_in: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +117,8 @@ class WorldSpec:
                 raise WorldError(f"agents of one process run on one host: {agent.name} does not")
         if len(set(self.bystanders)) != len(self.bystanders):
             raise WorldError(f"bystander profiles must be distinct, got {list(self.bystanders)}")
-        if set(self.bystanders) & {self.profile_of(name) for name in names}:
+        refreshers = [agent.name for agent in self.agents if not agent.logs_in]
+        if set(self.bystanders) & {self.profile_of(name) for name in refreshers}:
             raise WorldError("a bystander profile is one no agent refreshes")
 
     @property
@@ -130,7 +135,7 @@ class WorldSpec:
         """Every profile in the store, the ones agents use first (in agent order), then
         the bystanders."""
         used = dict.fromkeys(self.profile_of(agent.name) for agent in self.agents)
-        return (*used, *self.bystanders)
+        return tuple(dict.fromkeys((*used, *self.bystanders)))
 
     @property
     def state_dir(self) -> str:

@@ -74,13 +74,22 @@ BROKEN: dict[str, Callable[[], ReferenceEngine]] = {
 
 @st.composite
 def worlds(draw: st.DrawFn) -> WorldSpec:
-    """Two agents; one or two profiles between them; maybe a bystander; their own turns
-    (small enough for an exhaustive search to finish: every verdict is "ruled out")."""
+    """Two agents; one or two profiles between them; maybe a bystander; maybe an outside
+    login to another profile; their own turns (small enough for an exhaustive search to
+    finish: every verdict is "ruled out")."""
     second = draw(st.sampled_from(("", "anthropic:default", "openai-codex:work")))
     bystanders = draw(st.sampled_from(((), ("google:default",))))
-    nova = draw(st.sampled_from(((HOUR,), (HOUR, 2 * HOUR))))  # small enough to finish
+    logs_in = draw(st.booleans())
+    # small enough for an exhaustive search to finish
+    nova = (HOUR,) if logs_in else draw(st.sampled_from(((HOUR,), (HOUR, 2 * HOUR))))
+    agents = [AgentSpec("atlas", (HOUR,)), AgentSpec("nova", nova, profile=second)]
+    # an outside writer: a login to a profile no agent refreshes, while they refresh
+    others = [key for key in ("mistral:default", *bystanders) if key]
+    if logs_in:
+        login = draw(st.sampled_from(others))
+        agents.append(AgentSpec("login", (HOUR,), profile=login, logs_in=True))
     return WorldSpec(
-        agents=(AgentSpec("atlas", (HOUR,)), AgentSpec("nova", nova, profile=second)),
+        agents=tuple(agents),
         layout=draw(st.sampled_from((StoreLayout.SHARED, StoreLayout.MIRRORED))),
         bystanders=bystanders,
     )
@@ -89,11 +98,11 @@ def worlds(draw: st.DrawFn) -> WorldSpec:
 def _search(spec: WorldSpec, name: str, factory: Callable[[], ReferenceEngine]) -> EngineResult:
     entry = EngineEntry(name, factory, Expectation.CLEAN, name)
     return search_engine(
-        "profiles", spec, entry, max_examples=1500, seed=0, strategy=Strategy.EXHAUSTIVE
+        "profiles", spec, entry, max_examples=5000, seed=0, strategy=Strategy.EXHAUSTIVE
     )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=worlds(), engine=st.sampled_from(sorted(CORRECT)))
 def test_correct_engines_keep_every_profile_in_every_schedule(spec: WorldSpec, engine: str) -> None:
     result = _search(spec, engine, CORRECT[engine])
@@ -109,7 +118,9 @@ def test_engines_that_break_another_profile_are_caught(spec: WorldSpec, engine: 
     kinds = {anomaly.kind for anomaly in fatal(result.anomalies)}
     if engine == "keeps-only-its-own" and several:  # any save wipes the other profile
         assert AnomalyKind.LOST_UPDATE in kinds
-    if engine == "profile-lock-only" and len(set(map(spec.profile_of, ("atlas", "nova")))) == 2:
+    logins = [agent.name for agent in spec.agents if agent.logs_in]
+    profiles = set(map(spec.profile_of, ("atlas", "nova", *logins)))
+    if engine == "profile-lock-only" and len(profiles) > 1:
         assert AnomalyKind.LOST_UPDATE in kinds  # two saves under two locks interleave
     if not several:  # one profile: the same engine is correct
         assert kinds == set()
