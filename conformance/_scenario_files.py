@@ -217,6 +217,10 @@ class _Reader(TomlTables):
         profiles = self.per_agent("profiles", names, str)
         skew = self.per_agent("clock_skew", names, (int, float))
         hosts = self.per_agent("hosts", names, str)
+        logins = self.get("world", "logins", list, [])
+        for name in logins:
+            if name not in names:
+                self.fail("[world] logins", f"{name!r} is not an agent{nearest(str(name), names)}")
         bystanders = self.get("world", "bystanders", list, [])
         if not all(isinstance(key, str) for key in bystanders):
             self.fail("[world] bystanders", "must be a list of 'provider:profile_id' names")
@@ -235,6 +239,7 @@ class _Reader(TomlTables):
                         processes.get(name),
                         profiles.get(name, ""),
                         hosts.get(name, ""),
+                        name in logins,
                     )
                     for name in names
                 ),
@@ -339,6 +344,7 @@ _KEYS: dict[str, frozenset[str]] = {
             "mtime_resolution",
             "pid_reuse",
             "hosts",
+            "logins",
         }
     ),
     "expect": frozenset({"engine", "reproduces", "anomaly", "reference"}),

@@ -200,3 +200,17 @@ def test_a_scenario_file_puts_agents_on_hosts(tmp_path: Path) -> None:
     path.write_text(head + 'hosts = { nvoa = "laptop" }\n')
     with pytest.raises(ConformanceError, match="'nvoa' is not an agent"):
         load_scenario_file(path)
+
+
+def test_a_scenario_file_names_its_outside_logins(tmp_path: Path) -> None:
+    from conformance import ConformanceError
+    from conformance._scenario_files import load_scenario_file
+
+    head = '[scenario]\nname = "login"\n[world]\nagents = ["atlas", "cli"]\n'
+    path = tmp_path / "login.toml"
+    path.write_text(head + 'logins = ["cli"]\nprofiles = { cli = "anthropic:default" }\n')
+    agents = load_scenario_file(path).world.agents
+    assert [agent.logs_in for agent in agents] == [False, True]
+    path.write_text(head + 'logins = ["clu"]\n')
+    with pytest.raises(ConformanceError, match="'clu' is not an agent"):
+        load_scenario_file(path)
