@@ -5,7 +5,8 @@ battery of them is strong on those bugs and weak beyond.  These worlds vary
 one dimension at a time from a plain world (shared store, Linux, agents in
 their own processes, OpenAI's policy): the topology (separate processes,
 one gateway process, a mix), a server fault during a refresh (5xx, 429,
-reset, a lost response with and without a reuse window), a process fault
+reset, a lost response with and without a reuse window, an answer 30 s
+late), a process fault
 (kill, crash, a stall shorter and longer than a lock's stale timeout), a disk
 fault (a write, fsync, replace, create or lock that fails; alone, and then a
 crash, where an fsync whose failure was ignored costs the save), the store's
@@ -91,6 +92,7 @@ BATTERY: tuple[BatteryWorld, ...] = (
     _world("server fault: connection reset", "shared/linux/2xproc/openai/reset"),
     _world("server fault: lost response, no window", "shared/linux/2xproc/openai/drop"),
     _world("server fault: lost response, reuse window", "shared/linux/2xproc/okta/drop"),
+    _world("server fault: a slow answer (30 s)", "shared/linux/2xproc/openai/slow"),
     _world("process fault: kill", "shared/linux/2xproc/openai/kill"),
     _world("process fault: machine crash", "shared/linux/2xproc/openai/crash"),
     _world("process fault: 1 s stall", "shared/linux/2xproc/openai/stall1"),

@@ -6,7 +6,8 @@ A label is ``layout/os/<agents>x<proc|gw|mix>/policy/fault``, with
 another profile while the agents refresh) for a store of several profiles: for instance
 ``shared/linux/2xproc/openai/crash`` or ``shared/linux/3xmix/openai/none/2prof``.
 ``mix`` puts every agent but the last in one gateway process; a fault
-``stall<N>`` stalls an agent for N seconds (``stall`` alone: 30), and
+``stall<N>`` stalls an agent for N seconds (``stall`` alone: 30), ``slow<N>``
+delays the server's answer as long, and
 ``ioerror+crash`` allows two faults in one run, one of each kind.  The matrix
 and ``check``'s battery print labels in every replay command;
 ``load_scenario`` parses one and builds the very same world, so a generated
@@ -168,19 +169,19 @@ class GeneratedWorld:
 
 def _faults_and_stall(name: str) -> tuple[frozenset[FaultKind], float]:
     """The faults a label names, each striking at most once (``ioerror+crash``: both), and
-    the stall length (``stall<N>``: N seconds; else 30)."""
+    the stall length (``stall<N>`` or ``slow<N>``, a slow answer: N seconds; else 30)."""
     if name == "none":
         return frozenset(), 30.0
     faults: set[FaultKind] = set()
     stall = 30.0
     for part in name.split("+"):
-        found = re.fullmatch(r"stall([0-9]+)", part)
+        found = re.fullmatch(r"(stall|slow)([0-9]+)", part)
         try:
-            kind = FaultKind.STALL if found else FaultKind.parse(part)
+            kind = FaultKind.parse(found[1] if found else part)
         except ValueError as exc:
             raise ConformanceError(str(exc)) from None
         if kind in faults:
             raise ConformanceError(f"fault {kind.value!r} is named twice in {name!r}")
         faults.add(kind)
-        stall = float(found[1]) if found else stall
+        stall = float(found[2]) if found else stall
     return frozenset(faults), stall

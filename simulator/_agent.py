@@ -28,11 +28,12 @@ class AgentStatus(enum.Enum):
     SLEEPING = "sleeping"  # the engine asked to sleep
     STALLED = "stalled"  # a stall fault stopped it; its pending effect waits
     AWAITING = "awaiting"  # its request reached the server; the response is in flight
+    DELAYED = "delayed"  # a slow answer: the response arrives when it wakes
     USING = "using"  # the engine returned a token; the agent will use it next step
     DONE = "done"  # no turns left, or stranded
 
 
-_WAITING = (AgentStatus.IDLE, AgentStatus.SLEEPING, AgentStatus.STALLED)
+_WAITING = (AgentStatus.IDLE, AgentStatus.SLEEPING, AgentStatus.STALLED, AgentStatus.DELAYED)
 
 _REQUEST_FAULT_OUTCOMES: dict[FaultKind, Outcome] = {
     FaultKind.SERVER_ERROR: HttpResponse(503, b'{"error": "temporarily_unavailable"}'),
@@ -91,7 +92,7 @@ class _Agent:
 def fault_options(agent: _Agent, allowed: frozenset[FaultKind]) -> tuple[FaultKind, ...]:
     """The faults of ``allowed`` that mean something for ``agent`` now.
 
-    A lost response needs a response in flight; a server fault, a request
+    A lost or slow response needs a response in flight; a server fault, a request
     about to be sent; a stall, an effect to do; an I/O error, a file call its
     row says can fail.  A kill or a crash can strike any time.
     """
@@ -100,7 +101,7 @@ def fault_options(agent: _Agent, allowed: frozenset[FaultKind]) -> tuple[FaultKi
     options: list[FaultKind] = []
     pending = agent.runner.pending if agent.runner is not None else None
     if agent.status is AgentStatus.AWAITING:
-        options.append(FaultKind.DROP)
+        options.extend((FaultKind.DROP, FaultKind.SLOW))
     elif isinstance(pending, HttpPost):
         options.extend(REQUEST_FAULTS)
     if agent.status is AgentStatus.READY:

@@ -27,6 +27,7 @@ class FaultKind(enum.Enum):
     RESET = "reset"  # the connection resets before the server sees the request
     STALL = "stall"  # the agent stops for a while (GC pause, swapped out, slow disk)
     CRASH = "crash"  # the machine loses power: every process dies, unsynced data is lost
+    SLOW = "slow"  # the server committed; its answer arrives only after the stall length
     IO_ERROR = "ioerror"  # the agent's next file call fails (disk full, I/O error, no locks)
 
     @classmethod

@@ -194,6 +194,8 @@ class Simulation:
                 self._begin_turn(agent)
             elif agent.status is AgentStatus.STALLED:
                 agent.status = AgentStatus.READY  # the pending effect is still to do
+            elif agent.status is AgentStatus.DELAYED:
+                agent.status = AgentStatus.AWAITING  # the slow answer is here
             else:
                 self._resume(agent, Done())
         return True
@@ -447,8 +449,9 @@ class Simulation:
                 agent.request_id = f"s{self.step}"
                 agent.response = _REQUEST_FAULT_OUTCOMES[fault]
                 agent.status = AgentStatus.AWAITING
-            case FaultKind.STALL:
-                agent.status = AgentStatus.STALLED
+            case FaultKind.STALL | FaultKind.SLOW:
+                slow = fault is FaultKind.SLOW
+                agent.status = AgentStatus.DELAYED if slow else AgentStatus.STALLED
                 agent.wake_at = self.now + self.spec.stall_seconds
             case FaultKind.IO_ERROR:  # the call fails before it touches anything
                 effect = agent.runner.pending if agent.runner is not None else None

@@ -500,6 +500,7 @@ def fault_footprint(fault: FaultKind, agent: str) -> Footprint:
             | FaultKind.RATE_LIMIT
             | FaultKind.RESET
             | FaultKind.STALL
+            | FaultKind.SLOW
             | FaultKind.IO_ERROR
         ):
             return frozenset({(f"agent:{agent}", True), ("faults", True)})

@@ -91,6 +91,7 @@ def test_the_reference_is_clean_in_every_battery_world() -> None:
     [
         ("profile-lock-only", "shared/linux/2xproc/openai/none/2prof"),  # not its own scenario's
         ("short-stale-timeout", "shared/linux/2xproc/openai/stall600"),  # a stall, not a sleep
+        ("short-stale-timeout", "shared/linux/2xproc/openai/slow"),  # the holder waits 30 s
         ("lockf-in-gateway", "shared/linux/3xgw/openai/none"),
         ("profile-lock-only", "shared/linux/2xproc/openai/none/login"),
         ("disk_error_engines:SwallowsSaveErrors", "shared/linux/2xproc/openai/ioerror"),

@@ -275,3 +275,24 @@ def test_a_save_that_fails_after_the_refresh_is_a_warning_only_if_reported() -> 
     assert fatal(honest) == [], [str(a) for a in honest]
     swallowed = check(simulate(spec, SwallowsSaveErrors(), _strike_at(at, FaultKind.IO_ERROR)))
     assert [a.kind for a in fatal(swallowed)] == [AnomalyKind.TOKEN_LOST]
+
+
+def test_a_slow_answer_arrives_after_the_stall_and_others_run_meanwhile(
+    two_agents: WorldSpec,
+) -> None:
+    """``slow`` at the first response: the server committed at the request, the answer
+    comes ``stall_seconds`` later, and the other agent runs up to the lock in between."""
+    spec = with_faults(two_agents, FaultKind.SLOW)
+    plain = simulate(spec, ReferenceEngine(), DefaultChooser())
+    request = next(e for e in plain.events if e.kind is EventKind.REQUEST)
+    result = simulate(spec, ReferenceEngine(), _strike_at(request.step + 1, FaultKind.SLOW))
+    (fault,) = [e for e in result.events if e.kind is EventKind.FAULT]
+    assert fault.agent == request.agent
+    response = next(e for e in result.events if e.kind is EventKind.RESPONSE)
+    assert response.time - fault.time == spec.stall_seconds
+    accepted = next(e for e in result.audit if e.kind is AuditKind.ACCEPTED)
+    assert accepted.time == request.time  # committed at once; only the answer was slow
+    between = [e for e in result.events if fault.step < e.step < response.step]
+    other = {"atlas", "nova"} - {fault.agent}
+    assert {e.agent for e in between} == other  # the struck one waits; the other runs to the lock
+    assert fatal(check(result)) == []

@@ -327,7 +327,7 @@ PINNED = {
     "skip-reread/decision": "shared/linux/3xproc/openai/none",
     "write-in-place/ftruncate-0": "shared/linux/2xgw/openai/none/2exp",
     "unlock-early/after-exchange": "shared/linux/3xproc/openai/none",
-    "ignore-error/replace": "shared/windows/3xproc/openai/none",
+    "ignore-error/replace": "shared/linux/2xproc/openai/ioerror",
     "stale-break/age-20s": "shared/linux/2xproc/openai/kill",
     "ignore-error/write": "shared/linux/2xproc/openai/ioerror",
     "ignore-error/lock": "shared/linux/2xproc/openai/ioerror",

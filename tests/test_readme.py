@@ -42,7 +42,7 @@ def test_readme_engine_is_caught_exactly_where_the_readme_says(
     assert "flock is not available on win32" in out
     assert "TimeoutError" in out
     assert "refresh refused (503)" in out
-    assert len(rows) == 38  # the battery's 23 worlds and the 15 scenarios the reference claims
+    assert len(rows) == 42  # the battery's 27 worlds and the 15 scenarios the reference claims
 
 
 def test_readme_check_command_matches_the_cli() -> None:
