@@ -159,15 +159,23 @@ class GuardedProtocol(H11Protocol):
         super().on_response_complete()
         self._watch()
 
-    def eof_received(self) -> None:
-        """The client stopped sending: a request cut short is answered 400, never acted on."""
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        """The client stopped sending: a request cut short is answered 400, never acted on.
+
+        A complete request still being handled keeps the connection half open,
+        so its answer goes out (the token it spent is not lost on the way).
+        """
+        cycle = self.cycle
+        if self.conn.their_state is h11.DONE and cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # close once answered
+            return True
         if self.conn.their_state is h11.SEND_BODY:
             self._refuse(
                 Failure.INVALID_REQUEST, 400, "The request body ended before its declared length."
             )
         elif self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
             self._refuse(Failure.INVALID_REQUEST, 400, "The request ended inside its headers.")
-        super().eof_received()  # returning nothing: the transport closes
+        return None  # the transport closes
 
     def send_400_response(self, msg: str) -> None:
         """Bytes that are not HTTP/1.1: a JSON ``invalid_request`` instead of uvicorn's text."""

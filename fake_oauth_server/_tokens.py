@@ -80,12 +80,12 @@ def redact(text: str) -> str:
 _SECRET_PARAM_RE = re.compile(
     r"(?i)((?:^|[?&;\s])[\w.-]*(?:token|code|secret|password|assertion|key)=)([^&\s\"]+)"
 )
-#: Anything token-shaped: any JWT, or a run of 32+ base64url or standard-base64 characters
-#: with both a letter and a digit in it (hex digests, opaque tokens, API keys).
+#: Anything token-shaped: any JWT, a run of 32+ hex digits, or a run of 32+ base64url or
+#: standard-base64 characters with a digit in it (opaque tokens, API keys, digests).
 _FOREIGN_TOKEN_RE = re.compile(
     r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
-    r"|(?<![A-Za-z0-9_+/-])(?=[A-Za-z0-9_+/-]*[0-9])(?=[A-Za-z0-9_+/-]*[A-Za-z])"
-    r"[A-Za-z0-9_+/-]{32,}={0,2}"
+    r"|(?<![A-Za-z0-9_+/-])(?:[0-9A-Fa-f]{32,}|(?=[A-Za-z0-9_+/-]*[0-9])[A-Za-z0-9_+/-]{32,})"
+    r"={0,2}"
 )
 
 
