@@ -11,8 +11,8 @@ runs, for
   no page can add to a cross-site request without a preflight we never grant);
 * a ``Host`` that is ``localhost`` or an IP address (a rebinding page's host
   is a name), a loopback one unless the server was bound beyond loopback;
-* no ``Origin`` (or ``Sec-Fetch-Site``) saying the request came from another site;
-* a JSON body or none: the form and ``text/plain`` types a page may send freely are refused.
+* no ``Origin`` (or ``Sec-Fetch-Site``) saying the request came from another site
+  (browsers send ``Origin`` with every cross-site ``POST``, ``text/plain`` or not).
 """
 
 from __future__ import annotations
@@ -26,10 +26,6 @@ from urllib.parse import urlsplit
 from ._wire import Headers, header
 
 CONTROL_TOKEN_HEADER = "x-control-token"
-#: Body types a web page may send cross-site without a preflight (and JSON is not one).
-_SIMPLE_TYPES = frozenset(
-    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
-)
 
 
 def new_control_token() -> str:
@@ -90,7 +86,7 @@ class ControlAccess:
         token = "None" if self.token is None else "'…'"
         return f"ControlAccess(enabled={self.enabled}, token={token})"
 
-    def refusal(self, method: str, headers: Headers) -> Refusal | None:
+    def refusal(self, headers: Headers) -> Refusal | None:
         """Why this request may not use the control API, or ``None`` if it may."""
         if not self.enabled:
             return Refusal(404, "not_found", "The control API is off on this server.")
@@ -104,9 +100,6 @@ class ControlAccess:
             return Refusal(403, "access_denied", "The control API refuses cross-origin requests.")
         if (header(headers, "sec-fetch-site") or "").lower() == "cross-site":
             return Refusal(403, "access_denied", "The control API refuses cross-site requests.")
-        media = (header(headers, "content-type") or "").split(";", 1)[0].strip().lower()
-        if method.upper() != "GET" and media in _SIMPLE_TYPES:
-            return Refusal(415, "invalid_request", "Control request bodies must be JSON.")
         if self.token is not None:
             given = header(headers, CONTROL_TOKEN_HEADER) or ""
             if not hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode()):

@@ -157,7 +157,7 @@ class FakeOAuthApp:
         if control_call:
             from ._control import control
 
-            refusal = self.control.refusal(method, headers)
+            refusal = self.control.refusal(headers)
             if refusal is not None:
                 status, out = refusal.status, (("content-type", "application/json"),)
                 fields = {"error": refusal.error, "error_description": refusal.description}
