@@ -222,12 +222,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help=f"what the control API asks for in {CONTROL_TOKEN_HEADER} (default: random, printed)",
     )
     limits = Limits()
-    for name, default in (("header", limits.header_timeout), ("body", limits.body_timeout)):
+    for name, part, default in (
+        ("header", "headers", limits.header_timeout),
+        ("body", "body", limits.body_timeout),
+    ):
         parser.add_argument(
             f"--{name}-timeout",
             type=float,
             default=default,
-            help=f"seconds a client may take to send the request {name}s (default %(default)s)",
+            help=f"seconds a client may take to send a request's {part} (default %(default)s)",
         )
     parser.add_argument(
         "--max-connections",
