@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import secrets
 import signal
 import ssl
 import statistics
@@ -31,6 +32,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+CONTROL_TOKEN = secrets.token_hex(16)
+CONTROL_HEADERS = {"x-control-token": CONTROL_TOKEN}
 
 
 @dataclass
@@ -66,7 +69,8 @@ async def run_level(base_url: str, clients: int, total: int, seconds: float) -> 
         ]
         tokens = []
         for index, http in enumerate(pool):
-            grant = await http.post("/_control/grants", json={"user": f"u{index}"})
+            user = {"user": f"u{index}"}
+            grant = await http.post("/_control/grants", json=user, headers=CONTROL_HEADERS)
             tokens.append(grant.json()["refresh_token"])
         deadline = time.monotonic() + seconds
 
@@ -92,6 +96,7 @@ async def run_level(base_url: str, clients: int, total: int, seconds: float) -> 
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "fake_oauth_server", "--port", "0", "--policy", "openai"]
+    command += ["--control-token", CONTROL_TOKEN]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     assert process.stdout is not None

@@ -11,13 +11,16 @@ gives the refresh behaviour of a real server (``openai``, ``rfc9700``,
 Surfaces over the same core: ``mount_respx`` / ``respx_server`` put it
 behind httpx in-process; ``serve_in_thread`` and ``python -m
 fake_oauth_server`` run it as a real HTTP server on loopback with a control
-API (``ControlClient``).  Tokens never appear raw in audit events, logs or
-reprs; ``fingerprint`` and ``redact`` give the safe form.  JWTs (id_tokens,
-JWT access tokens) go through PyJWT, signed HS256 or, under
+API (``ControlClient``), gated by a ``ControlAccess`` (a token, no web
+pages) and guarded by ``Limits`` (read deadlines, a connection cap).
+Tokens never appear raw in audit events, logs or reprs; ``fingerprint``,
+``redact`` and ``redact_log`` give the safe form.  JWTs (id_tokens, JWT
+access tokens) go through PyJWT, signed HS256 or, under
 ``Policy.jwt_signing = JwtSigning.RS256``, with a seed-derived RSA key whose
 public half ``JWKS_PATH`` publishes.
 """
 
+from ._access import CONTROL_TOKEN_HEADER, ControlAccess
 from ._asgi import FakeOAuthApp
 from ._authcode import s256
 from ._client import ControlClient
@@ -41,6 +44,7 @@ from ._errors import (
     UnknownPreset,
 )
 from ._faults import Delivery, Fault, FaultKind, FaultPlan
+from ._guard import Limits
 from ._jwt import OPENAI_AUTH_CLAIM, account_id, decode_jwt, encode_jwt, jwt_key
 from ._messages import (
     AccessCheck,
@@ -55,11 +59,12 @@ from ._policy import ErrorDialect, JwtSigning, Policy, ReuseResponse, ReuseScope
 from ._presets import PRESETS, preset_name
 from ._respx import DEFAULT_BASE_URL, InProcessServer, ManualClock, mount_respx, respx_server
 from ._serve import RunningServer, main, serve_in_thread
-from ._tokens import TOKEN_RE, fingerprint, redact
+from ._tokens import TOKEN_RE, fingerprint, redact, redact_log
 from ._wire import agent_path, split_agent
 
 __all__ = [
     "AUTHORIZE_PATH",
+    "CONTROL_TOKEN_HEADER",
     "DEFAULT_BASE_URL",
     "DEFAULT_ISSUER",
     "JWKS_PATH",
@@ -74,6 +79,7 @@ __all__ = [
     "AuditEvent",
     "AuditKind",
     "AuthServer",
+    "ControlAccess",
     "ControlClient",
     "ControlError",
     "Delivery",
@@ -88,6 +94,7 @@ __all__ = [
     "InvalidFault",
     "InvalidPolicy",
     "JwtSigning",
+    "Limits",
     "ManualClock",
     "Policy",
     "Request",
@@ -109,6 +116,7 @@ __all__ = [
     "mount_respx",
     "preset_name",
     "redact",
+    "redact_log",
     "respx_server",
     "s256",
     "serve_in_thread",

@@ -8,7 +8,13 @@ use under real concurrency.  ``/_control/...`` is the control API for tests
 the TCP connection with an RST, ``drop`` commits the request and then closes
 the connection without a response.  Those two need the transport, which the
 ASGI interface hides, so ``_serve.py`` runs uvicorn with a protocol that
-registers each connection in ``CONNECTIONS``; elsewhere they answer 502.
+registers each connection in ``CONNECTIONS`` (``_guard.py``); elsewhere they
+answer 502.
+
+A request is acted on only once its body is complete (``more_body`` false):
+a client that disconnects mid-body has spent nothing.  The control API is
+gated by a ``ControlAccess`` (``_access.py``): on or off, a token, and no
+requests from web pages.
 
 Nothing raises out of the application: a bug is answered with a JSON 500,
 never a traceback, and the access log (off by default) shows fingerprints.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import socket
 import struct
@@ -26,24 +33,31 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ._access import ControlAccess
 from ._core import TOKEN_PATH, AuthServer
 from ._dialects import Failure, error_response
 from ._faults import Fault, FaultKind
+from ._guard import CONNECTIONS
 from ._hold import HoldQueue
 from ._messages import Request, Response
-from ._tokens import redact
-from ._wire import Headers, split_agent, split_target
+from ._tokens import redact_log
+from ._wire import Headers, encode_json, split_agent, split_target
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-#: (server address, client address) -> the connection's transport, kept by ``_serve.py``.
-CONNECTIONS: dict[tuple[object, object], asyncio.Transport] = {}
 #: Bodies above this are refused with 413.
 MAX_BODY = 64 * 1024
 CONTROL_PREFIX = "/_control"
+
+
+class BodyProblem(enum.Enum):
+    """Why a request body cannot be acted on."""
+
+    TOO_LARGE = "too large"
+    INCOMPLETE = "incomplete"  # the client went away before ``more_body`` was false
 
 
 class FakeOAuthApp:
@@ -56,8 +70,11 @@ class FakeOAuthApp:
         hold_timeout: float = 60.0,
         workers: int = 8,
         access_log: Callable[[str], None] | None = None,
+        control: ControlAccess | None = None,
     ) -> None:
         self.server = server
+        #: Who may use ``/_control/``; by default anyone on loopback, without a token.
+        self.control = control if control is not None else ControlAccess()
         self.hold = HoldQueue(hold_timeout)
         #: Seconds added to the wall clock (``POST /_control/clock``).
         self.clock_offset = 0.0
@@ -127,9 +144,12 @@ class FakeOAuthApp:
         )
         target = f"{path}?{query}" if query else path
         body = await _read_body(receive, MAX_BODY)
+        if body is BodyProblem.INCOMPLETE:  # nobody to answer, nothing to act on
+            self._log(scope, method, target, 0, "-", note="incomplete body")
+            return
         control_call = path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/")
         request_id = "" if control_call else f"r{next(self._ids)}"
-        if body is None:
+        if body is BodyProblem.TOO_LARGE:
             request = Request(method, target, b"", headers, request_id)
             status, payload, out = self._fail(Failure.BODY_TOO_LARGE, request)
             await _send(send, scope, status, payload, out, request_id)
@@ -137,6 +157,13 @@ class FakeOAuthApp:
         if control_call:
             from ._control import control
 
+            refusal = self.control.refusal(headers)
+            if refusal is not None:
+                status, out = refusal.status, (("content-type", "application/json"),)
+                fields = {"error": refusal.error, "error_description": refusal.description}
+                await _send(send, scope, status, encode_json(fields), out)
+                self._log(scope, method, target, status, "control", note="refused")
+                return
             status, payload, out = await control(self, method, path, query, body)
             await _send(send, scope, status, payload, out)
             self._log(scope, method, target, status, "control")
@@ -199,29 +226,30 @@ class FakeOAuthApp:
         status: int,
         request_id: str,
         fault: Fault | None = None,
+        note: str = "",
     ) -> None:
         if self._access_log is None:
             return
         client = scope.get("client") or ("-", 0)
-        note = ""
         if fault is not None and fault.kind is not FaultKind.PASS:
-            note = f" fault={fault.kind.value}"
-        line = f'{client[0]}:{client[1]} "{method} {target}" {status or "-"} {request_id}{note}'
-        self._access_log(redact(line)[:500])
+            note = f"fault={fault.kind.value}"
+        tail = f" {note}" if note else ""
+        line = f'{client[0]}:{client[1]} "{method} {target}" {status or "-"} {request_id}{tail}'
+        self._access_log(redact_log(line)[:500])
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or ``None`` when it is over ``limit`` bytes."""
+async def _read_body(receive: Receive, limit: int) -> bytes | BodyProblem:
+    """The whole request body, once ``more_body`` is false; else why there is none."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks)
+            return BodyProblem.INCOMPLETE
         chunk = bytes(message.get("body", b""))
         size += len(chunk)
         if size > limit:
-            return None
+            return BodyProblem.TOO_LARGE
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

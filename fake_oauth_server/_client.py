@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from ._access import CONTROL_TOKEN_HEADER
 from ._errors import ControlError
 from ._faults import TOKEN_PATH, Fault
 from ._messages import AuditEvent, TokenPair
@@ -21,12 +22,20 @@ from ._policy import Policy
 from ._tokens import redact
 
 
+def control_headers(token: str | None) -> dict[str, str]:
+    """The headers that carry a control token (none without one)."""
+    return {} if token is None else {CONTROL_TOKEN_HEADER: token}
+
+
 class ControlClient:
     """``ControlClient("http://127.0.0.1:8900")``: drive a fake server from a test."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
+        """``token``: the server's control token (printed by ``tokenrace serve`` at start)."""
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, trust_env=False, headers=control_headers(token)
+        )
 
     def __repr__(self) -> str:
         return f"ControlClient({self.base_url!r})"

@@ -76,6 +76,38 @@ def redact(text: str) -> str:
     return TOKEN_RE.sub(lambda m: fingerprint(m.group(0)), text)
 
 
+#: A secret-looking parameter (``refresh_token=``, ``code=``, ``client_secret=``...) and its value.
+_SECRET_PARAM_RE = re.compile(
+    r"(?i)((?:^|[?&;\s])[\w.-]*(?:token|code|secret|password|assertion|key)=)([^&\s\"]+)"
+)
+#: Anything token-shaped: any JWT, a run of 32+ hex digits, or a run of 32+ base64url or
+#: standard-base64 characters with a digit in it (opaque tokens, API keys, digests).
+_FOREIGN_TOKEN_RE = re.compile(
+    r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+    r"|(?<![A-Za-z0-9_+/-])(?:[0-9A-Fa-f]{32,}|(?=[A-Za-z0-9_+/-]*[0-9])[A-Za-z0-9_+/-]{32,})"
+    r"={0,2}"
+)
+
+
+def redact_log(text: str) -> str:
+    """``redact``, and also every token-shaped string and secret parameter, from anyone.
+
+    For lines that show what clients sent (the access log): a client may
+    present another server's token, and that must not reach a log either.
+    The shape rule misses short secrets, so values of parameters named like
+    secrets (``...token=``, ``code=``, ``...secret=``, ``password=``) go too.
+    """
+    text = redact(text)
+    text = _SECRET_PARAM_RE.sub(lambda m: m.group(1) + _stand_in(m.group(2)), text)
+    return _FOREIGN_TOKEN_RE.sub(lambda m: _stand_in(m.group(0)), text)
+
+
+def _stand_in(value: str) -> str:
+    if re.fullmatch(r"(?:rt|at|code|jwt|tok)#[0-9a-f]{8}", value):
+        return value  # already a fingerprint
+    return fingerprint(value)
+
+
 class Minter:
     """Mints tokens from (seed, counter) with sha256; one counter for both kinds."""
 

@@ -55,7 +55,10 @@ def live(live_server: RunningServer) -> RunningServer:
 
 @pytest.fixture
 def http(live: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live.base_url, trust_env=False, timeout=10) as client:
+    headers = live.control_headers  # for its /_control/ calls
+    with httpx.Client(
+        base_url=live.base_url, trust_env=False, timeout=10, headers=headers
+    ) as client:
         yield client
 
 

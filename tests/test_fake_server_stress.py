@@ -54,6 +54,7 @@ async def race(live: RunningServer, clients: int, rounds: int) -> list[list[int]
             return await stack.enter_async_context(http)
 
         control = await client()
+        control.headers.update(live.control_headers)
         pool = [await client() for _ in range(clients)]
         for _ in range(rounds):
             pair = live.server.seed_grant(time.time())
@@ -264,6 +265,8 @@ def test_cli_prints_its_url_serves_and_stops_on_interrupt() -> None:
         "hydra",
         "--set",
         "reuse_window=30",
+        "--control-token",
+        "cli-test-control-token",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Windows has no SIGINT to send: Ctrl+Break to a process group of its own (uvicorn
@@ -287,7 +290,8 @@ def test_cli_prints_its_url_serves_and_stops_on_interrupt() -> None:
             assert "(policy hydra with reuse_window=30)" in first
             url = first.split()[3]
             assert not url.endswith(":0")
-            with httpx.Client(base_url=url, trust_env=False) as http:
+            headers = {"x-control-token": "cli-test-control-token"}
+            with httpx.Client(base_url=url, trust_env=False, headers=headers) as http:
                 policy = http.get("/_control/policy").json()["policy"]
                 assert (policy["dialect"], policy["reuse_window"]) == ("hydra", 30.0)
         finally:
