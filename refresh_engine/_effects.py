@@ -321,6 +321,13 @@ class StatResult:
 class HttpResponse:
     status: int
     body: bytes = field(repr=False)  # holds tokens: never in a repr
+    #: the headers an engine may act on, names in lower case (``retry-after``)
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (any case), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key == wanted), None)
 
 
 @dataclass(frozen=True, slots=True)

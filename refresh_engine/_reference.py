@@ -51,6 +51,10 @@ from ._store import (
 )
 
 #: Error codes that mean "this refresh token will never work again".
+#: The longest ``Retry-After`` (s) the reference waits out, holding the lock, before it
+#: retries once; a longer one ends the refresh with ``RefreshFailed``.
+RETRY_AFTER_LIMIT = 60.0
+
 REJECTED_TOKEN_CODES = frozenset(
     {
         "refresh_token_reused",
@@ -89,24 +93,27 @@ class TokenError:
 
     status: int
     code: str
+    retry_after: float | None = None  # seconds, where a 429 or 503 said when to come back
 
     @property
     def token_rejected(self) -> bool:
         return self.code in REJECTED_TOKEN_CODES
 
 
-def parse_token_error(status: int, body: bytes) -> TokenError:
-    """Read either dialect: OpenAI's nested object or RFC 6749's flat one."""
+def parse_token_error(status: int, body: bytes, retry_after: str | None = None) -> TokenError:
+    """Read either dialect: OpenAI's nested object or RFC 6749's flat one; and a
+    ``Retry-After`` in whole seconds (an HTTP date is not acted on)."""
+    wait = float(retry_after) if retry_after and retry_after.strip().isdigit() else None
     try:
         payload: Any = json.loads(body)
     except ValueError:
-        return TokenError(status, "unparseable_response")
+        return TokenError(status, "unparseable_response", wait)
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
-        return TokenError(status, str(error.get("code") or error.get("type") or "unknown"))
+        return TokenError(status, str(error.get("code") or error.get("type") or "unknown"), wait)
     if isinstance(error, str):
-        return TokenError(status, error)
-    return TokenError(status, "unknown")
+        return TokenError(status, error, wait)
+    return TokenError(status, "unknown", wait)
 
 
 def lock_path(ctx: AgentContext) -> str:
@@ -128,7 +135,7 @@ def post_refresh(ctx: AgentContext, refresh_token: str) -> Flow[Credential | Tok
     sent_at = yield from ops.now()
     response = yield from ops.http_post(ctx.token_url, body, "application/x-www-form-urlencoded")
     if response.status != 200:
-        return parse_token_error(response.status, response.body)
+        return parse_token_error(response.status, response.body, response.header("retry-after"))
     try:
         payload = json.loads(response.body)
         return Credential(
@@ -206,6 +213,7 @@ class ReferenceEngine:
 
     def _refresh_locked(self, ctx: AgentContext, path: str, before: Credential) -> Flow[Credential]:
         presented: set[str] = set()
+        waited = False  # a Retry-After is honoured once per refresh
         while True:
             document = yield from self.read_document(ctx, path)
             credential = credential_from(document, ctx.key, path)
@@ -222,6 +230,15 @@ class ReferenceEngine:
             if isinstance(result, Credential):
                 yield from self.save(ctx, path, result)
                 return result
+            wait = result.retry_after
+            if wait is not None and wait <= RETRY_AFTER_LIMIT and not waited:
+                # the server saw the token and refused to look at it: unspent, try it again
+                # after the pause it asked for, still holding the lock, re-reading first
+                yield from ops.log(f"{ctx.agent}: asked to retry after {wait:g}s ({result.status})")
+                yield from ops.sleep(wait)
+                presented.discard(credential.refresh)
+                waited = True
+                continue
             if not result.token_rejected:
                 raise RefreshFailed(
                     f"{ctx.agent}: token endpoint answered {result.status} {result.code}"

@@ -37,7 +37,7 @@ _WAITING = (AgentStatus.IDLE, AgentStatus.SLEEPING, AgentStatus.STALLED, AgentSt
 
 _REQUEST_FAULT_OUTCOMES: dict[FaultKind, Outcome] = {
     FaultKind.SERVER_ERROR: HttpResponse(503, b'{"error": "temporarily_unavailable"}'),
-    FaultKind.RATE_LIMIT: HttpResponse(429, b'{"error": "rate_limited"}'),
+    FaultKind.RATE_LIMIT: HttpResponse(429, b'{"error": "rate_limited"}', (("retry-after", "30"),)),
     FaultKind.RESET: Failed("ConnectionResetError", errno.ECONNRESET, "connection reset by peer"),
 }
 

@@ -49,6 +49,7 @@ from refresh_engine import (
     RefreshFailed,
     ReloginRequired,
     Rmdir,
+    Sleep,
     Unlink,
 )
 from simulator import (
@@ -461,8 +462,22 @@ class StrandsOnServerErrors(ReferenceEngine):
             raise ReloginRequired(f"{ctx.agent}: log in again") from exc
 
 
-@pytest.mark.parametrize("fault", [FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT])
+def test_a_429_with_retry_after_is_waited_out_and_retried_by_the_reference() -> None:
+    """The simulated 429 says ``Retry-After: 30``: the reference sleeps 30 s holding the
+    lock, re-reads the store, presents the same (unspent) token again and is served."""
+    fault = FaultKind.RATE_LIMIT
+    spec = dataclasses.replace(_world("linux", True, frozenset({fault})), max_faults=1)
+    result = simulate(spec, ReferenceEngine(), _StrikeFirst(fault))
+    assert [e.fault for e in result.events if e.kind is EventKind.FAULT] == [fault]
+    slept = [e.effect for e in result.events if isinstance(e.effect, Sleep)]
+    assert Sleep(30.0) in slept
+    assert check(result) == ()
+
+
+@pytest.mark.parametrize("fault", [FaultKind.SERVER_ERROR])
 def test_a_server_fault_excuses_the_report_and_nothing_else(fault: FaultKind) -> None:
+    """A 503 with no Retry-After ends the reference's refresh with an honest error: a
+    warning; engines that crash, strand or carry on are blamed."""
     spec = dataclasses.replace(_world("linux", True, frozenset({fault})), max_faults=1)
     verdicts: dict[str, set[tuple[AnomalyKind, Severity]]] = {}
     engines = (ReferenceEngine, SwallowsServerErrors, CrashesOnServerErrors, StrandsOnServerErrors)

@@ -86,3 +86,25 @@ def test_close_abandons_a_flow_with_cleanup_pending() -> None:
     assert flow.gi_frame is None  # and the flow is really gone, not left suspended
     with pytest.raises(RuntimeError, match="cannot resume"):
         runner.resume(Done())
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        ("30", 30.0),
+        (" 7 ", 7.0),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", None),  # a date is not acted on
+        ("-1", None),
+        (None, None),
+    ],
+)
+def test_a_refusal_carries_its_retry_after_in_whole_seconds(
+    header: str | None, wait: float | None
+) -> None:
+    from refresh_engine import HttpResponse, parse_token_error
+
+    headers = () if header is None else (("retry-after", header),)
+    response = HttpResponse(429, b'{"error": "rate_limited"}', headers)
+    assert response.header("Retry-After") == header
+    refused = parse_token_error(response.status, response.body, response.header("retry-after"))
+    assert (refused.code, refused.retry_after) == ("rate_limited", wait)
