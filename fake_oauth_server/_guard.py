@@ -44,11 +44,13 @@ NOTE_INTERVAL = 60.0
 
 def default_max_connections() -> int:
     """Half the file descriptors this process may open (less a reserve), within 8..1024."""
-    try:
-        import resource
+    if sys.platform == "win32":  # no resource module; sockets are not file descriptors
+        return 512
+    import resource
 
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):  # Windows has no resource module
+    try:
+        soft = int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    except (OSError, ValueError):
         return 512
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return 1024
