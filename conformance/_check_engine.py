@@ -23,6 +23,7 @@ from ._campaign import CampaignResult, EngineResult
 from ._console import anomaly_column, print_result, progress_bar
 from ._engines import Expectation, load_engine
 from ._errors import EXIT_FAILED, EXIT_OK
+from ._hang import DEFAULT_HANG_AFTER
 from ._matrix import Cell, run_cells
 from ._report import write_report
 
@@ -37,6 +38,7 @@ def check_cells(
     seed: int | None = None,
     strategy: Strategy | None = None,
     database: str | None = None,
+    hang_after: float | None = None,
 ) -> list[Cell]:
     """A clean-expected cell of ``engine`` in each of ``battery_scenarios``: the battery's
     worlds and the claimed corpus, or the ``scenarios`` files' claimed scenarios; each
@@ -52,6 +54,7 @@ def check_cells(
             seed=scenario.seed if seed is None else seed,
             database=database,
             world=scenario.world,
+            hang_after=scenario.hang_after if hang_after is None else hang_after,
         )
         for scenario in battery_scenarios(scenarios)
     ]
@@ -74,7 +77,8 @@ def check_battery(
 
 def check_engine(args: argparse.Namespace, console: Console) -> int:
     """Run every cell; print each failure with its replay line, then one table."""
-    load_engine(args.engine)  # a bad engine: one line, exit 2, before any worker starts
+    limit = DEFAULT_HANG_AFTER if args.hang_after is None else args.hang_after
+    load_engine(args.engine, hang_after=limit)  # a bad engine: one line, exit 2, at once
     cells = check_cells(
         args.engine,
         scenarios=args.scenarios or (),
@@ -82,6 +86,7 @@ def check_engine(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
         strategy=args.strategy,
         database=args.hypothesis_db or None,
+        hang_after=args.hang_after,
     )
     dimensions = {entry.label: entry.dimension for entry in BATTERY}
     console.print(

@@ -30,6 +30,7 @@ from ._command import add_fault_options, check_command
 from ._console import anomaly_column, plural, print_result, progress_bar
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
+from ._hang import DEFAULT_HANG_AFTER
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
 from ._mutate import add_mutate_parser, mutate_command
 from ._replaying import run_replay
@@ -40,6 +41,7 @@ from ._validate import (
     check_names,
     check_report_dir,
     describe,
+    hang_seconds,
     one_line,
     positive,
     settle_seconds,
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("file", type=Path, help="a scenario .toml file")
     repro.add_argument("--engine", help="check this engine instead of the file's")
     repro.add_argument("--examples", type=positive, help="override the file's search budget")
+    _hang_option(repro, "the file's own, else")
     repro.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
     add_clients_parser(commands, repro)  # and --order, --kill for client scenario files
 
@@ -182,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replay on real processes (windows on Linux: under Wine) and check the model",
     )
+    _hang_option(rep)
     return parser
 
 
@@ -213,6 +217,20 @@ def _search_options(
         type=int,
         default=seed,
         help=f"search seed (default: {seed if seed is not None else own})",
+    )
+    _hang_option(parser, "each scenario's own, else" if strategy is None else "")
+
+
+def _hang_option(parser: argparse.ArgumentParser, own: str = "") -> None:
+    default = None if own else DEFAULT_HANG_AFTER
+    parser.add_argument(
+        "--hang-after",
+        type=hang_seconds,
+        default=default,
+        metavar="SECONDS",
+        help="a schedule that takes longer in real time is reported as a hang: the engine "
+        f"blocks (time.sleep, a busy loop); 0 for no limit (default: {own} "
+        f"{DEFAULT_HANG_AFTER:g})".replace("( ", "("),
     )
 
 
@@ -269,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, console: Console) -> int:
     names = args.engines or []
     for name in names:
-        load_engine(name)  # fail early, with exit status 2, on a bad engine
+        load_engine(name, hang_after=hang_limit(args))  # fail early (exit 2) on a bad engine
     names_only = [name for name in args.scenarios or () if not name.endswith(".toml")]
     check_names("--scenario", names_only, [cell.scenario for cell in default_cells()])
     builtin = [name for name in names if name in BUILTIN_ENGINES]
@@ -279,11 +297,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         examples=args.examples,
         strategy=args.strategy,
         seed=args.seed,
+        hang_after=args.hang_after,
     )
     for name in (name for name in names if name not in BUILTIN_ENGINES):
         cells += [
             dataclasses.replace(cell, engine=name, expectation=Expectation.CLEAN)
-            for cell in default_cells(scenarios=args.scenarios or (), examples=args.examples)
+            for cell in default_cells(
+                scenarios=args.scenarios or (),
+                examples=args.examples,
+                strategy=args.strategy,
+                seed=args.seed,
+                hang_after=args.hang_after,
+            )
             if cell.engine == "reference"
         ]
     if not cells:
@@ -355,9 +380,15 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
         skew=args.skew,
         torn=args.torn_writes,
     )
-    cells = matrix_cells(axes, strategy=args.strategy, examples=args.examples, seed=args.seed)
+    cells = matrix_cells(
+        axes,
+        strategy=args.strategy,
+        examples=args.examples,
+        seed=args.seed,
+        hang_after=args.hang_after,
+    )
     for cell in {(cell.engine, cell.lock, cell.scope): cell for cell in cells}.values():
-        entry = load_engine(cell.engine)  # fail early on a bad engine, lock or scope
+        entry = load_engine(cell.engine, hang_after=cell.hang_after)  # fail early, exit 2
         if cell.lock or cell.scope:
             with_lock(entry, cell.lock, cell.scope)
     console.print(f"tokenrace matrix: {plural(len(cells), 'cell')}, {args.strategy.value} search")
@@ -388,7 +419,8 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
 
 def _reproduce(args: argparse.Namespace, console: Console) -> int:
     scenario = load_scenario_file(args.file)
-    entry = load_engine(args.engine or scenario.engine)
+    hang_after = scenario.hang_after if args.hang_after is None else args.hang_after
+    entry = load_engine(args.engine or scenario.engine, hang_after=hang_after)
     if args.engine:  # a user's engine is held to what the reference promises
         entry = dataclasses.replace(entry, expectation=Expectation.CLEAN)
     elif scenario.reproduces:
@@ -406,9 +438,15 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
         strategy=scenario.strategy,
         on_result=lambda result: print_result(console, str(args.file), result),
         anomaly=None if args.engine else scenario.anomaly,
+        hang_after=hang_after,
     )
     write_report(campaign, args.report_dir)
     return EXIT_OK if campaign.passed else EXIT_FAILED
+
+
+def hang_limit(args: argparse.Namespace) -> float:
+    """``--hang-after``, or the default where it leaves each scenario its own."""
+    return DEFAULT_HANG_AFTER if args.hang_after is None else float(args.hang_after)
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:

@@ -16,6 +16,7 @@ from ._client_oracle import orders
 from ._client_run import ClientRun, resolve_program, run_client
 from ._client_scenarios import ClientScenario, is_client_scenario, load_client_scenario
 from ._clients import CLIENTS, cache_dir, find_program, install
+from ._console import invoked_as
 from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK, ConformanceError
 from ._report import write_report
@@ -96,7 +97,9 @@ def reproduce_client(args: argparse.Namespace, console: Console) -> int:
     failing = failing_client.run if failing_client is not None else None
     shown = failing or runs[-1].run
     diagram = (failing_client or runs[-1]).diagram
-    again = f"tokenrace reproduce {shlex.quote(str(args.file))} --order {','.join(shown.order)}"
+    again = (
+        f"{invoked_as()} reproduce {shlex.quote(str(args.file))} --order {','.join(shown.order)}"
+    )
     if shown.killed:
         again += f" --kill {shown.killed}"
     console.print("  to run this order again:")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,6 +31,11 @@ def print_result(console: Console, scenario: str, result: EngineResult) -> None:
         )
         return
     assert result.schedule is not None
+    if result.hang is not None:
+        hang = escape(str(result.hang))
+        console.print(f"{header}\n  [bold red]HANG[/] ({result.elapsed:.1f}s): {hang}")
+        _print_replay(console, "Schedule up to the step that blocked:", scenario, result)
+        return
     if result.verdict is Verdict.OTHER_ANOMALY:
         console.print(
             f"{header}\n  [bold red]OTHER ANOMALY[/] in {result.examples} schedules "
@@ -44,14 +54,15 @@ def print_result(console: Console, scenario: str, result: EngineResult) -> None:
     if len(result.anomalies) > len(shown):
         console.print(f"  … and {len(result.anomalies) - len(shown)} more (see the report)")
     which = "Minimal schedule" if result.verdict is Verdict.REPRODUCED else "Schedule"
-    console.print(
-        f"  {which} ({plural(result.preemptions, 'context switch')} beyond the default order):"
-    )
-    console.print(
-        f"      {replay_command(scenario, result.engine, result.schedule)}",
-        markup=False,
-        soft_wrap=True,
-    )
+    switches = plural(result.preemptions, "context switch")
+    _print_replay(console, f"{which} ({switches} beyond the default order):", scenario, result)
+
+
+def _print_replay(console: Console, heading: str, scenario: str, result: EngineResult) -> None:
+    assert result.schedule is not None
+    console.print(f"  {heading}")
+    command = replay_command(scenario, result.engine, result.schedule, program=invoked_as())
+    console.print(f"      {command}", markup=False, soft_wrap=True)
 
 
 def anomaly_column(result: EngineResult) -> str:
@@ -61,6 +72,18 @@ def anomaly_column(result: EngineResult) -> str:
     if result.verdict is Verdict.OTHER_ANOMALY and result.expected_anomaly is not None:
         text += f" (expected {result.expected_anomaly.value})"
     return text
+
+
+def invoked_as() -> str:
+    """``tokenrace`` as the user can start it again from here: the name where it is on
+    ``PATH``, else the path it was started by (``.venv/bin/tokenrace`` when not activated)."""
+    started = sys.argv[0] if sys.argv else ""
+    if Path(started).name not in ("tokenrace", "tokenrace.exe"):
+        return "tokenrace"  # python -m, the pytest plugin, a library call
+    found = shutil.which("tokenrace")
+    if found is not None and Path(found).resolve() == Path(started).resolve():
+        return "tokenrace"
+    return shlex.quote(started)
 
 
 def plural(count: int, noun: str) -> str:

@@ -23,6 +23,7 @@ from simulator import Strategy, WorldSpec
 from ._campaign import CampaignResult, EngineResult, search_engine
 from ._checker import AnomalyKind
 from ._engines import Expectation, load_engine, with_lock
+from ._hang import DEFAULT_HANG_AFTER
 from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
 from ._scenarios import load_scenario
 from ._worlds import GeneratedWorld
@@ -42,6 +43,7 @@ class Cell:
     lock: str = ""  # a lock kind for an engine that takes one (the matrix's lock axis)
     scope: str = ""  # likewise, a lock scope
     anomaly: AnomalyKind | None = None  # what a known bug must show (its scenario's anomaly)
+    hang_after: float = DEFAULT_HANG_AFTER  # seconds of real time a schedule may take
 
 
 def default_cells(
@@ -51,11 +53,12 @@ def default_cells(
     examples: int | None = None,
     strategy: Strategy | None = None,
     seed: int | None = None,
+    hang_after: float | None = None,
 ) -> list[Cell]:
     """Every shipped scenario: its known-bug engine, and the reference where it claims clean.
 
-    ``engines`` and ``scenarios`` filter; ``examples``, ``strategy`` and ``seed``
-    override each scenario's own settings.
+    ``engines`` and ``scenarios`` filter; ``examples``, ``strategy``, ``seed`` and
+    ``hang_after`` override each scenario's own settings.
     """
     cells = []
     for path in builtin_scenarios():
@@ -79,6 +82,7 @@ def default_cells(
                     examples=examples or scenario.examples,
                     seed=scenario.seed if seed is None else seed,
                     anomaly=scenario.anomaly if buggy else None,
+                    hang_after=scenario.hang_after if hang_after is None else hang_after,
                 )
             )
     return cells
@@ -86,7 +90,8 @@ def default_cells(
 
 def run_cell(cell: Cell) -> EngineResult:
     """Search one cell; safe to call in a worker process."""
-    entry = dataclasses.replace(load_engine(cell.engine), expectation=cell.expectation)
+    loaded = load_engine(cell.engine, hang_after=cell.hang_after)
+    entry = dataclasses.replace(loaded, expectation=cell.expectation)
     if cell.lock or cell.scope:
         entry = with_lock(entry, cell.lock, cell.scope)
     result = search_engine(
@@ -98,6 +103,7 @@ def run_cell(cell: Cell) -> EngineResult:
         strategy=cell.strategy,
         database=cell.database,
         anomaly=cell.anomaly,
+        hang_after=cell.hang_after,
     )
     return dataclasses.replace(result, title=cell.title)
 
@@ -179,7 +185,12 @@ class MatrixAxes:
 
 
 def matrix_cells(
-    axes: MatrixAxes, *, strategy: Strategy, examples: int, seed: int = 0
+    axes: MatrixAxes,
+    *,
+    strategy: Strategy,
+    examples: int,
+    seed: int = 0,
+    hang_after: float = DEFAULT_HANG_AFTER,
 ) -> list[Cell]:
     """The cross product of the axes, each cell a generated world and an engine."""
     cells = []
@@ -220,6 +231,7 @@ def matrix_cells(
                 world=generated.world(),
                 lock=lock,
                 scope=scope,
+                hang_after=hang_after,
             )
         )
     return cells
