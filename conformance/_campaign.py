@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import shlex
+import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from simulator import (
     Chooser,
@@ -340,12 +343,22 @@ def run_campaign(
     return CampaignResult(tuple(results), time.perf_counter() - started)
 
 
-def replay_command(
-    scenario: str, engine: str, schedule: Schedule, *, program: str = "tokenrace"
-) -> str:
-    """The line a user pastes to replay a run (a matrix engine's ``[lock=...]`` quoted);
-    ``program``: how to start tokenrace (``invoked_as()`` where the user ran it)."""
+def invoked_as() -> str:
+    """``tokenrace`` as the user can start it again from here: the name where it is on
+    ``PATH``, else the path it was started by (``.venv/bin/tokenrace`` when not activated)."""
+    started = sys.argv[0] if sys.argv else ""
+    if Path(started).name not in ("tokenrace", "tokenrace.exe"):
+        return "tokenrace"  # python -m, the pytest plugin, a library call
+    found = shutil.which("tokenrace")
+    if found is not None and Path(found).resolve() == Path(started).resolve():
+        return "tokenrace"
+    return shlex.quote(started)
+
+
+def replay_command(scenario: str, engine: str, schedule: Schedule) -> str:
+    """The line a user pastes to replay a run (a matrix engine's ``[lock=...]`` quoted),
+    from the directory it ran in."""
     return (
-        f"{program} replay --scenario {shlex.quote(scenario)} --engine {shlex.quote(engine)} "
+        f"{invoked_as()} replay --scenario {shlex.quote(scenario)} --engine {shlex.quote(engine)} "
         f"'{schedule}'"
     )

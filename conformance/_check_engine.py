@@ -26,6 +26,8 @@ from ._errors import EXIT_FAILED, EXIT_OK
 from ._hang import DEFAULT_HANG_AFTER
 from ._matrix import Cell, run_cells
 from ._report import write_report
+from ._scenario_files import SCENARIO_DIR, Scenario, builtin_scenarios, load_scenario_file
+from ._validate import check_names
 
 __all__ = ["check_battery", "check_cells", "check_engine"]
 
@@ -45,7 +47,7 @@ def check_cells(
     world's own search settings unless overridden."""
     return [
         Cell(
-            scenario=str(scenario.path) if scenarios else scenario.name,
+            scenario=_label(scenario),
             title=scenario.title,
             engine=engine,
             expectation=Expectation.CLEAN,
@@ -58,6 +60,26 @@ def check_cells(
         )
         for scenario in battery_scenarios(scenarios)
     ]
+
+
+def _label(scenario: Scenario) -> str:
+    """What a replay line names: a shipped scenario by name, a user's file by its path."""
+    shipped = scenario.path is None or scenario.path.resolve().parent == SCENARIO_DIR.resolve()
+    return scenario.name if shipped else str(scenario.path)
+
+
+def scenario_files(wanted: Sequence[str]) -> list[Path]:
+    """``--scenario`` values as files: a file as given, a shipped scenario by its name."""
+    by_name = {load_scenario_file(path).name: path for path in builtin_scenarios()}
+    files = []
+    for value in wanted:
+        if value in by_name and not Path(value).is_file():
+            files.append(by_name[value])
+        elif value.endswith(".toml") or Path(value).exists():
+            files.append(Path(value))
+        else:
+            check_names("--scenario", [value], by_name)
+    return files
 
 
 def check_battery(
@@ -81,7 +103,7 @@ def check_engine(args: argparse.Namespace, console: Console) -> int:
     load_engine(args.engine, hang_after=limit)  # a bad engine: one line, exit 2, at once
     cells = check_cells(
         args.engine,
-        scenarios=args.scenarios or (),
+        scenarios=scenario_files(args.scenarios or ()),
         examples=args.examples,
         seed=args.seed,
         strategy=args.strategy,

@@ -159,10 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chk.add_argument(
         "--scenario",
-        type=Path,
         action="append",
         dest="scenarios",
-        help="scenario file (repeatable; default: the battery and every shipped scenario)",
+        metavar="NAME|FILE",
+        help="a shipped scenario's name or a scenario file (repeatable; default: the battery "
+        "and every shipped scenario)",
     )
     _search_options(chk)
     chk.add_argument("--report-dir", type=Path, default=Path("reports/latest"))

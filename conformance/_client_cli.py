@@ -10,13 +10,12 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from ._campaign import CampaignResult, EngineResult, Verdict
+from ._campaign import CampaignResult, EngineResult, Verdict, invoked_as
 from ._checker import Severity
 from ._client_oracle import orders
 from ._client_run import ClientRun, resolve_program, run_client
 from ._client_scenarios import ClientScenario, is_client_scenario, load_client_scenario
 from ._clients import CLIENTS, cache_dir, find_program, install
-from ._console import invoked_as
 from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK, ConformanceError
 from ._report import write_report

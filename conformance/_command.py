@@ -41,11 +41,10 @@ import time
 
 from rich.console import Console
 
-from ._campaign import CampaignResult, EngineResult, Verdict
+from ._campaign import CampaignResult, EngineResult, Verdict, invoked_as
 from ._client_oracle import EXIT_RELOGIN, CommandRun, orders
 from ._client_run import KILL_FIRST, ClientRun, run_client
 from ._client_scenarios import ClientScenario, StoreFormat
-from ._console import invoked_as
 from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK
 from ._release_faults import ReleaseFault

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import shutil
-import sys
-from pathlib import Path
-
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -61,7 +56,7 @@ def print_result(console: Console, scenario: str, result: EngineResult) -> None:
 def _print_replay(console: Console, heading: str, scenario: str, result: EngineResult) -> None:
     assert result.schedule is not None
     console.print(f"  {heading}")
-    command = replay_command(scenario, result.engine, result.schedule, program=invoked_as())
+    command = replay_command(scenario, result.engine, result.schedule)
     console.print(f"      {command}", markup=False, soft_wrap=True)
 
 
@@ -72,18 +67,6 @@ def anomaly_column(result: EngineResult) -> str:
     if result.verdict is Verdict.OTHER_ANOMALY and result.expected_anomaly is not None:
         text += f" (expected {result.expected_anomaly.value})"
     return text
-
-
-def invoked_as() -> str:
-    """``tokenrace`` as the user can start it again from here: the name where it is on
-    ``PATH``, else the path it was started by (``.venv/bin/tokenrace`` when not activated)."""
-    started = sys.argv[0] if sys.argv else ""
-    if Path(started).name not in ("tokenrace", "tokenrace.exe"):
-        return "tokenrace"  # python -m, the pytest plugin, a library call
-    found = shutil.which("tokenrace")
-    if found is not None and Path(found).resolve() == Path(started).resolve():
-        return "tokenrace"
-    return shlex.quote(started)
 
 
 def plural(count: int, noun: str) -> str:
