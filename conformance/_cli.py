@@ -31,6 +31,7 @@ from ._console import anomaly_column, plural, print_result, progress_bar
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._hang import DEFAULT_HANG_AFTER
+from ._listing import add_list_parser, list_command
 from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
 from ._mutate import add_mutate_parser, mutate_command
 from ._replaying import run_replay
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenrace",
         description="Reproduce or rule out OAuth refresh-token reuse races, deterministically.",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     commands.add_parser(
         "serve", help="run the fake OAuth server on loopback (tokenrace serve --help)"
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _search_options(run)
     run.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
-    run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    _report_dir(run)
     run.add_argument(
         "--hypothesis-db",
         metavar="DIR",
@@ -94,7 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         "matrix",
         help="engine x layout x lock x OS x agents/processes x policy x faults, a verdict each",
     )
-    mat.add_argument("--engine", action="append", dest="engines", metavar="ENGINE")
+    mat.add_argument(
+        "--engine",
+        action="append",
+        dest="engines",
+        metavar="ENGINE",
+        help="an engine to cross with the axes (repeatable; default: reference)",
+    )
     for axis_name, default, meaning in (
         ("layout", "shared", "shared, mirrored, separate-logins"),
         ("lock", "", "a lock kind for engines that take one (flock, lockf, mutex, ...)"),
@@ -112,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--torn-writes", action="store_true", help="a write takes two steps")
     _search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
     mat.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
-    mat.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    _report_dir(mat)
     mat.add_argument("--quiet", action="store_true", help="print only the verdict table")
 
     repro = commands.add_parser(
@@ -122,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--engine", help="check this engine instead of the file's")
     repro.add_argument("--examples", type=positive, help="override the file's search budget")
     _hang_option(repro, "the file's own, else")
-    repro.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    _report_dir(repro)
     add_clients_parser(commands, repro)  # and --order, --kill for client scenario files
 
     chk = commands.add_parser(
@@ -166,16 +174,27 @@ def build_parser() -> argparse.ArgumentParser:
         "and every shipped scenario)",
     )
     _search_options(chk)
-    chk.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    _report_dir(chk)
     chk.add_argument("--hypothesis-db", metavar="DIR", help="as for run")
     chk.add_argument("--jobs", type=positive, help="--engine: worlds run at once (default: CPUs)")
 
     add_mutate_parser(commands)
+    add_list_parser(commands)
 
     rep = commands.add_parser("replay", help="replay one schedule and print its history")
     rep.add_argument("schedule", help="a schedule string, e.g. 'atlas*12 nova*3' or 'default'")
-    rep.add_argument("--scenario", default="headline")
-    rep.add_argument("--engine", default="mirrored")
+    rep.add_argument(
+        "--scenario",
+        default="headline",
+        metavar="NAME|FILE",
+        help="a scenario name, matrix label or file, as the replay line gives it "
+        "(default: headline; tokenrace list scenarios)",
+    )
+    rep.add_argument(
+        "--engine",
+        default="mirrored",
+        help="a built-in engine or module:attribute (default: mirrored; tokenrace list engines)",
+    )
     rep.add_argument(
         "--os",
         choices=[model.value for model in OsModel],
@@ -188,6 +207,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _hang_option(rep)
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, read only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help", "")))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("tokenrace")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            number = "unknown (not installed)"
+        print(f"tokenrace {number}")  # on stdout, as --help is
+        parser.exit(0)
+
+
+def _report_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports/latest"),
+        metavar="DIR",
+        help="where index.html, summary.md, results.json and junit.xml go "
+        "(default: reports/latest)",
+    )
 
 
 def _search_options(
@@ -267,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _matrix(args, console)
         if args.subcommand == "mutate":
             return mutate_command(args, console)
+        if args.subcommand == "list":
+            return list_command(args, console)
     except (ConformanceError, SimulatorError) as exc:
         errors.print(f"[bold red]tokenrace: error:[/] {escape(one_line(str(exc)))}")
         return EXIT_USAGE

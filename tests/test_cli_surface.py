@@ -1,0 +1,58 @@
+"""The command line's surface: ``--version``, ``tokenrace list``, and help on every option."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from conformance._cli import build_parser, main
+from conformance._listing import KINDS
+from conformance._matrix import default_cells
+
+
+def _parsers(
+    parser: argparse.ArgumentParser, prefix: str
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    found = [(prefix, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _parsers(sub, f"{prefix} {name}")
+    return found
+
+
+def test_every_option_has_help() -> None:
+    missing = [
+        f"{where} {action.option_strings or action.dest}"
+        for where, parser in _parsers(build_parser(), "tokenrace")
+        for action in parser._actions
+        if not action.help and not isinstance(action, argparse._SubParsersAction)
+    ]
+    assert missing == []
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("tokenrace 0.")
+
+
+def test_list_names_what_commands_take(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for kind in KINDS:
+        assert kind in out
+    for cell in default_cells():  # every shipped scenario and its engine, by the name to type
+        assert f" {cell.scenario} " in out
+        assert f" {cell.engine} " in out
+    for name in ("openai", "okta", "5xx", "crash", "lock=lockf", "scope=agent-dir", "os=macos"):
+        assert f" {name} " in out
+
+
+def test_list_refuses_an_unknown_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["list", "sceanrios"])
+    assert exit_.value.code == 2
+    assert "choose from scenarios" in capsys.readouterr().err
