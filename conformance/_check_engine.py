@@ -20,7 +20,15 @@ from simulator import Strategy
 
 from ._battery import BATTERY, battery_scenarios
 from ._campaign import CampaignResult, EngineResult
-from ._console import anomaly_column, print_result, progress_bar
+from ._console import (
+    Running,
+    anomaly_column,
+    cell_label,
+    narrow,
+    print_result,
+    progress_bar,
+    verdict_line,
+)
 from ._engines import Expectation, load_engine
 from ._errors import EXIT_FAILED, EXIT_OK
 from ._hang import DEFAULT_HANG_AFTER
@@ -116,30 +124,39 @@ def check_engine(args: argparse.Namespace, console: Console) -> int:
         f"({sum(cell.scenario in dimensions for cell in cells)} of the battery, the rest "
         "shipped scenarios)"
     )
+    now = Running([cell_label(cell.scenario, cell.engine) for cell in cells], args.jobs)
     with progress_bar(console) as progress:
-        task = progress.add_task("worlds", total=len(cells))
+        task = progress.add_task(now.label(), total=len(cells))
 
         def show(result: EngineResult) -> None:
-            progress.advance(task)
+            label = now.done(cell_label(result.scenario, result.engine))
+            progress.update(task, advance=1, description=label)
             if not result.passed:
                 print_result(console, result.scenario, result)
 
         campaign = run_cells(cells, jobs=args.jobs, on_result=show)
     table = Table(title=f"tokenrace check --engine {escape(args.engine)}")
-    for column in ("world", "what it varies", "verdict", "anomaly", "schedules", "ok"):
-        table.add_column(column, overflow="fold")
+    columns = ("world", "what it varies", "verdict", "anomaly", "schedules", "result")
+    kept = ("world", "verdict", "anomaly", "result") if narrow(console) else columns
+    for column in kept:
+        table.add_column(column, overflow="fold", no_wrap=column in ("verdict", "result"))
     for result in campaign.cells:
-        table.add_row(
-            escape(result.scenario),
-            escape(dimensions.get(result.scenario, "shipped scenario")),
-            result.verdict.value,
-            anomaly_column(result),
-            str(result.examples),
-            "[green]yes[/]" if result.passed else "[bold red]NO[/]",
+        row = dict(
+            zip(
+                columns,
+                (
+                    escape(result.scenario),
+                    escape(dimensions.get(result.scenario, "shipped scenario")),
+                    result.verdict.value,
+                    anomaly_column(result),
+                    str(result.examples),
+                    "[green]pass[/]" if result.passed else "[bold red]FAIL[/]",
+                ),
+                strict=True,
+            )
         )
+        table.add_row(*(row[column] for column in kept))
     console.print(table)
     write_report(campaign, args.report_dir)
-    failed = sum(not result.passed for result in campaign.cells)
-    verdict = f"[bold red]{failed} of {len(cells)} failed[/]" if failed else "[green]all clean[/]"
-    console.print(f"{verdict} ({campaign.elapsed:.1f}s); report: {args.report_dir / 'index.html'}")
-    return EXIT_FAILED if failed else EXIT_OK
+    console.print(verdict_line("tokenrace check", campaign, args.report_dir))
+    return EXIT_OK if campaign.passed else EXIT_FAILED

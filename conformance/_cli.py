@@ -27,7 +27,16 @@ from ._campaign import (
 from ._check_engine import check_engine
 from ._client_cli import add_clients_parser, client_subcommand
 from ._command import add_fault_options, check_command
-from ._console import anomaly_column, plural, print_result, progress_bar
+from ._console import (
+    Running,
+    anomaly_column,
+    cell_label,
+    narrow,
+    plural,
+    print_result,
+    progress_bar,
+    verdict_line,
+)
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._hang import DEFAULT_HANG_AFTER
@@ -90,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(e.g. {DEFAULT_DB}); the search is then no longer seeded",
     )
     run.add_argument("--quiet", action="store_true", help="print only the verdict table")
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print every cell's block, clean ones too, with up to 4 anomalies each",
+    )
     run.add_argument("--json", action="store_true", help="print results.json, nothing else")
 
     mat = commands.add_parser(
@@ -371,13 +386,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             f"tokenrace run: {plural(len(cells), 'cell')} "
             f"({plural(scenarios, 'scenario')} x engines), {args.jobs or os.cpu_count()} jobs"
         )
+    now = Running([cell_label(cell.scenario, cell.engine) for cell in cells], args.jobs)
     with progress_bar(console, disable=args.quiet or args.json) as progress:
-        task = progress.add_task("cells", total=len(cells))
+        task = progress.add_task(now.label(), total=len(cells))
 
         def show(result: EngineResult) -> None:
-            progress.advance(task)
-            if not (args.quiet or args.json):
+            label = now.done(cell_label(result.scenario, result.engine))
+            progress.update(task, advance=1, description=label)
+            if args.quiet or args.json:
+                return
+            if args.verbose:
                 print_result(console, result.scenario, result)
+            elif result.caught or not result.passed:  # what to replay; the report has the rest
+                print_result(console, result.scenario, result, shown=1)
 
         campaign = run_cells(cells, jobs=args.jobs, on_result=show)
     write_report(campaign, args.report_dir)
@@ -386,24 +407,29 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK if campaign.passed else EXIT_FAILED
     table = Table(title="tokenrace run")
     columns = ("scenario", "engine", "expected", "verdict", "anomaly", "schedules", "time", "ok")
-    for column in columns:  # fold long names in a narrow terminal rather than cut them
-        table.add_column(column, overflow="fold")
+    kept = ("scenario", "engine", "verdict", "ok") if narrow(console) else columns
+    for column in kept:  # fold long names in a narrow terminal rather than cut them
+        table.add_column(column, overflow="fold", no_wrap=column in ("verdict", "ok"))
     for result in campaign.cells:
-        table.add_row(
-            escape(result.scenario),
-            escape(result.engine),
-            result.expectation.value,
-            result.verdict.value,
-            anomaly_column(result),
-            str(result.examples),
-            f"{result.elapsed:.1f}s",
-            "[green]yes[/]" if result.passed else "[bold red]NO[/]",
+        row = dict(
+            zip(
+                columns,
+                (
+                    escape(result.scenario),
+                    escape(result.engine),
+                    result.expectation.value,
+                    result.verdict.value,
+                    anomaly_column(result),
+                    str(result.examples),
+                    f"{result.elapsed:.1f}s",
+                    "[green]yes[/]" if result.passed else "[bold red]NO[/]",
+                ),
+                strict=True,
+            )
         )
+        table.add_row(*(row[column] for column in kept))
     console.print(table)
-    console.print(
-        f"report: {args.report_dir / 'index.html'}  (summary.md, results.json, junit.xml "
-        f"beside it; {campaign.elapsed:.1f}s in all)"
-    )
+    console.print(verdict_line("tokenrace run", campaign, args.report_dir))
     return EXIT_OK if campaign.passed else EXIT_FAILED
 
 
@@ -463,7 +489,7 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
             str(result.examples),
         )
     console.print(table)
-    console.print(f"report: {args.report_dir / 'index.html'}  ({campaign.elapsed:.1f}s in all)")
+    console.print(verdict_line("tokenrace matrix", campaign, args.report_dir))
     return EXIT_OK if campaign.passed else EXIT_FAILED
 
 
