@@ -18,6 +18,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
@@ -132,13 +133,21 @@ def _timer(seconds: float) -> Iterator[None]:
     def on_alarm(_signum: int, frame: FrameType | None) -> None:
         raise Blocked(frame)
 
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    if 0 < outer <= seconds:  # someone's timer (pytest-timeout, say) fires first: theirs
+        yield
+        return
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    _, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:  # give a later outer timer back what it had left
+            left = max(outer - (time.monotonic() - started), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
 def limited(run: Callable[[Chooser], RunResult], seconds: float) -> Callable[[Chooser], RunResult]:

@@ -222,3 +222,28 @@ def test_every_printed_replay_line_works_as_pasted(workdir: Path, argv: list[str
     assert "site-packages" not in done.stdout
     assert _replay_lines_work(workdir, done.stdout) >= 1, done.stdout
     assert _replay_lines_work(workdir, (workdir / "report" / "summary.md").read_text()) >= 1
+
+
+def test_an_outer_timer_is_left_alone() -> None:
+    """A timer already armed (pytest-timeout's, say) keeps its deadline across runs."""
+    import signal
+
+    from conformance._hang import limited
+    from simulator import DefaultChooser, simulate
+
+    spec = load_scenario("small")
+    run = limited(lambda chooser: simulate(spec, load_engine("reference").factory(), chooser), 5)
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, _frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        run(DefaultChooser())
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 25 < left <= 30
+        signal.setitimer(signal.ITIMER_REAL, 0.2)  # sooner than the limit: stays theirs
+        run(DefaultChooser())
+        time.sleep(0.5)
+        assert fired == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
