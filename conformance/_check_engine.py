@@ -25,6 +25,7 @@ from ._console import (
     anomaly_column,
     cell_label,
     narrow,
+    plural,
     print_result,
     progress_bar,
     verdict_line,
@@ -119,10 +120,10 @@ def check_engine(args: argparse.Namespace, console: Console) -> int:
         hang_after=args.hang_after,
     )
     dimensions = {entry.label: entry.dimension for entry in BATTERY}
+    battery = sum(cell.scenario in dimensions for cell in cells)
     console.print(
-        f"tokenrace check --engine {escape(args.engine)}: {len(cells)} worlds "
-        f"({sum(cell.scenario in dimensions for cell in cells)} of the battery, the rest "
-        "shipped scenarios)"
+        f"tokenrace check --engine {escape(args.engine)}: {plural(len(cells), 'world')} "
+        f"({battery} of the battery, {len(cells) - battery} shipped scenarios)"
     )
     now = Running([cell_label(cell.scenario, cell.engine) for cell in cells], args.jobs)
     with progress_bar(console) as progress:

@@ -382,9 +382,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         cells = [dataclasses.replace(cell, database=args.hypothesis_db) for cell in cells]
     if not args.json:
         scenarios = len({cell.scenario for cell in cells})
+        jobs = plural(args.jobs or os.cpu_count() or 1, "job")
         console.print(
             f"tokenrace run: {plural(len(cells), 'cell')} "
-            f"({plural(scenarios, 'scenario')} x engines), {args.jobs or os.cpu_count()} jobs"
+            f"({plural(scenarios, 'scenario')} x engines), {jobs}"
         )
     now = Running([cell_label(cell.scenario, cell.engine) for cell in cells], args.jobs)
     with progress_bar(console, disable=args.quiet or args.json) as progress:
