@@ -41,7 +41,7 @@ from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
 from ._hang import DEFAULT_HANG_AFTER
 from ._listing import add_list_parser, list_command
-from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
+from ._matrix import MatrixAxes, default_cells, is_scenario_file, matrix_cells, run_cells
 from ._mutate import add_mutate_parser, mutate_command
 from ._replaying import run_replay
 from ._report import results_json, write_report
@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         dest="scenarios",
-        metavar="NAME",
-        help="only this shipped scenario (repeatable; default: all)",
+        metavar="NAME|FILE",
+        help="only this scenario: a shipped one's name, or a scenario file (repeatable; "
+        "default: every shipped scenario)",
     )
     run.add_argument(
         "--engine",
@@ -353,7 +354,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     names = args.engines or []
     for name in names:
         load_engine(name, hang_after=hang_limit(args))  # fail early (exit 2) on a bad engine
-    names_only = [name for name in args.scenarios or () if not name.endswith(".toml")]
+    names_only = [name for name in args.scenarios or () if not is_scenario_file(name)]
     check_names("--scenario", names_only, [cell.scenario for cell in default_cells()])
     builtin = [name for name in names if name in BUILTIN_ENGINES]
     cells = default_cells(

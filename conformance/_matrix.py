@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 from simulator import Strategy, WorldSpec
 
@@ -24,7 +25,7 @@ from ._campaign import CampaignResult, EngineResult, search_engine
 from ._checker import AnomalyKind
 from ._engines import Expectation, load_engine, with_lock
 from ._hang import DEFAULT_HANG_AFTER
-from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
+from ._scenario_files import ReferenceClaim, Scenario, builtin_scenarios, load_scenario_file
 from ._scenarios import load_scenario
 from ._worlds import GeneratedWorld
 
@@ -57,14 +58,26 @@ def default_cells(
 ) -> list[Cell]:
     """Every shipped scenario: its known-bug engine, and the reference where it claims clean.
 
-    ``engines`` and ``scenarios`` filter; ``examples``, ``strategy``, ``seed`` and
+    ``engines`` and ``scenarios`` filter (a scenario by name, or a file: a user's
+    file is run as shipped ones are); ``examples``, ``strategy``, ``seed`` and
     ``hang_after`` override each scenario's own settings.
     """
-    cells = []
-    for path in builtin_scenarios():
+    shipped = {path.resolve(): path for path in builtin_scenarios()}
+    files = [Path(value) for value in scenarios if is_scenario_file(value)]
+    chosen: list[tuple[str, Scenario]] = []
+    for path in shipped.values():
         scenario = load_scenario_file(path)
-        if scenarios and scenario.name not in scenarios and str(path) not in scenarios:
-            continue
+        if (
+            not scenarios
+            or scenario.name in scenarios
+            or path.resolve() in {file.resolve() for file in files}
+        ):
+            chosen.append((scenario.name, scenario))
+    for file in files:  # a user's own, named as given so its replay line works from here
+        if file.resolve() not in shipped:
+            chosen.append((str(file), load_scenario_file(file)))
+    cells = []
+    for label, scenario in chosen:
         pairs = [(scenario.engine, Expectation.BUGGY if scenario.reproduces else Expectation.CLEAN)]
         if scenario.reference is ReferenceClaim.CLEAN:
             pairs.append(("reference", Expectation.CLEAN))
@@ -74,7 +87,7 @@ def default_cells(
                 continue
             cells.append(
                 Cell(
-                    scenario=scenario.name,
+                    scenario=label,
                     title=scenario.title,
                     engine=engine,
                     expectation=expectation,
@@ -86,6 +99,11 @@ def default_cells(
                 )
             )
     return cells
+
+
+def is_scenario_file(value: str) -> bool:
+    """``--scenario`` names a file (else a scenario by name)."""
+    return value.endswith(".toml") or Path(value).is_file()
 
 
 def run_cell(cell: Cell) -> EngineResult:

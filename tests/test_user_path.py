@@ -27,6 +27,9 @@ from simulator import Strategy
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the limit needs SIGALRM")
 
 SCRIPT = Path(sys.executable).parent / "tokenrace"
+SHIPPED = (
+    Path(__file__).parent.parent / "conformance" / "scenarios" / "03-no-cross-process-lock.toml"
+)
 
 ENGINES = '''\
 import time
@@ -92,6 +95,10 @@ def _tokenrace(workdir: Path, *argv: str, timeout: float = 120) -> subprocess.Co
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "user_engines.py").write_text(ENGINES, encoding="utf-8")
+    shipped = SHIPPED.read_text(encoding="utf-8")
+    mine = shipped.replace('name = "no-cross-process-lock"', 'name = "mine"')
+    assert mine != shipped
+    (tmp_path / "mine.toml").write_text(mine, encoding="utf-8")
     return tmp_path
 
 
@@ -206,15 +213,21 @@ def _replay_lines_work(workdir: Path, out: str) -> int:
         ["check", "--engine", "user_engines:NoLock", "--scenario", "no-cross-process-lock"]
         + ["--examples", "50", "--jobs", "1"],
         ["check", "--engine", "user_engines:NoLock", "--examples", "50", "--jobs", "1"]
-        + [
-            "--scenario",
-            str(Path(__file__).parent.parent / "conformance" / "scenarios")
-            + "/03-no-cross-process-lock.toml",
-        ],
+        + ["--scenario", str(SHIPPED)],
+        ["run", "--scenario", "mine.toml", "--examples", "50", "--jobs", "1"],
+        ["check", "--engine", "user_engines:NoLock", "--scenario", "mine.toml", "--jobs", "1"],
         ["matrix", "--lock", "lockf", "--processes", "gateway", "--os", "linux,windows"]
         + ["--examples", "20", "--jobs", "1"],
     ],
-    ids=["run", "run-user-engine", "check-by-name", "check-by-file", "matrix"],
+    ids=[
+        "run",
+        "run-user-engine",
+        "check-by-name",
+        "check-by-file",
+        "run-user-file",
+        "check-user-file",
+        "matrix",
+    ],
 )
 def test_every_printed_replay_line_works_as_pasted(workdir: Path, argv: list[str]) -> None:
     done = _tokenrace(workdir, *argv, "--report-dir", "report")
