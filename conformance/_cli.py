@@ -38,11 +38,12 @@ from ._console import (
     verdict_line,
 )
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
+from ._entry import DESCRIPTION, Version
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
-from ._hang import DEFAULT_HANG_AFTER
 from ._listing import add_list_parser, list_command
 from ._matrix import MatrixAxes, default_cells, is_scenario_file, matrix_cells, run_cells
 from ._mutate import add_mutate_parser, mutate_command
+from ._options import hang_limit, hang_option, report_dir_option, search_options
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, load_scenario_file
@@ -51,7 +52,6 @@ from ._validate import (
     check_names,
     check_report_dir,
     describe,
-    hang_seconds,
     one_line,
     positive,
     settle_seconds,
@@ -63,9 +63,9 @@ DEFAULT_DB = ".hypothesis/tokenrace"
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="tokenrace",
-        description="Reproduce or rule out OAuth refresh-token reuse races, deterministically.",
+        description=DESCRIPTION,
     )
-    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    parser.add_argument("--version", action=Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     commands.add_parser(
         "serve", help="run the fake OAuth server on loopback (tokenrace serve --help)"
@@ -90,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENGINE",
         help="only this engine; a module:attribute engine is checked where the reference is",
     )
-    _search_options(run)
+    search_options(run)
     run.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
-    _report_dir(run)
+    report_dir_option(run)
     run.add_argument(
         "--hypothesis-db",
         metavar="DIR",
@@ -134,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--expiries", type=positive, default=1, help="access-token expiries")
     mat.add_argument("--skew", type=int, default=0, help="seconds the last agent's clock is ahead")
     mat.add_argument("--torn-writes", action="store_true", help="a write takes two steps")
-    _search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
+    search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
     mat.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
-    _report_dir(mat)
+    report_dir_option(mat)
     mat.add_argument("--quiet", action="store_true", help="print only the verdict table")
 
     repro = commands.add_parser(
@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("file", type=Path, help="a scenario .toml file")
     repro.add_argument("--engine", help="check this engine instead of the file's")
     repro.add_argument("--examples", type=positive, help="override the file's search budget")
-    _hang_option(repro, "the file's own, else")
-    _report_dir(repro)
+    hang_option(repro, "the file's own, else")
+    report_dir_option(repro)
     add_clients_parser(commands, repro)  # and --order, --kill for client scenario files
 
     chk = commands.add_parser(
@@ -189,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a shipped scenario's name or a scenario file (repeatable; default: the battery "
         "and every shipped scenario)",
     )
-    _search_options(chk)
-    _report_dir(chk)
+    search_options(chk)
+    report_dir_option(chk)
     chk.add_argument("--hypothesis-db", metavar="DIR", help="as for run")
     chk.add_argument("--jobs", type=positive, help="--engine: worlds run at once (default: CPUs)")
 
@@ -221,81 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replay on real processes (windows on Linux: under Wine) and check the model",
     )
-    _hang_option(rep)
+    hang_option(rep)
     return parser
-
-
-class _Version(argparse.Action):
-    """``--version``: the installed package's version, read only when asked."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
-        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help", "")))
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            number = version("tokenrace")
-        except PackageNotFoundError:  # run from a checkout that was never installed
-            number = "unknown (not installed)"
-        print(f"tokenrace {number}")  # on stdout, as --help is
-        parser.exit(0)
-
-
-def _report_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--report-dir",
-        type=Path,
-        default=Path("reports/latest"),
-        metavar="DIR",
-        help="where index.html, summary.md, results.json and junit.xml go "
-        "(default: reports/latest)",
-    )
-
-
-def _search_options(
-    parser: argparse.ArgumentParser,
-    *,
-    strategy: Strategy | None = None,
-    examples: int | None = None,
-    seed: int | None = None,
-) -> None:
-    """``--strategy``, ``--examples`` and ``--seed``: a None default keeps each scenario's own."""
-    own = "each scenario's own"
-    parser.add_argument(
-        "--strategy",
-        type=Strategy,
-        choices=list(Strategy),
-        default=strategy,
-        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
-        help=f"how schedules are searched (default: {strategy.value if strategy else own})",
-    )
-    parser.add_argument(
-        "--examples",
-        type=positive,
-        default=examples,
-        help=f"schedules per cell (default: {examples or own})",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=seed,
-        help=f"search seed (default: {seed if seed is not None else own})",
-    )
-    _hang_option(parser, "each scenario's own, else" if strategy is None else "")
-
-
-def _hang_option(parser: argparse.ArgumentParser, own: str = "") -> None:
-    default = None if own else DEFAULT_HANG_AFTER
-    parser.add_argument(
-        "--hang-after",
-        type=hang_seconds,
-        default=default,
-        metavar="SECONDS",
-        help="a schedule that takes longer in real time is reported as a hang: the engine "
-        f"blocks (time.sleep, a busy loop); 0 for no limit (default: {own} "
-        f"{DEFAULT_HANG_AFTER:g})".replace("( ", "("),
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -520,11 +447,6 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
     )
     write_report(campaign, args.report_dir)
     return EXIT_OK if campaign.passed else EXIT_FAILED
-
-
-def hang_limit(args: argparse.Namespace) -> float:
-    """``--hang-after``, or the default where it leaves each scenario its own."""
-    return DEFAULT_HANG_AFTER if args.hang_after is None else float(args.hang_after)
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:

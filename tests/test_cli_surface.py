@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 
 from conformance._cli import build_parser, main
+from conformance._entry import top_parser
 from conformance._listing import KINDS
 from conformance._matrix import default_cells
 
@@ -56,3 +59,30 @@ def test_list_refuses_an_unknown_kind(capsys: pytest.CaptureFixture[str]) -> Non
         main(["list", "sceanrios"])
     assert exit_.value.code == 2
     assert "choose from scenarios" in capsys.readouterr().err
+
+
+def test_top_level_help_is_the_full_parsers() -> None:
+    """``tokenrace --help`` answered early says exactly what the full parser would."""
+    assert top_parser().format_help() == build_parser().format_help()
+
+
+def test_help_and_version_import_nothing_heavy() -> None:
+    """``--help`` loads neither the simulator nor the fake server (it takes 0.02 s, not 0.4)."""
+    code = (
+        "import sys\n"
+        "from conformance._entry import main\n"
+        "for argv in (['--help'], ['--version']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit_:\n"
+        "        assert exit_.code == 0, exit_.code\n"
+        "heavy = [m for m in ('simulator', 'fake_oauth_server', 'rich', 'hypothesis')"
+        " if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage: tokenrace" in done.stdout
+    assert "tokenrace 0." in done.stdout
