@@ -28,10 +28,10 @@ Schema, version 1 (fields are only ever added within a version)::
         "scenario": str, "title": str,
         "engine": str, "summary": str,
         "expected": "clean" | "buggy",
-        "verdict": "reproduced" | "ruled out" | "not found" | "other anomaly",
+        "verdict": "reproduced" | "ruled out" | "not found" | "other anomaly" | "hang",
         "expected_anomaly": str | null,  # the anomaly kind a known bug must show, if named
         "strategy": "hypothesis" | "random" | "pct" | "exhaustive",
-        "bound": str,            # what the search covered, in words
+        "bound": str,            # what the search covered, in words (a hang: where it hung)
         "passed": bool,
         "schedules_tried": int,  # shrinking included
         "first_failure_at": int | null, "time_to_first_failure_s": float | null,
