@@ -38,7 +38,7 @@ def print_result(
         return
     assert result.schedule is not None
     if result.hang is not None:
-        hang = escape(str(result.hang))
+        hang = escape(str(result.hang).removeprefix("hang: "))
         console.print(f"{header}\n  [bold red]HANG[/] ({result.elapsed:.1f}s): {hang}")
         _print_replay(console, "Schedule up to the step that blocked:", scenario, result)
         return

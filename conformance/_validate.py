@@ -131,8 +131,9 @@ def _run_alone(spec: str, factory: Callable[[], Any], at: str, hang_after: float
     try:
         result = run(ReplayChooser(Schedule.parse("default")))
     except HangError as error:
+        hang = str(error.hang).removeprefix("hang: ")
         raise EngineLoadError(
-            f"engine {spec} hangs alone, one agent and no race: {error.hang} "
+            f"engine {spec} hangs alone, one agent and no race: {hang} "
             "(blocking in real time, time.sleep or a busy loop? --hang-after sets the limit)"
         ) from None
     except Exception as exc:
