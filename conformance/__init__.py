@@ -8,27 +8,81 @@ command is ``conformance._cli:main``.
 # conformance may import refresh_engine, fake_oauth_server and simulator;
 # nothing imports conformance.
 
-from ._battery import BATTERY, BatteryWorld
-from ._campaign import (
-    CampaignResult,
-    EngineResult,
-    Verdict,
-    has_fatal,
-    replay,
-    replay_command,
-    run_campaign,
-    search_engine,
-)
-from ._check_engine import check_battery
-from ._checker import Anomaly, AnomalyKind, Severity, check, fatal
-from ._corpus import MirroredChildStores, NoCrossProcessLock
-from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation, load_engine
-from ._errors import ConformanceError, EngineLoadError, UnknownScenario
-from ._mutants import MUTANTS, Gap, Mutant, Operator
-from ._mutate import Fate, MutantResult, MutationReport, run_mutants, witness_check
-from ._report import SCHEMA, results_json, write_report
-from ._scenario_files import Scenario, builtin_scenarios, load_scenario_file
-from ._scenarios import HEADLINE_AGENTS, SCENARIOS, headline, load_scenario
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._battery import BATTERY, BatteryWorld
+    from ._campaign import (
+        CampaignResult,
+        EngineResult,
+        Verdict,
+        has_fatal,
+        replay,
+        replay_command,
+        run_campaign,
+        search_engine,
+    )
+    from ._check_engine import check_battery
+    from ._checker import Anomaly, AnomalyKind, Severity, check, fatal
+    from ._corpus import MirroredChildStores, NoCrossProcessLock
+    from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation, load_engine
+    from ._errors import ConformanceError, EngineLoadError, UnknownScenario
+    from ._mutants import MUTANTS, Gap, Mutant, Operator
+    from ._mutate import Fate, MutantResult, MutationReport, run_mutants, witness_check
+    from ._report import SCHEMA, results_json, write_report
+    from ._scenario_files import Scenario, builtin_scenarios, load_scenario_file
+    from ._scenarios import HEADLINE_AGENTS, SCENARIOS, headline, load_scenario
+
+#: where each public name lives: imported on first use, so ``tokenrace --help`` stays fast
+_WHERE = {
+    "BATTERY": "._battery",
+    "BatteryWorld": "._battery",
+    "CampaignResult": "._campaign",
+    "EngineResult": "._campaign",
+    "Verdict": "._campaign",
+    "has_fatal": "._campaign",
+    "replay": "._campaign",
+    "replay_command": "._campaign",
+    "run_campaign": "._campaign",
+    "search_engine": "._campaign",
+    "check_battery": "._check_engine",
+    "Anomaly": "._checker",
+    "AnomalyKind": "._checker",
+    "Severity": "._checker",
+    "check": "._checker",
+    "fatal": "._checker",
+    "MirroredChildStores": "._corpus",
+    "NoCrossProcessLock": "._corpus",
+    "BUILTIN_ENGINES": "._engines",
+    "EngineEntry": "._engines",
+    "Expectation": "._engines",
+    "load_engine": "._engines",
+    "ConformanceError": "._errors",
+    "EngineLoadError": "._errors",
+    "UnknownScenario": "._errors",
+    "MUTANTS": "._mutants",
+    "Gap": "._mutants",
+    "Mutant": "._mutants",
+    "Operator": "._mutants",
+    "Fate": "._mutate",
+    "MutantResult": "._mutate",
+    "MutationReport": "._mutate",
+    "run_mutants": "._mutate",
+    "witness_check": "._mutate",
+    "SCHEMA": "._report",
+    "results_json": "._report",
+    "write_report": "._report",
+    "Scenario": "._scenario_files",
+    "builtin_scenarios": "._scenario_files",
+    "load_scenario_file": "._scenario_files",
+    "HEADLINE_AGENTS": "._scenarios",
+    "SCENARIOS": "._scenarios",
+    "headline": "._scenarios",
+    "load_scenario": "._scenarios",
+}
 
 __all__ = [
     "BATTERY",
@@ -76,3 +130,11 @@ __all__ = [
     "search_engine",
     "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value

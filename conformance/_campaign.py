@@ -8,11 +8,15 @@ shows up within the examples budget.  The verdict is honest about its bound:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import shlex
+import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from simulator import (
     Chooser,
@@ -32,6 +36,7 @@ from simulator import (
 from ._checker import Anomaly, AnomalyKind, check, fatal
 from ._diagram import Diagram
 from ._engines import EngineEntry, Expectation
+from ._hang import DEFAULT_HANG_AFTER, Hang, HangError, limited
 
 
 class Verdict(enum.Enum):
@@ -39,6 +44,7 @@ class Verdict(enum.Enum):
     RULED_OUT = "ruled out"  # exhaustive search covered every schedule within its bound
     NOT_FOUND = "not found"  # no fatal anomaly within the schedules tried
     OTHER_ANOMALY = "other anomaly"  # fatal anomalies, but never the one the scenario names
+    HANG = "hang"  # a schedule ran past the wall-clock limit: the engine blocks in real time
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,17 +68,20 @@ class EngineResult:
     failing_run: RunResult | None = None  # the minimal failing run itself, for reports
     expected_anomaly: AnomalyKind | None = None  # the kind a known bug must show, if named
     diagram: Diagram | None = None  # a real client's run, drawn (a simulated one draws its own)
+    hang: Hang | None = None  # where the run that hung stopped (verdict ``hang``)
 
     @property
     def passed(self) -> bool:
+        if self.verdict is Verdict.HANG:  # never what anyone expects
+            return False
         if self.expectation is Expectation.BUGGY:
             return self.verdict is Verdict.REPRODUCED
         return not self.caught
 
     @property
     def caught(self) -> bool:
-        """A fatal anomaly showed up: there is a failing run to show and replay."""
-        return self.verdict in (Verdict.REPRODUCED, Verdict.OTHER_ANOMALY)
+        """A fatal anomaly or a hang showed up: there is a failing run to show and replay."""
+        return self.verdict in (Verdict.REPRODUCED, Verdict.OTHER_ANOMALY, Verdict.HANG)
 
     @property
     def headline(self) -> Anomaly | None:
@@ -105,9 +114,16 @@ class CampaignResult:
         return all(result.passed for result in self.cells)
 
 
-def replay(spec: WorldSpec, entry: EngineEntry, schedule: Schedule) -> RunResult:
-    """Run one schedule exactly."""
-    return simulate(spec, entry.factory(), ReplayChooser(schedule))
+def replay(
+    spec: WorldSpec,
+    entry: EngineEntry,
+    schedule: Schedule,
+    *,
+    hang_after: float = DEFAULT_HANG_AFTER,
+) -> RunResult:
+    """Run one schedule exactly; ``HangError`` when it runs past ``hang_after`` seconds."""
+    run = limited(lambda chooser: simulate(spec, entry.factory(), chooser), hang_after)
+    return run(ReplayChooser(schedule))
 
 
 def has_fatal(result: RunResult) -> bool:
@@ -138,11 +154,37 @@ def search_world(
     database: str | None = None,
     key: str = "",
     is_failure: Callable[[RunResult], bool] = has_fatal,
+    hang_after: float = DEFAULT_HANG_AFTER,
 ) -> SearchResult:
-    """Search ``entry``'s schedules in ``spec`` with one strategy, until ``is_failure``."""
+    """Search ``entry``'s schedules in ``spec`` with one strategy, until ``is_failure``;
+    ``HangError`` when one schedule runs past ``hang_after`` seconds of real time."""
 
-    def run(chooser: Chooser) -> RunResult:
+    runs = 0
+
+    def simulated(chooser: Chooser) -> RunResult:
+        nonlocal runs
+        runs += 1
         return simulate(spec, entry.factory(), chooser)
+
+    run = limited(simulated, hang_after)
+    try:
+        return _search(spec, strategy, run, is_failure, max_examples, seed, depth, database, key)
+    except HangError as error:
+        raise HangError(dataclasses.replace(error.hang, runs=runs)) from None
+
+
+def _search(
+    spec: WorldSpec,
+    strategy: Strategy,
+    run: Callable[[Chooser], RunResult],
+    is_failure: Callable[[RunResult], bool],
+    max_examples: int,
+    seed: int,
+    depth: int,
+    database: str | None,
+    key: str,
+) -> SearchResult:
+    """One strategy's search through ``run``."""
 
     match strategy:
         case Strategy.HYPOTHESIS:
@@ -179,12 +221,14 @@ def search_engine(
     strategy: Strategy = Strategy.HYPOTHESIS,
     database: str | None = None,
     anomaly: AnomalyKind | None = None,
+    hang_after: float = DEFAULT_HANG_AFTER,
 ) -> EngineResult:
     """Search ``entry``'s schedules in ``spec`` and give it a verdict.
 
     ``database``: a directory where Hypothesis keeps failing schedules between runs.
     ``anomaly``: search for a fatal anomaly of this kind; a search that finds
     only other fatal anomalies ends ``other anomaly``, with the first such run.
+    ``hang_after``: a schedule's wall-clock limit; the first past it ends ``hang``.
     """
     key = f"{scenario}|{entry.name}|{seed}"
     if anomaly is not None:
@@ -199,16 +243,21 @@ def search_engine(
             other.append(result)
         return False
 
-    search = search_world(
-        spec,
-        entry,
-        strategy,
-        max_examples=max_examples,
-        seed=seed,
-        database=database,
-        key=key,
-        is_failure=is_failure,
-    )
+    started = time.perf_counter()
+    try:
+        search = search_world(
+            spec,
+            entry,
+            strategy,
+            max_examples=max_examples,
+            seed=seed,
+            database=database,
+            key=key,
+            is_failure=is_failure,
+            hang_after=hang_after,
+        )
+    except HangError as error:
+        return hung(scenario, entry, strategy, error.hang, time.perf_counter() - started)
     failing = search.failing
     if failing is not None:
         verdict = Verdict.REPRODUCED
@@ -238,6 +287,30 @@ def search_engine(
     )
 
 
+def hung(
+    scenario: str, entry: EngineEntry, strategy: Strategy, hang: Hang, elapsed: float
+) -> EngineResult:
+    """The verdict of a search stopped by a schedule that ran past the limit."""
+    return EngineResult(
+        engine=entry.name,
+        summary=entry.summary,
+        expectation=entry.expectation,
+        verdict=Verdict.HANG,
+        anomalies=(),
+        schedule=hang.schedule,
+        preemptions=hang.schedule.context_switches,
+        examples=hang.runs,
+        first_failure_at=None,
+        time_to_first_failure=None,
+        elapsed=elapsed,
+        history="",
+        strategy=strategy,
+        bound=str(hang),
+        scenario=scenario,
+        hang=hang,
+    )
+
+
 def run_campaign(
     scenario: str,
     spec: WorldSpec,
@@ -248,6 +321,7 @@ def run_campaign(
     strategy: Strategy = Strategy.HYPOTHESIS,
     on_result: Callable[[EngineResult], None] | None = None,
     anomaly: AnomalyKind | None = None,
+    hang_after: float = DEFAULT_HANG_AFTER,
 ) -> CampaignResult:
     """Search each entry; ``anomaly`` is what the known-bug (``BUGGY``) entries must show."""
     started = time.perf_counter()
@@ -261,6 +335,7 @@ def run_campaign(
             seed=seed,
             strategy=strategy,
             anomaly=anomaly if entry.expectation is Expectation.BUGGY else None,
+            hang_after=hang_after,
         )
         results.append(result)
         if on_result is not None:
@@ -268,9 +343,22 @@ def run_campaign(
     return CampaignResult(tuple(results), time.perf_counter() - started)
 
 
+def invoked_as() -> str:
+    """``tokenrace`` as the user can start it again from here: the name where it is on
+    ``PATH``, else the path it was started by (``.venv/bin/tokenrace`` when not activated)."""
+    started = sys.argv[0] if sys.argv else ""
+    if Path(started).name not in ("tokenrace", "tokenrace.exe"):
+        return "tokenrace"  # python -m, the pytest plugin, a library call
+    found = shutil.which("tokenrace")
+    if found is not None and Path(found).resolve() == Path(started).resolve():
+        return "tokenrace"
+    return shlex.quote(started)
+
+
 def replay_command(scenario: str, engine: str, schedule: Schedule) -> str:
-    """The line a user pastes to replay a run (a matrix engine's ``[lock=...]`` quoted)."""
+    """The line a user pastes to replay a run (a matrix engine's ``[lock=...]`` quoted),
+    from the directory it ran in."""
     return (
-        f"tokenrace replay --scenario {shlex.quote(scenario)} --engine {shlex.quote(engine)} "
+        f"{invoked_as()} replay --scenario {shlex.quote(scenario)} --engine {shlex.quote(engine)} "
         f"'{schedule}'"
     )

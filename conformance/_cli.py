@@ -27,11 +27,23 @@ from ._campaign import (
 from ._check_engine import check_engine
 from ._client_cli import add_clients_parser, client_subcommand
 from ._command import add_fault_options, check_command
-from ._console import anomaly_column, plural, print_result, progress_bar
+from ._console import (
+    Running,
+    anomaly_column,
+    cell_label,
+    narrow,
+    plural,
+    print_result,
+    progress_bar,
+    verdict_line,
+)
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
+from ._entry import DESCRIPTION, Version
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
-from ._matrix import MatrixAxes, default_cells, matrix_cells, run_cells
+from ._listing import add_list_parser, list_command
+from ._matrix import MatrixAxes, default_cells, is_scenario_file, matrix_cells, run_cells
 from ._mutate import add_mutate_parser, mutate_command
+from ._options import hang_limit, hang_option, report_dir_option, search_options
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, load_scenario_file
@@ -51,8 +63,9 @@ DEFAULT_DB = ".hypothesis/tokenrace"
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="tokenrace",
-        description="Reproduce or rule out OAuth refresh-token reuse races, deterministically.",
+        description=DESCRIPTION,
     )
+    parser.add_argument("--version", action=Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     commands.add_parser(
         "serve", help="run the fake OAuth server on loopback (tokenrace serve --help)"
@@ -66,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         dest="scenarios",
-        metavar="NAME",
-        help="only this shipped scenario (repeatable; default: all)",
+        metavar="NAME|FILE",
+        help="only this scenario: a shipped one's name, or a scenario file (repeatable; "
+        "default: every shipped scenario)",
     )
     run.add_argument(
         "--engine",
@@ -76,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENGINE",
         help="only this engine; a module:attribute engine is checked where the reference is",
     )
-    _search_options(run)
+    search_options(run)
     run.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
-    run.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    report_dir_option(run)
     run.add_argument(
         "--hypothesis-db",
         metavar="DIR",
@@ -86,13 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
         f"(e.g. {DEFAULT_DB}); the search is then no longer seeded",
     )
     run.add_argument("--quiet", action="store_true", help="print only the verdict table")
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print every cell's block, clean ones too, with up to 4 anomalies each",
+    )
     run.add_argument("--json", action="store_true", help="print results.json, nothing else")
 
     mat = commands.add_parser(
         "matrix",
         help="engine x layout x lock x OS x agents/processes x policy x faults, a verdict each",
     )
-    mat.add_argument("--engine", action="append", dest="engines", metavar="ENGINE")
+    mat.add_argument(
+        "--engine",
+        action="append",
+        dest="engines",
+        metavar="ENGINE",
+        help="an engine to cross with the axes (repeatable; default: reference)",
+    )
     for axis_name, default, meaning in (
         ("layout", "shared", "shared, mirrored, separate-logins"),
         ("lock", "", "a lock kind for engines that take one (flock, lockf, mutex, ...)"),
@@ -108,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--expiries", type=positive, default=1, help="access-token expiries")
     mat.add_argument("--skew", type=int, default=0, help="seconds the last agent's clock is ahead")
     mat.add_argument("--torn-writes", action="store_true", help="a write takes two steps")
-    _search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
+    search_options(mat, strategy=Strategy.HYPOTHESIS, examples=200, seed=0)
     mat.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
-    mat.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    report_dir_option(mat)
     mat.add_argument("--quiet", action="store_true", help="print only the verdict table")
 
     repro = commands.add_parser(
@@ -119,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("file", type=Path, help="a scenario .toml file")
     repro.add_argument("--engine", help="check this engine instead of the file's")
     repro.add_argument("--examples", type=positive, help="override the file's search budget")
-    repro.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    hang_option(repro, "the file's own, else")
+    report_dir_option(repro)
     add_clients_parser(commands, repro)  # and --order, --kill for client scenario files
 
     chk = commands.add_parser(
@@ -156,22 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chk.add_argument(
         "--scenario",
-        type=Path,
         action="append",
         dest="scenarios",
-        help="scenario file (repeatable; default: the battery and every shipped scenario)",
+        metavar="NAME|FILE",
+        help="a shipped scenario's name or a scenario file (repeatable; default: the battery "
+        "and every shipped scenario)",
     )
-    _search_options(chk)
-    chk.add_argument("--report-dir", type=Path, default=Path("reports/latest"))
+    search_options(chk)
+    report_dir_option(chk)
     chk.add_argument("--hypothesis-db", metavar="DIR", help="as for run")
     chk.add_argument("--jobs", type=positive, help="--engine: worlds run at once (default: CPUs)")
 
     add_mutate_parser(commands)
+    add_list_parser(commands)
 
     rep = commands.add_parser("replay", help="replay one schedule and print its history")
     rep.add_argument("schedule", help="a schedule string, e.g. 'atlas*12 nova*3' or 'default'")
-    rep.add_argument("--scenario", default="headline")
-    rep.add_argument("--engine", default="mirrored")
+    rep.add_argument(
+        "--scenario",
+        default="headline",
+        metavar="NAME|FILE",
+        help="a scenario name, matrix label or file, as the replay line gives it "
+        "(default: headline; tokenrace list scenarios)",
+    )
+    rep.add_argument(
+        "--engine",
+        default="mirrored",
+        help="a built-in engine or module:attribute (default: mirrored; tokenrace list engines)",
+    )
     rep.add_argument(
         "--os",
         choices=[model.value for model in OsModel],
@@ -182,38 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replay on real processes (windows on Linux: under Wine) and check the model",
     )
+    hang_option(rep)
     return parser
-
-
-def _search_options(
-    parser: argparse.ArgumentParser,
-    *,
-    strategy: Strategy | None = None,
-    examples: int | None = None,
-    seed: int | None = None,
-) -> None:
-    """``--strategy``, ``--examples`` and ``--seed``: a None default keeps each scenario's own."""
-    own = "each scenario's own"
-    parser.add_argument(
-        "--strategy",
-        type=Strategy,
-        choices=list(Strategy),
-        default=strategy,
-        metavar="{" + ",".join(strategy.value for strategy in Strategy) + "}",
-        help=f"how schedules are searched (default: {strategy.value if strategy else own})",
-    )
-    parser.add_argument(
-        "--examples",
-        type=positive,
-        default=examples,
-        help=f"schedules per cell (default: {examples or own})",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=seed,
-        help=f"search seed (default: {seed if seed is not None else own})",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _matrix(args, console)
         if args.subcommand == "mutate":
             return mutate_command(args, console)
+        if args.subcommand == "list":
+            return list_command(args, console)
     except (ConformanceError, SimulatorError) as exc:
         errors.print(f"[bold red]tokenrace: error:[/] {escape(one_line(str(exc)))}")
         return EXIT_USAGE
@@ -269,8 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, console: Console) -> int:
     names = args.engines or []
     for name in names:
-        load_engine(name)  # fail early, with exit status 2, on a bad engine
-    names_only = [name for name in args.scenarios or () if not name.endswith(".toml")]
+        load_engine(name, hang_after=hang_limit(args))  # fail early (exit 2) on a bad engine
+    names_only = [name for name in args.scenarios or () if not is_scenario_file(name)]
     check_names("--scenario", names_only, [cell.scenario for cell in default_cells()])
     builtin = [name for name in names if name in BUILTIN_ENGINES]
     cells = default_cells(
@@ -279,11 +290,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         examples=args.examples,
         strategy=args.strategy,
         seed=args.seed,
+        hang_after=args.hang_after,
     )
     for name in (name for name in names if name not in BUILTIN_ENGINES):
         cells += [
             dataclasses.replace(cell, engine=name, expectation=Expectation.CLEAN)
-            for cell in default_cells(scenarios=args.scenarios or (), examples=args.examples)
+            for cell in default_cells(
+                scenarios=args.scenarios or (),
+                examples=args.examples,
+                strategy=args.strategy,
+                seed=args.seed,
+                hang_after=args.hang_after,
+            )
             if cell.engine == "reference"
         ]
     if not cells:
@@ -292,17 +310,24 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         cells = [dataclasses.replace(cell, database=args.hypothesis_db) for cell in cells]
     if not args.json:
         scenarios = len({cell.scenario for cell in cells})
+        jobs = plural(args.jobs or os.cpu_count() or 1, "job")
         console.print(
             f"tokenrace run: {plural(len(cells), 'cell')} "
-            f"({plural(scenarios, 'scenario')} x engines), {args.jobs or os.cpu_count()} jobs"
+            f"({plural(scenarios, 'scenario')} x engines), {jobs}"
         )
+    now = Running([cell_label(cell.scenario, cell.engine) for cell in cells], args.jobs)
     with progress_bar(console, disable=args.quiet or args.json) as progress:
-        task = progress.add_task("cells", total=len(cells))
+        task = progress.add_task(now.label(), total=len(cells))
 
         def show(result: EngineResult) -> None:
-            progress.advance(task)
-            if not (args.quiet or args.json):
+            label = now.done(cell_label(result.scenario, result.engine))
+            progress.update(task, advance=1, description=label)
+            if args.quiet or args.json:
+                return
+            if args.verbose:
                 print_result(console, result.scenario, result)
+            elif result.caught or not result.passed:  # what to replay; the report has the rest
+                print_result(console, result.scenario, result, shown=1)
 
         campaign = run_cells(cells, jobs=args.jobs, on_result=show)
     write_report(campaign, args.report_dir)
@@ -311,24 +336,29 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK if campaign.passed else EXIT_FAILED
     table = Table(title="tokenrace run")
     columns = ("scenario", "engine", "expected", "verdict", "anomaly", "schedules", "time", "ok")
-    for column in columns:  # fold long names in a narrow terminal rather than cut them
-        table.add_column(column, overflow="fold")
+    kept = ("scenario", "engine", "verdict", "ok") if narrow(console) else columns
+    for column in kept:  # fold long names in a narrow terminal rather than cut them
+        table.add_column(column, overflow="fold", no_wrap=column in ("verdict", "ok"))
     for result in campaign.cells:
-        table.add_row(
-            escape(result.scenario),
-            escape(result.engine),
-            result.expectation.value,
-            result.verdict.value,
-            anomaly_column(result),
-            str(result.examples),
-            f"{result.elapsed:.1f}s",
-            "[green]yes[/]" if result.passed else "[bold red]NO[/]",
+        row = dict(
+            zip(
+                columns,
+                (
+                    escape(result.scenario),
+                    escape(result.engine),
+                    result.expectation.value,
+                    result.verdict.value,
+                    anomaly_column(result),
+                    str(result.examples),
+                    f"{result.elapsed:.1f}s",
+                    "[green]yes[/]" if result.passed else "[bold red]NO[/]",
+                ),
+                strict=True,
+            )
         )
+        table.add_row(*(row[column] for column in kept))
     console.print(table)
-    console.print(
-        f"report: {args.report_dir / 'index.html'}  (summary.md, results.json, junit.xml "
-        f"beside it; {campaign.elapsed:.1f}s in all)"
-    )
+    console.print(verdict_line("tokenrace run", campaign, args.report_dir))
     return EXIT_OK if campaign.passed else EXIT_FAILED
 
 
@@ -355,9 +385,15 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
         skew=args.skew,
         torn=args.torn_writes,
     )
-    cells = matrix_cells(axes, strategy=args.strategy, examples=args.examples, seed=args.seed)
+    cells = matrix_cells(
+        axes,
+        strategy=args.strategy,
+        examples=args.examples,
+        seed=args.seed,
+        hang_after=args.hang_after,
+    )
     for cell in {(cell.engine, cell.lock, cell.scope): cell for cell in cells}.values():
-        entry = load_engine(cell.engine)  # fail early on a bad engine, lock or scope
+        entry = load_engine(cell.engine, hang_after=cell.hang_after)  # fail early, exit 2
         if cell.lock or cell.scope:
             with_lock(entry, cell.lock, cell.scope)
     console.print(f"tokenrace matrix: {plural(len(cells), 'cell')}, {args.strategy.value} search")
@@ -382,13 +418,14 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
             str(result.examples),
         )
     console.print(table)
-    console.print(f"report: {args.report_dir / 'index.html'}  ({campaign.elapsed:.1f}s in all)")
+    console.print(verdict_line("tokenrace matrix", campaign, args.report_dir))
     return EXIT_OK if campaign.passed else EXIT_FAILED
 
 
 def _reproduce(args: argparse.Namespace, console: Console) -> int:
     scenario = load_scenario_file(args.file)
-    entry = load_engine(args.engine or scenario.engine)
+    hang_after = scenario.hang_after if args.hang_after is None else args.hang_after
+    entry = load_engine(args.engine or scenario.engine, hang_after=hang_after)
     if args.engine:  # a user's engine is held to what the reference promises
         entry = dataclasses.replace(entry, expectation=Expectation.CLEAN)
     elif scenario.reproduces:
@@ -406,6 +443,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
         strategy=scenario.strategy,
         on_result=lambda result: print_result(console, str(args.file), result),
         anomaly=None if args.engine else scenario.anomaly,
+        hang_after=hang_after,
     )
     write_report(campaign, args.report_dir)
     return EXIT_OK if campaign.passed else EXIT_FAILED

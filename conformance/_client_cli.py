@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from ._campaign import CampaignResult, EngineResult, Verdict
+from ._campaign import CampaignResult, EngineResult, Verdict, invoked_as
 from ._checker import Severity
 from ._client_oracle import orders
 from ._client_run import ClientRun, resolve_program, run_client
@@ -96,7 +96,9 @@ def reproduce_client(args: argparse.Namespace, console: Console) -> int:
     failing = failing_client.run if failing_client is not None else None
     shown = failing or runs[-1].run
     diagram = (failing_client or runs[-1]).diagram
-    again = f"tokenrace reproduce {shlex.quote(str(args.file))} --order {','.join(shown.order)}"
+    again = (
+        f"{invoked_as()} reproduce {shlex.quote(str(args.file))} --order {','.join(shown.order)}"
+    )
     if shown.killed:
         again += f" --kill {shown.killed}"
     console.print("  to run this order again:")

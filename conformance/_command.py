@@ -41,7 +41,7 @@ import time
 
 from rich.console import Console
 
-from ._campaign import CampaignResult, EngineResult, Verdict
+from ._campaign import CampaignResult, EngineResult, Verdict, invoked_as
 from ._client_oracle import EXIT_RELOGIN, CommandRun, orders
 from ._client_run import KILL_FIRST, ClientRun, run_client
 from ._client_scenarios import ClientScenario, StoreFormat
@@ -185,7 +185,7 @@ def check_command(args: argparse.Namespace, console: Console) -> int:
                 console.print(f"      {anomaly}", markup=False, soft_wrap=True)
     if failing is not None:
         replay = (
-            f"tokenrace check --command {shlex.quote(args.command)} "
+            f"{invoked_as()} check --command {shlex.quote(args.command)} "
             f"--order {','.join(failing.order)}" + (" --kill" if failing.killed else "")
         )
         for option, value, default in (

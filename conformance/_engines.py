@@ -15,7 +15,9 @@ import enum
 import functools
 import importlib
 import inspect
+import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ from simulator import Engine
 
 from ._corpus import CORPUS
 from ._errors import ConformanceError, EngineLoadError
+from ._hang import DEFAULT_HANG_AFTER
 from ._validate import check_engine, describe
 from ._worlds import choice
 
@@ -71,13 +74,19 @@ BUILTIN_ENGINES: dict[str, EngineEntry] = {
 }
 
 
-def load_engine(spec: str) -> EngineEntry:
-    """A built-in engine by name, or any engine by ``module:attribute``; ``[lock=...]`` too."""
+def load_engine(spec: str, *, hang_after: float = DEFAULT_HANG_AFTER) -> EngineEntry:
+    """A built-in engine by name, or any engine by ``module:attribute``; ``[lock=...]`` too.
+
+    A ``module:attribute`` engine is checked in a one-agent run first, which
+    may take ``hang_after`` seconds of real time before it counts as a hang.
+    """
     options = _OPTIONS.fullmatch(spec)
     if options is not None:
         chosen = dict(re.findall(r"\[(lock|scope)=([a-z0-9-]+)\]", options["options"]))
         entry = with_lock(
-            load_engine(options["name"]), chosen.get("lock", ""), chosen.get("scope", "")
+            load_engine(options["name"], hang_after=hang_after),
+            chosen.get("lock", ""),
+            chosen.get("scope", ""),
         )
         if entry.name != spec:  # options repeated or out of order: one spelling replays
             raise EngineLoadError(f"engine {spec!r}: write it {entry.name!r}")
@@ -92,13 +101,15 @@ def load_engine(spec: str) -> EngineEntry:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise EngineLoadError(f"engine {spec!r}: write it module:attribute, e.g. my_engine:Engine")
+    _import_from_here()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module_name.startswith(exc.name):  # the module itself
             raise EngineLoadError(
                 f"cannot import {module_name!r} for engine {spec!r}: no such module "
-                "(run from the directory that holds it, or set PYTHONPATH)"
+                f"in {os.getcwd()} or on sys.path (run from the directory that holds it, "
+                "or set PYTHONPATH)"
             ) from None
         raise EngineLoadError(f"engine {spec}: importing it raised {describe(exc)}") from None
     except Exception as exc:  # a mistake in the user's module: say where
@@ -107,8 +118,22 @@ def load_engine(spec: str) -> EngineEntry:
     if target is None:
         raise EngineLoadError(f"module {module_name!r} has no attribute {attribute!r}")
     factory: Callable[[], Engine] = target if isinstance(target, type) else (lambda: target)
-    check_engine(spec, factory)  # before any search: constructible, a flow, works alone
+    check_engine(
+        spec, factory, hang_after=hang_after
+    )  # before any search: constructible, a flow, works alone
     return EngineEntry(spec, factory, Expectation.CLEAN, f"user engine {spec}")
+
+
+def _import_from_here() -> None:
+    """Make the current directory importable, as ``python -m`` and pytest do.
+
+    The ``tokenrace`` script's own directory heads ``sys.path``, not the one
+    it runs in; without this a replay line printed for ``my_engine:Engine``
+    would not work as pasted in the directory that holds ``my_engine.py``.
+    """
+    here = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == here for entry in sys.path):
+        sys.path.insert(0, here)
 
 
 def with_lock(entry: EngineEntry, lock: str, scope: str) -> EngineEntry:

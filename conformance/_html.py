@@ -147,7 +147,7 @@ def _matrix_cell(cell: EngineResult, anchor: str, name_engine: bool) -> str:
     if name_engine:
         inner += f'<span class="engine">{escape(cell.engine)}</span>'
     if cell.caught:
-        inner += f'<span class="anomaly">{escape(first_anomaly(cell))}</span>'
+        inner += f'<span class="anomaly">{escape(first_anomaly(cell) or "hang")}</span>'
     inner += f'<span class="n">{cell.examples} schedules</span>'
     tip = escape(cell.expectation_note() or cell.bound or cell.summary, quote=True)
     href = anchor if cell.caught else f"{anchor}-search"
@@ -168,8 +168,9 @@ def _article(anchor: str, cell: EngineResult, index: int) -> str:
     ]
     if cell.title:
         out.append(f"<p><strong>{escape(cell.title)}</strong></p>")
-    if cell.expectation_note():
-        out.append(f'<p class="unexpected-list">{escape(cell.expectation_note())}</p>')
+    if cell.expectation_note() or cell.hang is not None:
+        note = cell.expectation_note() or str(cell.hang)
+        out.append(f'<p class="unexpected-list">{escape(note)}</p>')
     first = cell.first_failure_at
     found = f"after {first} schedule{'' if first == 1 else 's'} " if first else ""
     out.append(

@@ -75,7 +75,9 @@ def _testcase(suite: ET.Element, cell: EngineResult) -> None:
     )
     if cell.passed:
         return
-    if cell.verdict is Verdict.OTHER_ANOMALY:
+    if cell.hang is not None:
+        kind, message = "hang", str(cell.hang)
+    elif cell.verdict is Verdict.OTHER_ANOMALY:
         kind = "other-anomaly"
         message = f"known bug {cell.engine} {cell.expectation_note()}"
     elif cell.expectation is Expectation.BUGGY:
@@ -99,6 +101,7 @@ def _describe(cell: EngineResult) -> str:
     if cell.expectation_note():
         lines.append(cell.expectation_note())
     lines += [f"- {line}" for line in anomaly_lines(cell)]
+    lines += [f"- {cell.hang}"] if cell.hang is not None else []
     if cell.schedule is not None:
         lines.append(f"minimal schedule: {cell.schedule}")
         lines.append(f"replay: {replay_command(cell.scenario, cell.engine, cell.schedule)}")
@@ -110,8 +113,8 @@ def _suite_out(cells: list[EngineResult]) -> str:
     for cell in cells:
         line = f"{cell.engine}: {cell.verdict.value} ({cell.examples} schedules)"
         if cell.caught and cell.schedule is not None:
-            if cell.headline is not None:
-                line += f": {cell.headline}"
+            if cell.headline is not None or cell.hang is not None:
+                line += f": {cell.headline or cell.hang}"
             line += f"\n  replay: {replay_command(cell.scenario, cell.engine, cell.schedule)}"
         lines.append(line)
     return "\n".join(lines) + "\n"

@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 from simulator import Strategy, WorldSpec
 
 from ._campaign import CampaignResult, EngineResult, search_engine
 from ._checker import AnomalyKind
 from ._engines import Expectation, load_engine, with_lock
-from ._scenario_files import ReferenceClaim, builtin_scenarios, load_scenario_file
+from ._hang import DEFAULT_HANG_AFTER
+from ._scenario_files import ReferenceClaim, Scenario, builtin_scenarios, load_scenario_file
 from ._scenarios import load_scenario
 from ._worlds import GeneratedWorld
 
@@ -42,6 +44,7 @@ class Cell:
     lock: str = ""  # a lock kind for an engine that takes one (the matrix's lock axis)
     scope: str = ""  # likewise, a lock scope
     anomaly: AnomalyKind | None = None  # what a known bug must show (its scenario's anomaly)
+    hang_after: float = DEFAULT_HANG_AFTER  # seconds of real time a schedule may take
 
 
 def default_cells(
@@ -51,17 +54,30 @@ def default_cells(
     examples: int | None = None,
     strategy: Strategy | None = None,
     seed: int | None = None,
+    hang_after: float | None = None,
 ) -> list[Cell]:
     """Every shipped scenario: its known-bug engine, and the reference where it claims clean.
 
-    ``engines`` and ``scenarios`` filter; ``examples``, ``strategy`` and ``seed``
-    override each scenario's own settings.
+    ``engines`` and ``scenarios`` filter (a scenario by name, or a file: a user's
+    file is run as shipped ones are); ``examples``, ``strategy``, ``seed`` and
+    ``hang_after`` override each scenario's own settings.
     """
-    cells = []
-    for path in builtin_scenarios():
+    shipped = {path.resolve(): path for path in builtin_scenarios()}
+    files = [Path(value) for value in scenarios if is_scenario_file(value)]
+    chosen: list[tuple[str, Scenario]] = []
+    for path in shipped.values():
         scenario = load_scenario_file(path)
-        if scenarios and scenario.name not in scenarios and str(path) not in scenarios:
-            continue
+        if (
+            not scenarios
+            or scenario.name in scenarios
+            or path.resolve() in {file.resolve() for file in files}
+        ):
+            chosen.append((scenario.name, scenario))
+    for file in files:  # a user's own, named as given so its replay line works from here
+        if file.resolve() not in shipped:
+            chosen.append((str(file), load_scenario_file(file)))
+    cells = []
+    for label, scenario in chosen:
         pairs = [(scenario.engine, Expectation.BUGGY if scenario.reproduces else Expectation.CLEAN)]
         if scenario.reference is ReferenceClaim.CLEAN:
             pairs.append(("reference", Expectation.CLEAN))
@@ -71,7 +87,7 @@ def default_cells(
                 continue
             cells.append(
                 Cell(
-                    scenario=scenario.name,
+                    scenario=label,
                     title=scenario.title,
                     engine=engine,
                     expectation=expectation,
@@ -79,14 +95,21 @@ def default_cells(
                     examples=examples or scenario.examples,
                     seed=scenario.seed if seed is None else seed,
                     anomaly=scenario.anomaly if buggy else None,
+                    hang_after=scenario.hang_after if hang_after is None else hang_after,
                 )
             )
     return cells
 
 
+def is_scenario_file(value: str) -> bool:
+    """``--scenario`` names a file (else a scenario by name)."""
+    return value.endswith(".toml") or Path(value).is_file()
+
+
 def run_cell(cell: Cell) -> EngineResult:
     """Search one cell; safe to call in a worker process."""
-    entry = dataclasses.replace(load_engine(cell.engine), expectation=cell.expectation)
+    loaded = load_engine(cell.engine, hang_after=cell.hang_after)
+    entry = dataclasses.replace(loaded, expectation=cell.expectation)
     if cell.lock or cell.scope:
         entry = with_lock(entry, cell.lock, cell.scope)
     result = search_engine(
@@ -98,6 +121,7 @@ def run_cell(cell: Cell) -> EngineResult:
         strategy=cell.strategy,
         database=cell.database,
         anomaly=cell.anomaly,
+        hang_after=cell.hang_after,
     )
     return dataclasses.replace(result, title=cell.title)
 
@@ -179,7 +203,12 @@ class MatrixAxes:
 
 
 def matrix_cells(
-    axes: MatrixAxes, *, strategy: Strategy, examples: int, seed: int = 0
+    axes: MatrixAxes,
+    *,
+    strategy: Strategy,
+    examples: int,
+    seed: int = 0,
+    hang_after: float = DEFAULT_HANG_AFTER,
 ) -> list[Cell]:
     """The cross product of the axes, each cell a generated world and an engine."""
     cells = []
@@ -220,6 +249,7 @@ def matrix_cells(
                 world=generated.world(),
                 lock=lock,
                 scope=scope,
+                hang_after=hang_after,
             )
         )
     return cells

@@ -243,9 +243,16 @@ def add_mutate_parser(commands: Any) -> None:
         help="only this mutant, or every mutant of an operator (repeatable; default: all)",
     )
     mut.add_argument("--list", action="store_true", help="list the mutants and stop")
-    mut.add_argument("--scenario", type=Path, action="append", dest="scenarios")
+    mut.add_argument(
+        "--scenario",
+        type=Path,
+        action="append",
+        dest="scenarios",
+        metavar="FILE",
+        help="a scenario file (repeatable; default: the battery and the claimed corpus)",
+    )
     mut.add_argument("--examples", type=int, help="schedules per scenario (default: its own)")
-    mut.add_argument("--seed", type=int)
+    mut.add_argument("--seed", type=int, help="search seed (default: each scenario's own)")
     mut.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
     mut.add_argument("--json", type=Path, help="also write the results as JSON here")
     mut.add_argument(

@@ -67,12 +67,13 @@ class ScenarioItem(pytest.Item):
         entry = dataclasses.replace(load_engine(self.engine), expectation=Expectation.CLEAN)
         scenario = self.scenario
         result = search_engine(
-            str(scenario.path),
+            scenario.name,  # shipped: its replay line names it, not a path into site-packages
             scenario.world,
             entry,
             max_examples=self.examples or scenario.examples,
             seed=scenario.seed,
             strategy=scenario.strategy,
+            hang_after=scenario.hang_after,
         )
         if not result.passed:
             raise TokenraceFailure(result)
@@ -87,6 +88,7 @@ class ScenarioItem(pytest.Item):
         result = excinfo.value.result
         lines = [f"{result.engine} in {self.scenario.name} ({self.scenario.title}):"]
         lines += [f"  {anomaly}" for anomaly in result.anomalies]
+        lines += [f"  {result.hang}"] if result.hang is not None else []
         if result.schedule is not None:
             lines.append("minimal schedule, to replay:")
             lines.append("  " + replay_command(result.scenario, result.engine, result.schedule))

@@ -19,6 +19,7 @@ from ._campaign import replay
 from ._checker import check, fatal
 from ._engines import load_engine
 from ._errors import EXIT_FAILED, EXIT_OK
+from ._hang import HangError
 from ._scenarios import load_scenario
 
 
@@ -27,9 +28,13 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
     spec = load_scenario(args.scenario)
     if args.os:
         spec = dataclasses.replace(spec, os=OsModel(args.os))
-    entry = load_engine(args.engine)
+    entry = load_engine(args.engine, hang_after=args.hang_after)
     schedule = Schedule.parse(args.schedule)
-    result = replay(spec, entry, schedule)
+    try:
+        result = replay(spec, entry, schedule, hang_after=args.hang_after)
+    except HangError as error:
+        console.print(f"{error.hang}; the run was stopped there", markup=False, soft_wrap=True)
+        return EXIT_FAILED
     mismatch: RealityMismatch | None = None
     if args.real:
         model = result

@@ -11,7 +11,10 @@
 
 History files of earlier runs that this run did not write are removed, so
 the directory describes one run.  Every file is created 0600 and refused if
-it would contain a raw token.
+it would contain a raw token.  Each file is written beside its name and
+renamed over it, so a reader never sees half a file, and the whole report is
+written holding a lock on the directory (``.tokenrace.lock``), so two runs
+that end together leave one run's report, the later one's, never a mix.
 
 Schema, version 1 (fields are only ever added within a version)::
 
@@ -25,10 +28,10 @@ Schema, version 1 (fields are only ever added within a version)::
         "scenario": str, "title": str,
         "engine": str, "summary": str,
         "expected": "clean" | "buggy",
-        "verdict": "reproduced" | "ruled out" | "not found" | "other anomaly",
+        "verdict": "reproduced" | "ruled out" | "not found" | "other anomaly" | "hang",
         "expected_anomaly": str | null,  # the anomaly kind a known bug must show, if named
         "strategy": "hypothesis" | "random" | "pct" | "exhaustive",
-        "bound": str,            # what the search covered, in words
+        "bound": str,            # what the search covered, in words (a hang: where it hung)
         "passed": bool,
         "schedules_tried": int,  # shrinking included
         "first_failure_at": int | null, "time_to_first_failure_s": float | null,
@@ -46,9 +49,13 @@ already-redacted text, and ``write_report`` checks nothing token-shaped leaks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -62,6 +69,10 @@ from ._junit import render_junit
 from ._summary import render_summary
 
 SCHEMA = "tokenrace.results/1"
+
+
+#: the file a run locks while it writes the report (empty; left in place)
+LOCK_NAME = ".tokenrace.lock"
 
 
 def _tool_version() -> str:
@@ -137,6 +148,29 @@ def write_report(campaign: CampaignResult, directory: Path) -> list[Path]:
 
 def _write_all(campaign: CampaignResult, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
+    with _locked(directory):
+        return _write_files(campaign, directory)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold the report directory's lock: one run writes its report at a time."""
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # retries for 10 s, then OSError
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def _write_files(campaign: CampaignResult, directory: Path) -> list[Path]:
     written = []
     text = json.dumps(results_json(campaign), indent=2) + "\n"
     written.append(_write(directory / "results.json", text))
@@ -153,12 +187,20 @@ def _write_all(campaign: CampaignResult, directory: Path) -> list[Path]:
 
 
 def _write(path: Path, text: str) -> Path:
+    """Write ``path`` whole or not at all: a 0600 temporary file renamed over it."""
     if redact(text) != text:  # a raw token slipped through: refuse to write it
         raise ValueError(f"refusing to write {path}: it would contain a raw token")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)  # O_CREAT's mode applies only to a new file
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     return path
 
 

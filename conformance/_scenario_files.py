@@ -33,6 +33,7 @@ A file looks like this (every field but ``[scenario] name`` and
     strategy = "hypothesis"        # hypothesis | random | pct | exhaustive
     examples = 500
     seed = 0
+    hang_after = 5.0               # seconds of real time one schedule may take (0: no limit)
 
 ``anomaly`` (only with ``reproduces = true``) names the checker's anomaly
 kind the report is about: the search then looks for a fatal anomaly of that
@@ -60,6 +61,7 @@ from simulator import AgentSpec, FaultKind, OsModel, StoreLayout, Strategy, Worl
 
 from ._checker import AnomalyKind
 from ._errors import ConformanceError
+from ._hang import DEFAULT_HANG_AFTER
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -88,6 +90,7 @@ class Scenario:
     examples: int
     seed: int
     path: Path | None = None
+    hang_after: float = DEFAULT_HANG_AFTER  # a schedule's wall-clock limit, seconds; 0: none
 
 
 def load_scenario_file(path: Path) -> Scenario:
@@ -161,6 +164,13 @@ class _Reader(TomlTables):
         super().__init__(path, data)
         self.refuse_unknown(_KEYS)
 
+    def seconds(self, table: str, key: str, default: float) -> float:
+        """A number of seconds, 0 or more."""
+        value = self.get(table, key, (int, float), default)
+        if not 0 <= value < float("inf"):
+            self.fail(f"[{table}] {key}", f"must be 0 or more seconds, got {value}")
+        return float(value)
+
     def count(self, table: str, key: str, default: int, least: int) -> int:
         """A whole number of at least ``least``."""
         value: int = self.get(table, key, int, default)
@@ -193,6 +203,7 @@ class _Reader(TomlTables):
             examples=self.count("search", "examples", 500, least=1),
             seed=self.count("search", "seed", 0, least=0),
             path=self.path,
+            hang_after=self.seconds("search", "hang_after", DEFAULT_HANG_AFTER),
         )
 
     def anomaly(self, reproduces: bool) -> AnomalyKind | None:
@@ -348,7 +359,7 @@ _KEYS: dict[str, frozenset[str]] = {
         }
     ),
     "expect": frozenset({"engine", "reproduces", "anomaly", "reference"}),
-    "search": frozenset({"strategy", "examples", "seed"}),
+    "search": frozenset({"strategy", "examples", "seed", "hang_after"}),
 }
 
 

@@ -26,12 +26,14 @@ ICONS = {
     Verdict.RULED_OUT: "🟢",
     Verdict.NOT_FOUND: "⚪",
     Verdict.OTHER_ANOMALY: "🟠",
+    Verdict.HANG: "⏳",
 }
 LEGEND = (
     "🔴 reproduced: a fatal anomaly, with a minimal schedule that replays it · "
     "🟢 ruled out: no schedule within the stated bound has one · "
     "⚪ not found: none in the schedules tried (not a proof) · "
     "🟠 other anomaly: caught, but never by the anomaly the scenario names · "
+    "⏳ hang: a schedule ran past the wall-clock limit (the engine blocks in real time) · "
     "❌ not what the scenario expects · – not run"
 )
 
@@ -100,7 +102,9 @@ def anomaly_lines(result: EngineResult) -> list[str]:
 def cell_text(result: EngineResult, *, name_engine: bool) -> str:
     """One cell, e.g. ``reproduced: mirrored, refresh-token-reuse, 3 schedules``."""
     parts = [f"`{result.engine}`"] if name_engine else []
-    if result.caught:
+    if result.hang is not None:
+        parts.append(f"step {result.hang.step}")
+    elif result.caught:
         parts += [first_anomaly(result) or "fatal anomaly", _plural(result.examples, "schedule")]
     if result.verdict is Verdict.OTHER_ANOMALY and result.expected_anomaly is not None:
         parts.insert(-1, f"expected {result.expected_anomaly.value}")
@@ -167,6 +171,7 @@ def _details(cell: EngineResult, *, folded: bool) -> list[str]:
     head = f"<b>{name} ({expected}): {cell.verdict.value}"
     body: list[str] = [f"- {_inline(cell.expectation_note())}"] if cell.expectation_note() else []
     if cell.caught:
+        body += [f"- {_inline(str(cell.hang))}"] if cell.hang is not None else []
         body += [f"- {_inline(line)}" for line in anomaly_lines(cell)]
         if cell.schedule is not None:
             command = replay_command(cell.scenario, cell.engine, cell.schedule)

@@ -30,6 +30,7 @@ from refresh_engine import Effect, InterpreterMismatch, RefreshEngineError
 from simulator import AgentSpec, ReplayChooser, Schedule, WorldSpec, simulate
 
 from ._errors import EXIT_USAGE, ConformanceError, EngineLoadError
+from ._hang import DEFAULT_HANG_AFTER, HangError, limited
 from ._release_faults import ReleaseFault, check_hold, parse_release_fault
 
 #: tokenrace's packages and the standard library: a frame outside them is the user's
@@ -40,13 +41,18 @@ _OURS = tuple(
 _EFFECTS = get_args(Effect)
 
 
+def is_ours(filename: str) -> bool:
+    """``filename`` is tokenrace's or the standard library's, not the user's."""
+    return str(Path(filename).resolve()).startswith(_OURS)
+
+
 def where(error: BaseException) -> str:
     """``file:line`` of the innermost frame of ``error`` in the user's code, or ``""``."""
     if isinstance(error, SyntaxError) and error.filename:
         return f"{error.filename}:{error.lineno}"
     frames = traceback.extract_tb(error.__traceback__)
     for frame in reversed(frames):
-        if not str(Path(frame.filename).resolve()).startswith(_OURS):
+        if not is_ours(frame.filename):
             return f"{frame.filename}:{frame.lineno}"
     return ""
 
@@ -71,8 +77,11 @@ def construct(spec: str, factory: Callable[[], Any]) -> Any:
         raise EngineLoadError(f"engine {spec}: constructing it raised {describe(exc)}") from None
 
 
-def check_engine(spec: str, factory: Callable[[], Any]) -> None:
-    """Refuse what is not an engine, and an engine that fails with one agent and no race."""
+def check_engine(
+    spec: str, factory: Callable[[], Any], *, hang_after: float = DEFAULT_HANG_AFTER
+) -> None:
+    """Refuse what is not an engine, and an engine that fails or hangs with one agent and no
+    race (``hang_after``: the run's wall-clock limit)."""
     engine = construct(spec, factory)
     method = getattr(engine, "access_token", None)
     if not callable(method):
@@ -94,10 +103,10 @@ def check_engine(spec: str, factory: Callable[[], Any]) -> None:
         ) from None
     except ValueError:  # no signature to read (a builtin): the run below will tell
         pass
-    _run_alone(spec, factory, at)
+    _run_alone(spec, factory, at, hang_after)
 
 
-def _run_alone(spec: str, factory: Callable[[], Any], at: str) -> None:
+def _run_alone(spec: str, factory: Callable[[], Any], at: str, hang_after: float) -> None:
     failures: list[str] = []
     raised: list[BaseException] = []
 
@@ -118,8 +127,15 @@ def _run_alone(spec: str, factory: Callable[[], Any], at: str) -> None:
             return (yield from _checked(flow, failures, raised))
 
     world = WorldSpec(agents=(AgentSpec("atlas", (3600.0,)),))
+    run = limited(lambda chooser: simulate(world, Watched(), chooser), hang_after)
     try:
-        result = simulate(world, Watched(), ReplayChooser(Schedule.parse("default")))
+        result = run(ReplayChooser(Schedule.parse("default")))
+    except HangError as error:
+        hang = str(error.hang).removeprefix("hang: ")
+        raise EngineLoadError(
+            f"engine {spec} hangs alone, one agent and no race: {hang} "
+            "(blocking in real time, time.sleep or a busy loop? --hang-after sets the limit)"
+        ) from None
     except Exception as exc:
         if not failures:
             failures.append(f"running it raised {describe(exc)}")
@@ -286,6 +302,17 @@ def hold_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(
             str(exc) if "hold" in str(exc) else f"{text!r} is not a number of seconds"
         ) from None
+
+
+def hang_seconds(text: str) -> float:
+    """``--hang-after SECONDS``: a schedule's wall-clock limit; 0 for none."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a number of seconds (0: no limit)")
+    return value
 
 
 def settle_seconds(text: str) -> float:

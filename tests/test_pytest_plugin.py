@@ -35,7 +35,9 @@ def test_plugin_gates_a_projects_engine(tmp_path: Path) -> None:
     assert "3 failed, 13 passed" in done.stdout  # 15 scenario items and the project's own test
     assert "tokenrace[my_engine:MyEngine-no-lock-on-windows]" in done.stdout
     assert "flock is not available on win32" in done.stdout
-    assert "tokenrace replay --scenario" in done.stdout
+    replay = "tokenrace replay --scenario no-lock-on-windows --engine my_engine:MyEngine"
+    assert replay in done.stdout
+    assert "site-packages" not in done.stdout
 
 
 def test_plugin_passes_the_reference_engine(tmp_path: Path) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,46 @@ def test_readme_engine_is_caught_exactly_where_the_readme_says(
 def test_readme_check_command_matches_the_cli() -> None:
     assert "tokenrace check --engine my_engine:MyEngine" in README
     assert "PYTHONPATH=. .venv/bin/tokenrace check" in README
+
+
+#: the ``run`` whose output the README shows, at 80 columns
+RUN_SAMPLE = ["run", "--scenario", "headline", "--scenario", "no-cross-process-lock"]
+RUN_SAMPLE += ["--examples", "60", "--jobs", "1"]
+
+
+def run_sample(directory: Path) -> str:
+    """What ``tokenrace run`` prints for the README's sample, as a terminal shows it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "conformance._cli", *RUN_SAMPLE],
+        cwd=directory,
+        env={**os.environ, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = [line.rstrip() for line in done.stdout.splitlines()]
+    return "$ tokenrace " + " ".join(RUN_SAMPLE) + "\n" + "\n".join(lines) + "\n"
+
+
+def timeless(text: str) -> str:
+    """``text`` with its timings blanked: they change run to run."""
+    return re.sub(r"\d+\.\d+s\b", "N.Ns", text)
+
+
+def test_run_sample_is_stable_and_its_table_fits_80_columns(tmp_path: Path) -> None:
+    """The README's sample output can be produced by a test (see ``__main__`` below)."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first, second = run_sample(tmp_path / "one"), run_sample(tmp_path / "two")
+    assert timeless(first) == timeless(second)
+    table = [line for line in first.splitlines() if line and line[0] in "┏┃┡│└"]
+    assert len(table) == 4 + 4  # borders, header, four cells
+    assert all(len(line) <= 80 for line in table)
+    assert "tokenrace replay --scenario headline --engine mirrored 'default'" in first
+    assert "\ntokenrace run: passed: 4 cells as expected" in first
+
+
+if __name__ == "__main__":  # print the README's sample: python tests/test_readme.py
+    with tempfile.TemporaryDirectory() as scratch:
+        print(run_sample(Path(scratch)), end="")

@@ -213,7 +213,7 @@ def test_check_cli_passes_the_chunked_reads_engine(
     assert main([*argv, "--report-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "reproduced" not in out
-    assert "all clean" in out
+    assert "tokenrace check: passed" in out
     report = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     checked = {cell["scenario"] for cell in report["cells"]}
     assert {load_scenario_file(path).name for path in CLAIMED} <= checked
