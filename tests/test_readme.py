@@ -50,8 +50,9 @@ def test_readme_engine_is_caught_exactly_where_the_readme_says(
 
 
 def test_readme_check_command_matches_the_cli() -> None:
-    assert "tokenrace check --engine my_engine:MyEngine" in README
-    assert "PYTHONPATH=. .venv/bin/tokenrace check" in README
+    # pasted from the directory that holds my_engine.py: no PYTHONPATH needed
+    assert "\n.venv/bin/tokenrace check --engine my_engine:MyEngine\n" in README
+    assert "PYTHONPATH" not in README
 
 
 #: the ``run`` whose output the README shows, at 80 columns
@@ -90,6 +91,12 @@ def test_run_sample_is_stable_and_its_table_fits_80_columns(tmp_path: Path) -> N
     assert all(len(line) <= 80 for line in table)
     assert "tokenrace replay --scenario headline --engine mirrored 'default'" in first
     assert "\ntokenrace run: passed: 4 cells as expected" in first
+
+
+def test_readme_run_sample_is_what_run_prints(tmp_path: Path) -> None:
+    found = re.search(r"<!-- run-sample -->\n```\n(.*?)```\n<!-- /run-sample -->", README, re.S)
+    assert found is not None, "the README lost its run sample"
+    assert timeless(found.group(1)) == timeless(run_sample(tmp_path))
 
 
 if __name__ == "__main__":  # print the README's sample: python tests/test_readme.py
