@@ -53,7 +53,9 @@ def encode(value: Any) -> Any:
         return {"$enum": type(value).__name__, "value": value.value}
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, list | tuple):
+    if isinstance(value, tuple):  # a dataclass field's tuple comes back a tuple
+        return {"$tuple": [encode(item) for item in value]}
+    if isinstance(value, list):
         return [encode(item) for item in value]
     if isinstance(value, dict):
         return {str(key): encode(item) for key, item in value.items()}
@@ -70,6 +72,8 @@ def decode(data: Any) -> Any:
         return data
     if "$bytes" in data:
         return base64.b64decode(data["$bytes"])
+    if "$tuple" in data:
+        return tuple(decode(item) for item in data["$tuple"])
     if "$enum" in data:
         return _exported(data["$enum"])(data["value"])
     if "$" in data:
@@ -127,6 +131,7 @@ class HostResponse:
 
     status_code: int
     content: bytes
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # lower-case names
 
 
 class HostHttp:
@@ -142,7 +147,8 @@ class HostHttp:
             raise ConnectionError(f"POST {url}: the host went away")
         if "raise" in answer:
             raise {"timeout": TimeoutError}.get(answer["raise"], ConnectionError)(url)
-        return HostResponse(int(answer["status"]), decode(answer["body"]))
+        headers = {str(k).lower(): str(v) for k, v in answer.get("headers", {}).items()}
+        return HostResponse(int(answer["status"]), decode(answer["body"]), headers)
 
 
 class RecordingWorld(RealWorld):
