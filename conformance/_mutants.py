@@ -192,8 +192,9 @@ class PidIsOurs(ReferenceEngine):
 _LOCKS = (Flock, LockFileEx)
 _SAVES_SERIALIZED = (
     "every save, of any profile, runs under the store's write lock (the reference's "
-    "guarantee 3), so no two saves overlap, in the two-profile worlds too; a kill or a crash "
-    "leaves a temp file the next save truncates; only a writer that takes no lock shares it"
+    "guarantee 3), so no two saves overlap, in the two-profile and outside-login worlds too; "
+    "a kill or a crash leaves a temp file the next save truncates; only a writer that takes "
+    "no lock shares it, and against such a writer the reference itself loses updates"
 )
 
 MUTANTS: tuple[Mutant, ...] = (
