@@ -5,11 +5,14 @@ The engine runs in-process, one effect per ``send``: a flow that calls
 simulated clock can step past it.  On POSIX each run arms a ``SIGALRM``
 timer in the main thread (a worker process's, or the command's own); its
 handler raises ``Blocked`` wherever that thread is, which is in the user's
-code, so its frame names the file and line.  ``Blocked`` and ``HangError``
-are ``BaseException``s: the flow runner and the searches take an
-``Exception`` for the engine's own failure and must let these through.
-Where no timer can be armed (Windows, a thread that is not the main one)
-runs are not limited.
+code, so its frame names the file and line.  Windows has no ``SIGALRM``: a
+watchdog thread raises ``SIGINT`` when the time is up, whose C handler wakes
+a main thread blocked in ``time.sleep`` (checked under Wine), and the Python
+handler raises ``Blocked`` as the timer's does; a real Ctrl-C meanwhile is
+still a ``KeyboardInterrupt``.  ``Blocked`` and ``HangError`` are
+``BaseException``s: the flow runner and the searches take an ``Exception``
+for the engine's own failure and must let these through.  In a thread that
+is not the main one, runs are not limited.
 """
 
 from __future__ import annotations
@@ -91,9 +94,13 @@ class _Recording:
         return Schedule(tuple(self.chosen[: ends[-1] if ends else 0]))
 
 
+#: use the watchdog thread rather than ``SIGALRM``: where there is none (Windows)
+WATCHDOG = not hasattr(signal, "setitimer")
+
+
 def can_limit() -> bool:
-    """A timer can interrupt this thread: POSIX, and the main thread."""
-    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    """A timer can interrupt this thread: the main thread (``SIGALRM`` or the watchdog)."""
+    return threading.current_thread() is threading.main_thread()
 
 
 def _location(frame: FrameType | None) -> str:
@@ -125,9 +132,48 @@ def _running(frame: FrameType | None) -> tuple[str, int | None]:
 
 
 @contextlib.contextmanager
-def _timer(seconds: float) -> Iterator[None]:
-    if sys.platform == "win32":  # no SIGALRM: can_limit() kept anyone from asking
+def _watchdog(seconds: float) -> Iterator[None]:
+    """``Blocked`` in the main thread after ``seconds``, by a thread that sends ``SIGINT``."""
+    fired, done = threading.Event(), threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        if fired.is_set():
+            raise Blocked(frame)
+        if callable(previous):  # a real Ctrl-C: what it did before
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def watch() -> None:
+        if done.wait(seconds):
+            return
+        fired.set()
+        if hasattr(signal, "pthread_kill"):  # POSIX: to the main thread, not this one
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        else:  # Windows: the C handler sets the event a sleeping main thread waits on
+            signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    watcher = threading.Thread(target=watch, name="tokenrace-hang-watchdog", daemon=True)
+    watcher.start()
+    try:
         yield
+    finally:
+        done.set()
+        watcher.join()
+        if fired.is_set():  # it fired as the run ended: let the handler see it here
+            time.sleep(0.01)
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _timer(seconds: float) -> Iterator[None]:
+    if sys.platform == "win32" or WATCHDOG:
+        with _watchdog(seconds):
+            yield
+        return
+    if sys.platform == "win32":  # for mypy: what follows is POSIX only
         return
 
     def on_alarm(_signum: int, frame: FrameType | None) -> None:

@@ -236,3 +236,29 @@ def test_example_database_replays_a_found_counterexample_first(tmp_path: Path) -
         database=str(tmp_path / "db"),
     )
     assert other.first_failure_at != 1 or other.schedule != first.schedule  # keys kept apart
+
+
+def test_a_search_stops_at_an_engine_that_sleeps_by_this_platforms_timer() -> None:
+    """``time.sleep(3600)`` in a flow ends the search as ``hang`` within the limit: by
+    ``SIGALRM`` on POSIX, by the watchdog thread on Windows (this file runs on a Windows
+    host too, under Wine in ``pytest -m wine``)."""
+    import dataclasses
+    import time
+
+    from conformance import load_engine
+
+    class Sleeps(ReferenceEngine):
+        def access_token(self, ctx):  # type: ignore[no-untyped-def]
+            token = yield from super().access_token(ctx)
+            time.sleep(3600)
+            return token
+
+    entry = dataclasses.replace(load_engine("reference"), factory=Sleeps)
+    started = time.monotonic()
+    result = search_engine(
+        "small", load_scenario("small"), entry, max_examples=5, seed=0, hang_after=1.0
+    )
+    assert time.monotonic() - started < 20
+    assert result.verdict is Verdict.HANG
+    assert result.hang is not None
+    assert "test_strategies.py" in result.hang.where

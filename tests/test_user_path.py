@@ -145,10 +145,17 @@ def test_an_engine_that_blocks_alone_is_refused_within_the_limit(workdir: Path) 
     assert "user_engines.py:15)" in lines[0]
 
 
+@pytest.mark.parametrize("watchdog", [False, True], ids=["sigalrm", "watchdog"])
 @pytest.mark.parametrize("strategy", list(Strategy))
-def test_every_search_stops_at_a_hang(strategy: Strategy) -> None:
-    """A hang on the fifth schedule of any search ends it with ``hang`` at once."""
+def test_every_search_stops_at_a_hang(
+    strategy: Strategy, watchdog: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hang on the fifth schedule of any search ends it with ``hang`` at once, by
+    ``SIGALRM`` (POSIX) or by the watchdog thread Windows uses (forced here)."""
+    from conformance import _hang
     from refresh_engine import ReferenceEngine
+
+    monkeypatch.setattr(_hang, "WATCHDOG", watchdog)
 
     built = 0
 
@@ -260,3 +267,26 @@ def test_an_outer_timer_is_left_alone() -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_watchdog_tells_its_own_interrupt_from_a_real_ctrl_c() -> None:
+    """Windows' watchdog raises SIGINT: its own becomes ``Blocked`` (a hang, even in
+    ``time.sleep``), a real Ctrl-C meanwhile stays a ``KeyboardInterrupt``."""
+    import os
+    import signal
+
+    from conformance import _hang
+
+    before = signal.getsignal(signal.SIGINT)
+    started = time.monotonic()
+    with pytest.raises(_hang.Blocked), _hang._watchdog(0.3):
+        time.sleep(30)
+    assert time.monotonic() - started < 5
+
+    def ctrl_c() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+
+    with pytest.raises(KeyboardInterrupt), _hang._watchdog(30):
+        ctrl_c()
+    assert signal.getsignal(signal.SIGINT) is before
