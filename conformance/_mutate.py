@@ -25,6 +25,7 @@ from simulator import Strategy
 
 from ._battery import battery_scenarios, run_battery
 from ._campaign import search_world
+from ._check_engine import scenario_files
 from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation
 from ._errors import EXIT_FAILED, EXIT_OK, ConformanceError
 from ._mutant_witness import lock_holders_overlap, witnesses
@@ -245,11 +246,11 @@ def add_mutate_parser(commands: Any) -> None:
     mut.add_argument("--list", action="store_true", help="list the mutants and stop")
     mut.add_argument(
         "--scenario",
-        type=Path,
         action="append",
         dest="scenarios",
-        metavar="FILE",
-        help="a scenario file (repeatable; default: the battery and the claimed corpus)",
+        metavar="NAME|FILE",
+        help="a shipped scenario's name or a scenario file (repeatable; default: the battery "
+        "and the claimed corpus)",
     )
     mut.add_argument("--examples", type=int, help="schedules per scenario (default: its own)")
     mut.add_argument("--seed", type=int, help="search seed (default: each scenario's own)")
@@ -282,7 +283,7 @@ def mutate_command(args: argparse.Namespace, console: Console) -> int:
             flag = " (argued equivalent)" if mutant.equivalent else ""
             console.print(f"{mutant.name:40} {mutant.description}{flag}", markup=False)
         return EXIT_OK
-    files = [str(path) for path in args.scenarios or ()]
+    files = [str(path) for path in scenario_files(args.scenarios or ())]
     count = len(battery_scenarios(files))
     console.print(
         f"tokenrace mutate: {len(mutants)} mutants x {count} scenarios, {args.jobs} jobs",

@@ -422,3 +422,13 @@ def test_two_lock_holders_at_once_is_seen_where_the_checker_sees_nothing() -> No
     assert found is not None
     assert found[0] == "two lock holders at once"
     assert witness_search(BUILTIN_ENGINES["reference"], world, Gap.MUTUAL_EXCLUSION) is None
+
+
+def test_mutate_takes_a_scenario_by_name_or_file(capsys: pytest.CaptureFixture[str]) -> None:
+    from conformance._cli import main
+    from conformance._scenario_files import builtin_scenarios
+
+    shipped = next(path for path in builtin_scenarios() if path.stem.endswith("mirrored-copies"))
+    for value in ("headline", str(shipped)):
+        assert main(["mutate", "--mutant", "drop-lock/all", "--scenario", value]) == 0
+        assert "KILLED by headline" in capsys.readouterr().out
