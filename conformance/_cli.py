@@ -238,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = args_list
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console(highlight=False)
+    # piped on Windows: the same table as elsewhere, not the legacy console's (narrower, other box)
+    console = Console(highlight=False, legacy_windows=False if not sys.stdout.isatty() else None)
     errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # paths unbroken
     try:
         if getattr(args, "report_dir", None) is not None:
