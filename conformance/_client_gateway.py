@@ -37,6 +37,7 @@ from typing import Any
 
 from fake_oauth_server import RunningServer, fingerprint, redact, serve_in_thread
 
+from ._client_diagram import STATE_DIR, ClientEventKind, StoreEnd, build
 from ._client_oracle import CommandRun, judge
 from ._client_run import ClientRun, ClientRunError, _kill, _Run, policy_of
 from ._client_scenarios import GATEWAY, ClientScenario, GatewaySpec, fill, fill_json, fill_value
@@ -67,7 +68,7 @@ def run_gateway(scenario: ClientScenario, order: tuple[str, ...], executable: st
             result = run.finish_gateway(order)
         finally:
             run.stop_gateway()
-    return ClientRun(result, isolation.describe(), tuple(run.released))
+    return ClientRun(result, isolation.describe(), tuple(run.released), run.diagram)
 
 
 def _free_port() -> int:
@@ -182,7 +183,9 @@ class _GatewayRun(_Run):
             if held:
                 request = held[0]
                 self.released.append(GATEWAY)
+                self.event(ClientEventKind.HELD, GATEWAY, request)
                 status = self.control.release(request["id"], wait=True)
+                self.event(ClientEventKind.RELEASED, GATEWAY, request, status)
                 number = len(self.released)
                 self.log.append(f"release #{number}: {GATEWAY} {request['token_fp']} -> {status}")
                 quiet_since = time.monotonic()
@@ -243,14 +246,19 @@ class _GatewayRun(_Run):
         ended = "gateway stopped by the harness" if self.stopped else f"gateway exited {code}"
         self.log.append(ended)
         files = self.store_files()
+        ends = []
         for path in files:
             token = held_refresh_token(self.scenario.store, path)
             state = server.token_state(token) if token else "missing"
             shown = fingerprint(token) if token else "-"
-            where = str(path).replace(str(self.root), "{state_dir}")
+            where = str(path).replace(str(self.root), STATE_DIR)
             read = self.scenario.read_through and path != files[0] and fresher(files[0], path)
             note = "; main's is read instead" if read and state != "live" else ""
             self.log.append(f"store {where} ends holding {shown} ({state}{note})")
+            ends.append(StoreEnd(where, shown if token else "", state))
+        self.event(ClientEventKind.EXITED, GATEWAY, status=outputs[GATEWAY][0], note=ended)
+        # one lane: every agent's refresh comes from the gateway, through one endpoint
+        self.diagram = build((GATEWAY,), self.events, server.audit, ends, anomalies)
         return CommandRun(
             order=order,
             killed="",

@@ -23,6 +23,8 @@ from conformance._client_scenarios import (
     load_client_scenario,
 )
 from conformance._client_stores import seed_config
+from conformance._diagram import LaneKind, Tone
+from conformance._svg import render_svg
 
 FAKE = Path(__file__).resolve().parent / "clients" / "fake_gateway.py"
 SHIPPED = Path(__file__).resolve().parent.parent / "conformance/scenarios/clients"
@@ -81,6 +83,14 @@ def test_a_gateway_on_agent_copies_reuses_the_token(tmp_path: Path) -> None:
     assert turns == ["200", "401", "401"]  # whose turn wins is the gateway's arrival, not --order
     assert "gateway stopped by the harness" in log
     assert run.released == ("gateway",) * 3
+    # the sequence diagram: one lane for the gateway, its three refreshes and the reuse
+    diagram = run.diagram
+    assert diagram is not None
+    assert [lane.label for lane in diagram.lanes if lane.kind is LaneKind.AGENT] == ["gateway"]
+    held = [row for row in diagram.rows if row.detail == "held"]
+    assert [row.source for row in held] == ["gateway"] * 3
+    assert any(row.tone is Tone.REUSE for row in diagram.rows)
+    assert "REUSE rt#" in render_svg(diagram, title="gateway")
 
 
 def test_a_gateway_reading_through_to_main_is_clean(
