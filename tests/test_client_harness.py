@@ -18,10 +18,12 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+import respx
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -39,13 +41,17 @@ from conformance._client_stores import Login, held_refresh_token, seed, seed_con
 from conformance._clients import CLIENTS, ClientError, find_program, install
 from conformance._isolation import loopback_only
 from fake_oauth_server import (
+    DEFAULT_BASE_URL,
     OPENAI_AUTH_CLAIM,
+    AuditKind,
+    AuthServer,
     Policy,
     account_id,
     agent_path,
     decode_jwt,
     fingerprint,
     jwt_key,
+    mount_respx,
     redact,
     serve_in_thread,
     split_agent,
@@ -118,6 +124,21 @@ def test_each_agent_has_its_own_token_endpoint_whatever_client_id_it_sends() -> 
         assert answers[0].status_code == 200
         refreshes = [e for e in running.server.audit if e.request_id != "seed"]
         assert {e.client_id for e in refreshes} == {"nova"}
+
+
+def test_the_respx_surface_honours_the_per_agent_path_too() -> None:
+    """In process (respx) as over loopback: ``/a/<agent>/oauth/token`` names the agent in
+    the audit, whatever ``client_id`` it sends, and one spent token is refused to another."""
+    server = AuthServer(Policy.preset("openai"), seed="per-agent")
+    pair = server.seed_grant(time.time())
+    body = {"grant_type": "refresh_token", "refresh_token": pair.refresh_token}
+    with respx.mock(assert_all_called=False) as router, httpx.Client() as http:
+        mount_respx(router, server)
+        for agent, status in (("atlas", 200), ("nova", 401)):
+            url = DEFAULT_BASE_URL + agent_path(agent, "/oauth/token")
+            assert http.post(url, data={**body, "client_id": "same"}).status_code == status
+    presented = [e.client_id for e in server.audit if e.kind is AuditKind.PRESENTED]
+    assert presented == ["atlas", "nova"]
 
 
 def test_the_openai_preset_answers_a_refresh_with_a_jwt_id_token() -> None:
