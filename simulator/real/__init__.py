@@ -16,6 +16,14 @@ that needs them and finds them missing raises ``WineNotSetUp``.
 # only conformance (above both) and tests import it.
 
 from ._commands import main as wine_main
+from ._fs_mount import (
+    AGENT_ENV,
+    FileStep,
+    FuseUnavailable,
+    ScheduledMount,
+    fuse_unavailable,
+    mounted,
+)
 from ._probe import Probe, ProbeError
 from ._procfs import ProcessFS, simulate_processes
 from ._procpool import PoolStats, ProcessPool, can_run, host_model
@@ -45,6 +53,12 @@ from ._wine_host import (
 )
 
 __all__ = [
+    "AGENT_ENV",
+    "FileStep",
+    "FuseUnavailable",
+    "ScheduledMount",
+    "fuse_unavailable",
+    "mounted",
     "HOME_ENV",
     "SETUP_COMMAND",
     "WINE_CANNOT",

@@ -38,12 +38,10 @@ from typing import Any, TypeVar
 
 import mfusepy
 
-from ._fs_mount import unmount
+from ._fs_mount import AGENT_ENV, unmount
 
 assert sys.platform != "win32"  # mypy: the rest is for POSIX only
 
-#: The variable that names an agent's processes (set by the harness, inherited by children).
-AGENT_ENV = "TOKENRACE_FS_AGENT"
 _T = TypeVar("_T")
 _ACCESS = {os.O_RDONLY: "O_RDONLY", os.O_WRONLY: "O_WRONLY", os.O_RDWR: "O_RDWR"}
 _FLAGS = (

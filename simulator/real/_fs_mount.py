@@ -33,6 +33,7 @@ from typing import IO, Any
 from .._errors import SimulatorError
 
 __all__ = [
+    "AGENT_ENV",
     "FileStep",
     "FuseUnavailable",
     "ScheduledMount",
@@ -41,6 +42,8 @@ __all__ = [
     "unmount",
 ]
 
+#: The variable that names an agent's processes (set by the harness, inherited by children).
+AGENT_ENV = "TOKENRACE_FS_AGENT"
 #: Operations that change what a path holds (or whether it exists).
 MUTATING = frozenset({"write", "truncate", "rename", "unlink", "mkdir", "rmdir", "link", "symlink"})
 _MOUNT_WAIT = 10.0
