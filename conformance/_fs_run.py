@@ -9,9 +9,16 @@ depends on the decisions so far only; then it lets one agent's step through.
 
 Which agent: the *default* keeps the agent that went last while it has a
 step waiting, else the first agent in the agents' order.  An agent whose step
-just failed with ``EEXIST``/``EAGAIN`` (a lock taken by someone else) has
-yielded: it goes after the others until one of its steps succeeds, so a
-lock-wait loop never starves its holder.  A *schedule* names the decisions
+just failed with ``EEXIST``/``EAGAIN`` (a lock taken by someone else) is
+*blocked*, and so is one that repeats its last step with its last result
+while nobody changed that path (polling a lock through a lookup): it goes
+after the others, and it is not waited for (its retries of an exclusive
+create are answered by the kernel, not at a door) until a step of another
+agent changes the path it failed on; then it is expected at a door again.  So a lock-wait loop neither starves the holder nor makes a run
+depend on the loop's timer.  An agent the kernel itself keeps waiting behind
+another agent's door (its create waits for the directory's lock, its lookup for
+the same name's) is *stalled*: seen in an uninterruptible wait for ``STALL``
+seconds with no door of its own, it is not waited for either.  A *schedule* names the decisions
 where the run departs from the default, ``12:nova,30:atlas``; the empty
 schedule is ``default``.  One schedule run twice gives the same history
 when the program depends on nothing but its files and the server.
@@ -19,6 +26,7 @@ when the program depends on nothing but its files and the server.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -40,6 +48,9 @@ __all__ = ["Decision", "Deviation", "Door", "FsRun", "format_schedule", "parse_s
 YIELDS = frozenset({"EEXIST", "EAGAIN", "EWOULDBLOCK", "EBUSY"})
 #: The path a refresh touches: the server's state, shared by every refresh.
 SERVER = "<token endpoint>"
+#: How long an agent must be seen in an uninterruptible kernel wait to count as stalled
+#: behind another agent's door (a step just let through wakes its waiters well within it).
+STALL = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +155,24 @@ def run_fs(scenario: ClientScenario, schedule: tuple[Deviation, ...] = ()) -> Fs
     return FsRun(client, tuple(run.decisions), schedule, run.diverged)
 
 
+def in_kernel_wait(pid: int) -> bool:
+    """Is a thread of ``pid`` in an uninterruptible wait (a directory lock, a name another
+    agent is looking up: the kernel's, while that agent's step waits at its door)?"""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", "rb") as stat:
+                state = stat.read().rsplit(b")", 1)[-1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state == b"D":
+            return True
+    return False
+
+
 class _FsRun(_Run):
     def __init__(self, scenario: ClientScenario, running: Any, root: Path, executable: str,
                  mount: ScheduledMount) -> None:  # fmt: skip
@@ -151,6 +180,11 @@ class _FsRun(_Run):
         self.mount = mount
         self.decisions: list[Decision] = []
         self.diverged = ""
+        #: agents whose last step failed on someone else's lock, by that step: the kernel
+        #: answers their retries itself (an O_EXCL create of an existing file never reaches
+        #: the filesystem), so they are not waited for until a step changes that path
+        self.blocked: dict[str, Door] = {}
+        self.previous: dict[str, tuple[Door, str]] = {}  # each agent's last step and result
 
     def environment(self, agent: str) -> dict[str, str]:
         return super().environment(agent) | {AGENT_ENV: agent}
@@ -159,12 +193,12 @@ class _FsRun(_Run):
         """Release one waiting step at a time, the default's or the schedule's, until all exit."""
         planned = {deviation.index: deviation.agent for deviation in schedule}
         agents = self.scenario.agents
-        last, yielded = "", set[str]()
+        last = ""
         while True:
             doors = self.gather_doors()
             if not doors:
                 return
-            ready = [a for a in agents if a in doors and a not in yielded] or [
+            ready = [a for a in agents if a in doors and a not in self.blocked] or [
                 a for a in agents if a in doors
             ]
             default = last if last in ready else ready[0]
@@ -180,10 +214,17 @@ class _FsRun(_Run):
                                            chosen, default))  # fmt: skip
             result = self.pass_door(door)
             self.log.append(f"{len(self.decisions) - 1:>3} {chosen}: {door.what} -> {result}")
-            if result in YIELDS:
-                yielded.add(chosen)
+            for agent, failed in list(self.blocked.items()):
+                if agent != chosen and failed.conflicts(door):
+                    del self.blocked[agent]  # what it waits for changed: it comes back to a door
+            for agent, (earlier, _) in list(self.previous.items()):
+                if agent != chosen and earlier.conflicts(door):
+                    del self.previous[agent]
+            if result in YIELDS or self.previous.get(chosen) == (door, result):
+                self.blocked[chosen] = door  # failed on a lock, or polls what nobody changed
             else:
-                yielded.discard(chosen)
+                self.blocked.pop(chosen, None)
+            self.previous[chosen] = (door, result)
             last = chosen
 
     def pass_door(self, door: Door) -> str:
@@ -204,6 +245,7 @@ class _FsRun(_Run):
         repeat); none left alive, or the run's deadline passed, gives ``{}``.
         """
         settled = 0.0
+        stalled: dict[str, float] = {}  # agent -> since when it is seen stuck in the kernel
         while True:
             live = [a for a in self.scenario.agents if self.processes[a].poll() is None]
             doors: dict[str, Door] = {}
@@ -219,10 +261,15 @@ class _FsRun(_Run):
                     doors[agent] = Door(agent, what, frozenset({SERVER}), True, None, request)
             if not live or time.monotonic() > self.deadline:
                 return {}
-            missing = [agent for agent in live if agent not in doors]
-            if not missing:
-                return doors
+            missing = [a for a in live if a not in doors and a not in self.blocked]
             now = time.monotonic()
+            for agent in missing:
+                if in_kernel_wait(self.processes[agent].pid):
+                    stalled.setdefault(agent, now)
+                else:
+                    stalled.pop(agent, None)
+            if all(now - stalled.get(agent, now) >= STALL for agent in missing):
+                return doors
             if doors:
                 settled = settled or now + self.scenario.settle
                 if now >= settled:

@@ -18,7 +18,11 @@ killed), frees everything, kills the agents' process groups and unmounts.
 An operation belongs to an agent when the calling process, or one of its
 ancestors, has ``TOKENRACE_FS_AGENT=<name>`` in its environment; other callers
 (the harness seeding or reading the store) pass straight through, as do the
-operations that only look (getattr, readdir, access, statfs).  ``release``
+operations that only look (an fstat, readdir, access, statfs).  A lookup of a
+name (``getattr`` without a file handle) is a step, except for the directories
+the run started with: the kernel decides an ``O_EXCL`` create or a ``mkdir`` of
+an existing name from the lookup alone, so a lock taken by another agent shows
+up there and only there.  ``release``
 runs unscheduled too: the kernel sends it after ``close`` has returned, from
 no caller in particular; ``flush``, sent by ``close`` itself, is the step
 called ``close``.
@@ -31,6 +35,7 @@ import errno
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -134,6 +139,11 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
         self.backing = backing
         self.channel = channel
         self.cache: dict[int, str] = {}
+        self.fixed = {"/"} | {
+            "/" + os.path.relpath(os.path.join(top, name), backing)
+            for top, names, _ in os.walk(backing)
+            for name in names
+        }
 
     def real(self, path: str) -> str:
         return os.path.join(self.backing, path.lstrip("/"))
@@ -144,6 +154,8 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
         if agent is None:
             agent = self.cache[pid] = agent_of(pid)
         if not agent or self.channel.free:
+            if op == "mkdir" and not agent:  # the harness's own layout: never raced
+                self.fixed.add(path)
             return _run(action)
         self.channel.agents.add(pid)
         number = self.channel.wait(agent, op, path.lstrip("/"), detail)
@@ -153,6 +165,8 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
             self.channel.send({"done": number, "result": errno.errorcode.get(error.errno or 0)})
             raise mfusepy.FuseOSError(error.errno or errno.EIO) from None
         shown = f"{len(result)} bytes" if isinstance(result, bytes) else "ok"
+        if op == "lookup":
+            shown = "directory" if stat.S_ISDIR(getattr(result, "st_mode", 0)) else "exists"
         if op == "write" and isinstance(result, int):
             shown = f"{result} bytes"
         self.channel.send({"done": number, "result": shown})
@@ -160,7 +174,12 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
 
     # operations that only look: unscheduled
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
-        st = _run(lambda: os.fstat(fh) if fh is not None else os.lstat(self.real(path)))
+        if fh is not None:
+            st = _run(lambda: os.fstat(fh))
+        elif path in self.fixed:  # the directories the run started with: never raced
+            st = _run(lambda: os.lstat(self.real(path)))
+        else:  # a lookup: it decides an O_EXCL create or a mkdir of an existing name
+            st = self.step("lookup", path, "", lambda: os.lstat(self.real(path)))
         keys = "st_mode st_nlink st_size st_uid st_gid st_atime_ns st_mtime_ns st_ctime_ns"
         found = {key: getattr(st, key) for key in keys.split()}
         return {key.replace("_ns", ""): value for key, value in found.items()}
