@@ -127,7 +127,8 @@ def check_fs(args: argparse.Namespace, console: Console) -> int:
         bound = f"the schedule {args.schedule}"
     else:
         runs = explore(run_one, args.preemptions, args.runs)
-        bound = f"schedules departing from the default at most {args.preemptions} times"
+        times = "time" if args.preemptions == 1 else "times"
+        bound = f"schedules departing from the default at most {args.preemptions} {times}"
     console.print(
         f"tokenrace check --command {args.command!r} --fs: agents {', '.join(agents)}; "
         f"{bound}, at racing file steps and refreshes"
@@ -173,7 +174,7 @@ def check_fs(args: argparse.Namespace, console: Console) -> int:
     elif args.schedule is None:
         complete = count < args.runs
         verdict = "ruled out" if complete else "not found (the search stopped at --runs)"
-        console.print(f"  [green]{verdict}[/]: {count} schedules, every {bound}")
+        console.print(f"  [green]{verdict}[/]: {count} runs cover the {bound}")
     else:
         console.print(f"  [green]ok[/] schedule {schedule}")
     result = EngineResult(

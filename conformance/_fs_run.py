@@ -14,8 +14,9 @@ just failed with ``EEXIST``/``EAGAIN`` (a lock taken by someone else) is
 while nobody changed that path (polling a lock through a lookup): it goes
 after the others, and it is not waited for (its retries of an exclusive
 create are answered by the kernel, not at a door) until a step of another
-agent changes the path it failed on; then it is expected at a door again.  So a lock-wait loop neither starves the holder nor makes a run
-depend on the loop's timer.  An agent the kernel itself keeps waiting behind
+agent changes the path it failed on; then it is expected at a door again.
+So a lock-wait loop neither starves the holder nor makes a run depend on the
+loop's timer.  An agent the kernel itself keeps waiting behind
 another agent's door (its create waits for the directory's lock, its lookup for
 the same name's) is *stalled*: seen in an uninterruptible wait for ``STALL``
 seconds with no door of its own, it is not waited for either.  A *schedule* names the decisions
