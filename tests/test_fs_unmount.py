@@ -103,6 +103,7 @@ def test_a_mount_ends_with_its_block_and_strangers_pass_unscheduled(tmp_path: Pa
         assert agent.returncode == 0
         assert seen[0] == "atlas lookup auth.json -> exists"
         assert "atlas open auth.json O_RDONLY -> ok" in seen
-        assert any(s.startswith("atlas read auth.json ") and s.endswith(" -> 8 bytes") for s in seen)
+        reads = [s for s in seen if s.startswith("atlas read auth.json ")]
+        assert reads[0].endswith(" -> 8 bytes")
         assert seen[-1] == "atlas close auth.json -> ok"
     assert not mounted(mountpoint)
