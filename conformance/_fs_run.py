@@ -171,6 +171,13 @@ def in_kernel_wait(pid: int) -> bool:
             continue
         if state == b"D":
             return True
+        try:
+            with open(f"/proc/{pid}/task/{task}/wchan", "rb") as wchan:
+                waits = wchan.read()
+        except OSError:
+            continue
+        if b"fuse" in waits or b"request_wait_answer" in waits:
+            return True  # a request of its own the filesystem has not reached: libfuse's lock
     return False
 
 

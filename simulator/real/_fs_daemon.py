@@ -134,11 +134,16 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
     """Passthrough operations over ``backing``; the ones that change or read a file are steps."""
 
     use_ns = True
+    # with hard_remove (below), a file unlinked or renamed over while open has no path left:
+    # libfuse passes None, and the operations on it go by file handle (named as opened)
+    flag_nopath = True
+    flag_nullpath_ok = True
 
     def __init__(self, backing: str, channel: _Channel) -> None:
         self.backing = backing
         self.channel = channel
         self.cache: dict[int, str] = {}
+        self.names: dict[int, str] = {}  # file handle -> the path it was opened by
         self.fixed = {"/"} | {
             "/" + os.path.relpath(os.path.join(top, name), backing)
             for top, names, _ in os.walk(backing)
@@ -173,13 +178,16 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
         return result
 
     # operations that only look: unscheduled
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
         if fh is not None:
             st = _run(lambda: os.fstat(fh))
-        elif path in self.fixed:  # the directories the run started with: never raced
-            st = _run(lambda: os.lstat(self.real(path)))
+        elif (
+            path is None or path in self.fixed
+        ):  # the directories the run started with: never raced
+            st = _run(lambda: os.lstat(self.real(path or "?")))
         else:  # a lookup: it decides an O_EXCL create or a mkdir of an existing name
-            st = self.step("lookup", path, "", lambda: os.lstat(self.real(path)))
+            name = path
+            st = self.step("lookup", name, "", lambda: os.lstat(self.real(name)))
         keys = "st_mode st_nlink st_size st_uid st_gid st_atime_ns st_mtime_ns st_ctime_ns"
         found = {key: getattr(st, key) for key in keys.split()}
         return {key.replace("_ns", ""): value for key, value in found.items()}
@@ -215,42 +223,52 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
     def readlink(self, path: str) -> str:
         return _run(lambda: os.readlink(self.real(path)))
 
-    def release(self, path: str, fh: int) -> int:
+    def release(self, path: str | None, fh: int) -> int:
+        self.names.pop(fh, None)
         _run(lambda: os.close(fh))
         return 0
 
+    def opened(self, op: str, path: str, flags: int, mode: int = 0o777) -> int:
+        fh = self.step(op, path, open_flags(flags), lambda: os.open(self.real(path), flags, mode))
+        self.names[fh] = path
+        return fh
+
+    def name(self, path: str | None, fh: int | None) -> str:
+        return self.names.get(fh, path or "?") if fh is not None else path or "?"
+
     # steps
     def open(self, path: str, flags: int) -> int:
-        return self.step("open", path, open_flags(flags), lambda: os.open(self.real(path), flags))
+        return self.opened("open", path, flags)
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
-        flags = (fi if isinstance(fi, int) else os.O_WRONLY) | os.O_CREAT
-        detail = open_flags(flags)
-        return self.step("open", path, detail, lambda: os.open(self.real(path), flags, mode))
+        return self.opened(
+            "open", path, (fi if isinstance(fi, int) else os.O_WRONLY) | os.O_CREAT, mode
+        )
 
-    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        return self.step("read", path, f"{size}@{offset}", lambda: os.pread(fh, size, offset))
+    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
+        detail = f"{size}@{offset}"
+        return self.step("read", self.name(path, fh), detail, lambda: os.pread(fh, size, offset))
 
-    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
         detail = f"{len(data)}@{offset}"
-        return self.step("write", path, detail, lambda: os.pwrite(fh, data, offset))
+        return self.step("write", self.name(path, fh), detail, lambda: os.pwrite(fh, data, offset))
 
-    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         def cut() -> None:
             if fh is not None:
                 os.ftruncate(fh, length)
             else:
-                os.truncate(self.real(path), length)
+                os.truncate(self.real(path or "?"), length)
 
-        self.step("truncate", path, str(length), cut)
+        self.step("truncate", self.name(path, fh), str(length), cut)
         return 0
 
-    def flush(self, path: str, fh: int) -> int:
-        self.step("close", path, "", lambda: None)
+    def flush(self, path: str | None, fh: int) -> int:
+        self.step("close", self.name(path, fh), "", lambda: None)
         return 0
 
-    def fsync(self, path: str, datasync: int, fh: int) -> int:
-        self.step("fsync", path, "", lambda: os.fsync(fh))
+    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
+        self.step("fsync", self.name(path, fh), "", lambda: os.fsync(fh))
         return 0
 
     def rename(self, old: str, new: str) -> int:
@@ -318,6 +336,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_announce, args=(channel, mountpoint), daemon=True).start()
     operations = ScheduledPassthrough(os.path.realpath(backing), channel)
     options = {"attr_timeout": 0, "entry_timeout": 0, "negative_timeout": 0, "direct_io": True}
+    options["hard_remove"] = True  # no .fuse_hidden renames of libfuse's own among the steps
     mfusepy.FUSE(operations, mountpoint, foreground=True, fsname="tokenrace", **options)
     return 0
 
