@@ -126,8 +126,14 @@ def parse_schedule(text: str, agents: tuple[str, ...]) -> tuple[Deviation, ...]:
     return tuple(found)
 
 
-def run_fs(scenario: ClientScenario, schedule: tuple[Deviation, ...] = ()) -> FsRun:
-    """Start the program once per agent on a scheduled store directory; follow ``schedule``."""
+def run_fs(
+    scenario: ClientScenario, schedule: tuple[Deviation, ...] = (), *, free: bool = False
+) -> FsRun:
+    """Start the program once per agent on a scheduled store directory; follow ``schedule``.
+
+    ``free``: schedule nothing (the agents run at once, as fast as they go, through the
+    same mount and server): the free-running stress loop the benchmark compares against.
+    """
     with (
         loopback_only() as isolation,
         serve_in_thread(
@@ -142,10 +148,13 @@ def run_fs(scenario: ClientScenario, schedule: tuple[Deviation, ...] = ()) -> Fs
             run = _FsRun(scenario, running, mountpoint, resolve_program(scenario), mount)
             try:
                 run.seed_stores()
-                run.control.hold(True)
+                if free:
+                    mount.free()
+                run.control.hold(not free)
                 for agent in scenario.agents:
                     run.start(agent)
-                run.schedule_steps(schedule)
+                if not free:
+                    run.schedule_steps(schedule)
                 mount.free()
                 run.control.hold(False)
                 result = run.finish(scenario.agents, "")

@@ -118,3 +118,12 @@ def test_the_http_level_harness_cannot_reach_the_torn_read(
     """Every release order passes without --fs: the first reads never overlap the rewrite."""
     argv = ["check", "--command", TORN, "--agents", ",".join(AGENTS)]
     assert main([*argv, "--report-dir", str(tmp_path)]) == 0
+
+
+def test_the_stale_snapshot_is_a_schedule_too() -> None:
+    """Class 7: nova read the store before atlas refreshed, and refreshes with that snapshot."""
+    scenario = command_scenario(f"node {ENGINE} --stale-snapshot", AGENTS)
+    caught = run_fs(scenario, parse_schedule("1:nova", AGENTS))
+    assert "refresh-token-reuse" in str([a.kind.value for a in caught.client.run.anomalies])
+    fixed = run_fs(command_scenario(f"node {ENGINE}", AGENTS), parse_schedule("1:nova", AGENTS))
+    assert not fixed.client.run.failed
