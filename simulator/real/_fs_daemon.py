@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -271,6 +272,22 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
         self.step("fsync", self.name(path, fh), "", lambda: os.fsync(fh))
         return 0
 
+    def flock(self, path: str | None, fh: int, op: int) -> int:
+        """``flock(2)``, decided on the backing file: a blocking lock someone else holds is a
+        step that fails ``EWOULDBLOCK`` and comes back to its door (the agent is blocked)."""
+        name, want = self.name(path, fh), op & ~fcntl.LOCK_NB
+        detail = {fcntl.LOCK_SH: "LOCK_SH", fcntl.LOCK_EX: "LOCK_EX"}.get(want, "LOCK_UN")
+        while True:
+            if self.channel.free and not op & fcntl.LOCK_NB:  # nothing scheduled: just wait
+                _run(lambda: fcntl.flock(fh, want))
+                return 0
+            try:
+                self.step("flock", name, detail, lambda: fcntl.flock(fh, want | fcntl.LOCK_NB))
+                return 0
+            except mfusepy.FuseOSError as error:
+                if op & fcntl.LOCK_NB or error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+
     def rename(self, old: str, new: str) -> int:
         detail = new.lstrip("/")
         self.step("rename", old, detail, lambda: os.rename(self.real(old), self.real(new)))
@@ -298,6 +315,15 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
         return 0
 
 
+class _Fuse(mfusepy.FUSE):  # type: ignore[misc]
+    """mfusepy's FUSE, but a flock on a file with no path left (``nullpath_ok``) gets None."""
+
+    def flock(self, path: bytes | None, fip: Any, op: int) -> int:
+        name = None if path is None else path.decode(self.encoding, self.errors)
+        result: int = self.operations.flock(name, fip.contents.fh, op)
+        return result
+
+
 def _run(action: Callable[[], _T]) -> _T:
     try:
         return action()
@@ -305,7 +331,7 @@ def _run(action: Callable[[], _T]) -> _T:
         raise mfusepy.FuseOSError(error.errno or errno.EIO) from None
 
 
-def _listen(channel: _Channel, mountpoint: str) -> None:
+def _listen(channel: _Channel, mountpoint: str, harness_group: int) -> None:
     """The harness's commands, until its end: then free everyone, kill the agents, unmount."""
     for line in sys.stdin:
         message = json.loads(line)
@@ -316,7 +342,11 @@ def _listen(channel: _Channel, mountpoint: str) -> None:
     channel.release_all()
     for pid in list(channel.agents):
         with contextlib.suppress(OSError):
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
+            group = os.getpgid(pid)
+            if group in (harness_group, os.getpgid(0)):  # not a group of its own: that one
+                os.kill(pid, signal.SIGKILL)
+            else:  # the harness starts each agent in a session of its own: all of it
+                os.killpg(group, signal.SIGKILL)
     unmount(mountpoint)
 
 
@@ -332,12 +362,14 @@ def _announce(channel: _Channel, mountpoint: str) -> None:
 def main(argv: list[str]) -> int:
     backing, mountpoint = argv
     channel = _Channel()
-    threading.Thread(target=_listen, args=(channel, mountpoint), daemon=True).start()
+    harness_group = os.getpgid(os.getppid())
+    listen = (channel, mountpoint, harness_group)
+    threading.Thread(target=_listen, args=listen, daemon=True).start()
     threading.Thread(target=_announce, args=(channel, mountpoint), daemon=True).start()
     operations = ScheduledPassthrough(os.path.realpath(backing), channel)
     options = {"attr_timeout": 0, "entry_timeout": 0, "negative_timeout": 0, "direct_io": True}
     options["hard_remove"] = True  # no .fuse_hidden renames of libfuse's own among the steps
-    mfusepy.FUSE(operations, mountpoint, foreground=True, fsname="tokenrace", **options)
+    _Fuse(operations, mountpoint, foreground=True, fsname="tokenrace", **options)
     return 0
 
 

@@ -45,7 +45,9 @@ __all__ = [
 #: The variable that names an agent's processes (set by the harness, inherited by children).
 AGENT_ENV = "TOKENRACE_FS_AGENT"
 #: Operations that change what a path holds (or whether it exists).
-MUTATING = frozenset({"write", "truncate", "rename", "unlink", "mkdir", "rmdir", "link", "symlink"})
+MUTATING = frozenset(
+    {"write", "truncate", "rename", "unlink", "mkdir", "rmdir", "link", "symlink", "flock"}
+)
 _MOUNT_WAIT = 10.0
 
 
