@@ -27,7 +27,6 @@ when the program depends on nothing but its files and the server.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fake_oauth_server import serve_in_thread
-from simulator.real import AGENT_ENV, FileStep, ScheduledMount
+from simulator.real import AGENT_ENV, FileStep, ScheduledMount, StallWatch
 
 from ._client_diagram import ClientEventKind
 from ._client_run import ClientRun, _Run, _slack, policy_of, resolve_program
@@ -49,9 +48,6 @@ __all__ = ["Decision", "Deviation", "Door", "FsRun", "format_schedule", "parse_s
 YIELDS = frozenset({"EEXIST", "EAGAIN", "EWOULDBLOCK", "EBUSY"})
 #: The path a refresh touches: the server's state, shared by every refresh.
 SERVER = "<token endpoint>"
-#: How long an agent must be seen in an uninterruptible kernel wait to count as stalled
-#: behind another agent's door (a step just let through wakes its waiters well within it).
-STALL = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,31 +161,6 @@ def run_fs(
     return FsRun(client, tuple(run.decisions), schedule, run.diverged)
 
 
-def in_kernel_wait(pid: int) -> bool:
-    """Is a thread of ``pid`` in an uninterruptible wait (a directory lock, a name another
-    agent is looking up: the kernel's, while that agent's step waits at its door)?"""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat", "rb") as stat:
-                state = stat.read().rsplit(b")", 1)[-1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state == b"D":
-            return True
-        try:
-            with open(f"/proc/{pid}/task/{task}/wchan", "rb") as wchan:
-                waits = wchan.read()
-        except OSError:
-            continue
-        if b"fuse" in waits or b"request_wait_answer" in waits:
-            return True  # a request of its own the filesystem has not reached: libfuse's lock
-    return False
-
-
 class _FsRun(_Run):
     def __init__(self, scenario: ClientScenario, running: Any, root: Path, executable: str,
                  mount: ScheduledMount) -> None:  # fmt: skip
@@ -262,7 +233,7 @@ class _FsRun(_Run):
         repeat); none left alive, or the run's deadline passed, gives ``{}``.
         """
         settled = 0.0
-        stalled: dict[str, float] = {}  # agent -> since when it is seen stuck in the kernel
+        stalls = StallWatch()
         while True:
             live = [a for a in self.scenario.agents if self.processes[a].poll() is None]
             doors: dict[str, Door] = {}
@@ -280,12 +251,7 @@ class _FsRun(_Run):
                 return {}
             missing = [a for a in live if a not in doors and a not in self.blocked]
             now = time.monotonic()
-            for agent in missing:
-                if in_kernel_wait(self.processes[agent].pid):
-                    stalled.setdefault(agent, now)
-                else:
-                    stalled.pop(agent, None)
-            if all(now - stalled.get(agent, now) >= STALL for agent in missing):
+            if all(stalls.stalled(agent, self.processes[agent].pid, now) for agent in missing):
                 return doors
             if doors:
                 settled = settled or now + self.scenario.settle

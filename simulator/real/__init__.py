@@ -21,7 +21,9 @@ from ._fs_mount import (
     FileStep,
     FuseUnavailable,
     ScheduledMount,
+    StallWatch,
     fuse_unavailable,
+    in_kernel_wait,
     mounted,
 )
 from ._probe import Probe, ProbeError
@@ -57,7 +59,9 @@ __all__ = [
     "FileStep",
     "FuseUnavailable",
     "ScheduledMount",
+    "StallWatch",
     "fuse_unavailable",
+    "in_kernel_wait",
     "mounted",
     "HOME_ENV",
     "SETUP_COMMAND",

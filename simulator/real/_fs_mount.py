@@ -37,7 +37,9 @@ __all__ = [
     "FileStep",
     "FuseUnavailable",
     "ScheduledMount",
+    "StallWatch",
     "fuse_unavailable",
+    "in_kernel_wait",
     "mounted",
     "unmount",
 ]
@@ -49,6 +51,25 @@ MUTATING = frozenset(
     {"write", "truncate", "rename", "unlink", "mkdir", "rmdir", "link", "symlink", "flock"}
 )
 _MOUNT_WAIT = 10.0
+#: Where a thread waits (``/proc/…/wchan``) when the kernel holds it behind another's step.
+_NAME_WAITS = (
+    b"fuse",
+    b"request_wait_answer",
+    b"path_openat",
+    b"open_last_lookups",
+    b"lookup",
+    b"d_alloc_parallel",
+    b"filename_create",
+    b"do_unlinkat",
+    b"do_renameat",
+    b"do_rmdir",
+    b"do_mkdirat",
+    b"rwsem",
+    b"lock_rename",
+    b"truncate",
+    b"down_write",
+    b"down_read",
+)
 
 
 class FuseUnavailable(SimulatorError):
@@ -109,6 +130,41 @@ def unmount(mountpoint: str) -> None:
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     argv = [tool, "-u", "-z", mountpoint] if tool else ["umount", "-l", mountpoint]
     subprocess.run(argv, check=False, capture_output=True)
+
+
+def in_kernel_wait(pid: int) -> bool:
+    """Is a thread of ``pid`` waiting in the kernel on a name or a FUSE request: a directory
+    lock, a name another agent is looking up, a request libfuse holds back (while another
+    agent's step waits at its door)?  Not a wait for the disk (``D`` alone says too little)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/wchan", "rb") as wchan:
+                waits = wchan.read()
+        except OSError:
+            continue
+        if any(mark in waits for mark in _NAME_WAITS):
+            return True
+    return False
+
+
+class StallWatch:
+    """Which agents have been in a kernel wait (``in_kernel_wait``) for ``seconds`` on end:
+    stalled behind another agent's door, not running (a step just let through wakes its
+    waiters well within the time)."""
+
+    def __init__(self, seconds: float = 0.02) -> None:
+        self.seconds = seconds
+        self.since: dict[str, float] = {}
+
+    def stalled(self, agent: str, pid: int, now: float) -> bool:
+        if not in_kernel_wait(pid):
+            self.since.pop(agent, None)
+            return False
+        return now - self.since.setdefault(agent, now) >= self.seconds
 
 
 class ScheduledMount:
