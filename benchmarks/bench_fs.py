@@ -25,9 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from conformance._command import command_scenario
-from conformance._fs_check import explore
-from conformance._fs_run import run_fs
+from conformance import command_scenario, format_schedule, run_fs, search_schedules
 from simulator.real import AGENT_ENV, ScheduledMount, fuse_unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,10 +81,10 @@ def time_to_find(flag: str, budget: float) -> tuple[str, str]:
     scenario = command_scenario(f"node {ENGINE} {flag}", AGENTS)
     started = time.perf_counter()
     search = f"not found in {budget:g}s"
-    runs = explore(lambda schedule: run_fs(scenario, schedule), 2, 1000)
+    runs = search_schedules(lambda schedule: run_fs(scenario, schedule), 2, 1000)
     for count, run in enumerate(runs, 1):
         if run.client.run.failed:
-            schedule = ",".join(f"{d.index}:{d.agent}" for d in run.schedule) or "default"
+            schedule = format_schedule(run.schedule)
             elapsed = time.perf_counter() - started
             search = f"{count} runs, {elapsed:.1f}s (schedule {schedule})"
             break

@@ -32,7 +32,7 @@ from ._fs_run import Deviation, FsRun, format_schedule, parse_schedule, run_fs
 from ._report import write_report
 from ._validate import agent_names, command_argv
 
-__all__ = ["add_fs_options", "check_fs", "explore", "race_reversals"]
+__all__ = ["add_fs_options", "check_fs", "race_reversals", "search_schedules"]
 
 
 def add_fs_options(chk: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def race_reversals(run: FsRun) -> list[Deviation]:
     return found
 
 
-def explore(
+def search_schedules(
     run_one: Callable[[tuple[Deviation, ...]], FsRun], bound: int, limit: int
 ) -> Iterator[FsRun]:
     """Runs breadth first by number of departures, up to ``bound`` departures, ``limit`` runs."""
@@ -126,7 +126,7 @@ def check_fs(args: argparse.Namespace, console: Console) -> int:
         runs = iter([run_one(parse_schedule(args.schedule, agents))])
         bound = f"the schedule {args.schedule}"
     else:
-        runs = explore(run_one, args.preemptions, args.runs)
+        runs = search_schedules(run_one, args.preemptions, args.runs)
         times = "time" if args.preemptions == 1 else "times"
         bound = f"schedules departing from the default at most {args.preemptions} {times}"
     console.print(

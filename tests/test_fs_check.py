@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance import command_scenario, parse_schedule, run_fs
 from conformance._cli import main
-from conformance._command import command_scenario
-from conformance._fs_run import parse_schedule, run_fs
 from simulator.real import fuse_unavailable
 
 ENGINE = Path(__file__).resolve().parent / "engines" / "fs-store.mjs"

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .._errors import SimulatorError
+from simulator import SimulatorError
 
 __all__ = [
     "AGENT_ENV",
