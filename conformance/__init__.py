@@ -27,9 +27,12 @@ if TYPE_CHECKING:
     )
     from ._check_engine import check_battery
     from ._checker import Anomaly, AnomalyKind, Severity, check, fatal
+    from ._command import command_scenario
     from ._corpus import MirroredChildStores, NoCrossProcessLock
     from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation, load_engine
     from ._errors import ConformanceError, EngineLoadError, UnknownScenario
+    from ._fs_check import search_schedules
+    from ._fs_run import Deviation, FsRun, format_schedule, parse_schedule, run_fs
     from ._mutants import MUTANTS, Gap, Mutant, Operator
     from ._mutate import Fate, MutantResult, MutationReport, run_mutants, witness_check
     from ._report import SCHEMA, results_json, write_report
@@ -49,6 +52,13 @@ _WHERE = {
     "run_campaign": "._campaign",
     "search_engine": "._campaign",
     "check_battery": "._check_engine",
+    "command_scenario": "._command",
+    "search_schedules": "._fs_check",
+    "Deviation": "._fs_run",
+    "FsRun": "._fs_run",
+    "format_schedule": "._fs_run",
+    "parse_schedule": "._fs_run",
+    "run_fs": "._fs_run",
     "Anomaly": "._checker",
     "AnomalyKind": "._checker",
     "Severity": "._checker",
@@ -89,6 +99,13 @@ __all__ = [
     "BUILTIN_ENGINES",
     "BatteryWorld",
     "check_battery",
+    "command_scenario",
+    "Deviation",
+    "FsRun",
+    "format_schedule",
+    "parse_schedule",
+    "run_fs",
+    "search_schedules",
     "HEADLINE_AGENTS",
     "MUTANTS",
     "SCENARIOS",

@@ -40,6 +40,7 @@ from ._console import (
 from ._engines import BUILTIN_ENGINES, Expectation, load_engine, with_lock
 from ._entry import DESCRIPTION, Version
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConformanceError
+from ._fs_check import add_fs_options, check_fs
 from ._listing import add_list_parser, list_command
 from ._matrix import MatrixAxes, default_cells, is_scenario_file, matrix_cells, run_cells
 from ._mutate import add_mutate_parser, mutate_command
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chk.add_argument("--timeout", type=float, default=30.0, help="--command: seconds per run")
     add_fault_options(chk)
+    add_fs_options(chk)
     chk.add_argument(
         "--settle",
         type=settle_seconds,
@@ -454,7 +456,13 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     if args.command is not None:
         if args.strategy is not None:
             raise ConformanceError("--strategy applies to --engine; --command runs release orders")
+        if args.fs:
+            return check_fs(args, console)
+        if args.schedule is not None:
+            raise ConformanceError("--schedule applies to --fs (check --command CMD --fs)")
         return check_command(args, console)
+    if args.fs:
+        raise ConformanceError("--fs applies to --command: check --command CMD --fs")
     return check_engine(args, console)
 
 

@@ -156,7 +156,7 @@ def seed(store: StoreFormat, path: Path, login: Login, base_url: str) -> None:
         }
         if store is StoreFormat.TOKENRACE:  # seconds, and only what the protocol names
             profile = {k: profile[k] for k in ("type", "provider", "access", "refresh")}
-            profile["expires"] = login.now - 1  # expired: every agent wants a refresh
+            profile["expires"] = int(login.now) - 1  # expired; whole seconds: one length
         document = {"version": 1, "profiles": {f"{OPENCLAW_PROVIDER}:default": profile}}
         _write_private(path, json.dumps(document, indent=2))
         return

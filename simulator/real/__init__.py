@@ -16,6 +16,16 @@ that needs them and finds them missing raises ``WineNotSetUp``.
 # only conformance (above both) and tests import it.
 
 from ._commands import main as wine_main
+from ._fs_mount import (
+    AGENT_ENV,
+    FileStep,
+    FuseUnavailable,
+    ScheduledMount,
+    StallWatch,
+    fuse_unavailable,
+    in_kernel_wait,
+    mounted,
+)
 from ._probe import Probe, ProbeError
 from ._procfs import ProcessFS, simulate_processes
 from ._procpool import PoolStats, ProcessPool, can_run, host_model
@@ -45,6 +55,14 @@ from ._wine_host import (
 )
 
 __all__ = [
+    "AGENT_ENV",
+    "FileStep",
+    "FuseUnavailable",
+    "ScheduledMount",
+    "StallWatch",
+    "fuse_unavailable",
+    "in_kernel_wait",
+    "mounted",
     "HOME_ENV",
     "SETUP_COMMAND",
     "WINE_CANNOT",
