@@ -116,18 +116,31 @@ class Trace:
 
     def latest_race(self, agent: str, footprint: Footprint) -> int | None:
         """The latest step of another agent dependent with, and unordered before, this one."""
+        races = self.races(agent, footprint)
+        return max(races) if races else None
+
+    def races(self, agent: str, footprint: Footprint) -> list[int]:
+        """Per other agent, its latest step dependent with, and unordered before, this one.
+
+        Flanagan and Godefroid need only the latest of these; their argument
+        assumes a step's footprint is the same in every state, and an open's
+        is not (it takes the lowest free descriptor): after two agents' opens
+        are swapped, a third agent's call on a descriptor races with the other
+        open.  Trying the agent before each other agent's racing step as well
+        reaches those orders (``tests/test_soundness.py``).
+        """
         seen = self.clock(agent)
         everything = touches_everything(footprint)
-        found = -1
+        found = []
         for other, own in self._agents.items():
             if other == agent:
                 continue
             latest = own.latest_dependent(footprint, everything)
             # the other's steps up to seen[other] happen before this one: if its latest
             # dependent step does, so do all its earlier ones
-            if latest > found and latest > seen.get(other, -1):
-                found = latest
-        return found if found >= 0 else None
+            if latest > seen.get(other, -1):
+                found.append(latest)
+        return found
 
     def backtracks(
         self,
@@ -146,8 +159,7 @@ class Trace:
         found: dict[int, set[str]] = {}
         for option, footprint in footprints.items():
             agent = option.partition("!")[0]
-            index = self.latest_race(agent, footprint)
-            if index is not None:
+            for index in self.races(agent, footprint):
                 found.setdefault(index, set()).update(self._to_try(index, agent, enabled(index)))
         return found
 

@@ -1,4 +1,5 @@
-"""The indexed race scan adds exactly the backtrack points the backward scan adds.
+"""The indexed race scan adds exactly the backtrack points the backward scan adds: for
+each agent's next step, one at each other agent's latest dependent step unordered before it.
 
 The backward scan below is the explorer's scan before it was indexed
 (quadratic in the length of a run); it is kept here as the oracle.  Hypothesis
@@ -39,15 +40,20 @@ def reference_backtracks(
     footprints: Mapping[str, Footprint],
     enabled: Callable[[int], Sequence[str]],
 ) -> dict[int, set[str]]:
-    """The backward scan: for each agent's next step, walk the run back to its latest race."""
+    """The backward scan: for each agent's next step, walk the run back to each other
+    agent's latest dependent step; where that step is not ordered before it, a race."""
     found: dict[int, set[str]] = {}
     for option, footprint in footprints.items():
         agent = option.partition("!")[0]  # a fault races as a step of the agent it strikes
         seen = clock(agent)
+        scanned: set[str] = set()  # the other agents whose latest dependent step is seen
         for index in range(len(steps) - 1, -1, -1):
             step = steps[index]
-            if step.agent == agent or not dependent(step.footprint, footprint):
+            if step.agent == agent or step.agent in scanned:
                 continue
+            if not dependent(step.footprint, footprint):
+                continue
+            scanned.add(step.agent)
             if seen.get(step.agent, -1) >= index:
                 continue  # it happens before the agent's next step: ordered, no race
             there = enabled(index)
@@ -61,7 +67,6 @@ def reference_backtracks(
                         chosen = {other}
                         break
             found.setdefault(index, set()).update(chosen)
-            break
     return found
 
 

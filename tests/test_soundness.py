@@ -356,6 +356,29 @@ def crash_world() -> Case:
     return Case(spec, {"atlas": (Op("now"),), "nova": rewrite})
 
 
+def test_a_call_on_a_descriptor_meets_whichever_open_takes_it() -> None:
+    """Three agents of one process: atlas reads fd 4, nova and orion each open a file.  The
+    second open takes fd 4, and which open is second depends on their order, so the race
+    of atlas's read is with nova's open in one order and orion's in the other.  Trying
+    only the latest race (Flanagan and Godefroid) reached 2 of the 4 final states."""
+    spec = WorldSpec(
+        agents=tuple(AgentSpec(agent, (10.0,), 0) for agent in ("atlas", "nova", "orion")),
+        layout=StoreLayout.SHARED,
+        max_steps=400,
+    )
+    programs = {
+        "atlas": (Op("read", fd=4),),
+        "nova": (Op("open", NAMES[0]),),
+        "orion": (Op("open", NAMES[0]),),
+    }
+    full, finished = final_states(Case(spec, programs), reduction=False)
+    assert finished
+    assert len(full) == 4
+    reduced, done = final_states(Case(spec, programs), reduction=True)
+    assert done
+    assert reduced == full
+
+
 def test_a_crash_is_dependent_on_an_unsynced_write() -> None:
     """The crash after the write rolls the store back: DPOR must reach that state too."""
     case = crash_world()
