@@ -27,7 +27,6 @@ __all__ = [
     "check",
     "fatal",
     "reuse_anomalies",
-    "server_fault",
 ]
 
 
@@ -120,7 +119,7 @@ SERVER_FAULTS = frozenset((FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT, FaultKi
 EXCUSING_FAULTS = SERVER_FAULTS | {FaultKind.IO_ERROR}
 
 
-def server_fault(event: HistoryEvent, faults: Sequence[HistoryEvent]) -> Anomaly | None:
+def _excused_failure(event: HistoryEvent, faults: Sequence[HistoryEvent]) -> Anomaly | None:
     """The warning for a turn that a server or I/O fault ended, where the engine said so.
 
     ``event`` is a ``TURN_END`` with an error; ``faults`` the excusing faults that
@@ -148,7 +147,7 @@ def _history_anomalies(
     rejected = refresh_records(audit, AuditKind.REJECTED)
     accepted = refresh_records(audit, AuditKind.ACCEPTED)
     last_request: dict[str, str] = {}  # agent -> its latest refresh request
-    faults: dict[str, list[HistoryEvent]] = {}  # agent -> server faults of its current turn
+    faults: dict[str, list[HistoryEvent]] = {}  # agent -> excusing faults of its current turn
     found = []
     for event in events:
         step = (event.step,)
@@ -159,7 +158,7 @@ def _history_anomalies(
         elif event.kind is EventKind.FAULT and event.fault in EXCUSING_FAULTS:
             faults.setdefault(event.agent, []).append(event)
         elif event.kind is EventKind.TURN_END and event.error_type:
-            excused = server_fault(event, faults.get(event.agent, ()))
+            excused = _excused_failure(event, faults.get(event.agent, ()))
             if excused is not None:
                 found.append(excused)
                 continue
@@ -239,8 +238,9 @@ def _store_anomalies(events: Iterable[HistoryEvent], audit: Iterable[AuditEvent]
             top = best[where]
             message = f"{_named(where)} ended {event.note} after holding {_credential(top, top)}"
             steps = (top.step, event.step)
-            kind, fatal_ = AnomalyKind.LOST_UPDATE, Severity.FATAL
-            found.append(Anomaly(kind, fatal_, event.agent, steps, message))
+            found.append(
+                Anomaly(AnomalyKind.LOST_UPDATE, Severity.FATAL, event.agent, steps, message)
+            )
     return found
 
 

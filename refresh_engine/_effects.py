@@ -11,6 +11,7 @@ sent back its outcome; a failed call is thrown into the engine as the
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -328,6 +329,16 @@ class HttpResponse:
         """The value of header ``name`` (any case), or None."""
         wanted = name.lower()
         return next((value for key, value in self.headers if key == wanted), None)
+
+    @classmethod
+    def keeping(cls, status: int, body: bytes, headers: Iterable[tuple[str, str]]) -> HttpResponse:
+        """A response as received, keeping only the headers an engine may act on."""
+        kept = tuple((key.lower(), value) for key, value in headers if key.lower() in KEPT_HEADERS)
+        return cls(status, body, kept)
+
+
+#: Response headers an engine may act on (``HttpResponse.keeping``); the rest are dropped.
+KEPT_HEADERS = frozenset({"retry-after"})
 
 
 @dataclass(frozen=True, slots=True)

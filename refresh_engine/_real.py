@@ -202,13 +202,9 @@ class RealWorld:
             if kind is None:
                 raise
             raise kind(f"POST {url}: {type(exc).__name__}") from None
-        headers = response.headers
-        kept = tuple((key, headers[key]) for key in KEPT_HEADERS if key in headers)
-        return HttpResponse(response.status_code, response.content, kept)
-
-
-#: Response headers an engine may act on; the rest are dropped.
-KEPT_HEADERS = ("retry-after",)
+        return HttpResponse.keeping(
+            response.status_code, response.content, response.headers.items()
+        )
 
 
 def _transport_failure(exc: Exception) -> type[OSError] | None:

@@ -60,19 +60,24 @@ INJECTED_ERRORS = {
 }
 
 
-def failure(code: int) -> Callable[[Any], Failed | None]:
+def injected(code: int) -> Failed:
     """The ``OSError`` an I/O fault makes a call raise, with errno ``code``."""
-    failed = Failed("OSError", code, f"{INJECTED_ERRORS[code]} (injected)")
+    return Failed("OSError", code, f"{INJECTED_ERRORS[code]} (injected)")
+
+
+def failure(code: int) -> Callable[[Any], Failed | None]:
+    """A row's ``fails_with`` for a call that always fails with ``code``."""
+    failed = injected(code)
     return lambda effect: failed
 
 
 def open_fails(effect: Open) -> Failed | None:
     """Opening to create or write needs space; a plain read-only open is not struck."""
     if effect.flags & (OpenFlags.CREATE | OpenFlags.TRUNCATE | OpenFlags.WRITE):
-        return failure(errno.ENOSPC)(effect)
+        return injected(errno.ENOSPC)
     return None
 
 
 def lock_fails(effect: Flock | Lockf | LockFileEx) -> Failed | None:
     """Taking a lock can fail (no lock table entry left, NFS lockd gone); an unlock is not."""
-    return None if effect.op is LockOp.UNLOCK else failure(errno.ENOLCK)(effect)
+    return None if effect.op is LockOp.UNLOCK else injected(errno.ENOLCK)

@@ -394,9 +394,14 @@ class Simulation:
 
     def _alive_from(self, caller: int) -> Callable[[int], bool]:
         """Is a pid a live process, asked on ``caller``'s host?  Pids of other hosts (or pid
-        namespaces) are not visible there: they name no process."""
-        host = next((agent.host for agent in self.agents if agent.pid == caller), "")
-        return lambda pid: any(a.pid == pid and a.host == host for a in self.agents)
+        namespaces) are not visible there: they name no process.  (Looked up only when a
+        ``ProcessAlive`` asks, not at every step.)"""
+
+        def alive(pid: int) -> bool:
+            host = next((agent.host for agent in self.agents if agent.pid == caller), "")
+            return any(a.pid == pid and a.host == host for a in self.agents)
+
+        return alive
 
     def _machine(self, pid: int) -> Machine:
         """What a row of ``_semantics`` sees of this simulation, for process ``pid``."""

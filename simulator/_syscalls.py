@@ -59,4 +59,4 @@ def http_call(
         request_id=request_id,
     )
     response = server.handle(request, now)
-    return HttpResponse(response.status, response.body)
+    return HttpResponse.keeping(response.status, response.body, response.headers)

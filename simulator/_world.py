@@ -62,8 +62,8 @@ class AgentSpec:
     #: or a bind mount; "" is the first.  Another host's pids name no process here.
     host: str = ""
     #: an outside writer, not a refresher: at each turn it logs in anew (a new grant from
-    #: the server, out of band, as a CLI login does) and saves it into the store with the
-    #: engine's own ``save``; it refreshes nothing.  Give it a profile of its own.
+    #: the server, out of band, as a CLI login does) and writes it into the store the
+    #: engine's way (``_login``); it refreshes nothing.  Give it a profile of its own.
     logs_in: bool = False
 
 

@@ -131,7 +131,8 @@ class HostResponse:
 
     status_code: int
     content: bytes
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # lower-case names
+    #: none: the host's handler answers with a status and a body only
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class HostHttp:
@@ -147,8 +148,7 @@ class HostHttp:
             raise ConnectionError(f"POST {url}: the host went away")
         if "raise" in answer:
             raise {"timeout": TimeoutError}.get(answer["raise"], ConnectionError)(url)
-        headers = {str(k).lower(): str(v) for k, v in answer.get("headers", {}).items()}
-        return HostResponse(int(answer["status"]), decode(answer["body"]), headers)
+        return HostResponse(int(answer["status"]), decode(answer["body"]))
 
 
 class RecordingWorld(RealWorld):
