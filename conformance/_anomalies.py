@@ -15,6 +15,7 @@ class AnomalyKind(enum.Enum):
     LOST_UPDATE = "lost-update"  # a store went back to an older generation (or was wiped)
     TORN_READ = "torn-read"  # a reader parsed a store that does not parse (a prefix, or empty)
     TOKEN_LOST = "token-lost"  # the server issued a refresh token no store ever held
+    AVOIDABLE_LOSS = "avoidable-loss"  # a lost token was on disk (a staged file) and not used
     EXPIRED_TOKEN_USED = "expired-token-used"  # the engine handed out an expired access token
     TOKEN_REJECTED = "token-rejected"  # the resource endpoint refused a token (revoked...)
     REDUNDANT_REFRESH = "redundant-refresh"  # more than one refresh for one expiry

@@ -17,7 +17,7 @@ from simulator import EventKind, FaultKind, HistoryEvent, Refusal, RunResult, St
 
 from ._anomalies import PROGRAMMING_ERRORS, Anomaly, AnomalyKind, Severity, fatal
 from ._exclusion import exclusion_anomalies
-from ._losses import fault_losses, lost_tokens, refresh_records, unavoidable
+from ._losses import avoidable_losses, fault_losses, lost_tokens, refresh_records, unavoidable
 from ._reads import torn_reads
 
 __all__ = [
@@ -44,6 +44,7 @@ def check(result: RunResult) -> tuple[Anomaly, ...]:
     ]
     losses = fault_losses(events, audit)
     anomalies += lost_tokens(events, audit, losses)
+    anomalies += avoidable_losses(events, losses)
     if losses and not result.policy.grace:
         anomalies = [unavoidable(anomaly, losses) for anomaly in anomalies]
     anomalies.sort(key=lambda anomaly: (anomaly.steps, anomaly.kind.value, anomaly.agent))

@@ -340,6 +340,26 @@ class LockfInGateway(ReferenceEngine):
         super().__init__(lock=LockKind.LOCKF)
 
 
+class NoRollForward(ReferenceEngine):
+    """Class 15 of the corpus: a writer killed between its staged temp file and the
+    replace; the next refresher does not look for what it staged.
+
+    Source: this project's reference engine before roll-forward (issue E7 of its
+    hardening: 44 of 248 real SIGKILL trials lost the grant under ``openai``).  The
+    new credential is complete on disk, in the temp file, yet the store still holds
+    the spent token, and the next agent presents it: the server sees a reuse and
+    revokes the grant.  The reference recovers the staged file under the lock first.
+    """
+
+    name = "no-roll-forward"
+    race_class = 15
+    source = "tokenrace reference engine before roll-forward"
+
+    def roll_forward(self, ctx: AgentContext, path: str, current: Credential) -> Flow[bool]:
+        return False
+        yield  # a flow that does nothing
+
+
 #: Every known-bug engine, in corpus class order (docs/scenarios.md).
 CORPUS: tuple[type[ReferenceEngine], ...] = (
     MirroredChildStores,
@@ -357,4 +377,5 @@ CORPUS: tuple[type[ReferenceEngine], ...] = (
     LockfInGateway,
     CopyToMainAfterUnlock,
     SeparateLogins,
+    NoRollForward,
 )

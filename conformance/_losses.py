@@ -46,6 +46,9 @@ class Loss:
     fault: FaultKind
     family: str  # the grant
     spent: int  # the generation the lost request presented; ``spent + 1`` was lost
+    #: a file beside the stores that held the lost token (or a later one) when the process
+    #: died: the loss was avoidable, by rolling forward from it ("": nothing was kept)
+    kept: str = ""
 
 
 def refresh_records(audit: Iterable[AuditEvent], kind: AuditKind) -> dict[str, AuditEvent]:
@@ -67,8 +70,17 @@ def fault_losses(events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) ->
 
     def lose(event: HistoryEvent, fault: FaultKind, request_id: str | None) -> None:
         record = accepted.get(request_id or "")
-        if record is not None:
-            losses.append(Loss(event.step, event.agent, fault, record.family, record.generation))
+        if record is None:
+            return
+        kept = next(
+            (
+                k.path
+                for k in event.kept
+                if k.family == record.family and k.generation > record.generation
+            ),
+            "",
+        )
+        losses.append(Loss(event.step, event.agent, fault, record.family, record.generation, kept))
 
     for event in events:
         agent = event.agent
@@ -115,7 +127,7 @@ def excused_by(anomaly: Anomaly, losses: Iterable[Loss]) -> Loss | None:
         return None
     last = max(anomaly.steps, default=0)
     for loss in losses:
-        if loss.family != anomaly.family:
+        if loss.family != anomaly.family or loss.kept:
             continue
         if anomaly.kind is AnomalyKind.TOKEN_LOST:
             if anomaly.generation == loss.spent + 1:
@@ -168,4 +180,42 @@ def lost_tokens(
             f"to {request.agent} and no store ever held it: {cause}"
         )
         found.append(dataclasses.replace(anomaly, message=message))
+    return found
+
+
+def avoidable_losses(events: Sequence[HistoryEvent], losses: Sequence[Loss]) -> list[Anomaly]:
+    """A loss whose token was on disk when its process died (a staged temp file never
+    renamed into place) and that no store held afterwards: the engine did not roll
+    forward.  Fatal, and nothing that follows in the grant is excused by it."""
+    found = []
+    for loss in losses:
+        if not loss.kept:
+            continue
+        recovered = any(
+            event.kind is EventKind.STORE
+            and event.step >= loss.step
+            and event.family == loss.family
+            and event.generation is not None
+            and event.generation > loss.spent
+            for event in events
+        )
+        if recovered:
+            continue
+        message = (
+            f"a {loss.fault.value} at step {loss.step} stopped {loss.agent} before it saved "
+            f"{loss.family}/g{loss.spent + 1}, but {loss.kept} held it complete and no store "
+            "ever took it: the next refresher presented the spent token instead of "
+            "rolling forward"
+        )
+        found.append(
+            Anomaly(
+                AnomalyKind.AVOIDABLE_LOSS,
+                Severity.FATAL,
+                loss.agent,
+                (loss.step,),
+                message,
+                loss.family,
+                loss.spent + 1,
+            )
+        )
     return found

@@ -356,10 +356,20 @@ class SharedTemp(StreamRule):
             directory, base = posixpath.split(self.store)
             tag = "" if self.name is TempName.FIXED else f".{(yield from ops.getpid())}"
             self.renamed[effect.path] = posixpath.join(directory, f".{base}{tag}.tmp")
-            return Emit(Open(self.renamed[effect.path], effect.flags))
+            return Emit(Open(self.renamed[effect.path], truncating(effect.flags)))
         if isinstance(effect, Replace) and effect.src in self.renamed:
             return Emit(Replace(self.renamed[effect.src], effect.dst))
+        if isinstance(effect, Unlink) and effect.path in self.renamed:
+            return Emit(Unlink(self.renamed[effect.path]))
         return Emit(effect)
+
+
+def truncating(flags: OpenFlags) -> OpenFlags:
+    """A create-exclusive open as the naive writer does it: create or truncate, following
+    whatever is there."""
+    if flags & OpenFlags.EXCLUSIVE:
+        return (flags & ~OpenFlags.EXCLUSIVE) | OpenFlags.TRUNCATE
+    return flags
 
 
 class FsyncSite(enum.Enum):
@@ -397,10 +407,14 @@ class WriteInPlace(StreamRule):
 
     def before(self, effect: Effect) -> Flow[Action]:
         if isinstance(effect, Open) and self.is_temp(effect.path):
-            flags = effect.flags
+            if not effect.flags & OpenFlags.WRITE:
+                return Emit(effect)  # a look for a staged file: there never is one
+            flags = truncating(effect.flags)
             if self.how is not InPlace.TRUNCATING_OPEN:
                 flags &= ~OpenFlags.TRUNCATE
             return Emit(Open(self.store, flags))
+        if isinstance(effect, Unlink) and self.is_temp(effect.path):
+            return Fake(Done())
         if isinstance(effect, Write) and self.on_temp(effect) and self.how is InPlace.TRUNCATE_CALL:
             yield Truncate(effect.fd, 0)
         if isinstance(effect, Replace) and self.is_temp(effect.src):

@@ -61,6 +61,8 @@ from ._errors import (
     RefreshFailed,
     ReloginRequired,
     StoreCorrupt,
+    StoreUnreadable,
+    StoreUnwritable,
 )
 from ._flow import Flow, FlowRunner, Raised, Returned
 from ._locks import (
@@ -84,20 +86,25 @@ from ._reference import (
     post_refresh,
 )
 from ._store import (
+    MAX_STORE_BYTES,
     REPLACE_TRIES,
     Credential,
     atomic_write,
+    create_fresh,
     credential_from,
+    discard,
     parse_store,
     profile_key,
     read_credential,
     read_file,
     read_store,
     render_store,
+    temp_path,
     with_credential,
 )
 
 __all__ = [
+    "MAX_STORE_BYTES",
     "REPLACE_TRIES",
     "AgentContext",
     "Alive",
@@ -154,6 +161,8 @@ __all__ = [
     "Stat",
     "StatResult",
     "StoreCorrupt",
+    "StoreUnreadable",
+    "StoreUnwritable",
     "TokenError",
     "Touch",
     "Truncate",
@@ -162,7 +171,9 @@ __all__ = [
     "Wrote",
     "acquire_lock",
     "atomic_write",
+    "create_fresh",
     "credential_from",
+    "discard",
     "lock_path",
     "lock_path_for",
     "ops",
@@ -176,5 +187,6 @@ __all__ = [
     "release_lock",
     "renew_lease",
     "render_store",
+    "temp_path",
     "with_credential",
 ]

@@ -5,7 +5,9 @@ Tree::
     RefreshEngineError
     ├── ReloginRequired        the grant is gone; a person must log in again
     ├── RefreshFailed          the server refused for another reason, or was unreachable
+    │   └── StoreUnwritable    the store's directory takes no new file: nothing was presented
     ├── StoreCorrupt           the store does not parse (it is kept, never overwritten)
+    ├── StoreUnreadable        the store cannot be read (permissions, not a regular file)
     ├── CredentialMissing      the store has no credential for this provider + profile
     └── InterpreterMismatch    an interpreter answered an effect with the wrong outcome
 
@@ -32,8 +34,21 @@ class RefreshFailed(RefreshEngineError):
     """The refresh failed for a reason a later retry may fix."""
 
 
+class StoreUnwritable(RefreshFailed):
+    """No file can be made beside the store (read-only, full, no permission).
+
+    Raised before the refresh token is presented, so the token stays unspent.
+    """
+
+
 class StoreCorrupt(RefreshEngineError):
-    """The credential store exists but does not parse."""
+    """The credential store exists but does not parse, or breaks the schema (path and
+    field named)."""
+
+
+class StoreUnreadable(RefreshEngineError):
+    """The credential store exists but cannot be read: no permission, or not a regular
+    file (a FIFO, a device, a directory)."""
 
 
 class CredentialMissing(RefreshEngineError):

@@ -8,7 +8,10 @@ proved, run against the real machine.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -129,7 +132,7 @@ class RealWorld:
     def _perform(self, effect: Effect) -> Outcome:
         match effect:
             case Open(path, flags):
-                return Opened(os.open(path, os_open_flags(flags), 0o600))
+                return Opened(_open_file(path, flags))
             case CreateExclusive(path):
                 flags = OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.EXCLUSIVE
                 return Opened(os.open(path, os_open_flags(flags), 0o600))
@@ -229,6 +232,21 @@ def _mutex(name: str, op: LockOp) -> None:
         lock.release()
     else:
         lock.acquire()
+
+
+def _open_file(path: str, flags: OpenFlags) -> int:
+    """``os.open``, for regular files (and directories, which fail on read) only: a FIFO,
+    device or socket is refused (``OSError`` ENXIO) instead of hanging the open or being
+    read without end.  Opened non-blocking to look, then made blocking again."""
+    if sys.platform == "win32":  # no FIFOs to hang on; a device name fails on read
+        return os.open(path, os_open_flags(flags), 0o600)
+    fd = os.open(path, os_open_flags(flags) | os.O_NONBLOCK, 0o600)
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        os.close(fd)
+        raise OSError(errno.ENXIO, "not a regular file (a FIFO, device or socket)", path)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _read(fd: int, size: int | None) -> bytes:

@@ -20,6 +20,7 @@ window: the server spent the token, and the new one never arrived.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import urllib.parse
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _flow as ops
-from ._errors import RefreshFailed, ReloginRequired
+from ._errors import RefreshEngineError, RefreshFailed, ReloginRequired, StoreUnwritable
 from ._flow import Flow
 from ._locks import (
     DEFAULT_TIMING,
@@ -40,13 +41,20 @@ from ._locks import (
     release_lock,
 )
 from ._store import (
+    MAX_STORE_BYTES,
     Credential,
     atomic_write,
+    create_fresh,
     credential_from,
+    discard,
+    parse_store,
     profile_key,
     read_credential,
+    read_file,
     read_store,
     render_store,
+    split_path,
+    temp_path,
     with_credential,
 )
 
@@ -85,6 +93,15 @@ class AgentContext:
     @property
     def key(self) -> str:
         return profile_key(self.provider, self.profile_id)
+
+    @property
+    def staging(self) -> str:
+        """The name this profile's new versions are staged under (``.<store>.<staging>.tmp``):
+        one per profile, so the next refresher of the profile, holding its lock, finds
+        what a killed one left.  Letters, digits and ``-`` only, with a digest of the
+        key so that no two keys share it."""
+        readable = "".join(c if c.isalnum() or c in "-_" else "-" for c in self.key)
+        return f"{readable}-{hashlib.sha256(self.key.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,17 +231,23 @@ class ReferenceEngine:
     def _refresh_locked(self, ctx: AgentContext, path: str, before: Credential) -> Flow[Credential]:
         presented: set[str] = set()
         waited = False  # a Retry-After is honoured once per refresh
+        recovering = True  # once per refresh, before the first presentation
         while True:
             document = yield from self.read_document(ctx, path)
             credential = credential_from(document, ctx.key, path)
             if credential.is_fresh((yield from ops.now()), ctx.refresh_margin):
                 yield from self.on_fresh_under_lock(ctx, path, before)
                 return credential
+            if recovering:
+                recovering = False
+                if (yield from self.roll_forward(ctx, path, credential)):
+                    continue
             if credential.refresh in presented:
                 raise ReloginRequired(
                     f"{ctx.agent}: the refresh token for {ctx.key} was rejected and the store "
                     "holds nothing newer; a new login is required"
                 )
+            yield from self.preflight(ctx, path, document)
             presented.add(credential.refresh)
             result = yield from self.exchange(ctx, credential.refresh)
             if isinstance(result, Credential):
@@ -296,10 +319,85 @@ class ReferenceEngine:
             yield from self.release_lock(ctx, held)
 
     def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
-        """Re-read the document (other profiles may have changed), replace it atomically."""
+        """Re-read the document (other profiles may have changed), replace it atomically,
+        staged under the profile's name (``AgentContext.staging``)."""
         document = yield from self.read_document(ctx, path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
-        yield from atomic_write(path, data, writer=ctx.agent)
+        yield from atomic_write(path, data, writer=ctx.staging)
+
+    def preflight(self, ctx: AgentContext, path: str, document: dict[str, Any]) -> Flow[None]:
+        """Before the token is presented, prove that the answer can be saved: stage the
+        current document where the new one will go, then remove it.
+
+        A read-only, full or forbidden directory fails here, with
+        ``StoreUnwritable`` naming it, and the refresh token stays unspent.
+        """
+        temp = temp_path(path, ctx.staging)
+        try:
+            fd = yield from create_fresh(temp)
+            try:
+                yield from ops.write(fd, render_store(document))
+            finally:
+                yield from ops.close(fd)
+            yield from ops.unlink(temp)
+        except OSError as exc:
+            yield from discard(temp)
+            directory, name = split_path(temp)
+            raise StoreUnwritable(
+                f"{ctx.agent}: cannot create files in {directory} "
+                f"({exc.strerror or type(exc).__name__}: {name}), so a new credential could "
+                "not be saved; the refresh token was not presented"
+            ) from None
+
+    def roll_forward(self, ctx: AgentContext, path: str, current: Credential) -> Flow[bool]:
+        """Recover what a writer of this profile, killed before its replace, left on disk;
+        True if the store now holds a newer credential.
+
+        Runs under the profile's refresh lock, before anything is presented.  A
+        complete staged document whose credential for this profile is newer than
+        ``current`` (the store's) is saved into the store, so its token, not the spent
+        one, is used; a partial, older or foreign one is removed.  The staged file is
+        first moved to a second name, so a kill during the recovery leaves it findable.
+        """
+        temp = temp_path(path, ctx.staging)
+        moved = temp_path(path, ctx.staging + ".rf")
+        best: tuple[Credential, str] | None = None
+        found: list[str] = []
+        for candidate in (temp, moved):
+            staged = yield from self._stored(ctx, candidate)
+            if staged is None:
+                continue
+            found.append(candidate)
+            if not isinstance(staged, Credential) or staged.expires_at <= current.expires_at:
+                continue
+            if best is None or staged.expires_at > best[0].expires_at:
+                best = staged, candidate
+        if best is not None:
+            credential, where = best
+            yield from ops.log(f"{ctx.agent}: recovering the credential left in {where}")
+            if where == temp:
+                yield from ops.replace(temp, moved)
+                found = [moved]  # what was at ``moved`` before was replaced
+            yield from self.save(ctx, path, credential)
+        for leftover in found:
+            yield from discard(leftover)
+        return best is not None
+
+    def _stored(self, ctx: AgentContext, candidate: str) -> Flow[Credential | bool | None]:
+        """The profile's credential staged at ``candidate``; None if nothing is there, False
+        if something is but holds none (partial, foreign, not a file)."""
+        try:
+            data = yield from read_file(candidate, MAX_STORE_BYTES)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return False
+        if len(data) > MAX_STORE_BYTES:
+            return False
+        try:
+            return credential_from(parse_store(data, candidate), ctx.key, candidate)
+        except RefreshEngineError:
+            return False
 
     def on_fresh_under_lock(self, ctx: AgentContext, path: str, before: Credential) -> Flow[None]:
         """Someone else refreshed while we waited for the lock: nothing to do."""

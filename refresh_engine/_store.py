@@ -8,13 +8,14 @@ concurrent reader sees the old document or the new one, never a prefix.
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _flow as ops
 from ._effects import OpenFlags
-from ._errors import CredentialMissing, StoreCorrupt
+from ._errors import CredentialMissing, StoreCorrupt, StoreUnreadable
 from ._flow import Flow
 
 STORE_VERSION = 1
@@ -37,6 +38,14 @@ def profile_key(provider: str, profile_id: str) -> str:
     return f"{provider}:{profile_id}"
 
 
+#: The largest store read (bytes): a credential store is a few kilobytes; a bigger file is
+#: something else (a symlink to a device, a log), refused rather than read without end.
+MAX_STORE_BYTES = 1 << 20
+
+#: ``expires`` above this (seconds since the epoch, year 5138) is milliseconds, not seconds.
+LATEST_EXPIRY = 1e11
+
+
 def parse_store(data: bytes, path: str) -> dict[str, Any]:
     """The document, or ``StoreCorrupt`` naming the path and the problem."""
     if not data.strip():
@@ -48,31 +57,47 @@ def parse_store(data: bytes, path: str) -> dict[str, Any]:
             f"{path}: not valid JSON ({exc.__class__.__name__} at byte "
             f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))})"
         ) from None
+    except RecursionError:
+        raise StoreCorrupt(f"{path}: not a store (JSON nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise StoreCorrupt(f"{path}: not a store ({exc.__class__.__name__})") from None
     if not isinstance(document, dict) or not isinstance(document.get("profiles"), dict):
         raise StoreCorrupt(f"{path}: expected an object with a 'profiles' object")
     return document
 
 
 def credential_from(document: dict[str, Any], key: str, path: str) -> Credential:
+    """The profile's credential; ``StoreCorrupt`` naming the path and the field when a
+    field is missing or of the wrong type (nothing is coerced: ``null`` is no token)."""
     entry = document["profiles"].get(key)
     if entry is None:
         raise CredentialMissing(f"{path}: no credential for profile {key!r}")
-    try:
-        return Credential(
-            access=str(entry["access"]),
-            refresh=str(entry["refresh"]),
-            expires_at=float(entry["expires"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StoreCorrupt(f"{path}: profile {key!r} lacks a valid {exc}") from None
+    where = f"{path}: profile {key!r}"
+    if not isinstance(entry, dict):
+        raise StoreCorrupt(f"{where} is a {type(entry).__name__}, not an object")
+    for name in ("access", "refresh"):
+        value = entry.get(name)
+        if not isinstance(value, str) or not value:
+            raise StoreCorrupt(f"{where}: field {name!r} must be a non-empty string")
+    expires = entry.get("expires")
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        raise StoreCorrupt(f"{where}: field 'expires' must be a number (seconds since the epoch)")
+    if not math.isfinite(expires) or expires < 0:
+        raise StoreCorrupt(f"{where}: field 'expires' must be finite and not negative")
+    if expires > LATEST_EXPIRY:
+        raise StoreCorrupt(f"{where}: field 'expires' looks like milliseconds; seconds expected")
+    return Credential(access=entry["access"], refresh=entry["refresh"], expires_at=float(expires))
 
 
 def with_credential(
     document: dict[str, Any], key: str, provider: str, credential: Credential
 ) -> dict[str, Any]:
-    """A copy of ``document`` with ``key`` set to ``credential``."""
+    """A copy of ``document`` with ``key`` set to ``credential``; the profile's other
+    fields (``email``, ``accountId`` ...) are kept."""
     profiles = dict(document.get("profiles", {}))
+    old = profiles.get(key)
     profiles[key] = {
+        **(old if isinstance(old, dict) else {}),
         "type": "oauth",
         "provider": provider,
         "access": credential.access,
@@ -89,21 +114,28 @@ def render_store(document: dict[str, Any]) -> bytes:
 # ---------------------------------------------------------------------- flows
 
 
-def read_file(path: str) -> Flow[bytes]:
-    """The whole file: open, read, close."""
+def read_file(path: str, limit: int | None = None) -> Flow[bytes]:
+    """The whole file: open, read, close; with ``limit``, at most ``limit + 1`` bytes (so
+    the caller can tell a file over the limit)."""
     fd = yield from ops.open_file(path, OpenFlags.READ)
     try:
-        return (yield from ops.read(fd))
+        return (yield from ops.read(fd, None if limit is None else limit + 1))
     finally:
         yield from ops.close(fd)
 
 
 def read_store(path: str) -> Flow[dict[str, Any]]:
-    """The parsed document; a missing file is an empty store."""
+    """The parsed document; a missing file is an empty store.  A file that cannot be read
+    is ``StoreUnreadable`` and one over ``MAX_STORE_BYTES`` is ``StoreCorrupt``, each
+    naming the path."""
     try:
-        data = yield from read_file(path)
+        data = yield from read_file(path, MAX_STORE_BYTES)
     except FileNotFoundError:
         data = b""
+    except OSError as exc:
+        raise StoreUnreadable(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_STORE_BYTES:
+        raise StoreCorrupt(f"{path}: over {MAX_STORE_BYTES} bytes; not a credential store")
     return parse_store(data, path)
 
 
@@ -126,29 +158,71 @@ def split_path(path: str) -> tuple[str, str]:
     return path[: cut or 1], path[cut + 1 :]
 
 
-def atomic_write(path: str, data: bytes, *, writer: str) -> Flow[None]:
-    """Write ``data`` to ``path`` so no reader ever sees a prefix.
-
-    Temp file beside the target (same filesystem), fsync, then replace.
-    ``writer`` keeps concurrent writers' temp files apart.  On Windows a
-    replace fails while any other handle has the file open
-    (``PermissionError``, winerror 5); readers hold it for moments, so the
-    replace is retried, and if it still fails the error is raised, never
-    dropped: the new token must not silently go unsaved.
-    """
+def temp_path(path: str, writer: str) -> str:
+    """Where ``writer`` stages a new version of the store at ``path``: beside it, hidden."""
     directory, name = split_path(path)
-    temp = posixpath.join(directory, f".{name}.{writer}.tmp")
-    fd = yield from ops.open_file(temp, OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.TRUNCATE)
+    return posixpath.join(directory, f".{name}.{writer}.tmp")
+
+
+def create_fresh(path: str) -> Flow[int]:
+    """A new file at ``path``, open for writing, mode 0600: never an existing file and
+    never through a symlink (``O_CREAT | O_EXCL``).  Whatever is already at ``path`` (a
+    killed writer's temp file, or a planted symlink) is unlinked first, not followed."""
+    flags = OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.EXCLUSIVE
+    try:
+        return (yield from ops.open_file(path, flags))
+    except FileExistsError:
+        yield from ops.unlink(path)
+    return (yield from ops.open_file(path, flags))
+
+
+def write_durably(path: str, data: bytes) -> Flow[None]:
+    """``data`` in a fresh file at ``path``, fsynced; on failure the partial file is removed."""
+    fd = yield from create_fresh(path)
     try:
         yield from ops.write(fd, data)
         yield from ops.fsync(fd)
-    finally:
+    except OSError:
         yield from ops.close(fd)
+        yield from discard(path)
+        raise
+    yield from ops.close(fd)
+
+
+def discard(path: str) -> Flow[None]:
+    """Unlink ``path`` if it is there; a failure to do so is not the caller's problem."""
+    try:
+        yield from ops.unlink(path)
+    except OSError:
+        return
+
+
+def atomic_write(path: str, data: bytes, *, writer: str) -> Flow[None]:
+    """Write ``data`` to ``path`` so no reader ever sees a prefix.
+
+    A fresh temp file beside the target (same filesystem; ``create_fresh``),
+    fsync, then replace.  ``writer`` names the temp file: concurrent writers
+    need different ones.  A failed write is tried once more (a full disk may
+    have been freed).  On Windows a replace fails while any other handle has
+    the file open (``PermissionError``, winerror 5); readers hold it for
+    moments, so the replace is retried.  If it still fails, the complete temp
+    file is kept and the error says where: the new token must never silently
+    go unsaved, and a roll-forward can still recover it.
+    """
+    temp = temp_path(path, writer)
+    try:
+        yield from write_durably(temp, data)
+    except OSError:
+        yield from write_durably(temp, data)
     for attempt in range(REPLACE_TRIES):
         try:
             yield from ops.replace(temp, path)
             return
-        except PermissionError:
-            if attempt == REPLACE_TRIES - 1:
-                raise
+        except OSError as exc:
+            if attempt == REPLACE_TRIES - 1 or not isinstance(exc, PermissionError):
+                raise type(exc)(
+                    exc.errno,
+                    f"{exc.strerror or exc}; could not replace {path}: the new credential is "
+                    f"kept in {temp}",
+                ) from None
             yield from ops.sleep(REPLACE_PAUSE)

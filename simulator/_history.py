@@ -75,6 +75,17 @@ class Refusal(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class KeptCredential:
+    """A complete credential a file other than a store held when a process died: a temp
+    file staged but never renamed, a recovery file.  An engine that rolls forward finds
+    it; one that does not loses the token avoidably (see ``conformance``'s losses)."""
+
+    path: str
+    family: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryEvent:
     """One line of the history.  ``step`` is the schedule step it belongs to.
 
@@ -105,6 +116,9 @@ class HistoryEvent:
     #: FAULT: the agent the fault was aimed at; another agent's name when this one
     #: died with it (its process was killed, or the machine crashed)
     struck: str = ""
+    #: FAULT that killed: credentials files beside the stores held (after a crash: what
+    #: survived it)
+    kept: tuple[KeptCredential, ...] = ()
 
     @property
     def killed(self) -> bool:

@@ -12,6 +12,7 @@ random source, so a schedule replays byte for byte.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import errno
 import itertools
 import urllib.parse
@@ -66,7 +67,7 @@ from ._semantics import (
 from ._syscalls import http_call, os_call
 from ._vfs import VirtualFS
 from ._view import _View
-from ._watch import StoreWatch, read_files
+from ._watch import StoreWatch, kept_credentials, read_files
 from ._world import STORE_NAME, WorldSpec, seed_world
 
 
@@ -436,7 +437,16 @@ class Simulation:
         return fault_options(agent, self.spec.faults if self.faults_left > 0 else frozenset())
 
     def _strike(self, agent: _Agent, fault: FaultKind) -> None:
+        first = len(self.events)
         self._record(EventKind.FAULT, agent.name, fault=fault, struck=agent.name, note=fault.value)
+        self._strike_effects(agent, fault)
+        if fault.kills:  # what the dead left on disk, for the checker's avoidable losses
+            kept = kept_credentials(self.fs, self.watch, self.server.family_of)
+            for index in range(first, len(self.events)):
+                if self.events[index].kind is EventKind.FAULT and kept:
+                    self.events[index] = dataclasses.replace(self.events[index], kept=kept)
+
+    def _strike_effects(self, agent: _Agent, fault: FaultKind) -> None:
         match fault:
             case FaultKind.KILL:
                 self._kill(agent.pid, agent.name, fault)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from refresh_engine import Close, CreateExclusive, Effect, Open
 
 from ._filesystem import FileSystem
-from ._history import StoreState
+from ._history import KeptCredential, StoreState
 from ._semantics import changed_paths
 
 #: (family, generation) of a token the server minted, else None.
@@ -104,6 +104,26 @@ class StoreWatch:
             return StoreReading(StoreState.UNKNOWN_TOKEN, size=len(data))
         family, generation = found
         return StoreReading(StoreState.CREDENTIAL, family, generation, len(data))
+
+
+def kept_credentials(
+    fs: FileSystem, watch: StoreWatch, lineage: Lineage
+) -> tuple[KeptCredential, ...]:
+    """Every credential a file beside the stores (not a store) holds now: what a dead
+    writer staged and never renamed into place."""
+    found = []
+    for directory in sorted({posixpath.dirname(store) for store in watch.stores}):
+        if not fs.exists(directory):
+            continue
+        for name in sorted(fs.listdir(directory)):
+            path = posixpath.join(directory, name)
+            if watch.is_store(path):
+                continue
+            for key in watch.keys:
+                held = watch.reading(fs, path, key, lineage)
+                if held.state is StoreState.CREDENTIAL and held.generation is not None:
+                    found.append(KeptCredential(path, held.family, held.generation))
+    return tuple(found)
 
 
 def read_files(fs: FileSystem, paths: Iterable[str]) -> tuple[tuple[str, bytes], ...]:

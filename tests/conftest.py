@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
+import respx
 
 from conformance import headline
-from fake_oauth_server import Policy
+from fake_oauth_server import DEFAULT_BASE_URL, AuthServer, Policy, mount_respx
+from refresh_engine import AgentContext, Credential, RealWorld, render_store, with_credential
 from simulator import AgentSpec, StoreLayout, WorldSpec
 
 
@@ -23,3 +28,38 @@ def two_agents() -> WorldSpec:
 @pytest.fixture
 def headline_world() -> WorldSpec:
     return headline()
+
+
+class FakeClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def real_world(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The reference's real interpreter on files under ``tmp_path``, the fake server
+    behind respx: (server, ctx, clock, RealWorld); the store holds a fresh grant."""
+    clock = FakeClock(1_767_225_600.0)
+    server = AuthServer(Policy.preset("openai"), seed="real")
+    pair = server.seed_grant(clock.now)
+    ctx = AgentContext(
+        agent="atlas",
+        provider="openai-codex",
+        profile_id="default",
+        main_store=str(tmp_path / "main" / "auth-profiles.json"),
+        agent_dir=str(tmp_path / "atlas"),
+        state_dir=str(tmp_path),
+        token_url=DEFAULT_BASE_URL + "/oauth/token",
+    )
+    (tmp_path / "main").mkdir()
+    credential = Credential(pair.access_token, pair.refresh_token, pair.expires_at)
+    data = render_store(with_credential({}, ctx.key, ctx.provider, credential))
+    Path(ctx.main_store).write_bytes(data)
+    with respx.mock(assert_all_called=False) as router, httpx.Client() as http:
+        mount_respx(router, server, clock=clock)
+        yield server, ctx, clock, RealWorld(http, clock=clock)

@@ -20,14 +20,17 @@ from refresh_engine import (
     LockKind,
     OpenFlags,
     ReferenceEngine,
+    discard,
     ops,
     render_store,
+    temp_path,
     with_credential,
 )
 
 
 class SwallowsSaveErrors(ReferenceEngine):
-    """Logs a failed save and hands out the new token anyway ("we'll save it next time")."""
+    """Logs a failed save, tidies its temp file away and hands out the new token anyway
+    ("we'll save it next time"): the one copy of the new refresh token is in memory."""
 
     name = "swallows-save-errors"
 
@@ -35,6 +38,7 @@ class SwallowsSaveErrors(ReferenceEngine):
         try:
             yield from super().write_store(ctx, path, credential)
         except OSError as exc:
+            yield from discard(temp_path(path, ctx.staging))
             yield from ops.log(f"{ctx.agent}: could not save the credential: {exc.strerror}")
 
 

@@ -239,7 +239,8 @@ def _step_of(result: RunResult, kind: type) -> int:
 
 
 def test_ioerror_fails_the_call_and_touches_nothing() -> None:
-    """Struck at its temp file's write, the agent sees ENOSPC; nothing reaches the file."""
+    """Struck at its first write (the staging check before the refresh), the agent sees
+    ENOSPC, nothing reaches the file, and the refresh token is never presented."""
     spec = _one_agent_with_ioerror()
     plain = simulate(spec, ReferenceEngine(), DefaultChooser())
     chooser = _strike_at(_step_of(plain, Write), FaultKind.IO_ERROR)
@@ -249,9 +250,29 @@ def test_ioerror_fails_the_call_and_touches_nothing() -> None:
     assert isinstance(struck.effect, Write)
     assert struck.outcome == Failed("OSError", errno.ENOSPC, "No space left on device (injected)")
     assert not any(isinstance(e.effect, Replace) for e in result.events)  # the engine stopped
+    assert not any(e.kind is EventKind.REQUEST for e in result.events)  # the token is unspent
     (end,) = [e for e in result.events if e.kind is EventKind.TURN_END]
-    assert end.error_type == "OSError"
+    assert end.error_type == "StoreUnwritable"
     assert "No space left on device" in end.note
+    assert ".auth-profiles.json." in end.note  # the file it could not write
+    assert [a.kind for a in check(result)] == [AnomalyKind.IO_FAULT]  # a warning, no loss
+
+
+def test_a_save_whose_write_fails_once_is_written_again() -> None:
+    """ENOSPC at the save's write, after the server rotated: the engine writes the temp
+    file again (space may have been freed), and the store holds the new token."""
+    spec = _one_agent_with_ioerror()
+    plain = simulate(spec, ReferenceEngine(), DefaultChooser())
+    last_write = max(e.step for e in plain.events if isinstance(e.effect, Write))
+    result = simulate(spec, ReferenceEngine(), _strike_at(last_write, FaultKind.IO_ERROR))
+    assert any(e.kind is EventKind.FAULT for e in result.events)
+    writes = [e for e in result.events if isinstance(e.effect, Write)]
+    assert len(writes) == len([e for e in plain.events if isinstance(e.effect, Write)]) + 1
+    (end,) = [e for e in result.events if e.kind is EventKind.TURN_END]
+    assert end.error_type == ""
+    stores = [e for e in result.events if e.kind is EventKind.STORE]
+    assert stores[-1].generation == 1
+    assert not check(result)
 
 
 def test_ioerror_is_not_offered_for_a_read() -> None:

@@ -327,7 +327,6 @@ PINNED = {
     "skip-reread/decision": "shared/linux/3xproc/openai/none",
     "write-in-place/ftruncate-0": "shared/linux/2xgw/openai/none/2exp",
     "unlock-early/after-exchange": "shared/linux/3xproc/openai/none",
-    "ignore-error/replace": "shared/linux/2xproc/openai/ioerror",
     "stale-break/age-20s": "shared/linux/2xproc/openai/429",
     "stale-break/age-60s": "shared/linux/2xproc/openai/kill",
     "lock-give-up/after-10s": "shared/linux/2xproc/openai/slow",

@@ -6,55 +6,17 @@ import os
 import stat
 from pathlib import Path
 
-import httpx
 import pytest
-import respx
 from _platform import PRIVATE_MODE
 
-from fake_oauth_server import DEFAULT_BASE_URL, AuditKind, AuthServer, Policy, mount_respx
+from fake_oauth_server import AuditKind, AuthServer
 from refresh_engine import (
-    AgentContext,
-    Credential,
-    RealWorld,
     ReferenceEngine,
     ReloginRequired,
     StoreCorrupt,
     profile_key,
-    render_store,
-    with_credential,
 )
 from refresh_engine._store import split_path
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def world(tmp_path: Path):  # type: ignore[no-untyped-def]
-    clock = FakeClock(1_767_225_600.0)
-    server = AuthServer(Policy.preset("openai"), seed="real")
-    pair = server.seed_grant(clock.now)
-    ctx = AgentContext(
-        agent="atlas",
-        provider="openai-codex",
-        profile_id="default",
-        main_store=str(tmp_path / "main" / "auth-profiles.json"),
-        agent_dir=str(tmp_path / "atlas"),
-        state_dir=str(tmp_path),
-        token_url=DEFAULT_BASE_URL + "/oauth/token",
-    )
-    (tmp_path / "main").mkdir()
-    credential = Credential(pair.access_token, pair.refresh_token, pair.expires_at)
-    data = render_store(with_credential({}, ctx.key, ctx.provider, credential))
-    Path(ctx.main_store).write_bytes(data)
-    with respx.mock(assert_all_called=False) as router, httpx.Client() as http:
-        mount_respx(router, server, clock=clock)
-        yield server, ctx, clock, RealWorld(http, clock=clock)
 
 
 def _accepted_refreshes(server: AuthServer) -> int:
@@ -65,8 +27,8 @@ def _accepted_refreshes(server: AuthServer) -> int:
     )
 
 
-def test_reference_engine_across_an_expiry(world) -> None:  # type: ignore[no-untyped-def]
-    server, ctx, clock, real = world
+def test_reference_engine_across_an_expiry(real_world) -> None:  # type: ignore[no-untyped-def]
+    server, ctx, clock, real = real_world
     engine = ReferenceEngine()
     first = real.run(engine.access_token(ctx))
     assert server.check_access(first, clock.now).ok
@@ -90,8 +52,8 @@ def test_reference_engine_across_an_expiry(world) -> None:  # type: ignore[no-un
     assert not list(Path(ctx.main_store).parent.glob(".*.tmp"))  # temp file replaced
 
 
-def test_reused_token_with_nothing_newer_needs_relogin(world) -> None:  # type: ignore[no-untyped-def]
-    server, ctx, clock, real = world
+def test_reused_token_with_nothing_newer_needs_relogin(real_world) -> None:  # type: ignore[no-untyped-def]
+    server, ctx, clock, real = real_world
     stale = Path(ctx.main_store).read_bytes()
     clock.now += server.policy.access_token_lifetime + 1
     real.run(ReferenceEngine().access_token(ctx))  # rotates the token
@@ -102,8 +64,8 @@ def test_reused_token_with_nothing_newer_needs_relogin(world) -> None:  # type: 
     assert "tra_" not in str(caught.value)
 
 
-def test_corrupt_store_is_reported_not_overwritten(world) -> None:  # type: ignore[no-untyped-def]
-    _, ctx, _, real = world
+def test_corrupt_store_is_reported_not_overwritten(real_world) -> None:  # type: ignore[no-untyped-def]
+    _, ctx, _, real = real_world
     Path(ctx.main_store).write_bytes(b'{"profiles": {"openai-codex:def')
     with pytest.raises(StoreCorrupt, match="not valid JSON"):
         real.run(ReferenceEngine().access_token(ctx))
