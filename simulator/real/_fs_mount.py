@@ -194,8 +194,12 @@ class ScheduledMount:
             start_new_session=True,  # Ctrl-C reaches the harness, which unmounts in order
         )
         threading.Thread(target=self._read, daemon=True).start()
-        with self.changed:
-            self.changed.wait_for(lambda: self.ready or self._dead(), timeout=_MOUNT_WAIT)
+        try:
+            with self.changed:
+                self.changed.wait_for(lambda: self.ready or self._dead(), timeout=_MOUNT_WAIT)
+        except BaseException:  # Ctrl-C while mounting: no ``with`` block to leave, so leave here
+            self.__exit__(None, None, None)
+            raise
         if not self.ready:
             said = self._stderr()
             self.__exit__(None, None, None)
@@ -245,11 +249,14 @@ class ScheduledMount:
         with self.changed:
             self.changed.wait(timeout)
 
-    def go(self, step: FileStep, timeout: float = 30.0) -> str:
-        """Let ``step`` through; what it did (``ok``, ``N bytes``, an errno name)."""
+    def go(self, step: FileStep, timeout: float = 30.0, *, drop: bool = False) -> str:
+        """Let ``step`` through; what it did (``ok``, ``N bytes``, an errno name).
+
+        ``drop``: answer it ``EINTR`` without running it (its process was just killed: the
+        kernel lets a process die only once its FUSE request is answered)."""
         with self.changed:
             self.doors.pop(step.number, None)
-        self._send({"go": step.number})
+        self._send({"drop" if drop else "go": step.number})
         deadline = time.monotonic() + timeout
         with self.changed:
             while step.number not in self.results:
