@@ -97,6 +97,14 @@ class Decision:
     def door(self, agent: str) -> Door | None:
         return next((door for door in self.doors if door.agent == agent), None)
 
+    @property
+    def racing(self) -> bool:
+        """Does another agent's step conflict with the default's here?"""
+        default = self.door(self.default)
+        return default is not None and any(
+            door.agent != self.default and door.conflicts(default) for door in self.doors
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Deviation:
@@ -118,10 +126,12 @@ class Kill:
 
 
 class Picker(Protocol):
-    """Who goes at a decision: ``waiting`` at a door, of them ``ready`` (not blocked)."""
+    """Who goes at a decision: one of the agents ``ready`` at a door (not blocked) or, if
+    none is, waiting at one; ``racing``: those of them whose step conflicts with the step of
+    the ``default`` (their order matters; elsewhere a departure changes nothing)."""
 
     def pick(
-        self, index: int, waiting: tuple[str, ...], ready: tuple[str, ...], default: str
+        self, index: int, ready: tuple[str, ...], racing: tuple[str, ...], default: str
     ) -> str: ...
 
 
@@ -132,7 +142,7 @@ class _Follow:
         self.planned = {deviation.index: deviation.agent for deviation in schedule}
 
     def pick(
-        self, index: int, waiting: tuple[str, ...], ready: tuple[str, ...], default: str
+        self, index: int, ready: tuple[str, ...], racing: tuple[str, ...], default: str
     ) -> str:
         return self.planned.get(index, default)
 
@@ -146,6 +156,11 @@ class FsRun:
     schedule: tuple[Deviation, ...]  # the departures taken: the schedule that replays it
     diverged: str = ""  # a schedule's agent was not waiting where it said: why
     kill: Kill | None = None
+
+    @property
+    def races(self) -> int:
+        """Decisions where another agent's step conflicts with the default's."""
+        return sum(1 for d in self.decisions if d.racing)
 
     @property
     def file_steps(self) -> int:
@@ -264,7 +279,8 @@ class _FsRun(_Run):
             waiting = tuple(a for a in agents if a in doors)
             ready = tuple(a for a in waiting if a not in self.blocked) or waiting
             default = last if last in ready else ready[0]
-            chosen = picker.pick(index, waiting, ready, default)
+            racing = tuple(a for a in ready if a != default and doors[a].conflicts(doors[default]))
+            chosen = picker.pick(index, ready, racing, default)
             if chosen not in doors:
                 self.diverged = self.diverged or (
                     f"decision {index}: {chosen} was not waiting "

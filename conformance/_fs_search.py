@@ -1,0 +1,138 @@
+"""Random and PCT schedules of file steps and refreshes, and shrinking a failing one.
+
+The sampled strategies of ``check --command … --fs`` pick at each decision
+of a run (``_fs_run.Picker``), seeded per run (``SEED:RUN``) so the same
+``--seed`` draws the same schedules:
+
+- ``random``: at each *race* (a decision where another ready agent's step
+  conflicts with the default's: a common path, one of them changing it), a
+  coin says whether the default goes (keep the agent that went last) or one
+  of the agents racing it; elsewhere the order changes no file, so the
+  default goes;
+- ``pct`` (Burckhardt et al., ASPLOS 2010), counted in races: random agent
+  priorities, the highest ready agent goes, and at ``depth - 1`` races
+  picked at random the one about to go drops below everyone.
+
+The horizon (how many races a run has) is the default run's, which is run
+first.  Whatever picked, a run's schedule is the departures it took, so a
+failure replays with ``--schedule``.  ``shrink`` then drops departures the
+failure does not need, Hypothesis-style: each candidate (the default, a
+half, a detour fewer, one departure fewer) is run, and kept when it fails with an anomaly of
+the same kind; the result's own departures (it may not take all it was
+given) are the new schedule, until no single drop still fails.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+
+from ._fs_run import Deviation, FsRun
+
+__all__ = ["PctPicker", "RandomPicker", "sample_schedules", "shrink"]
+
+
+class RandomPicker:
+    """At each race, a coin: the default goes, or one of the agents racing it."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def pick(
+        self, index: int, ready: tuple[str, ...], racing: tuple[str, ...], default: str
+    ) -> str:
+        if racing and self.rng.random() < 0.5:
+            return self.rng.choice(racing)
+        return default
+
+
+class PctPicker:
+    """PCT over races: the ready agent of highest priority goes; at ``depth - 1`` of the
+    races (picked at random among the first ``horizon``) the one going drops below all."""
+
+    def __init__(self, rng: random.Random, agents: Sequence[str], depth: int, horizon: int) -> None:
+        order = list(agents)
+        rng.shuffle(order)
+        # priorities depth .. depth+n-1; change point i lowers the one going to depth-1-i
+        self.priority = {name: depth + rank for rank, name in enumerate(order)}
+        points = rng.sample(range(max(horizon, depth)), k=max(0, depth - 1))
+        self.changes = {point: depth - 1 - i for i, point in enumerate(sorted(points))}
+        self.races = 0
+
+    def pick(
+        self, index: int, ready: tuple[str, ...], racing: tuple[str, ...], default: str
+    ) -> str:
+        agent = max(ready, key=self.priority.__getitem__)
+        if racing:
+            lowered = self.changes.get(self.races)
+            self.races += 1
+            if lowered is not None:
+                self.priority[agent] = lowered
+                agent = max(ready, key=self.priority.__getitem__)
+        return agent
+
+
+def sample_schedules(
+    run_with: Callable[[RandomPicker | PctPicker | None], FsRun],
+    make: Callable[[random.Random, int], RandomPicker | PctPicker],
+    *,
+    seed: int,
+    limit: int,
+) -> Iterator[FsRun]:
+    """The default run, then ``limit - 1`` runs picked by ``make(rng, horizon)``."""
+    first = run_with(None)
+    yield first
+    horizon = max(1, first.races)
+    for number in range(1, limit):
+        yield run_with(make(random.Random(f"{seed}:{number}"), horizon))
+
+
+def _kinds(run: FsRun) -> frozenset[str]:
+    return frozenset(anomaly.kind.value for anomaly in run.client.run.anomalies)
+
+
+def _candidates(schedule: tuple[Deviation, ...]) -> Iterator[tuple[Deviation, ...]]:
+    """Smaller schedules, the most promising first: none, each half, a detour fewer, one
+    departure fewer.
+
+    A detour is two departures in a row, ``i:q`` and ``j:p``: q's ``j - i`` steps went first.
+    Without them, everyone else's steps come ``j - i`` decisions earlier, so the departures
+    after it move as much earlier to stay at the same steps."""
+    yield ()
+    if len(schedule) >= 4:
+        half = len(schedule) // 2
+        yield schedule[half:]
+        yield schedule[:half]
+    for at in range(len(schedule) - 1):
+        first, back = schedule[at], schedule[at + 1]
+        length = back.index - first.index
+        later = tuple(Deviation(d.index - length, d.agent) for d in schedule[at + 2 :])
+        if not later or later[0].index > first.index:
+            yield schedule[:at] + later
+    for drop in range(len(schedule)):
+        yield schedule[:drop] + schedule[drop + 1 :]
+
+
+def shrink(
+    run_one: Callable[[tuple[Deviation, ...]], FsRun], failing: FsRun, *, budget: int = 40
+) -> tuple[FsRun, int]:
+    """The failing run with departures dropped while it still fails the same way; and the runs
+    that took (at most ``budget``)."""
+    best, kinds, runs = failing, _kinds(failing), 0
+    tried: set[tuple[Deviation, ...]] = {failing.schedule}
+    improved = True
+    while improved and best.schedule and runs < budget:
+        improved = False
+        for candidate in _candidates(best.schedule):
+            if candidate in tried:
+                continue
+            if runs >= budget:
+                break
+            tried.add(candidate)
+            run = run_one(candidate)
+            runs += 1
+            fails_alike = run.client.run.failed and _kinds(run) & kinds
+            if fails_alike and len(run.schedule) < len(best.schedule):
+                best, improved = run, True
+                break
+    return best, runs
