@@ -66,6 +66,9 @@ __all__ = [
 
 #: Results that mean "someone else has it": the agent yields (it will try again).
 YIELDS = frozenset({"EEXIST", "EAGAIN", "EWOULDBLOCK", "EBUSY"})
+#: Decisions a run goes on, per agent, while every agent only polls a lock nobody releases
+#: (a lock file left by a killed holder): then the agents still running are judged stuck.
+SPIN_LIMIT = 4
 #: The path a refresh touches: the server's state, shared by every refresh.
 SERVER = "<token endpoint>"
 
@@ -266,7 +269,7 @@ class _FsRun(_Run):
     def schedule_steps(self, picker: Picker, kill: Kill | None = None) -> None:
         """Release one waiting step at a time, whoever ``picker`` picks, until all exit."""
         agents = self.scenario.agents
-        last = ""
+        last, spinning = "", 0  # decisions in a row where every agent only polled a lock
         while True:
             doors = self.gather_doors()
             if not doors:
@@ -305,6 +308,12 @@ class _FsRun(_Run):
                 self.blocked.pop(chosen, None)
             self.previous[chosen] = (door, result)
             last = chosen
+            all_blocked = all(a in self.blocked for a in waiting) and chosen in self.blocked
+            spinning = spinning + 1 if all_blocked else 0
+            if spinning >= SPIN_LIMIT * len(agents):
+                self.log.append("every agent polls a lock none of them will release: stopped")
+                self.deadline = time.monotonic()  # judged now: the agents still running are stuck
+                break
         if kill is not None and not self.kill_done:
             self.log.append(f"kill {kill}: the run ended after {len(self.decisions)} decisions")
 
@@ -377,8 +386,11 @@ class _FsRun(_Run):
             if not live or time.monotonic() > self.deadline:
                 return {}
             missing = [a for a in live if a not in doors and a not in self.blocked]
+            if doors and all(a in self.blocked for a in doors):  # only pollers: wait for all
+                missing = [a for a in live if a not in doors]
             now = time.monotonic()
-            if all(stalls.stalled(agent, self.processes[agent].pid, now) for agent in missing):
+            stalled = all(stalls.stalled(a, self.processes[a].pid, now) for a in missing)
+            if stalled and (doors or missing):  # (all blocked, none at a door: they come back)
                 return doors
             if doors:
                 settled = settled or now + self.scenario.settle
