@@ -203,8 +203,12 @@ def check_fs(args: argparse.Namespace, console: Console) -> int:
         found = format_schedule(failing.schedule)
         console.print(f"  [red]FAILED[/] schedule {found}: {len(failing.decisions)} steps")
         if args.schedule is None and strategy is not Strategy.EXHAUSTIVE and failing.schedule:
-            failing, tries = shrink(run_one, failing)
-            console.print(f"  shrunk to {format_schedule(failing.schedule)} in {tries} runs")
+            shrunk, tries = shrink(run_one, failing)
+            if shrunk.schedule != failing.schedule:
+                console.print(f"  shrunk to {format_schedule(shrunk.schedule)} in {tries} runs")
+            else:
+                console.print(f"  shrinking: nothing smaller fails alike ({tries} runs)")
+            failing = shrunk
         shown = failing
         for anomaly in failing.client.run.anomalies:
             console.print(f"      {anomaly}", markup=False, soft_wrap=True)

@@ -308,7 +308,8 @@ class _FsRun(_Run):
                 self.blocked.pop(chosen, None)
             self.previous[chosen] = (door, result)
             last = chosen
-            all_blocked = all(a in self.blocked for a in waiting) and chosen in self.blocked
+            live = [a for a in agents if self.processes[a].poll() is None]
+            all_blocked = chosen in self.blocked and all(a in self.blocked for a in live)
             spinning = spinning + 1 if all_blocked else 0
             if spinning >= SPIN_LIMIT * len(agents):
                 self.log.append("every agent polls a lock none of them will release: stopped")
