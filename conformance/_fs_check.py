@@ -31,7 +31,7 @@ from ._command import command_scenario
 from ._engines import Expectation
 from ._errors import EXIT_FAILED, EXIT_OK, ConformanceError
 from ._fs_run import Deviation, FsRun, Kill, format_schedule, parse_kill, parse_schedule, run_fs
-from ._fs_search import PctPicker, RandomPicker, sample_schedules, shrink
+from ._fs_search import PctPicker, RandomPicker, counted, hot_paths, sample_schedules, shrink
 from ._report import write_report
 from ._validate import agent_names, command_argv
 
@@ -158,11 +158,12 @@ def check_fs(args: argparse.Namespace, console: Console) -> int:
     def run_with(picker: RandomPicker | PctPicker | None) -> FsRun:
         return run_fs(scenario, picker=picker, kill=kill)
 
-    def pct(rng: random.Random, horizon: int) -> RandomPicker | PctPicker:
-        return PctPicker(rng, agents, depth, horizon)
+    def pct(rng: random.Random, first: FsRun) -> RandomPicker | PctPicker:
+        hot = hot_paths(first)
+        return PctPicker(rng, agents, depth, max(1, counted(first, hot)), hot)
 
-    def coin(rng: random.Random, horizon: int) -> RandomPicker | PctPicker:
-        return RandomPicker(rng)
+    def coin(rng: random.Random, first: FsRun) -> RandomPicker | PctPicker:
+        return RandomPicker(rng, hot_paths(first), 1 / max(1, len(first.decisions)))
 
     killing = f", {kill.agent} killed before decision {kill.decision}" if kill else ""
     if args.schedule is not None:
@@ -198,7 +199,7 @@ def check_fs(args: argparse.Namespace, console: Console) -> int:
         f"  {count} runs, {steps} steps in {took:.1f}s ({steps / max(took, 1e-9):.0f} steps/s "
         "end to end)"
     )
-    shown = failing or last
+    shown, tries = failing or last, 0
     if failing is not None:
         found = format_schedule(failing.schedule)
         console.print(f"  [red]FAILED[/] schedule {found}: {len(failing.decisions)} steps")
@@ -240,7 +241,8 @@ def check_fs(args: argparse.Namespace, console: Console) -> int:
         anomalies=shown.client.run.anomalies,
         schedule=None,  # a simulator schedule; this one is in the history's first line
         preemptions=len(shown.schedule),
-        examples=count,
+        examples=count + tries,
+        strategy=strategy,
         first_failure_at=count if failing else None,
         time_to_first_failure=elapsed if failing else None,
         elapsed=elapsed,

@@ -38,6 +38,7 @@ import contextlib
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -130,11 +131,16 @@ class Kill:
 
 class Picker(Protocol):
     """Who goes at a decision: one of the agents ``ready`` at a door (not blocked) or, if
-    none is, waiting at one; ``racing``: those of them whose step conflicts with the step of
-    the ``default`` (their order matters; elsewhere a departure changes nothing)."""
+    none is, waiting at one (``doors``); ``racing``: those of them whose step conflicts with
+    the step of the ``default`` (their order matters here)."""
 
     def pick(
-        self, index: int, ready: tuple[str, ...], racing: tuple[str, ...], default: str
+        self,
+        index: int,
+        doors: Mapping[str, Door],
+        ready: tuple[str, ...],
+        racing: tuple[str, ...],
+        default: str,
     ) -> str: ...
 
 
@@ -145,7 +151,12 @@ class _Follow:
         self.planned = {deviation.index: deviation.agent for deviation in schedule}
 
     def pick(
-        self, index: int, ready: tuple[str, ...], racing: tuple[str, ...], default: str
+        self,
+        index: int,
+        doors: Mapping[str, Door],
+        ready: tuple[str, ...],
+        racing: tuple[str, ...],
+        default: str,
     ) -> str:
         return self.planned.get(index, default)
 
@@ -159,11 +170,6 @@ class FsRun:
     schedule: tuple[Deviation, ...]  # the departures taken: the schedule that replays it
     diverged: str = ""  # a schedule's agent was not waiting where it said: why
     kill: Kill | None = None
-
-    @property
-    def races(self) -> int:
-        """Decisions where another agent's step conflicts with the default's."""
-        return sum(1 for d in self.decisions if d.racing)
 
     @property
     def file_steps(self) -> int:
@@ -283,7 +289,7 @@ class _FsRun(_Run):
             ready = tuple(a for a in waiting if a not in self.blocked) or waiting
             default = last if last in ready else ready[0]
             racing = tuple(a for a in ready if a != default and doors[a].conflicts(doors[default]))
-            chosen = picker.pick(index, ready, racing, default)
+            chosen = picker.pick(index, doors, ready, racing, default)
             if chosen not in doors:
                 self.diverged = self.diverged or (
                     f"decision {index}: {chosen} was not waiting "
@@ -391,11 +397,14 @@ class _FsRun(_Run):
                 missing = [a for a in live if a not in doors]
             now = time.monotonic()
             stalled = all(stalls.stalled(a, self.processes[a].pid, now) for a in missing)
-            if stalled and (doors or missing):  # (all blocked, none at a door: they come back)
+            if stalled and doors:
                 return doors
-            if doors:
+            # in a kernel wait with nobody at a door: a request on its way to its door, mostly
+            # (blocked agents with no door: they come back); so not the end of scheduling yet
+            if doors or (stalled and missing):
                 settled = settled or now + self.scenario.settle
                 if now >= settled:
-                    self.log.append(f"settle: {', '.join(missing)} not at a door; went on")
+                    gone = "not at a door; went on" if doors else "in the kernel, no door: ended"
+                    self.log.append(f"settle: {', '.join(missing)} {gone}")
                     return doors
             self.mount.wait_change(0.002)

@@ -25,66 +25,122 @@ given) are the new schedule, until no single drop still fails.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from ._fs_run import Deviation, FsRun
+from ._fs_run import Deviation, Door, FsRun
 
-__all__ = ["PctPicker", "RandomPicker", "sample_schedules", "shrink"]
+__all__ = ["PctPicker", "RandomPicker", "counted", "hot_paths", "sample_schedules", "shrink"]
+
+
+def hot_paths(run: FsRun) -> frozenset[str]:
+    """The paths some step of ``run`` changed (the store, the lock, a temp file, the server)."""
+    changed: set[str] = set()
+    for decision in run.decisions:
+        door = decision.door(decision.chosen)
+        if door is not None and door.mutates:
+            changed |= door.touches
+    return frozenset(changed)
+
+
+def _warm(
+    doors: Mapping[str, Door], ready: tuple[str, ...], default: str, hot: frozenset[str]
+) -> list[str]:
+    """The ready agents other than the default whose step touches a hot path."""
+    if not hot:
+        return []
+    return [agent for agent in ready if agent != default and doors[agent].touches & hot]
 
 
 class RandomPicker:
-    """At each race, a coin: the default goes, or one of the agents racing it."""
+    """At each race a coin: the default goes, or one of the agents racing it; and, with
+    probability ``spread``, an agent whose step touches a ``hot`` path goes early."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(
+        self, rng: random.Random, hot: frozenset[str] = frozenset(), spread: float = 0.0
+    ) -> None:
         self.rng = rng
+        self.hot = hot
+        self.spread = spread
 
     def pick(
-        self, index: int, ready: tuple[str, ...], racing: tuple[str, ...], default: str
+        self,
+        index: int,
+        doors: Mapping[str, Door],
+        ready: tuple[str, ...],
+        racing: tuple[str, ...],
+        default: str,
     ) -> str:
         if racing and self.rng.random() < 0.5:
             return self.rng.choice(racing)
+        warm = _warm(doors, ready, default, self.hot)
+        if warm and self.rng.random() < self.spread:
+            return self.rng.choice(warm)
         return default
 
 
 class PctPicker:
-    """PCT over races: the ready agent of highest priority goes; at ``depth - 1`` of the
-    races (picked at random among the first ``horizon``) the one going drops below all."""
+    """PCT over races and hot steps: the ready agent of highest priority goes; at ``depth - 1``
+    of those decisions (picked at random among the first ``horizon``) the one going drops
+    below all."""
 
-    def __init__(self, rng: random.Random, agents: Sequence[str], depth: int, horizon: int) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        agents: Sequence[str],
+        depth: int,
+        horizon: int,
+        hot: frozenset[str] = frozenset(),
+    ) -> None:
         order = list(agents)
         rng.shuffle(order)
         # priorities depth .. depth+n-1; change point i lowers the one going to depth-1-i
         self.priority = {name: depth + rank for rank, name in enumerate(order)}
         points = rng.sample(range(max(horizon, depth)), k=max(0, depth - 1))
         self.changes = {point: depth - 1 - i for i, point in enumerate(sorted(points))}
-        self.races = 0
+        self.hot = hot
+        self.counted = 0
 
     def pick(
-        self, index: int, ready: tuple[str, ...], racing: tuple[str, ...], default: str
+        self,
+        index: int,
+        doors: Mapping[str, Door],
+        ready: tuple[str, ...],
+        racing: tuple[str, ...],
+        default: str,
     ) -> str:
         agent = max(ready, key=self.priority.__getitem__)
-        if racing:
-            lowered = self.changes.get(self.races)
-            self.races += 1
+        if racing or _warm(doors, ready, default, self.hot):
+            lowered = self.changes.get(self.counted)
+            self.counted += 1
             if lowered is not None:
                 self.priority[agent] = lowered
                 agent = max(ready, key=self.priority.__getitem__)
         return agent
 
 
+def counted(run: FsRun, hot: frozenset[str]) -> int:
+    """How many decisions of ``run`` PCT counts: races, and hot steps waiting."""
+    found = 0
+    for decision in run.decisions:
+        doors = {door.agent: door for door in decision.doors}
+        ready = tuple(doors)
+        if decision.racing or _warm(doors, ready, decision.default, hot):
+            found += 1
+    return found
+
+
 def sample_schedules(
     run_with: Callable[[RandomPicker | PctPicker | None], FsRun],
-    make: Callable[[random.Random, int], RandomPicker | PctPicker],
+    make: Callable[[random.Random, FsRun], RandomPicker | PctPicker],
     *,
     seed: int,
     limit: int,
 ) -> Iterator[FsRun]:
-    """The default run, then ``limit - 1`` runs picked by ``make(rng, horizon)``."""
+    """The default run, then ``limit - 1`` runs picked by ``make(rng, default_run)``."""
     first = run_with(None)
     yield first
-    horizon = max(1, first.races)
     for number in range(1, limit):
-        yield run_with(make(random.Random(f"{seed}:{number}"), horizon))
+        yield run_with(make(random.Random(f"{seed}:{number}"), first))
 
 
 def _kinds(run: FsRun) -> frozenset[str]:

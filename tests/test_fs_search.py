@@ -35,6 +35,7 @@ from simulator.real import fuse_unavailable
 ENGINE = Path(__file__).resolve().parent / "engines" / "fs-store.mjs"
 TORN = f"node {ENGINE} --in-place"  # class 8: rewritten in place, first reads unlocked
 CORRECT = f"node {ENGINE}"
+STALE = f"node {ENGINE} --stale-snapshot"  # class 7: refreshes with its unlocked snapshot
 AGENTS = ("atlas", "nova")
 STORE = "agents/main/agent/auth-profiles.json"
 
@@ -55,9 +56,11 @@ def _fs(argv: list[str], tmp_path: Path) -> list[str]:
 
 def test_random_departs_only_at_races_and_repeats_with_its_seed() -> None:
     calm = RandomPicker(random.Random("0:1"))
-    assert all(calm.pick(i, AGENTS, (), "atlas") == "atlas" for i in range(200))
+    assert all(calm.pick(i, {}, AGENTS, (), "atlas") == "atlas" for i in range(200))
     pickers = [RandomPicker(random.Random(seed)) for seed in ("0:1", "0:1", "0:2")]
-    picks = [[picker.pick(i, AGENTS, ("nova",), "atlas") for i in range(40)] for picker in pickers]
+    picks = [
+        [picker.pick(i, {}, AGENTS, ("nova",), "atlas") for i in range(40)] for picker in pickers
+    ]
     assert picks[0] == picks[1] != picks[2]
     assert {"atlas", "nova"} == set(picks[0])
 
@@ -69,8 +72,8 @@ def test_pct_demotes_at_its_change_points_counted_in_races() -> None:
         first = max(AGENTS, key=pct.priority.__getitem__)
         other = next(agent for agent in AGENTS if agent != first)
         # decisions without a race do not count: the change point is the point-th race
-        picked = [pct.pick(i, AGENTS, (), first) for i in range(3)]
-        picked += [pct.pick(3 + i, AGENTS, (other,), first) for i in range(6)]
+        picked = [pct.pick(i, {}, AGENTS, (), first) for i in range(3)]
+        picked += [pct.pick(3 + i, {}, AGENTS, (other,), first) for i in range(6)]
         assert picked == [first] * (3 + point) + [other] * (6 - point)
 
 
@@ -150,12 +153,20 @@ def test_fs_options_without_fs_are_one_line_and_exit_2(
 
 @pytest.mark.fuse
 @NEEDS_FUSE
-@pytest.mark.parametrize("strategy", ["random", pytest.param("pct", marks=pytest.mark.slow)])
-def test_random_and_pct_find_the_torn_read_and_print_a_line_that_replays_it(
-    strategy: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("program", "strategy", "shrunk"),
+    [
+        (STALE, "random", "1:nova"),  # class 7: nova's unlocked first read before atlas saves
+        (STALE, "pct", ""),
+        pytest.param(TORN, "random", "16:nova", marks=pytest.mark.slow),  # class 8, torn read
+        pytest.param(TORN, "pct", "", marks=pytest.mark.slow),
+    ],
+)
+def test_random_and_pct_find_the_file_races_and_print_a_line_that_replays_them(
+    program: str, strategy: str, shrunk: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _node()
-    argv = ["--command", TORN, "--strategy", strategy, "--seed", "0", "--runs", "30"]
+    argv = ["--command", program, "--strategy", strategy, "--seed", "0", "--runs", "30"]
     argv += ["--depth", "2"] if strategy == "pct" else []
     assert main(_fs(argv, tmp_path)) == 1
     out = capsys.readouterr().out
@@ -163,12 +174,12 @@ def test_random_and_pct_find_the_torn_read_and_print_a_line_that_replays_it(
     assert "run again: the same history" in out
     line = out.split("to run the failing schedule again:")[1].split()
     schedule = line[line.index("--schedule") + 1]
-    if strategy == "random":  # found as a detour, shrunk to the one departure it needs
-        assert "shrunk to 16:nova in " in out
-        assert schedule == "16:nova"
+    if shrunk:  # found with departures it does not need, shrunk to the one it needs
+        assert f"shrunk to {shrunk} in " in out
+        assert schedule == shrunk
     # the printed schedule replays the reported history byte for byte
     history = next(tmp_path.glob("history-*.txt")).read_text(encoding="utf-8")
-    replayed = run_fs(command_scenario(TORN, AGENTS), parse_schedule(schedule, AGENTS))
+    replayed = run_fs(command_scenario(program, AGENTS), parse_schedule(schedule, AGENTS))
     assert replayed.client.run.failed
     assert format_schedule(replayed.schedule) == schedule
     assert history == f"schedule {schedule}\n{replayed.client.run.log}"
