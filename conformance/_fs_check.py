@@ -11,6 +11,10 @@ breadth first, so the first failure found has the fewest preemptions.  Its
 schedule is run a second time to show the history repeats, and printed as
 the line that runs it again (``--schedule``).  Nothing failing within the
 bound: "ruled out", with the bound and the number of runs.
+
+``--strategy random|pct`` samples schedules instead (``_fs_search``) and
+shrinks the failure it finds; ``--kill AGENT@DECISION`` kills and restarts an
+agent in every run (``_fs_run``).
 """
 
 from __future__ import annotations

@@ -4,21 +4,25 @@ The sampled strategies of ``check --command … --fs`` pick at each decision
 of a run (``_fs_run.Picker``), seeded per run (``SEED:RUN``) so the same
 ``--seed`` draws the same schedules:
 
-- ``random``: at each *race* (a decision where another ready agent's step
-  conflicts with the default's: a common path, one of them changing it), a
-  coin says whether the default goes (keep the agent that went last) or one
-  of the agents racing it; elsewhere the order changes no file, so the
-  default goes;
-- ``pct`` (Burckhardt et al., ASPLOS 2010), counted in races: random agent
-  priorities, the highest ready agent goes, and at ``depth - 1`` races
-  picked at random the one about to go drops below everyone.
+Departures matter at *races* (another ready agent's step conflicts with the
+default's: a common path, one of them changing it) and at *hot* steps (another
+ready agent's step touches a path some step of the default run changed: an
+unlocked read long before the write it races with is waiting);
+elsewhere they only lengthen the schedule.  The default run is run first.
 
-The horizon (how many races a run has) is the default run's, which is run
-first.  Whatever picked, a run's schedule is the departures it took, so a
+- ``random``: at each race a coin says whether the default (keep the agent
+  that went last) or one of the agents racing it goes; at a hot step another
+  agent goes with probability 1/(decisions of the default run);
+- ``pct`` (Burckhardt et al., ASPLOS 2010) counted in races and hot steps:
+  random agent priorities, the highest ready agent goes, and at ``depth - 1``
+  of them, picked at random among the default run's, the one about to go
+  drops below everyone.
+
+Whatever picked, a run's schedule is the departures it took, so a
 failure replays with ``--schedule``.  ``shrink`` then drops departures the
 failure does not need, Hypothesis-style: each candidate (the default, a
-half, a detour fewer, one departure fewer) is run, and kept when it fails with an anomaly of
-the same kind; the result's own departures (it may not take all it was
+half, a detour fewer, one departure fewer) is run, and kept when it fails
+with an anomaly of the same kind; the result's own departures (it may not take all it was
 given) are the new schedule, until no single drop still fails.
 """
 

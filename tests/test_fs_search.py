@@ -156,10 +156,12 @@ def test_fs_options_without_fs_are_one_line_and_exit_2(
 @pytest.mark.parametrize(
     ("program", "strategy", "shrunk"),
     [
-        (STALE, "random", "1:nova"),  # class 7: nova's unlocked first read before atlas saves
-        (STALE, "pct", ""),
-        pytest.param(TORN, "random", "16:nova", marks=pytest.mark.slow),  # class 8, torn read
-        pytest.param(TORN, "pct", "", marks=pytest.mark.slow),
+        # class 7: nova's unlocked first read before atlas saves
+        pytest.param(STALE, "random", "1:nova", id="class7-random"),
+        pytest.param(STALE, "pct", "", id="class7-pct"),
+        # class 8: nova's unlocked read between atlas's O_TRUNC and its write
+        pytest.param(TORN, "random", "16:nova", marks=pytest.mark.slow, id="class8-random"),
+        pytest.param(TORN, "pct", "", marks=pytest.mark.slow, id="class8-pct"),
     ],
 )
 def test_random_and_pct_find_the_file_races_and_print_a_line_that_replays_them(
