@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from ._engines import BUILTIN_ENGINES, EngineEntry, Expectation, load_engine
     from ._errors import ConformanceError, EngineLoadError, UnknownScenario
     from ._fs_check import search_schedules
-    from ._fs_run import Deviation, FsRun, format_schedule, parse_schedule, run_fs
+    from ._fs_run import Deviation, FsRun, Kill, format_schedule, parse_schedule, run_fs
+    from ._fs_search import PctPicker, RandomPicker, shrink
     from ._mutants import MUTANTS, Gap, Mutant, Operator
     from ._mutate import Fate, MutantResult, MutationReport, run_mutants, witness_check
     from ._report import SCHEMA, results_json, write_report
@@ -56,6 +57,10 @@ _WHERE = {
     "search_schedules": "._fs_check",
     "Deviation": "._fs_run",
     "FsRun": "._fs_run",
+    "Kill": "._fs_run",
+    "PctPicker": "._fs_search",
+    "RandomPicker": "._fs_search",
+    "shrink": "._fs_search",
     "format_schedule": "._fs_run",
     "parse_schedule": "._fs_run",
     "run_fs": "._fs_run",
@@ -102,6 +107,10 @@ __all__ = [
     "command_scenario",
     "Deviation",
     "FsRun",
+    "Kill",
+    "PctPicker",
+    "RandomPicker",
+    "shrink",
     "format_schedule",
     "parse_schedule",
     "run_fs",

@@ -165,7 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--orders", type=positive, default=6, help="--command: release orders")
     chk.add_argument("--order", help="--command: exactly this release order, e.g. nova,atlas")
     chk.add_argument(
-        "--kill", action="store_true", help="--command: also SIGKILL the agent let through first"
+        "--kill",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="AGENT@DECISION",
+        help="--command: also SIGKILL the agent let through first; with --fs, AGENT@DECISION: "
+        "SIGKILL that agent before that decision and start it again",
     )
     chk.add_argument("--policy", default="openai", help="--command: the server's preset")
     chk.add_argument(
@@ -454,12 +460,19 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 
 def _check(args: argparse.Namespace, console: Console) -> int:
     if args.command is not None:
-        if args.strategy is not None:
-            raise ConformanceError("--strategy applies to --engine; --command runs release orders")
         if args.fs:
             return check_fs(args, console)
-        if args.schedule is not None:
-            raise ConformanceError("--schedule applies to --fs (check --command CMD --fs)")
+        if args.strategy is not None:
+            raise ConformanceError(
+                "--strategy applies to --engine and --fs; --command runs release orders"
+            )
+        for option, given in (("--schedule", args.schedule), ("--depth", args.depth)):
+            if given is not None:
+                raise ConformanceError(f"{option} applies to --fs (check --command CMD --fs)")
+        if isinstance(args.kill, str):
+            raise ConformanceError(
+                "--kill AGENT@DECISION applies to --fs; without --fs, --kill takes no value"
+            )
         return check_command(args, console)
     if args.fs:
         raise ConformanceError("--fs applies to --command: check --command CMD --fs")

@@ -1,6 +1,8 @@
 """A real client's run as a sequence diagram, drawn by the same ``_svg`` as a simulated one.
 
-A client run has no OS calls to show, only what the harness saw: each
+A client run has no OS calls to show, only what the harness saw (and,
+on a scheduled filesystem, each file step let through: an arrow to the
+store's lane, or to "other files" for locks and temp files): each
 agent's refresh held at its token endpoint, the release order, kills and
 restarts, what the server did with each request (``AuditIndex``, shared with
 ``_sequence``: the spend tinted amber, the reuse red), the exits, and what
@@ -31,10 +33,13 @@ from ._diagram import (
     RowKind,
     Tone,
     distinct,
+    fold,
 )
 
 #: where a client's files live in the history: what ``distinct`` shortens paths against
 STATE_DIR = "{state_dir}"
+#: the lane of the files a scheduled filesystem's steps touch that are no store
+FILES = "files"
 
 
 class ClientEventKind(enum.Enum):
@@ -43,6 +48,7 @@ class ClientEventKind(enum.Enum):
     KILLED = "killed"  # SIGKILL while its request was held
     RESTARTED = "restarted"
     EXITED = "exited"  # the process ended (``status`` is its exit code)
+    FILE = "file"  # a file step let through on the scheduled filesystem (``check --fs``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,9 @@ class ClientEvent:
     request_id: str = ""
     token_fp: str = ""
     status: int = 0  # the HTTP status (0: no answer), or the exit code
-    note: str = ""
+    note: str = ""  # a FILE step: what it did ("open O_RDONLY"); a KILLED: where it stood
+    path: str = ""  # a FILE step: the path under the state directory
+    result: str = ""  # a FILE step: ``ok``, ``8 bytes``, an errno name
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,23 @@ def build(
             add(RowKind.NOTE, SERVER, SERVER, label, tone=Tone.MUTED)
     drawn = {"seed"}
     released = 0
+    store_lanes = {"store:" + store.path for store in stores}
+    others = False  # a lane for the files that are not stores (locks, temp files)
+    steps = False  # file steps drawn: fold the polling loops
+
+    def file_row(event: ClientEvent) -> None:
+        nonlocal others, steps
+        steps = True
+        lane = "store:" + STATE_DIR + "/" + event.path
+        what = event.note
+        if lane not in store_lanes:
+            lane, others = FILES, True
+        else:  # the lane names the file
+            what = what.replace(" " + event.path, "", 1)
+        failed = event.result.isupper()  # an errno name
+        tone = Tone.MUTED if failed or event.result == "EINTR" else Tone.NORMAL
+        add(RowKind.ARROW, event.agent, lane, what, detail=event.result, tone=tone)
+
     for event in events:
         agent = event.agent
         if event.kind is ClientEventKind.HELD:
@@ -116,8 +141,10 @@ def build(
             if event.note:  # the agent was killed: nobody reads the answer
                 answer, answer_tone = f"{event.status}, unread", Tone.FAULT
             add(RowKind.ARROW, SERVER, agent, answer, tone=answer_tone, dashed=True)
+        elif event.kind is ClientEventKind.FILE:
+            file_row(event)
         elif event.kind is ClientEventKind.KILLED:
-            label = f"SIGKILL while {event.token_fp} is held"
+            label = event.note or f"SIGKILL while {event.token_fp} is held"
             add(RowKind.NOTE, agent, agent, label, tone=Tone.FAULT)
         elif event.kind is ClientEventKind.RESTARTED:
             add(RowKind.NOTE, agent, agent, "restarted", tone=Tone.MUTED)
@@ -153,12 +180,16 @@ def build(
             f"ends holding {held} ({store.state})",
             tone=tone,
         )
+    if steps:
+        rows = fold(rows)  # a lock polled through lookups: one row, repeated
     rows = _mark(rows, anomalies)
     lanes = [Lane(agent, LaneKind.AGENT, agent, agent, "agent") for agent in agents]
     lanes += [
         Lane("store:" + store.path, LaneKind.STORE, name, store.path, "store")
         for store, name in zip(stores, names, strict=True)
     ]
+    if others:
+        lanes.append(Lane(FILES, LaneKind.STORE, "other files", "locks, temp files", "files"))
     lanes.append(Lane(SERVER, LaneKind.SERVER, "token endpoint", "the fake OAuth server", "server"))
     hidden = max(0, len(rows) - MAX_ROWS)
     return Diagram(tuple(lanes), tuple(rows[:MAX_ROWS]), hidden)

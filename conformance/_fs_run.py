@@ -21,31 +21,55 @@ another agent's door (its create waits for the directory's lock, its lookup for
 the same name's) is *stalled*: seen in an uninterruptible wait for ``STALL``
 seconds with no door of its own, it is not waited for either.  A *schedule* names the decisions
 where the run departs from the default, ``12:nova,30:atlas``; the empty
-schedule is ``default``.  One schedule run twice gives the same history
+schedule is ``default``.  Whoever picks (the schedule given, or a random or
+PCT ``Picker``), a run records the departures it actually took: that
+schedule replays it.  One schedule run twice gives the same history
 when the program depends on nothing but its files and the server.
+
+A ``Kill`` (``nova@12``) SIGKILLs the agent's process group just before
+decision 12: what it waits for at the filesystem is answered ``EINTR``
+without running, a refresh it has held is let through (its answer unread),
+and the program is started again, as a restarted client would be.
 """
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fake_oauth_server import serve_in_thread
 from simulator.real import AGENT_ENV, FileStep, ScheduledMount, StallWatch
 
-from ._client_diagram import ClientEventKind
-from ._client_run import ClientRun, _Run, _slack, policy_of, resolve_program
+from ._client_diagram import ClientEvent, ClientEventKind
+from ._client_run import ClientRun, _kill, _Run, _slack, policy_of, resolve_program
 from ._client_scenarios import ClientScenario
 from ._errors import ConformanceError
 from ._isolation import loopback_only
 
-__all__ = ["Decision", "Deviation", "Door", "FsRun", "format_schedule", "parse_schedule", "run_fs"]
+__all__ = [
+    "Decision",
+    "Deviation",
+    "Door",
+    "FsRun",
+    "Kill",
+    "Picker",
+    "format_schedule",
+    "parse_kill",
+    "parse_schedule",
+    "run_fs",
+]
 
 #: Results that mean "someone else has it": the agent yields (it will try again).
 YIELDS = frozenset({"EEXIST", "EAGAIN", "EWOULDBLOCK", "EBUSY"})
+#: Decisions a run goes on, per agent, while every agent only polls a lock nobody releases
+#: (a lock file left by a killed holder): then the agents still running are judged stuck.
+SPIN_LIMIT = 4
 #: The path a refresh touches: the server's state, shared by every refresh.
 SERVER = "<token endpoint>"
 
@@ -77,6 +101,14 @@ class Decision:
     def door(self, agent: str) -> Door | None:
         return next((door for door in self.doors if door.agent == agent), None)
 
+    @property
+    def racing(self) -> bool:
+        """Does another agent's step conflict with the default's here?"""
+        default = self.door(self.default)
+        return default is not None and any(
+            door.agent != self.default and door.conflicts(default) for door in self.doors
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Deviation:
@@ -87,13 +119,57 @@ class Deviation:
 
 
 @dataclass(frozen=True, slots=True)
+class Kill:
+    """SIGKILL ``agent`` just before decision ``decision``, then start it again."""
+
+    agent: str
+    decision: int
+
+    def __str__(self) -> str:
+        return f"{self.agent}@{self.decision}"
+
+
+class Picker(Protocol):
+    """Who goes at a decision: one of the agents ``ready`` at a door (not blocked) or, if
+    none is, waiting at one (``doors``); ``racing``: those of them whose step conflicts with
+    the step of the ``default`` (their order matters here)."""
+
+    def pick(
+        self,
+        index: int,
+        doors: Mapping[str, Door],
+        ready: tuple[str, ...],
+        racing: tuple[str, ...],
+        default: str,
+    ) -> str: ...
+
+
+class _Follow:
+    """A schedule's picker: its departures, the default elsewhere."""
+
+    def __init__(self, schedule: tuple[Deviation, ...]) -> None:
+        self.planned = {deviation.index: deviation.agent for deviation in schedule}
+
+    def pick(
+        self,
+        index: int,
+        doors: Mapping[str, Door],
+        ready: tuple[str, ...],
+        racing: tuple[str, ...],
+        default: str,
+    ) -> str:
+        return self.planned.get(index, default)
+
+
+@dataclass(frozen=True, slots=True)
 class FsRun:
-    """A run under a schedule: the black-box run, its decisions and any divergence."""
+    """A run: the black-box run, its decisions, the departures it took and any divergence."""
 
     client: ClientRun
     decisions: tuple[Decision, ...]
-    schedule: tuple[Deviation, ...]
+    schedule: tuple[Deviation, ...]  # the departures taken: the schedule that replays it
     diverged: str = ""  # a schedule's agent was not waiting where it said: why
+    kill: Kill | None = None
 
     @property
     def file_steps(self) -> int:
@@ -122,10 +198,27 @@ def parse_schedule(text: str, agents: tuple[str, ...]) -> tuple[Deviation, ...]:
     return tuple(found)
 
 
+def parse_kill(text: str, agents: tuple[str, ...]) -> Kill:
+    """``nova@12``: a ConformanceError says what is wrong."""
+    agent, _, decision = text.strip().partition("@")
+    if agent not in agents or not decision.isdigit():
+        raise ConformanceError(
+            f"bad --kill {text!r} with --fs: expected AGENT@DECISION, AGENT one of "
+            f"{', '.join(agents)} (e.g. {agents[-1]}@3)"
+        )
+    return Kill(agent, int(decision))
+
+
 def run_fs(
-    scenario: ClientScenario, schedule: tuple[Deviation, ...] = (), *, free: bool = False
+    scenario: ClientScenario,
+    schedule: tuple[Deviation, ...] = (),
+    *,
+    picker: Picker | None = None,
+    kill: Kill | None = None,
+    free: bool = False,
 ) -> FsRun:
-    """Start the program once per agent on a scheduled store directory; follow ``schedule``.
+    """Start the program once per agent on a scheduled store directory; follow ``schedule``
+    (or let ``picker`` pick), killing and restarting an agent at ``kill``.
 
     ``free``: schedule nothing (the agents run at once, as fast as they go, through the
     same mount and server): the free-running stress loop the benchmark compares against.
@@ -150,7 +243,7 @@ def run_fs(
                 for agent in scenario.agents:
                     run.start(agent)
                 if not free:
-                    run.schedule_steps(schedule)
+                    run.schedule_steps(picker or _Follow(schedule), kill)
                 mount.free()
                 run.control.hold(False)
                 result = run.finish(scenario.agents, "")
@@ -158,7 +251,7 @@ def run_fs(
                 mount.free()
                 run.stop()
     client = ClientRun(result, isolation.describe(), tuple(run.released), run.diagram)
-    return FsRun(client, tuple(run.decisions), schedule, run.diverged)
+    return FsRun(client, tuple(run.decisions), tuple(run.taken), run.diverged, kill)
 
 
 class _FsRun(_Run):
@@ -173,35 +266,42 @@ class _FsRun(_Run):
         #: the filesystem), so they are not waited for until a step changes that path
         self.blocked: dict[str, Door] = {}
         self.previous: dict[str, tuple[Door, str]] = {}  # each agent's last step and result
+        self.taken: list[Deviation] = []  # where the run departed from the default
+        self.kill_done = False
 
     def environment(self, agent: str) -> dict[str, str]:
         return super().environment(agent) | {AGENT_ENV: agent}
 
-    def schedule_steps(self, schedule: tuple[Deviation, ...]) -> None:
-        """Release one waiting step at a time, the default's or the schedule's, until all exit."""
-        planned = {deviation.index: deviation.agent for deviation in schedule}
+    def schedule_steps(self, picker: Picker, kill: Kill | None = None) -> None:
+        """Release one waiting step at a time, whoever ``picker`` picks, until all exit."""
         agents = self.scenario.agents
-        last = ""
+        last, spinning = "", 0  # decisions in a row where every agent only polled a lock
         while True:
             doors = self.gather_doors()
             if not doors:
-                return
-            ready = [a for a in agents if a in doors and a not in self.blocked] or [
-                a for a in agents if a in doors
-            ]
+                break
+            index = len(self.decisions)
+            if kill is not None and not self.kill_done and index >= kill.decision:
+                self.kill_done = True
+                self.kill_at(kill, doors.get(kill.agent))
+                continue
+            waiting = tuple(a for a in agents if a in doors)
+            ready = tuple(a for a in waiting if a not in self.blocked) or waiting
             default = last if last in ready else ready[0]
-            chosen = planned.get(len(self.decisions), default)
+            racing = tuple(a for a in ready if a != default and doors[a].conflicts(doors[default]))
+            chosen = picker.pick(index, doors, ready, racing, default)
             if chosen not in doors:
                 self.diverged = self.diverged or (
-                    f"decision {len(self.decisions)}: {chosen} was not waiting "
+                    f"decision {index}: {chosen} was not waiting "
                     f"(waiting: {', '.join(sorted(doors)) or 'nobody'})"
                 )
                 chosen = default
+            if chosen != default:
+                self.taken.append(Deviation(index, chosen))
             door = doors[chosen]
-            self.decisions.append(Decision(tuple(doors[a] for a in agents if a in doors),
-                                           chosen, default))  # fmt: skip
+            self.decisions.append(Decision(tuple(doors[a] for a in waiting), chosen, default))
             result = self.pass_door(door)
-            self.log.append(f"{len(self.decisions) - 1:>3} {chosen}: {door.what} -> {result}")
+            self.log.append(f"{index:>3} {chosen}: {door.what} -> {result}")
             for agent, failed in list(self.blocked.items()):
                 if agent != chosen and failed.conflicts(door):
                     del self.blocked[agent]  # what it waits for changed: it comes back to a door
@@ -214,10 +314,53 @@ class _FsRun(_Run):
                 self.blocked.pop(chosen, None)
             self.previous[chosen] = (door, result)
             last = chosen
+            live = [a for a in agents if self.processes[a].poll() is None]
+            all_blocked = chosen in self.blocked and all(a in self.blocked for a in live)
+            spinning = spinning + 1 if all_blocked else 0
+            if spinning >= SPIN_LIMIT * len(agents):
+                self.log.append("every agent polls a lock none of them will release: stopped")
+                self.deadline = time.monotonic()  # judged now: the agents still running are stuck
+                break
+        if kill is not None and not self.kill_done:
+            self.log.append(f"kill {kill}: the run ended after {len(self.decisions)} decisions")
+
+    def kill_at(self, kill: Kill, door: Door | None) -> None:
+        """SIGKILL the agent's process group where it stands, answer its doors, start it again."""
+        agent, process = kill.agent, self.processes[kill.agent]
+        if process.poll() is not None:
+            self.log.append(f"kill {kill}: {agent} had exited already")
+            return
+        self.killed = agent
+        _kill(process)
+        where = f"at {door.what}" if door is not None else "not at a door"
+        self.log.append(f"SIGKILL {agent} before decision {kill.decision}, {where}")
+        self.event(ClientEventKind.KILLED, agent, note=f"SIGKILL {where}")
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            for step in self.mount.waiting():  # the kernel lets it die once these are answered
+                if step.agent == agent:
+                    self.mount.go(step, timeout=2.0, drop=True)
+            self.mount.wait_change(0.005)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.communicate(timeout=5)
+        if door is not None and door.request is not None:  # in flight: the server still has it
+            status = self.control.release(door.request["id"], wait=True)
+            self.log.append(f"release {agent} {door.request['token_fp']} -> {status}, unread")
+            self.event(ClientEventKind.RELEASED, agent, door.request, status,
+                       "released after the kill")  # fmt: skip
+        self.blocked.pop(agent, None)
+        self.previous.pop(agent, None)
+        self.log.append(f"restart {agent}")
+        self.event(ClientEventKind.RESTARTED, agent)
+        self.start(agent)
 
     def pass_door(self, door: Door) -> str:
         if door.step is not None:
-            return self.mount.go(door.step, timeout=max(1.0, self.deadline - time.monotonic()))
+            left = max(1.0, self.deadline - time.monotonic())
+            result = self.mount.go(door.step, timeout=left)
+            self.events.append(ClientEvent(ClientEventKind.FILE, door.agent, note=door.what,
+                                           path=door.step.path, result=result))  # fmt: skip
+            return result
         request = door.request or {}
         self.event(ClientEventKind.HELD, door.agent, request)
         self.released.append(door.agent)
@@ -250,12 +393,18 @@ class _FsRun(_Run):
             if not live or time.monotonic() > self.deadline:
                 return {}
             missing = [a for a in live if a not in doors and a not in self.blocked]
+            if doors and all(a in self.blocked for a in doors):  # only pollers: wait for all
+                missing = [a for a in live if a not in doors]
             now = time.monotonic()
-            if all(stalls.stalled(agent, self.processes[agent].pid, now) for agent in missing):
+            stalled = all(stalls.stalled(a, self.processes[a].pid, now) for a in missing)
+            if stalled and doors:
                 return doors
-            if doors:
+            # in a kernel wait with nobody at a door: a request on its way to its door, mostly
+            # (blocked agents with no door: they come back); so not the end of scheduling yet
+            if doors or (stalled and missing):
                 settled = settled or now + self.scenario.settle
                 if now >= settled:
-                    self.log.append(f"settle: {', '.join(missing)} not at a door; went on")
+                    gone = "not at a door; went on" if doors else "in the kernel, no door: ended"
+                    self.log.append(f"settle: {', '.join(missing)} {gone}")
                     return doors
             self.mount.wait_change(0.002)

@@ -11,9 +11,13 @@ Out (to the harness): ``{"mounted": true}`` once the mount answers;
 ``{"arrive": ID, "agent", "op", "path", "detail"}`` when an agent's
 operation reaches its door; ``{"done": ID, "result"}`` once it ran.
 In (from the harness): ``{"go": ID}`` runs one waiting operation;
+``{"drop": ID}`` answers it ``EINTR`` without running it (its process was
+killed: the kernel waits for an answer before the process can die);
 ``{"free": true}`` stops scheduling (everything waiting and to come runs at
 once); end of input, whatever the reason (the harness exited, crashed or was
-killed), frees everything, kills the agents' process groups and unmounts.
+killed), frees everything, kills the agents' process groups and unmounts —
+also when it comes before the mount is in place: the mount that appears
+later is taken down at once.
 
 An operation belongs to an agent when the calling process, or one of its
 ancestors, has ``TOKENRACE_FS_AGENT=<name>`` in its environment; other callers
@@ -49,6 +53,8 @@ from ._fs_mount import AGENT_ENV, unmount
 assert sys.platform != "win32"  # mypy: the rest is for POSIX only
 
 _T = TypeVar("_T")
+#: after the harness's input ended: how many times (10 ms apart) to look for a late mount
+_LATE_MOUNT_CHECKS = 1500
 _ACCESS = {os.O_RDONLY: "O_RDONLY", os.O_WRONLY: "O_WRONLY", os.O_RDWR: "O_RDWR"}
 _FLAGS = (
     ("O_CREAT", os.O_CREAT),
@@ -71,7 +77,9 @@ class _Channel:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.doors: dict[int, threading.Event] = {}
+        self.dropped: set[int] = set()  # operations answered EINTR, not run
         self.free = False
+        self.ending = threading.Event()  # the harness's input ended: unmount, whenever mounted
         self.counter = 0
         self.agents: set[int] = set()  # process ids seen acting for an agent
 
@@ -93,9 +101,11 @@ class _Channel:
         event.wait()
         return number
 
-    def go(self, number: int) -> None:
+    def go(self, number: int, drop: bool = False) -> None:
         with self.lock:
             event = self.doors.pop(number, None)
+            if drop and event is not None:
+                self.dropped.add(number)
         if event is not None:
             event.set()
 
@@ -165,6 +175,10 @@ class ScheduledPassthrough(mfusepy.Operations):  # type: ignore[misc]
             return _run(action)
         self.channel.agents.add(pid)
         number = self.channel.wait(agent, op, path.lstrip("/"), detail)
+        if number in self.channel.dropped:  # its process was killed at the door
+            self.channel.dropped.discard(number)
+            self.channel.send({"done": number, "result": "EINTR"})
+            raise mfusepy.FuseOSError(errno.EINTR)
         try:
             result = action()
         except OSError as error:
@@ -337,6 +351,8 @@ def _listen(channel: _Channel, mountpoint: str, harness_group: int) -> None:
         message = json.loads(line)
         if "go" in message:
             channel.go(int(message["go"]))
+        elif "drop" in message:
+            channel.go(int(message["drop"]), drop=True)
         elif message.get("free"):
             channel.release_all()
     channel.release_all()
@@ -347,12 +363,22 @@ def _listen(channel: _Channel, mountpoint: str, harness_group: int) -> None:
                 os.kill(pid, signal.SIGKILL)
             else:  # the harness starts each agent in a session of its own: all of it
                 os.killpg(group, signal.SIGKILL)
+    channel.ending.set()
     unmount(mountpoint)
+    # the input may end before libfuse has mounted (the harness killed at once): watch for the
+    # mount a while longer and take it down as soon as it appears
+    pause = threading.Event()
+    for _ in range(_LATE_MOUNT_CHECKS):
+        if os.path.ismount(mountpoint):
+            unmount(mountpoint)
+        pause.wait(0.01)
 
 
 def _announce(channel: _Channel, mountpoint: str) -> None:
     """Say ``mounted`` once the mount is in place (the harness waits for it)."""
     for _ in range(500):
+        if channel.ending.is_set():
+            return
         if os.path.ismount(mountpoint):
             channel.send({"mounted": True})
             return
@@ -367,6 +393,8 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_listen, args=listen, daemon=True).start()
     threading.Thread(target=_announce, args=(channel, mountpoint), daemon=True).start()
     operations = ScheduledPassthrough(os.path.realpath(backing), channel)
+    if channel.ending.is_set():  # the harness is gone already: mount nothing
+        return 0
     options = {"attr_timeout": 0, "entry_timeout": 0, "negative_timeout": 0, "direct_io": True}
     options["hard_remove"] = True  # no .fuse_hidden renames of libfuse's own among the steps
     _Fuse(operations, mountpoint, foreground=True, fsname="tokenrace", **options)

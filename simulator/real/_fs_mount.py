@@ -72,6 +72,10 @@ _NAME_WAITS = (
 )
 
 
+#: Of those, the waits for a FUSE request's answer (held back, or on its way to its door).
+_REQUEST_WAITS = (b"fuse", b"request_wait_answer")
+
+
 class FuseUnavailable(SimulatorError):
     """This machine cannot mount a scheduled filesystem (the message says why)."""
 
@@ -136,10 +140,17 @@ def in_kernel_wait(pid: int) -> bool:
     """Is a thread of ``pid`` waiting in the kernel on a name or a FUSE request: a directory
     lock, a name another agent is looking up, a request libfuse holds back (while another
     agent's step waits at its door)?  Not a wait for the disk (``D`` alone says too little)."""
+    return bool(kernel_wait(pid))
+
+
+def kernel_wait(pid: int) -> bytes:
+    """Where a thread of ``pid`` waits on a name or a FUSE request (its ``wchan``), or b""
+    (a name wait first: a FUSE request may also be on its way to its door)."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return False
+        return b""
+    found = b""
     for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/wchan", "rb") as wchan:
@@ -147,24 +158,33 @@ def in_kernel_wait(pid: int) -> bool:
         except OSError:
             continue
         if any(mark in waits for mark in _NAME_WAITS):
-            return True
-    return False
+            if not any(mark in waits for mark in _REQUEST_WAITS):
+                return waits
+            found = waits
+    return found
 
 
 class StallWatch:
-    """Which agents have been in a kernel wait (``in_kernel_wait``) for ``seconds`` on end:
+    """Which agents have been in a kernel wait (``kernel_wait``) for ``seconds`` on end:
     stalled behind another agent's door, not running (a step just let through wakes its
-    waiters well within the time)."""
+    waiters well within the time).  A wait for a FUSE request's answer needs ``request``
+    seconds: the request may be on its way to its door rather than held back by libfuse,
+    and on a loaded machine the way (libfuse's thread, the FUSE process's turn) can take
+    longer than a name wait's wake-up."""
 
-    def __init__(self, seconds: float = 0.02) -> None:
+    def __init__(self, seconds: float = 0.02, request: float = 0.1) -> None:
         self.seconds = seconds
+        self.request = request
         self.since: dict[str, float] = {}
 
     def stalled(self, agent: str, pid: int, now: float) -> bool:
-        if not in_kernel_wait(pid):
+        waits = kernel_wait(pid)
+        if not waits:
             self.since.pop(agent, None)
             return False
-        return now - self.since.setdefault(agent, now) >= self.seconds
+        on_request = any(mark in waits for mark in _REQUEST_WAITS)
+        limit = self.request if on_request else self.seconds
+        return now - self.since.setdefault(agent, now) >= limit
 
 
 class ScheduledMount:
@@ -194,8 +214,12 @@ class ScheduledMount:
             start_new_session=True,  # Ctrl-C reaches the harness, which unmounts in order
         )
         threading.Thread(target=self._read, daemon=True).start()
-        with self.changed:
-            self.changed.wait_for(lambda: self.ready or self._dead(), timeout=_MOUNT_WAIT)
+        try:
+            with self.changed:
+                self.changed.wait_for(lambda: self.ready or self._dead(), timeout=_MOUNT_WAIT)
+        except BaseException:  # Ctrl-C while mounting: no ``with`` block to leave, so leave here
+            self.__exit__(None, None, None)
+            raise
         if not self.ready:
             said = self._stderr()
             self.__exit__(None, None, None)
@@ -245,11 +269,14 @@ class ScheduledMount:
         with self.changed:
             self.changed.wait(timeout)
 
-    def go(self, step: FileStep, timeout: float = 30.0) -> str:
-        """Let ``step`` through; what it did (``ok``, ``N bytes``, an errno name)."""
+    def go(self, step: FileStep, timeout: float = 30.0, *, drop: bool = False) -> str:
+        """Let ``step`` through; what it did (``ok``, ``N bytes``, an errno name).
+
+        ``drop``: answer it ``EINTR`` without running it (its process was just killed: the
+        kernel lets a process die only once its FUSE request is answered)."""
         with self.changed:
             self.doors.pop(step.number, None)
-        self._send({"go": step.number})
+        self._send({"drop" if drop else "go": step.number})
         deadline = time.monotonic() + timeout
         with self.changed:
             while step.number not in self.results:
