@@ -36,11 +36,12 @@ KNOWN_BUGS = [scenario for scenario in SCENARIOS if scenario.reproduces]
 
 #: Another class's anomaly, one the engine of each class never shows (see docs/scenarios.md).
 MISLABEL = {
-    AnomalyKind.REFRESH_TOKEN_REUSE: AnomalyKind.LOST_UPDATE,
+    AnomalyKind.REFRESH_TOKEN_REUSE: AnomalyKind.TORN_READ,
     AnomalyKind.LOST_UPDATE: AnomalyKind.TORN_READ,
     AnomalyKind.TORN_READ: AnomalyKind.REFRESH_TOKEN_REUSE,
     AnomalyKind.TOKEN_LOST: AnomalyKind.TORN_READ,
     AnomalyKind.AGENT_STRANDED: AnomalyKind.REFRESH_TOKEN_REUSE,
+    AnomalyKind.AVOIDABLE_LOSS: AnomalyKind.TORN_READ,
 }
 #: Searches that take ~10 s each when the anomaly is never found (5 agents; a Windows world).
 SLOW = {"headline", "no-lock-on-windows"}
@@ -109,13 +110,20 @@ def test_a_corpus_engine_caught_only_by_another_anomaly_is_not_as_expected(
 
 # the verdict rule against brute force ------------------------------------------
 
-#: Small worlds exhaustive search covers completely: (scenario, engine).
+#: Enough for the largest of these worlds (5,418 schedules: a lock that locks nothing).
+BRUTE_FORCE_BUDGET = 8000
+
+#: Small worlds exhaustive search covers completely: (scenario, engine).  Those of
+#: ``incompatible-locks`` and ``nfs-nolock`` whose locks exclude nothing take 5,418
+#: schedules (about 30 s each on a busy machine), so they are the slow test's.
 WORLDS = [
     (scenario.name, engine)
     for scenario in SCENARIOS
     if scenario.name in ("incompatible-locks", "nfs-nolock", "copy-to-main-after-unlock")
     for engine in (scenario.engine, "reference")
 ]
+LOCKLESS = {("incompatible-locks", "incompatible-locks"), ("nfs-nolock", "trusts-network-flock")}
+LOCKLESS |= {("nfs-nolock", "reference")}
 
 
 @functools.cache
@@ -132,7 +140,7 @@ def _every_fatal_kind(name: str, engine: str) -> frozenset[AnomalyKind]:
         scenario.world,
         load_engine(engine),
         Strategy.EXHAUSTIVE,
-        max_examples=scenario.examples,
+        max_examples=BRUTE_FORCE_BUDGET,
         seed=0,
         is_failure=collect,
     )
@@ -140,11 +148,7 @@ def _every_fatal_kind(name: str, engine: str) -> frozenset[AnomalyKind]:
     return frozenset(seen)
 
 
-@settings(max_examples=24, deadline=None, derandomize=True)
-@given(world=st.sampled_from(WORLDS), kind=st.sampled_from(list(AnomalyKind)))
-def test_verdict_for_an_expected_anomaly_agrees_with_brute_force(
-    world: tuple[str, str], kind: AnomalyKind
-) -> None:
+def _agrees_with_brute_force(world: tuple[str, str], kind: AnomalyKind) -> None:
     name, engine = world
     scenario = next(s for s in SCENARIOS if s.name == name)
     every = _every_fatal_kind(name, engine)
@@ -152,7 +156,7 @@ def test_verdict_for_an_expected_anomaly_agrees_with_brute_force(
         name,
         scenario.world,
         load_engine(engine),
-        max_examples=scenario.examples,
+        max_examples=BRUTE_FORCE_BUDGET,
         seed=0,
         strategy=Strategy.EXHAUSTIVE,
         anomaly=kind,
@@ -165,6 +169,26 @@ def test_verdict_for_an_expected_anomaly_agrees_with_brute_force(
         assert {anomaly.kind for anomaly in fatal(result.anomalies)} <= every
     else:
         assert result.verdict is Verdict.RULED_OUT
+
+
+@settings(max_examples=24, deadline=None, derandomize=True)
+@given(
+    world=st.sampled_from([w for w in WORLDS if w not in LOCKLESS]),
+    kind=st.sampled_from(list(AnomalyKind)),
+)
+def test_verdict_for_an_expected_anomaly_agrees_with_brute_force(
+    world: tuple[str, str], kind: AnomalyKind
+) -> None:
+    _agrees_with_brute_force(world, kind)
+
+
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(world=st.sampled_from(sorted(LOCKLESS)), kind=st.sampled_from(list(AnomalyKind)))
+def test_verdict_agrees_with_brute_force_where_the_lock_excludes_nothing(
+    world: tuple[str, str], kind: AnomalyKind
+) -> None:
+    _agrees_with_brute_force(world, kind)
 
 
 # the scenario file field -------------------------------------------------------

@@ -21,10 +21,12 @@ from refresh_engine import (
     LockOp,
     OpenFlags,
     ReferenceEngine,
+    create_fresh,
     credential_from,
     ops,
     parse_store,
     render_store,
+    temp_path,
     with_credential,
 )
 
@@ -124,8 +126,8 @@ class FsyncHeavy(ReferenceEngine):
     def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
         document = yield from self.read_document(ctx, path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
-        temp = f"{path}.{ctx.agent}.fsync.tmp"
-        fd = yield from ops.open_file(temp, OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.TRUNCATE)
+        temp = temp_path(path, ctx.staging)  # where a roll-forward looks for it
+        fd = yield from create_fresh(temp)
         try:
             half = len(data) // 2
             for part in (data[:half], data[half:]):
