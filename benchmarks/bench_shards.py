@@ -115,13 +115,13 @@ def measure(label: str, depth: int, repeat: int) -> list[list[str]]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the 3-agent world only")
     parser.add_argument("--agents", default="3,4", help="agent counts (default 3,4)")
     parser.add_argument("--depth", type=int, default=DEFAULT_SPLIT_DEPTH, help="split depth")
     parser.add_argument("--repeat", type=int, default=1, help="median of this many runs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     counts = [3] if args.quick else [int(part) for part in args.agents.split(",")]
     print(
         f"bench_shards: reference engine, exhaustive search to the end; "
@@ -137,7 +137,8 @@ def main() -> None:
             for index, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         print("  ".join(cells))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

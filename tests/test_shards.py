@@ -9,8 +9,10 @@ status 2, shard files that are not every shard of one search once each.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +192,14 @@ def test_shard_numbers() -> None:
         Shard(0, 4)
     with pytest.raises(ValueError, match="between 1 and N"):
         parse_shard("1/0")
+
+
+def test_the_benchmark_runs_and_prints_its_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    """``benchmarks/bench_shards.py`` is not a test; this keeps it from rotting."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench_shards = importlib.import_module("bench_shards")
+    assert bench_shards.main(["--agents", "2", "--depth", "3"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == 8  # unsharded, split, and three rows for each of 2 and 4 shards
+    assert rows[0].split()[1:3] == ["unsharded", "10"]
+    assert rows[1].split()[-4] == "10"  # the split search: the same 10 schedules
