@@ -108,11 +108,18 @@ def shard_cells(cells: Sequence[Cell], shard: Shard | None) -> list[Cell]:
 
 def shard_passed(campaign: CampaignResult) -> bool:
     """A shard holds when no clean engine was caught and nothing hung; a known bug that
-    this shard's subtrees do not show is for ``merge-shards`` to judge."""
-    return all(
-        result.passed or (result.expectation is Expectation.BUGGY and not result.caught)
-        for result in campaign.cells
-    )
+    this shard's subtrees do not show (or show only by other anomalies) is for
+    ``merge-shards`` to judge."""
+    return all(_shard_ok(result) is not False for result in campaign.cells)
+
+
+def _shard_ok(result: EngineResult) -> bool | None:
+    """True: as expected; False: a failure already; None: for the merge to judge."""
+    if result.passed:
+        return True
+    if result.expectation is Expectation.BUGGY and result.verdict is not Verdict.HANG:
+        return None
+    return False
 
 
 def shard_mark(result: EngineResult, *, sharded: bool) -> str:
@@ -120,7 +127,7 @@ def shard_mark(result: EngineResult, *, sharded: bool) -> str:
     failure yet, but for ``merge-shards`` to judge."""
     if result.passed:
         return "[green]yes[/]"
-    return "merge" if sharded and not result.caught else "[bold red]NO[/]"
+    return "merge" if sharded and _shard_ok(result) is None else "[bold red]NO[/]"
 
 
 def _found(result: EngineResult) -> str | None:

@@ -100,6 +100,27 @@ def test_a_shard_that_misses_a_known_bug_passes_but_does_not_reproduce(
     assert None in found  # this world's failing runs are not in every shard's subtrees
 
 
+def test_a_shard_that_sees_only_other_anomalies_leaves_the_verdict_to_the_merge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """incompatible-locks must show a refresh token reused; one shard's subtrees show
+    only the broken mutual exclusion, which fails neither that shard nor the merge."""
+    files = []
+    for index in range(1, 5):
+        output = tmp_path / f"{index}.json"
+        argv = ["run", "--scenario", "incompatible-locks", "--engine", "incompatible-locks"]
+        argv += ["--strategy", "exhaustive", "--jobs", "1", "--shard", f"{index}/4"]
+        argv += ["--shard-output", str(output), "--report-dir", str(tmp_path / str(index))]
+        assert main(argv) == 0
+        files.append(output)
+    found = [_cells(path)["incompatible-locks"]["found"] for path in files]
+    assert "other anomaly" in found
+    assert "merge" in capsys.readouterr().out  # the ok column: not yet a failure
+    merged = merge_shards(files)
+    assert merged["passed"]
+    assert merged["cells"][0]["verdict"] == "reproduced"
+
+
 def _failing_schedules(shard: Shard | None) -> tuple[set[str], int]:
     spec = load_scenario(SCENARIO)
     entry = load_engine("no-lock")
