@@ -24,6 +24,7 @@ from simulator import (
     RunResult,
     Schedule,
     SearchResult,
+    Shard,
     Strategy,
     WorldSpec,
     search_exhaustive,
@@ -69,6 +70,9 @@ class EngineResult:
     expected_anomaly: AnomalyKind | None = None  # the kind a known bug must show, if named
     diagram: Diagram | None = None  # a real client's run, drawn (a simulated one draws its own)
     hang: Hang | None = None  # where the run that hung stopped (verdict ``hang``)
+    complete: bool = False  # exhaustive: every schedule (a shard's: of its subtrees) covered
+    pruned: int = 0  # exhaustive: runs cut short by sleep sets
+    subtrees: tuple[int, int] = (0, 0)  # a shard's: its own subtrees, and all it met
 
     @property
     def passed(self) -> bool:
@@ -155,9 +159,11 @@ def search_world(
     key: str = "",
     is_failure: Callable[[RunResult], bool] = has_fatal,
     hang_after: float = DEFAULT_HANG_AFTER,
+    shard: Shard | None = None,
 ) -> SearchResult:
     """Search ``entry``'s schedules in ``spec`` with one strategy, until ``is_failure``;
-    ``HangError`` when one schedule runs past ``hang_after`` seconds of real time."""
+    ``HangError`` when one schedule runs past ``hang_after`` seconds of real time;
+    ``shard``: an exhaustive search's part (``simulator.Shard``)."""
 
     runs = 0
 
@@ -168,7 +174,9 @@ def search_world(
 
     run = limited(simulated, hang_after)
     try:
-        return _search(spec, strategy, run, is_failure, max_examples, seed, depth, database, key)
+        return _search(
+            spec, strategy, run, is_failure, max_examples, seed, depth, database, key, shard
+        )
     except HangError as error:
         raise HangError(dataclasses.replace(error.hang, runs=runs)) from None
 
@@ -183,6 +191,7 @@ def _search(
     depth: int,
     database: str | None,
     key: str,
+    shard: Shard | None = None,
 ) -> SearchResult:
     """One strategy's search through ``run``."""
 
@@ -207,7 +216,11 @@ def _search(
             )
         case Strategy.EXHAUSTIVE:
             return search_exhaustive(
-                run, is_failure, max_schedules=max_examples, describe=world_bound(spec)
+                run,
+                is_failure,
+                max_schedules=max_examples,
+                describe=world_bound(spec),
+                shard=shard,
             )
 
 
@@ -222,6 +235,7 @@ def search_engine(
     database: str | None = None,
     anomaly: AnomalyKind | None = None,
     hang_after: float = DEFAULT_HANG_AFTER,
+    shard: Shard | None = None,
 ) -> EngineResult:
     """Search ``entry``'s schedules in ``spec`` and give it a verdict.
 
@@ -229,6 +243,8 @@ def search_engine(
     ``anomaly``: search for a fatal anomaly of this kind; a search that finds
     only other fatal anomalies ends ``other anomaly``, with the first such run.
     ``hang_after``: a schedule's wall-clock limit; the first past it ends ``hang``.
+    ``shard``: search only this shard's part of an exhaustive search; a clean shard is
+    ``not found`` (only ``merge-shards`` of every shard says ``ruled out``).
     """
     key = f"{scenario}|{entry.name}|{seed}"
     if anomaly is not None:
@@ -255,6 +271,7 @@ def search_engine(
             key=key,
             is_failure=is_failure,
             hang_after=hang_after,
+            shard=shard,
         )
     except HangError as error:
         return hung(scenario, entry, strategy, error.hang, time.perf_counter() - started)
@@ -264,7 +281,8 @@ def search_engine(
     elif other:  # caught, but only by anomalies other than the one the scenario names
         failing, verdict = other[0], Verdict.OTHER_ANOMALY
     else:
-        verdict = Verdict.RULED_OUT if search.complete else Verdict.NOT_FOUND
+        ruled_out = search.complete and shard is None
+        verdict = Verdict.RULED_OUT if ruled_out else Verdict.NOT_FOUND
     found = verdict is Verdict.REPRODUCED
     return EngineResult(
         engine=entry.name,
@@ -284,6 +302,9 @@ def search_engine(
         scenario=scenario,
         failing_run=failing,
         expected_anomaly=anomaly,
+        complete=search.complete,
+        pruned=search.pruned,
+        subtrees=search.subtrees,
     )
 
 

@@ -36,6 +36,7 @@ from ._hang import DEFAULT_HANG_AFTER
 from ._matrix import Cell, run_cells
 from ._report import write_report
 from ._scenario_files import SCENARIO_DIR, Scenario, builtin_scenarios, load_scenario_file
+from ._shards import shard_cells, shard_of, write_shard
 from ._validate import check_names
 
 __all__ = ["check_battery", "check_cells", "check_engine"]
@@ -110,6 +111,7 @@ def check_engine(args: argparse.Namespace, console: Console) -> int:
     """Run every cell; print each failure with its replay line, then one table."""
     limit = DEFAULT_HANG_AFTER if args.hang_after is None else args.hang_after
     load_engine(args.engine, hang_after=limit)  # a bad engine: one line, exit 2, at once
+    shard = shard_of(args)
     cells = check_cells(
         args.engine,
         scenarios=scenario_files(args.scenarios or ()),
@@ -119,6 +121,7 @@ def check_engine(args: argparse.Namespace, console: Console) -> int:
         database=args.hypothesis_db or None,
         hang_after=args.hang_after,
     )
+    cells = shard_cells(cells, shard)
     dimensions = {entry.label: entry.dimension for entry in BATTERY}
     battery = sum(cell.scenario in dimensions for cell in cells)
     console.print(
@@ -159,5 +162,7 @@ def check_engine(args: argparse.Namespace, console: Console) -> int:
         table.add_row(*(row[column] for column in kept))
     console.print(table)
     write_report(campaign, args.report_dir)
+    if shard is not None:  # what the shard file holds: not the whole search's verdict
+        return write_shard(campaign, cells, shard, "check", args.shard_output, console)
     console.print(verdict_line("tokenrace check", campaign, args.report_dir))
     return EXIT_OK if campaign.passed else EXIT_FAILED

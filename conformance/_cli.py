@@ -43,11 +43,13 @@ from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Conform
 from ._fs_check import add_fs_options, check_fs
 from ._listing import add_list_parser, list_command
 from ._matrix import MatrixAxes, default_cells, is_scenario_file, matrix_cells, run_cells
+from ._merge import add_merge_parser, merge_command
 from ._mutate import add_mutate_parser, mutate_command
 from ._options import hang_limit, hang_option, report_dir_option, search_options
 from ._replaying import run_replay
 from ._report import results_json, write_report
 from ._scenario_files import ReferenceClaim, load_scenario_file
+from ._shards import add_shard_options, shard_cells, shard_mark, shard_of, write_shard
 from ._validate import (
     OneLineParser,
     check_names,
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this engine; a module:attribute engine is checked where the reference is",
     )
     search_options(run)
+    add_shard_options(run)
     run.add_argument("--jobs", type=positive, help="cells run at once (default: one per CPU)")
     report_dir_option(run)
     run.add_argument(
@@ -198,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and every shipped scenario)",
     )
     search_options(chk)
+    add_shard_options(chk)
     report_dir_option(chk)
     chk.add_argument("--hypothesis-db", metavar="DIR", help="as for run")
     chk.add_argument("--jobs", type=positive, help="--engine: worlds run at once (default: CPUs)")
@@ -230,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay on real processes (windows on Linux: under Wine) and check the model",
     )
     hang_option(rep)
+    add_merge_parser(commands)
     return parser
 
 
@@ -268,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return mutate_command(args, console)
         if args.subcommand == "list":
             return list_command(args, console)
+        if args.subcommand == "merge-shards":
+            return merge_command(args, console)
     except (ConformanceError, SimulatorError) as exc:
         errors.print(f"[bold red]tokenrace: error:[/] {escape(one_line(str(exc)))}")
         return EXIT_USAGE
@@ -287,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
+    shard = shard_of(args)
     names = args.engines or []
     for name in names:
         load_engine(name, hang_after=hang_limit(args))  # fail early (exit 2) on a bad engine
@@ -317,6 +325,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         raise ConformanceError("no cell to run: the --scenario and --engine filters match nothing")
     if args.hypothesis_db:
         cells = [dataclasses.replace(cell, database=args.hypothesis_db) for cell in cells]
+    cells = shard_cells(cells, shard)
     if not args.json:
         scenarios = len({cell.scenario for cell in cells})
         jobs = plural(args.jobs or os.cpu_count() or 1, "job")
@@ -341,8 +350,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         campaign = run_cells(cells, jobs=args.jobs, on_result=show)
     write_report(campaign, args.report_dir)
     if args.json:
+        status = EXIT_OK if campaign.passed else EXIT_FAILED
+        if shard is not None:  # the shard file too, said nothing about
+            status = write_shard(campaign, cells, shard, "run", args.shard_output, None)
         console.print_json(data=results_json(campaign))
-        return EXIT_OK if campaign.passed else EXIT_FAILED
+        return status
     table = Table(title="tokenrace run")
     columns = ("scenario", "engine", "expected", "verdict", "anomaly", "schedules", "time", "ok")
     kept = ("scenario", "engine", "verdict", "ok") if narrow(console) else columns
@@ -360,13 +372,15 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                     anomaly_column(result),
                     str(result.examples),
                     f"{result.elapsed:.1f}s",
-                    "[green]yes[/]" if result.passed else "[bold red]NO[/]",
+                    shard_mark(result, sharded=shard is not None),
                 ),
                 strict=True,
             )
         )
         table.add_row(*(row[column] for column in kept))
     console.print(table)
+    if shard is not None:  # what the shard file holds: not the whole search's verdict
+        return write_shard(campaign, cells, shard, "run", args.shard_output, console)
     console.print(verdict_line("tokenrace run", campaign, args.report_dir))
     return EXIT_OK if campaign.passed else EXIT_FAILED
 

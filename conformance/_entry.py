@@ -28,6 +28,7 @@ COMMANDS = (
     ("mutate", "run the default check battery on every mutant of the reference engine"),
     ("list", "the scenarios, engines, server presets, faults and locks a command takes"),
     ("replay", "replay one schedule and print its history"),
+    ("merge-shards", "combine the shard files of a sharded exhaustive search into one verdict"),
 )
 
 

@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator import Strategy, WorldSpec
+from simulator import Shard, Strategy, WorldSpec
 
 from ._campaign import CampaignResult, EngineResult, search_engine
 from ._checker import AnomalyKind
@@ -45,6 +45,7 @@ class Cell:
     scope: str = ""  # likewise, a lock scope
     anomaly: AnomalyKind | None = None  # what a known bug must show (its scenario's anomaly)
     hang_after: float = DEFAULT_HANG_AFTER  # seconds of real time a schedule may take
+    shard: Shard | None = None  # an exhaustive search's part (--shard I/N)
 
 
 def default_cells(
@@ -122,6 +123,7 @@ def run_cell(cell: Cell) -> EngineResult:
         database=cell.database,
         anomaly=cell.anomaly,
         hang_after=cell.hang_after,
+        shard=cell.shard,
     )
     return dataclasses.replace(result, title=cell.title)
 

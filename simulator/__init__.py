@@ -28,6 +28,7 @@ from ._schedule import (
     candidates,
     default_choice,
 )
+from ._shard import DEFAULT_SPLIT_DEPTH, Shard, parse_shard
 from ._strategies import (
     PctChooser,
     RandomChooser,
@@ -43,6 +44,7 @@ from ._vfs import VirtualFS
 from ._world import DEFAULT_START, AgentSpec, OsModel, StoreLayout, WorldSpec, seed_world
 
 __all__ = [
+    "DEFAULT_SPLIT_DEPTH",
     "DEFAULT_START",
     "AgentSpec",
     "AgentStatus",
@@ -65,6 +67,7 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "SearchResult",
+    "Shard",
     "Simulation",
     "SimulatorError",
     "StepView",
@@ -82,6 +85,7 @@ __all__ = [
     "search_exhaustive",
     "search_hypothesis",
     "search_pct",
+    "parse_shard",
     "search_random",
     "seed_world",
     "simulate",

@@ -24,6 +24,7 @@ from ._footprint import Footprint, dependent, touches_everything
 from ._races import Trace
 from ._result import RunResult
 from ._schedule import Chooser, StepView, candidates
+from ._shard import Shard, Splitter, SubtreeSkipped
 from ._strategies import SearchResult, Strategy
 
 
@@ -47,8 +48,9 @@ class _Node:
 class _Explorer:
     """One exhaustive search; ``run_once`` drives one replay-and-extend run."""
 
-    def __init__(self, reduction: bool) -> None:
+    def __init__(self, reduction: bool, splitter: Splitter | None = None) -> None:
         self.reduction = reduction
+        self.splitter = splitter  # a shard's: every option above its depth, its subtrees only
         self.path: list[_Node] = []  # the stack of states of the current run's prefix
         self.depth = 0  # position in the current run
         self.trace = Trace()  # executed steps of the current run
@@ -64,6 +66,8 @@ class _Explorer:
         if self.depth < len(self.path) and self.path[self.depth].chosen:
             node = self.path[self.depth]  # replaying the prefix
         else:
+            if self.splitter is not None:
+                self.splitter.enter(self.depth)  # another shard's subtree: SubtreeSkipped
             node = self._new_node(view)
         option = node.chosen
         self.trace.record(option.partition("!")[0], node.footprints[option])
@@ -103,8 +107,9 @@ class _Explorer:
                 raise _Pruned()
             first = awake[0]
             # faults are not reduced: each one is a different world, not a reordering
+            unreduced = self.splitter is not None and self.splitter.unreduced(self.depth)
             for option in awake:
-                if "!" in option:
+                if "!" in option or unreduced:  # a shard's prefix state: every option
                     node.to_try[option] = False
         else:
             first = options[0]
@@ -139,7 +144,10 @@ class _Explorer:
 
     def _add_race_backtracks(self, node: _Node) -> None:
         """Each agent's next step gets to run before the latest step it races with."""
+        above = self.splitter.depth if self.splitter is not None else 0
         for index, options in self.trace.backtracks(node.footprints, self._enabled).items():
+            if index < above:
+                continue  # a prefix state: every option is tried there already
             to_try = self.path[index].to_try
             for option in options:
                 to_try.setdefault(option, False)
@@ -181,23 +189,33 @@ def search_exhaustive(
     max_schedules: int = 100_000,
     max_seconds: float = 300.0,
     describe: str = "",
+    shard: Shard | None = None,
 ) -> SearchResult:
-    """Explore until a failure, every schedule, ``max_schedules`` runs or ``max_seconds``."""
-    explorer = _Explorer(reduction)
+    """Explore until a failure, every schedule, ``max_schedules`` runs or ``max_seconds``.
+
+    With ``shard``, only that shard's subtrees (``_shard``): ``complete`` then means the
+    shard covered all of its own, and the shards' union is the whole search."""
+    splitter = Splitter(shard) if shard is not None else None
+    explorer = _Explorer(reduction, splitter)
     started = time.perf_counter()
     schedules = pruned = 0
     complete = False
     while True:
         explorer.reset_run()
+        result: RunResult | None = None
         try:
             result = run(_ExplorerChooser(explorer))
         except _Pruned:
-            pruned += 1
-            result = None
+            pruned += splitter is None or splitter.cut_above(explorer.depth)
+        except SubtreeSkipped:
+            pass  # another shard's subtree: the next prefix
         else:
-            schedules += 1
             # the run ended: drop nodes a shorter replay would not reach
             del explorer.path[explorer.depth :]
+            if splitter is None or splitter.ended_above(explorer.depth):
+                schedules += 1
+            else:
+                result = None  # above the split, another shard's: not counted, not checked
         if result is not None and is_failure(result):
             elapsed = time.perf_counter() - started
             return SearchResult(
@@ -208,7 +226,9 @@ def search_exhaustive(
                 elapsed,
                 elapsed,
                 False,
-                _bound(describe, schedules, pruned, reduction, finished=False),
+                _bound(describe, schedules, pruned, reduction, False, splitter),
+                pruned,
+                _subtrees(splitter),
             )
         if not explorer.next_prefix():
             complete = True
@@ -224,15 +244,34 @@ def search_exhaustive(
         elapsed,
         None,
         complete,
-        _bound(describe, schedules, pruned, reduction, finished=complete),
+        _bound(describe, schedules, pruned, reduction, complete, splitter),
+        pruned,
+        _subtrees(splitter),
     )
 
 
-def _bound(describe: str, schedules: int, pruned: int, reduction: bool, finished: bool) -> str:
+def _subtrees(splitter: Splitter | None) -> tuple[int, int]:
+    return (0, 0) if splitter is None else (splitter.owned, splitter.subtrees)
+
+
+def _bound(
+    describe: str,
+    schedules: int,
+    pruned: int,
+    reduction: bool,
+    finished: bool,
+    splitter: Splitter | None,
+) -> str:
     method = "DPOR with sleep sets" if reduction else "no reduction"
     extent = "all" if finished else "stopped after"
     text = f"{extent} {schedules} schedules ({method}"
     text += f", {pruned} redundant prefixes cut)" if reduction else ")"
+    if splitter is not None:
+        text = (
+            f"shard {splitter.shard} split at depth {splitter.depth}: {text}, "
+            f"in {splitter.owned} of {splitter.subtrees} subtrees"
+            + ("" if finished else " met so far")
+        )
     return f"{describe}: {text}" if describe else text
 
 

@@ -143,6 +143,8 @@ class SearchResult:
     time_to_first_failure: float | None
     complete: bool = False  # exhaustive only: every schedule within the bound was covered
     bound: str = ""  # what the search covered, in words
+    pruned: int = 0  # exhaustive only: runs cut short by sleep sets
+    subtrees: tuple[int, int] = (0, 0)  # a shard's: its own subtrees, and all it met
 
 
 def _seeded(
