@@ -31,7 +31,15 @@ from refresh_engine import (
 )
 
 
-class MirroredChildStores(ReferenceEngine):
+class OtherProgram(ReferenceEngine):
+    """The reference with one habit of the program a corpus class models: its saves are
+    staged under the agent's own name, as those programs' are (their locks do not
+    always exclude each other, so a name per profile would make writers collide)."""
+
+    stage_per_agent = True
+
+
+class MirroredChildStores(OtherProgram):
     """Class 1 of the corpus, refresh from a stale copy: OpenClaw 2026.4.26.
 
     Source: openclaw/openclaw#74055 (also NousResearch/hermes-agent#85963).
@@ -51,7 +59,7 @@ class MirroredChildStores(ReferenceEngine):
         return posixpath.join(ctx.agent_dir, "auth-profiles.json")
 
 
-class NoCrossProcessLock(ReferenceEngine):
+class NoCrossProcessLock(OtherProgram):
     """Class 3 of the corpus, no cross-process lock: several CLI instances share ``auth.json``.
 
     Source: openai/codex#10332 and #6498 (also aws/aws-cli#10628).  The engine
@@ -71,7 +79,7 @@ class NoCrossProcessLock(ReferenceEngine):
         super().__init__(lock=LockKind.MUTEX)
 
 
-class LockPerAgentDir(ReferenceEngine):
+class LockPerAgentDir(OtherProgram):
     """Class 2 of the corpus, lock at the wrong scope: keyed per agent directory.
 
     Source: openclaw/openclaw#67876 (one user: 499 failures in 24 h); also
@@ -88,7 +96,7 @@ class LockPerAgentDir(ReferenceEngine):
         super().__init__(scope=LockScope.AGENT_DIR)
 
 
-class RetryAfterBackoff(ReferenceEngine):
+class RetryAfterBackoff(OtherProgram):
     """Class 5 of the corpus, lost response after the server rotated: the retry replays it.
 
     Source: openai/codex#26516, openclaw/openclaw#121733; ory/hydra#1831 is
@@ -112,7 +120,7 @@ class RetryAfterBackoff(ReferenceEngine):
         return (yield from post_refresh(ctx, refresh_token))
 
 
-class ShortStaleTimeout(ReferenceEngine):
+class ShortStaleTimeout(OtherProgram):
     """Class 6 of the corpus, stale-lock break while the holder lives.
 
     Source: appstrate/appstrate#1417; OpenClaw keeps call timeout (120 s) below
@@ -131,7 +139,7 @@ class ShortStaleTimeout(ReferenceEngine):
         super().__init__(lock=LockKind.EXCL_FILE, timing=LockTiming(stale=20.0, poll=1.0))
 
 
-class StaleSnapshotWriteBack(ReferenceEngine):
+class StaleSnapshotWriteBack(OtherProgram):
     """Class 7 of the corpus, lost update: a stale in-memory snapshot saved after a wait.
 
     Source: MoonshotAI/kimi-code#3186; anthropics/claude-code#88583.  The
@@ -150,7 +158,7 @@ class StaleSnapshotWriteBack(ReferenceEngine):
         yield from ReferenceEngine.save(self, ctx, path, before)
 
 
-class ProfileLockOnly(ReferenceEngine):
+class ProfileLockOnly(OtherProgram):
     """Class 7 across profiles: a save under a per-profile lock carries another profile back.
 
     Source: this project's own reference engine until the store write lock
@@ -170,7 +178,7 @@ class ProfileLockOnly(ReferenceEngine):
         yield from self.write_store(ctx, path, credential)  # no store lock: the profile's only
 
 
-class InPlaceRewrite(ReferenceEngine):
+class InPlaceRewrite(OtherProgram):
     """Class 8 of the corpus, torn read: the store is rewritten in place.
 
     Source: openai/codex#8645 (codex-rs/login/src/auth/storage.rs truncates
@@ -193,7 +201,7 @@ class InPlaceRewrite(ReferenceEngine):
             yield from ops.close(fd)
 
 
-class CopyToMainAfterUnlock(ReferenceEngine):
+class CopyToMainAfterUnlock(OtherProgram):
     """Class 13 of the corpus, copy to main refused or late, so peers replay.
 
     Source: openclaw/openclaw#74214, #67876.  The leader refreshes under the
@@ -215,7 +223,7 @@ class CopyToMainAfterUnlock(ReferenceEngine):
         yield from ReferenceEngine.save(self, ctx, ctx.main_store, credential)
 
 
-class SeparateLogins(ReferenceEngine):
+class SeparateLogins(OtherProgram):
     """Class 14 of the corpus, separate logins to one account.
 
     Each agent logged in on its own and keeps its own grant in its own agent
@@ -235,7 +243,7 @@ class SeparateLogins(ReferenceEngine):
         return posixpath.join(ctx.agent_dir, "auth.lock")
 
 
-class FcntlOrNothing(ReferenceEngine):
+class FcntlOrNothing(OtherProgram):
     """Class 4 of the corpus, no lock on Windows: the lock silently becomes a no-op.
 
     Source: MoonshotAI/kimi-code#3186; Scottcjn/beacon-skill#845.  The engine
@@ -259,7 +267,7 @@ class FcntlOrNothing(ReferenceEngine):
             return Held(LockKind.NONE, path)  # "no fcntl here: skip locking"
 
 
-class IgnoreReplaceError(ReferenceEngine):
+class IgnoreReplaceError(OtherProgram):
     """Class 9 of the corpus, Windows sharing violation on atomic replace, dropped.
 
     Source: razzant/ouroboros#259; fsnow/cst#705.  The engine writes a temp
@@ -288,7 +296,7 @@ class IgnoreReplaceError(ReferenceEngine):
             yield from ops.log(f"{ctx.agent}: could not save the credential; continuing")
 
 
-class IncompatibleLocks(ReferenceEngine):
+class IncompatibleLocks(OtherProgram):
     """Class 10 of the corpus, incompatible lock mechanisms on one lock file.
 
     Source: AzureAD/microsoft-authentication-extensions-for-python#66.  Two
@@ -307,7 +315,7 @@ class IncompatibleLocks(ReferenceEngine):
         return (yield from acquire_lock(kind, path, platform=ctx.platform))
 
 
-class TrustsNetworkFlock(ReferenceEngine):
+class TrustsNetworkFlock(OtherProgram):
     """Class 11 of the corpus, a lock that is a no-op on the filesystem.
 
     Source: tox-dev/filelock#6.  The state dir lives on NFS mounted
@@ -324,7 +332,7 @@ class TrustsNetworkFlock(ReferenceEngine):
         super().__init__(lock=LockKind.FLOCK)
 
 
-class LockfInGateway(ReferenceEngine):
+class LockfInGateway(OtherProgram):
     """Class 12 of the corpus, POSIX record locks inside one process.
 
     Source: harlowja/fasteners#93.  The engine locks with ``fcntl.lockf``,

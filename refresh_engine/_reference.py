@@ -318,12 +318,21 @@ class ReferenceEngine:
         if held is not None:
             yield from self.release_lock(ctx, held)
 
+    #: Stage saves under the agent's name instead of the profile's: what a program whose
+    #: lock does not exclude other processes must do, or its writers collide on one
+    #: temp file.  The corpus's engines model such programs; the reference does not.
+    stage_per_agent = False
+
+    def staging(self, ctx: AgentContext) -> str:
+        """The name this agent's saves are staged under (``AgentContext.staging``)."""
+        return ctx.agent if self.stage_per_agent else ctx.staging
+
     def write_store(self, ctx: AgentContext, path: str, credential: Credential) -> Flow[None]:
         """Re-read the document (other profiles may have changed), replace it atomically,
         staged under the profile's name (``AgentContext.staging``)."""
         document = yield from self.read_document(ctx, path)
         data = render_store(with_credential(document, ctx.key, ctx.provider, credential))
-        yield from atomic_write(path, data, writer=ctx.staging)
+        yield from atomic_write(path, data, writer=self.staging(ctx))
 
     def preflight(self, ctx: AgentContext, path: str, document: dict[str, Any]) -> Flow[None]:
         """Before the token is presented, prove that the answer can be saved: stage the
@@ -332,7 +341,7 @@ class ReferenceEngine:
         A read-only, full or forbidden directory fails here, with
         ``StoreUnwritable`` naming it, and the refresh token stays unspent.
         """
-        temp = temp_path(path, ctx.staging)
+        temp = temp_path(path, self.staging(ctx))
         try:
             fd = yield from create_fresh(temp)
             try:
@@ -359,8 +368,8 @@ class ReferenceEngine:
         one, is used; a partial, older or foreign one is removed.  The staged file is
         first moved to a second name, so a kill during the recovery leaves it findable.
         """
-        temp = temp_path(path, ctx.staging)
-        moved = temp_path(path, ctx.staging + ".rf")
+        temp = temp_path(path, self.staging(ctx))
+        moved = temp_path(path, self.staging(ctx) + ".rf")
         best: tuple[Credential, str] | None = None
         found: list[str] = []
         for candidate in (temp, moved):

@@ -12,7 +12,6 @@ random source, so a schedule replays byte for byte.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import errno
 import itertools
 import urllib.parse
@@ -67,7 +66,7 @@ from ._semantics import (
 from ._syscalls import http_call, os_call
 from ._vfs import VirtualFS
 from ._view import _View
-from ._watch import StoreWatch, kept_credentials, read_files
+from ._watch import StoreWatch, note_kept, read_files
 from ._world import STORE_NAME, WorldSpec, seed_world
 
 
@@ -125,6 +124,7 @@ class Simulation:
                 if agent.runner is not None:
                     agent.runner.close()
             self.fs.close_all()
+        agent_stores = [agent.ctx.agent_dir + "/auth-profiles.json" for agent in self.agents]
         return RunResult(
             events=tuple(self.events),
             audit=self.server.audit,
@@ -135,7 +135,7 @@ class Simulation:
             home=self.spec.home,
             policy=self.spec.policy,
             stores=self.watch.stores,
-            final_files=self._store_files(),
+            final_files=read_files(self.fs, [self.spec.main_store, *agent_stores]),
         )
 
     def _loop(self, chosen: list[str], defaults: list[bool]) -> None:
@@ -441,10 +441,7 @@ class Simulation:
         self._record(EventKind.FAULT, agent.name, fault=fault, struck=agent.name, note=fault.value)
         self._strike_effects(agent, fault)
         if fault.kills:  # what the dead left on disk, for the checker's avoidable losses
-            kept = kept_credentials(self.fs, self.watch, self.server.family_of)
-            for index in range(first, len(self.events)):
-                if self.events[index].kind is EventKind.FAULT and kept:
-                    self.events[index] = dataclasses.replace(self.events[index], kept=kept)
+            note_kept(self.events, first, self.fs, self.watch, self.server.family_of)
 
     def _strike_effects(self, agent: _Agent, fault: FaultKind) -> None:
         match fault:
@@ -513,11 +510,6 @@ class Simulation:
 
     def _record(self, kind: EventKind, agent: str, **fields: Any) -> None:
         self.events.append(HistoryEvent(self.step, self.now, agent, kind, **fields))
-
-    def _store_files(self) -> tuple[tuple[str, bytes], ...]:
-        paths = [self.spec.main_store]
-        paths += [agent.ctx.agent_dir + "/auth-profiles.json" for agent in self.agents]
-        return read_files(self.fs, paths)
 
 
 def simulate(

@@ -8,6 +8,7 @@ a store is tagged with its path so a torn read can be named.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 from collections.abc import Callable, Iterable
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from refresh_engine import Close, CreateExclusive, Effect, Open
 
 from ._filesystem import FileSystem
-from ._history import KeptCredential, StoreState
+from ._history import EventKind, HistoryEvent, KeptCredential, StoreState
 from ._semantics import changed_paths
 
 #: (family, generation) of a token the server minted, else None.
@@ -124,6 +125,17 @@ def kept_credentials(
                 if held.state is StoreState.CREDENTIAL and held.generation is not None:
                     found.append(KeptCredential(path, held.family, held.generation))
     return tuple(found)
+
+
+def note_kept(
+    events: list[HistoryEvent], first: int, fs: FileSystem, watch: StoreWatch, lineage: Lineage
+) -> None:
+    """Mark the FAULT events from ``first`` on (a kill, and those who died with it) with
+    the credentials ``kept_credentials`` finds now."""
+    kept = kept_credentials(fs, watch, lineage)
+    for index in range(first, len(events) if kept else first):
+        if events[index].kind is EventKind.FAULT:
+            events[index] = dataclasses.replace(events[index], kept=kept)
 
 
 def read_files(fs: FileSystem, paths: Iterable[str]) -> tuple[tuple[str, bytes], ...]:

@@ -38,7 +38,7 @@ class SwallowsSaveErrors(ReferenceEngine):
         try:
             yield from super().write_store(ctx, path, credential)
         except OSError as exc:
-            yield from discard(temp_path(path, ctx.staging))
+            yield from discard(temp_path(path, self.staging(ctx)))
             yield from ops.log(f"{ctx.agent}: could not save the credential: {exc.strerror}")
 
 

@@ -25,7 +25,7 @@ def scenario(name: str) -> bench_find.Scenario:
 
 def test_every_known_bug_scenario_is_listed_with_its_gaps() -> None:
     names = {s.name: s for s in bench_find.known_bug_scenarios()}
-    assert len(names) == 15
+    assert len(names) == 16
     for windows in ("no-lock-on-windows", "windows-replace-dropped"):  # run under Wine
         assert bench_find.real_world_gap(names[windows]) == ""
         assert bench_find.needs_wine(names[windows])

@@ -36,7 +36,7 @@ KNOWN_BUGS = [scenario for scenario in SCENARIOS if scenario.reproduces]
 
 #: Another class's anomaly, one the engine of each class never shows (see docs/scenarios.md).
 MISLABEL = {
-    AnomalyKind.REFRESH_TOKEN_REUSE: AnomalyKind.TORN_READ,
+    AnomalyKind.REFRESH_TOKEN_REUSE: AnomalyKind.LOST_UPDATE,
     AnomalyKind.LOST_UPDATE: AnomalyKind.TORN_READ,
     AnomalyKind.TORN_READ: AnomalyKind.REFRESH_TOKEN_REUSE,
     AnomalyKind.TOKEN_LOST: AnomalyKind.TORN_READ,

@@ -16,7 +16,7 @@ from simulator import Strategy
 def test_lock_kinds_against_process_layouts() -> None:
     """flock holds everywhere; lockf breaks inside a gateway; a mutex only inside one."""
     axes = MatrixAxes(locks=("flock", "lockf", "mutex", "none"), processes=("separate", "gateway"))
-    cells = matrix_cells(axes, strategy=Strategy.EXHAUSTIVE, examples=3000)
+    cells = matrix_cells(axes, strategy=Strategy.EXHAUSTIVE, examples=5000)
     assert len(cells) == 8
     campaign = run_cells(cells, jobs=1)
     verdicts = {

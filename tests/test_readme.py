@@ -42,11 +42,18 @@ def test_readme_engine_is_caught_exactly_where_the_readme_says(
         "shared/linux/2xproc/openai/429",
         "shared/linux/2xproc/okta/drop",  # a lost answer not retried inside the window
         "lost-response-retry",
+        # killed with the new credential staged, which it never looks for (avoidable-loss)
+        "shared/linux/2xproc/openai/kill",
+        "shared/linux/2xproc/openai/kill/2prof",
+        "shared/linux/3xmix/openai/kill",
+        "shared/linux/2xproc/openai/crash",
+        "shared/linux/1xproc/openai/ioerror+crash",
+        "killed-before-replace",
     }
     assert "flock is not available on win32" in out
     assert "TimeoutError" in out
     assert "refresh refused (503)" in out
-    assert len(rows) == 42  # the battery's 27 worlds and the 15 scenarios the reference claims
+    assert len(rows) == 43  # the battery's 27 worlds and the 16 scenarios the reference claims
 
 
 def test_readme_check_command_matches_the_cli() -> None:
