@@ -40,13 +40,8 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture
-def real_world(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """The reference's real interpreter on files under ``tmp_path``, the fake server
-    behind respx: (server, ctx, clock, RealWorld); the store holds a fresh grant."""
-    clock = FakeClock(1_767_225_600.0)
-    server = AuthServer(Policy.preset("openai"), seed="real")
-    pair = server.seed_grant(clock.now)
+def seeded_store(tmp_path: Path, server: AuthServer, now: float) -> AgentContext:
+    """Atlas's context, its store under ``tmp_path/main`` holding a grant seeded at ``now``."""
     ctx = AgentContext(
         agent="atlas",
         provider="openai-codex",
@@ -57,9 +52,21 @@ def real_world(tmp_path: Path):  # type: ignore[no-untyped-def]
         token_url=DEFAULT_BASE_URL + "/oauth/token",
     )
     (tmp_path / "main").mkdir()
+    pair = server.seed_grant(now)
     credential = Credential(pair.access_token, pair.refresh_token, pair.expires_at)
-    data = render_store(with_credential({}, ctx.key, ctx.provider, credential))
-    Path(ctx.main_store).write_bytes(data)
+    Path(ctx.main_store).write_bytes(
+        render_store(with_credential({}, ctx.key, ctx.provider, credential))
+    )
+    return ctx
+
+
+@pytest.fixture
+def real_world(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The reference's real interpreter on files under ``tmp_path``, the fake server
+    behind respx: (server, ctx, clock, RealWorld); the store holds a fresh grant."""
+    clock = FakeClock(1_767_225_600.0)
+    server = AuthServer(Policy.preset("openai"), seed="real")
+    ctx = seeded_store(tmp_path, server, clock.now)
     with respx.mock(assert_all_called=False) as router, httpx.Client() as http:
         mount_respx(router, server, clock=clock)
         yield server, ctx, clock, RealWorld(http, clock=clock)

@@ -11,16 +11,14 @@ from typing import Any
 
 import httpx
 import respx
+from conftest import seeded_store
 
-from fake_oauth_server import DEFAULT_BASE_URL, AuditKind, AuthServer, Fault, Policy, mount_respx
+from fake_oauth_server import AuditKind, AuthServer, Fault, Policy, mount_respx
 from refresh_engine import (
     AgentContext,
-    Credential,
     RealWorld,
     ReferenceEngine,
     read_credential,
-    render_store,
-    with_credential,
 )
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "your-engine.md").read_text("utf-8")
@@ -35,21 +33,7 @@ def _driver() -> Any:
 
 
 def _world(tmp_path: Path, server: AuthServer) -> AgentContext:
-    ctx = AgentContext(
-        agent="atlas",
-        provider="openai-codex",
-        profile_id="default",
-        main_store=str(tmp_path / "main" / "auth-profiles.json"),
-        agent_dir=str(tmp_path / "atlas"),
-        state_dir=str(tmp_path),
-        token_url=DEFAULT_BASE_URL + "/oauth/token",
-    )
-    (tmp_path / "main").mkdir()
-    pair = server.seed_grant(time.time() - 2 * server.policy.access_token_lifetime)  # expired
-    credential = Credential(pair.access_token, pair.refresh_token, pair.expires_at)
-    document = with_credential({}, ctx.key, ctx.provider, credential)
-    Path(ctx.main_store).write_bytes(render_store(document))
-    return ctx
+    return seeded_store(tmp_path, server, time.time() - 2 * server.policy.access_token_lifetime)
 
 
 async def _refresh(ctx: AgentContext, server: AuthServer) -> str:
