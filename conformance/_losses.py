@@ -109,7 +109,23 @@ def fault_losses(events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) ->
             elif event.killed:
                 lose(event, event.fault, awaiting.pop(agent, None))
                 lose(event, event.fault, holding.pop(agent, None))
-    return losses
+    return [_judged_kept(loss, events, audit) for loss in losses]
+
+
+def _judged_kept(loss: Loss, events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) -> Loss:
+    """A kept token makes the loss avoidable only if the engine then presented the spent
+    one (or older) instead of it; a run that ends with it still on disk (say, a second
+    fault failed the recovery, and the engine said so) lost nothing yet by neglect."""
+    if not loss.kept:
+        return loss
+    steps = {event.request_id: event.step for event in events if event.kind is EventKind.REQUEST}
+    ignored = any(
+        record.family == loss.family
+        and record.generation <= loss.spent
+        and steps.get(request_id, -1) > loss.step
+        for request_id, record in refresh_records(audit, AuditKind.PRESENTED).items()
+    )
+    return loss if ignored else dataclasses.replace(loss, kept="")
 
 
 def _saves(event: HistoryEvent, spent: AuditEvent) -> bool:

@@ -384,10 +384,6 @@ MUTANTS: tuple[Mutant, ...] = (
         Operator.IGNORE_ERROR,
         _stream(IgnoreError, kind=Replace),
         "a failed replace is taken as done (the new token is never saved)",
-        equivalent="a replace that fails leaves the complete, fsynced temp file under the "
-        "profile's staging name, and every refresher of the profile rolls forward from it "
-        "under the lock before it presents anything: the store takes the new token one "
-        "refresh later, and the agent that ignored the error holds that same token meanwhile",
         probe=Probe(fail=Replace),
     ),
     Mutant(

@@ -317,3 +317,45 @@ def test_a_slow_answer_arrives_after_the_stall_and_others_run_meanwhile(
     other = {"atlas", "nova"} - {fault.agent}
     assert {e.agent for e in between} == other  # the struck one waits; the other runs to the lock
     assert fatal(check(result)) == []
+
+
+class _StrikeTwice:
+    """The default order, with ``first`` struck at one step and ``second`` at another."""
+
+    def __init__(self, *strikes: tuple[int, FaultKind]) -> None:
+        self.strikes = dict(strikes)
+
+    def choose(self, view: StepView) -> str:
+        pick = default_choice(view.runnable, view.last)
+        fault = self.strikes.get(view.step)
+        return f"{pick}!{fault.value}" if fault is not None else pick
+
+
+def test_a_staged_token_whose_recovery_a_second_fault_fails_is_not_called_avoidable() -> None:
+    """A crash after the staged file is durable, then an I/O error on the recovery's
+    replace (the engine says so): the token is still on disk and nobody presented the
+    spent one, so the loss is judged as an ordinary one, not as neglect.  Without the
+    second fault the reference rolls forward and nothing at all is reported."""
+    spec = dataclasses.replace(
+        _one_agent_with_ioerror(),
+        faults=frozenset({FaultKind.IO_ERROR, FaultKind.CRASH}),
+        max_faults=2,
+    )
+    plain = simulate(spec, ReferenceEngine(), DefaultChooser())
+    staged = _step_of(plain, Replace)  # crash instead of the replace: the temp is durable
+    crashed = simulate(spec, ReferenceEngine(), _strike_at(staged, FaultKind.CRASH))
+    assert not check(crashed)  # rolled forward
+    recovery = next(
+        e.step for e in crashed.events if isinstance(e.effect, Replace) and e.step > staged
+    )
+    both = _StrikeTwice((staged, FaultKind.CRASH), (recovery, FaultKind.IO_ERROR))
+    result = simulate(spec, ReferenceEngine(), both)
+    assert [e.fault for e in result.events if e.kind is EventKind.FAULT] == [
+        FaultKind.CRASH,
+        FaultKind.IO_ERROR,
+    ]
+    (crash,) = [e for e in result.events if e.fault is FaultKind.CRASH]
+    assert crash.kept  # the staged credential survived the crash
+    anomalies = check(result)
+    assert fatal(anomalies) == [], [str(a) for a in anomalies]
+    assert AnomalyKind.AVOIDABLE_LOSS not in {a.kind for a in anomalies}

@@ -330,6 +330,7 @@ PINNED = {
     "stale-break/age-20s": "shared/linux/2xproc/openai/429",
     "stale-break/age-60s": "shared/linux/2xproc/openai/kill",
     "lock-give-up/after-10s": "shared/linux/2xproc/openai/slow",
+    "ignore-error/replace": "shared/linux/1xproc/openai/ioerror+crash",
     "ignore-error/write": "shared/linux/2xproc/openai/ioerror",
     "ignore-error/lock": "shared/linux/2xproc/openai/ioerror",
     "ignore-error/fsync": "shared/linux/1xproc/openai/ioerror+crash",
