@@ -31,6 +31,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from simulator import PctPriorities
+
 from ._fs_run import Deviation, Door, FsRun
 
 __all__ = ["PctPicker", "RandomPicker", "counted", "hot_paths", "sample_schedules", "shrink"]
@@ -95,12 +97,7 @@ class PctPicker:
         horizon: int,
         hot: frozenset[str] = frozenset(),
     ) -> None:
-        order = list(agents)
-        rng.shuffle(order)
-        # priorities depth .. depth+n-1; change point i lowers the one going to depth-1-i
-        self.priority = {name: depth + rank for rank, name in enumerate(order)}
-        points = rng.sample(range(max(horizon, depth)), k=max(0, depth - 1))
-        self.changes = {point: depth - 1 - i for i, point in enumerate(sorted(points))}
+        self.priorities = PctPriorities(rng, agents, depth, horizon)
         self.hot = hot
         self.counted = 0
 
@@ -112,13 +109,11 @@ class PctPicker:
         racing: tuple[str, ...],
         default: str,
     ) -> str:
-        agent = max(ready, key=self.priority.__getitem__)
+        agent = self.priorities.highest(ready)
         if racing or _warm(doors, ready, default, self.hot):
-            lowered = self.changes.get(self.counted)
             self.counted += 1
-            if lowered is not None:
-                self.priority[agent] = lowered
-                agent = max(ready, key=self.priority.__getitem__)
+            if self.priorities.change_at(self.counted - 1, agent):
+                agent = self.priorities.highest(ready)
         return agent
 
 

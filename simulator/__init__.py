@@ -31,6 +31,7 @@ from ._schedule import (
 from ._shard import DEFAULT_SPLIT_DEPTH, Shard, parse_shard
 from ._strategies import (
     PctChooser,
+    PctPriorities,
     RandomChooser,
     SearchResult,
     Strategy,
@@ -60,6 +61,7 @@ __all__ = [
     "NotModelled",
     "OsModel",
     "PctChooser",
+    "PctPriorities",
     "RandomChooser",
     "Refusal",
     "ReplayChooser",

@@ -99,10 +99,36 @@ class RandomChooser:
         return _with_fault(view, agent, 1 + self._rng.randrange(8) if strike else 0)
 
 
+class PctPriorities:
+    """PCT's priorities (Burckhardt et al.): agents ranked at random, ``depth - 1`` change
+    points among the first ``horizon`` decisions, each demoting the agent going there
+    below all.  The simulator's ``PctChooser`` and the FUSE harness's picker share it."""
+
+    __slots__ = ("priority", "changes")
+
+    def __init__(self, rng: random.Random, agents: Sequence[str], depth: int, horizon: int) -> None:
+        order = list(agents)
+        rng.shuffle(order)
+        # initial priorities depth .. depth+n-1; change point i lowers to depth-1-i
+        self.priority = {name: depth + rank for rank, name in enumerate(order)}
+        points = rng.sample(range(max(horizon, depth)), k=max(0, depth - 1))
+        self.changes = {point: depth - 1 - index for index, point in enumerate(sorted(points))}
+
+    def highest(self, ready: Sequence[str]) -> str:
+        return max(ready, key=self.priority.__getitem__)
+
+    def change_at(self, point: int, agent: str) -> bool:
+        """Demote ``agent`` if ``point`` is a change point; whether it was."""
+        lowered = self.changes.get(point)
+        if lowered is not None:
+            self.priority[agent] = lowered
+        return lowered is not None
+
+
 class PctChooser:
     """PCT: the highest-priority runnable agent runs; change points demote the runner."""
 
-    __slots__ = ("_priority", "_changes", "_rng", "_fault")
+    __slots__ = ("_priorities", "_rng", "_fault")
 
     def __init__(
         self,
@@ -112,21 +138,14 @@ class PctChooser:
         horizon: int,
         fault: float = 0.0,
     ) -> None:
-        order = list(agents)
-        rng.shuffle(order)
-        # initial priorities depth .. depth+n-1; change point i lowers to depth-1-i
-        self._priority = {name: depth + rank for rank, name in enumerate(order)}
-        steps = rng.sample(range(max(horizon, depth)), k=max(0, depth - 1))
-        self._changes = {step: depth - 1 - index for index, step in enumerate(sorted(steps))}
+        self._priorities = PctPriorities(rng, agents, depth, horizon)
         self._rng = rng
         self._fault = fault
 
     def choose(self, view: StepView) -> str:
-        agent = max(view.runnable, key=self._priority.__getitem__)
-        lowered = self._changes.get(view.step)
-        if lowered is not None:
-            self._priority[agent] = lowered
-            agent = max(view.runnable, key=self._priority.__getitem__)
+        agent = self._priorities.highest(view.runnable)
+        if self._priorities.change_at(view.step, agent):
+            agent = self._priorities.highest(view.runnable)
         strike = self._fault > 0 and self._rng.random() < self._fault
         return _with_fault(view, agent, 1 + self._rng.randrange(8) if strike else 0)
 

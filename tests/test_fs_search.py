@@ -69,8 +69,8 @@ def test_random_departs_only_at_races_and_repeats_with_its_seed() -> None:
 def test_pct_demotes_at_its_change_points_counted_in_races() -> None:
     for seed in range(20):
         pct = PctPicker(random.Random(seed), AGENTS, 2, horizon=5)
-        (point,) = pct.changes
-        first = max(AGENTS, key=pct.priority.__getitem__)
+        (point,) = pct.priorities.changes
+        first = pct.priorities.highest(AGENTS)
         other = next(agent for agent in AGENTS if agent != first)
         # decisions without a race do not count: the change point is the point-th race
         picked = [pct.pick(i, {}, AGENTS, (), first) for i in range(3)]
