@@ -189,6 +189,11 @@ def run_pytest(
 #: pipes has no console, so GenerateConsoleCtrlEvent (Ctrl+Break) fails, WinError 12
 WINE_CANNOT = (
     "tests/test_fake_server_stress.py::test_cli_prints_its_url_serves_and_stops_on_interrupt",
+    # free-running agent processes judged against the harness's deadline: a Wine process
+    # that starts slowly on a busy machine reads as a deadlock (seen in 2 of 4 CI runs);
+    # they run natively in the default selection and on the windows-latest leg
+    "tests/test_real_processes.py::test_reference_is_clean_with_real_processes_in_every_order",
+    "tests/test_real_processes.py::test_a_killed_refresher_is_never_blamed_on_the_engine",
 )
 
 
