@@ -368,6 +368,26 @@ class NoRollForward(ReferenceEngine):
         yield  # a flow that does nothing
 
 
+class ReplacesSymlink(ReferenceEngine):
+    """Class 16 of the corpus: a store that is a symlink (into a dotfiles checkout, or
+    shared with another tool) is saved by replacing the link itself.
+
+    Source: this project's reference engine before it resolved links (issue E3 of its
+    hardening).  ``rename(temp, store)`` replaces the name, not what it points to: the
+    store becomes a plain file with the new token, and the link's target, which another
+    program names, keeps the spent one; that program presents it next.  The reference
+    follows the link under the lock and stages and replaces beside the target.
+    """
+
+    name = "replaces-symlink"
+    race_class = 16
+    source = "tokenrace reference engine before it followed a symlinked store"
+
+    def resolve_store(self, ctx: AgentContext, path: str) -> Flow[str]:
+        return path
+        yield  # a flow that does nothing
+
+
 #: Every known-bug engine, in corpus class order (docs/scenarios.md).
 CORPUS: tuple[type[ReferenceEngine], ...] = (
     MirroredChildStores,
@@ -386,4 +406,5 @@ CORPUS: tuple[type[ReferenceEngine], ...] = (
     CopyToMainAfterUnlock,
     SeparateLogins,
     NoRollForward,
+    ReplacesSymlink,
 )

@@ -49,7 +49,7 @@ class EngineEntry:
 
 
 def _corpus_entry(engine: type[ReferenceEngine]) -> EngineEntry:
-    doc = (engine.__doc__ or "").strip().splitlines()[0]
+    doc = " ".join((engine.__doc__ or "").strip().split("\n\n")[0].split())  # first paragraph
     title = doc.split(":", 1)[-1].strip().rstrip(".") if ":" in doc else doc
     summary = f"class {getattr(engine, 'race_class', '?')}: {title}"
     return EngineEntry(

@@ -18,6 +18,8 @@ A file looks like this (every field but ``[scenario] name`` and
     policy = "openai"              # a fake-server preset
     policy_overrides = { reuse_window = 30 }
     nolock_dirs = ["~/.openclaw"]  # on a mount where locks do nothing (NFS nolock)
+    store_link = "~/dotfiles/auth-profiles.json"  # the main store is a symlink to this
+    link_readers = ["nova"]        # agents that name the link's target instead
     faults = ["drop"]              # kill | drop | 5xx | 429 | reset | stall
     max_faults = 1
     stall_seconds = 30
@@ -235,6 +237,11 @@ class _Reader(TomlTables):
         bystanders = self.get("world", "bystanders", list, [])
         if not all(isinstance(key, str) for key in bystanders):
             self.fail("[world] bystanders", "must be a list of 'provider:profile_id' names")
+        readers = self.get("world", "link_readers", list, [])
+        for name in readers:
+            if name not in names:
+                where = "[world] link_readers"
+                self.fail(where, f"{name!r} is not an agent{nearest(str(name), names)}")
         faults = []
         for fault in self.get("world", "faults", list, []):
             try:
@@ -267,6 +274,8 @@ class _Reader(TomlTables):
                 stall_seconds=float(self.get("world", "stall_seconds", (int, float), 30.0)),
                 max_steps=self.count("world", "max_steps", 5000, least=1),
                 nolock_dirs=tuple(self.dirs("nolock_dirs")),
+                store_link=self.home_path("store_link"),
+                link_readers=tuple(readers),
             )
         except ConformanceError:
             raise
@@ -305,11 +314,17 @@ class _Reader(TomlTables):
 
     def dirs(self, key: str) -> list[str]:
         """Directories, ``~`` meaning the simulated home."""
-        home = WorldSpec.__dataclass_fields__["home"].default
         found = self.get("world", key, list, [])
         if not all(isinstance(path, str) and path.startswith(("/", "~")) for path in found):
             self.fail(f"[world] {key}", "must be a list of absolute or ~/ paths")
-        return [home + path[1:] if path.startswith("~") else path for path in found]
+        return [_at_home(path) for path in found]
+
+    def home_path(self, key: str) -> str:
+        """One absolute or ``~/`` path; "" when the key is absent."""
+        path = self.get("world", key, str, "")
+        if path and not path.startswith(("/", "~/")):
+            self.fail(f"[world] {key}", "must be an absolute or ~/ path")
+        return _at_home(path)
 
     def policy(self) -> Policy:
         preset = self.get("world", "policy", str, "openai")
@@ -356,6 +371,8 @@ _KEYS: dict[str, frozenset[str]] = {
             "pid_reuse",
             "hosts",
             "logins",
+            "store_link",
+            "link_readers",
         }
     ),
     "expect": frozenset({"engine", "reproduces", "anomaly", "reference"}),
@@ -370,6 +387,12 @@ def nearest(name: str, known: Iterable[str]) -> str:
     if close:
         return f"; did you mean {close[0]!r}?"
     return f"; expected one of {', '.join(names)}"
+
+
+def _at_home(path: str) -> str:
+    """``~`` as the simulated home."""
+    home = str(WorldSpec.__dataclass_fields__["home"].default)
+    return home + path[1:] if path.startswith("~") else path
 
 
 def _is_number(value: object) -> bool:

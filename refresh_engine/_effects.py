@@ -136,6 +136,14 @@ class Stat:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadLink:
+    """``os.readlink(path)``; outcome ``LinkTarget``.  ``OSError`` EINVAL when ``path`` is
+    not a symlink: how an engine finds that a store is a link to be written through."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class Flock:
     """``fcntl.flock(fd, op)``: a lock on the open file description.
 
@@ -273,6 +281,7 @@ Effect = (
     | Unlink
     | Mkdir
     | Stat
+    | ReadLink
     | Flock
     | Seek
     | Rmdir
@@ -316,6 +325,13 @@ class Wrote:
 class StatResult:
     size: int
     mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTarget:
+    """A symlink's target as stored: relative to the link's directory unless absolute."""
+
+    target: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +414,7 @@ Outcome = (
     | ReadData
     | Wrote
     | StatResult
+    | LinkTarget
     | HttpResponse
     | Clock
     | Position

@@ -28,6 +28,7 @@ from ._effects import (
     GetPid,
     HttpPost,
     HttpResponse,
+    LinkTarget,
     Lockf,
     LockFileEx,
     LockOp,
@@ -46,6 +47,7 @@ from ._effects import (
     ProcessAlive,
     Read,
     ReadData,
+    ReadLink,
     Replace,
     Rmdir,
     Seek,
@@ -244,6 +246,11 @@ def log(message: str) -> Flow[None]:
 def stat(path: str) -> Flow[StatResult]:
     effect = Stat(path)
     return _expect((yield effect), StatResult, effect)
+
+
+def readlink(path: str) -> Flow[str]:
+    effect = ReadLink(path)
+    return _expect((yield effect), LinkTarget, effect).target
 
 
 def now() -> Flow[float]:

@@ -30,6 +30,7 @@ from ._effects import (
     GetPid,
     HttpPost,
     HttpResponse,
+    LinkTarget,
     Lockf,
     LockFileEx,
     LockOp,
@@ -47,6 +48,7 @@ from ._effects import (
     ProcessAlive,
     Read,
     ReadData,
+    ReadLink,
     Replace,
     Rmdir,
     Seek,
@@ -155,6 +157,8 @@ class RealWorld:
             case Stat(path):
                 result = os.stat(path)
                 return StatResult(size=result.st_size, mtime=result.st_mtime)
+            case ReadLink(path):
+                return LinkTarget(os.readlink(path))
             case Flock(fd, op, blocking):
                 flock(fd, op, blocking)
             case Seek(fd, offset):

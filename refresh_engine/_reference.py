@@ -53,6 +53,7 @@ from ._store import (
     read_file,
     read_store,
     render_store,
+    resolve_links,
     split_path,
     temp_path,
     with_credential,
@@ -228,7 +229,10 @@ class ReferenceEngine:
         yield from self.after_unlock(ctx, fresh)
         return fresh.access
 
-    def _refresh_locked(self, ctx: AgentContext, path: str, before: Credential) -> Flow[Credential]:
+    def _refresh_locked(
+        self, ctx: AgentContext, named: str, before: Credential
+    ) -> Flow[Credential]:
+        path = yield from self.resolve_store(ctx, named)
         presented: set[str] = set()
         waited = False  # a Retry-After is honoured once per refresh
         recovering = True  # once per refresh, before the first presentation
@@ -269,6 +273,11 @@ class ReferenceEngine:
             yield from ops.log(f"{ctx.agent}: refresh rejected ({result.code}); re-reading store")
 
     # Hooks: each is one decision a real engine makes; the corpus overrides one at a time.
+
+    def resolve_store(self, ctx: AgentContext, path: str) -> Flow[str]:
+        """The file the store's name links to (``resolve_links``), once per refresh under
+        the lock: the file this refresh reads, stages beside and replaces."""
+        return (yield from resolve_links(path))
 
     def read_document(self, ctx: AgentContext, path: str) -> Flow[dict[str, Any]]:
         """The store document: open, read to the end in one call, close."""

@@ -7,8 +7,10 @@ concurrent reader sees the old document or the new one, never a prefix.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import ntpath
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +158,38 @@ def split_path(path: str) -> tuple[str, str]:
     if cut < 0:
         return "", path
     return path[: cut or 1], path[cut + 1 :]
+
+
+#: Symlinks followed before a store is refused, as Linux's limit.
+MAX_LINKS = 40
+
+
+def _beside(link: str, target: str) -> str:
+    """Where a link's ``target`` points: absolute as it is, else relative to the link's
+    directory, in the link's own path style."""
+    if target.startswith(("/", "\\")) or target[1:2] == ":":
+        return target
+    directory, _ = split_path(link)
+    if "\\" in link:
+        return ntpath.normpath(ntpath.join(directory, target))
+    return posixpath.normpath(posixpath.join(directory, target))
+
+
+def resolve_links(path: str) -> Flow[str]:
+    """The file ``path`` names, each symlink in its last component followed as ``open``
+    follows it: what a save must replace so that a linked store stays a link (replacing
+    the link itself would make it a plain file, and leave the target, which other
+    programs may name, with the spent token).  A name that is no link, or is missing,
+    is itself."""
+    for _ in range(MAX_LINKS):
+        try:
+            target = yield from ops.readlink(path)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):
+                return path
+            raise StoreUnreadable(f"{path}: cannot be resolved ({exc.strerror or exc})") from None
+        path = _beside(path, target)
+    raise StoreUnreadable(f"{path}: more than {MAX_LINKS} symbolic links to follow")
 
 
 def temp_path(path: str, writer: str) -> str:

@@ -15,7 +15,7 @@ from ._agent import AgentStatus
 from ._errors import NotModelled, ScheduleError, SimulatorError, WorldError
 from ._explore import search_exhaustive
 from ._faults import FaultKind
-from ._filesystem import Clock, FileSystem, FileSystemFactory
+from ._filesystem import Clock, FileSystem, FileSystemFactory, link_chain
 from ._history import EventKind, HistoryEvent, Refusal, StoreState, describe, render
 from ._kernel import Simulation, simulate
 from ._result import Engine, RunResult
@@ -45,13 +45,13 @@ from ._vfs import VirtualFS
 from ._world import DEFAULT_START, AgentSpec, OsModel, StoreLayout, WorldSpec, seed_world
 
 __all__ = [
-    "DEFAULT_SPLIT_DEPTH",
-    "DEFAULT_START",
     "AgentSpec",
     "AgentStatus",
     "Chooser",
-    "DefaultChooser",
     "Clock",
+    "DEFAULT_SPLIT_DEPTH",
+    "DEFAULT_START",
+    "DefaultChooser",
     "Engine",
     "EventKind",
     "FaultKind",
@@ -83,11 +83,12 @@ __all__ = [
     "candidates",
     "default_choice",
     "describe",
+    "link_chain",
+    "parse_shard",
     "render",
     "search_exhaustive",
     "search_hypothesis",
     "search_pct",
-    "parse_shard",
     "search_random",
     "seed_world",
     "simulate",

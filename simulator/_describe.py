@@ -24,6 +24,7 @@ from refresh_engine import (
     Open,
     ProcessAlive,
     Read,
+    ReadLink,
     Replace,
     Rmdir,
     Seek,
@@ -95,6 +96,10 @@ def describe_mkdir(effect: Mkdir) -> str:
 def describe_stat(effect: Stat) -> str:
     path = effect.path
     return f"stat {path}"
+
+
+def describe_readlink(effect: ReadLink) -> str:
+    return f"readlink {effect.path}"
 
 
 def describe_flock(effect: Flock) -> str:

@@ -133,6 +133,21 @@ def _ino(scene: Scene, path: str) -> int | None:
     return scene.fs.inode_at(scene.fold(normalize(path)))
 
 
+def _followed(scene: Scene, path: str) -> tuple[Touched, str]:
+    """A call that follows symlinks reads each link on the way (their entries) and acts on
+    the name it reaches, returned."""
+    *links, reached = scene.fs.link_chain(scene.fold(normalize(path)))
+    touched: Touched = set()
+    for link in links:
+        touched |= _entry(scene, link, False)
+    return touched, reached
+
+
+def readlink_touches(scene: Scene, effect: Any) -> Footprint:
+    """ReadLink reads the name only: a link's target never changes in place."""
+    return frozenset(_entry(scene, effect.path, False))
+
+
 def _is_dir(scene: Scene, path: str) -> bool:
     try:
         scene.fs.listdir(scene.fold(normalize(path)))
@@ -201,14 +216,19 @@ def lock_touches(offset: bool) -> Callable[[Scene, Any], Footprint]:
 
 def open_touches(scene: Scene, effect: Open | CreateExclusive) -> Footprint:
     flags = effect.flags if isinstance(effect, Open) else OpenFlags.CREATE | OpenFlags.EXCLUSIVE
-    ino = _ino(scene, effect.path)
+    if (OpenFlags.CREATE | OpenFlags.EXCLUSIVE) in flags:
+        links: Touched = set()  # O_EXCL never follows a link
+        path = effect.path
+    else:
+        links, path = _followed(scene, effect.path)
+    ino = _ino(scene, path)
     if ino is None:
         creates = OpenFlags.CREATE in flags
-        touched = _entry(scene, effect.path, creates) | _new_slot(scene)
+        touched = links | _entry(scene, path, creates) | _new_slot(scene)
         if creates:
-            touched |= _parent_mtime(scene, effect.path)
+            touched |= _parent_mtime(scene, path)
         return frozenset(touched)
-    touched = _entry(scene, effect.path, False) | _new_slot(scene)
+    touched = links | _entry(scene, path, False) | _new_slot(scene)
     if OpenFlags.TRUNCATE in flags:
         touched.add((f"ino:{ino}", True))
     if scene.windows:
@@ -270,11 +290,12 @@ def inode_touches(writes: bool) -> Callable[[Scene, Any], Footprint]:
     """Stat (reads size and mtime; a directory's mtime is ``dirtime``) and Touch (sets it)."""
 
     def touches(scene: Scene, effect: Any) -> Footprint:
-        touched = _entry(scene, effect.path, False)
-        ino = _ino(scene, effect.path)
+        touched, path = _followed(scene, effect.path)
+        touched |= _entry(scene, path, False)
+        ino = _ino(scene, path)
         if ino is not None:
             touched.add((f"ino:{ino}", writes))
-            if not writes and _is_dir(scene, effect.path):
+            if not writes and _is_dir(scene, path):
                 touched.add((f"dirtime:{ino}", True))
         return frozenset(touched)
 

@@ -67,7 +67,7 @@ from ._syscalls import http_call, os_call
 from ._vfs import VirtualFS
 from ._view import _View
 from ._watch import StoreWatch, note_kept, read_files
-from ._world import STORE_NAME, WorldSpec, seed_world
+from ._world import WorldSpec, seed_world
 
 
 class Simulation:
@@ -97,10 +97,7 @@ class Simulation:
             for i, a in enumerate(spec.agents)
         ]
         self.faults_left = spec.max_faults
-        self.watch = StoreWatch(
-            [spec.main_store, *(spec.agent_dir(a.name) + "/" + STORE_NAME for a in spec.agents)],
-            spec.profiles,
-        )
+        self.watch = StoreWatch(spec.stores, spec.profiles)
         self.mutexes: dict[tuple[int, str], str] = {}  # (pid, name) -> holding agent
         self._by_name = {agent.name: agent for agent in self.agents}
         self.events: list[HistoryEvent] = []
@@ -124,7 +121,6 @@ class Simulation:
                 if agent.runner is not None:
                     agent.runner.close()
             self.fs.close_all()
-        agent_stores = [agent.ctx.agent_dir + "/auth-profiles.json" for agent in self.agents]
         return RunResult(
             events=tuple(self.events),
             audit=self.server.audit,
@@ -135,7 +131,7 @@ class Simulation:
             home=self.spec.home,
             policy=self.spec.policy,
             stores=self.watch.stores,
-            final_files=read_files(self.fs, [self.spec.main_store, *agent_stores]),
+            final_files=read_files(self.fs, self.spec.stores),
         )
 
     def _loop(self, chosen: list[str], defaults: list[bool]) -> None:

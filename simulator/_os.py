@@ -49,6 +49,7 @@ WINDOWS_EDEADLOCK = 36  # msvcrt.locking gave up after 10 tries
 ERROR_ACCESS_DENIED = 5
 ERROR_SHARING_VIOLATION = 32
 ERROR_LOCK_VIOLATION = 33
+ERROR_NOT_A_REPARSE_POINT = 4390
 MSVCRT_TRIES = 10  # LK_LOCK tries once a second, 10 times
 #: the Win32 errors behind the POSIX errors of path calls: errno -> (errno, winerror, message)
 _WIN32_PATH_ERRORS = {
@@ -209,6 +210,19 @@ class OsLayer:
             raise self._win32(exc, path) from None
         step = self.mtime_resolution
         return size, (math.floor(mtime / step) * step if step > 0 else mtime)
+
+    def readlink(self, path: str) -> str:
+        """``os.readlink``; on Windows a file that is no link is winerror 4390, not a reparse
+        point (errno EINVAL as on POSIX)."""
+        path = self.path(path)
+        try:
+            return self.fs.readlink(path)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and self._emulates_windows:
+                error = OSError(errno.EINVAL, "The file or directory is not a reparse point", path)
+                error.winerror = ERROR_NOT_A_REPARSE_POINT  # type: ignore[attr-defined, unused-ignore]
+                raise error from None
+            raise self._win32(exc, path) from None
 
     def utime(self, path: str) -> None:
         path = self.path(path)

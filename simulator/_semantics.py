@@ -30,6 +30,7 @@ from refresh_engine import (
     Fsync,
     GetPid,
     HttpPost,
+    LinkTarget,
     Lockf,
     LockFileEx,
     LockOp,
@@ -47,6 +48,7 @@ from refresh_engine import (
     ProcessAlive,
     Read,
     ReadData,
+    ReadLink,
     Replace,
     Rmdir,
     Seek,
@@ -77,6 +79,7 @@ from ._describe import (
     describe_open,
     describe_process_alive,
     describe_read,
+    describe_readlink,
     describe_replace,
     describe_rmdir,
     describe_seek,
@@ -103,6 +106,7 @@ from ._footprint import (
     open_touches,
     private,
     procs,
+    readlink_touches,
     remove_touches,
     replace_touches,
     seek_touches,
@@ -320,6 +324,13 @@ MKDIR = Rule(
     fails_with=failure(errno.ENOSPC),
 )
 STAT = Rule(Stat, inode_touches(False), OS, _stat, describe=describe_stat)
+READLINK = Rule(
+    ReadLink,
+    readlink_touches,
+    OS,
+    lambda m, e: LinkTarget(m.os.readlink(e.path)),
+    describe=describe_readlink,
+)
 FLOCK = Rule(
     Flock,
     lock_touches(False),
@@ -383,63 +394,6 @@ SLEEP = Rule(Sleep, private, KERNEL, describe=describe_sleep)
 LOG = Rule(Log, private, OS, lambda m, e: Done(), describe=describe_log)
 
 
-def rule_for(effect: Effect) -> Rule[Any]:
-    """The row of ``effect``'s type."""
-    match effect:
-        case Open():
-            return OPEN
-        case CreateExclusive():
-            return CREATE_EXCLUSIVE
-        case Read():
-            return READ
-        case Write():
-            return WRITE
-        case Truncate():
-            return TRUNCATE
-        case Fsync():
-            return FSYNC
-        case Close():
-            return CLOSE
-        case Replace():
-            return REPLACE
-        case Unlink():
-            return UNLINK
-        case Mkdir():
-            return MKDIR
-        case Stat():
-            return STAT
-        case Flock():
-            return FLOCK
-        case Seek():
-            return SEEK
-        case Rmdir():
-            return RMDIR
-        case Touch():
-            return TOUCH
-        case Lockf():
-            return LOCKF
-        case MsvcrtLocking():
-            return MSVCRT_LOCKING
-        case LockFileEx():
-            return LOCK_FILE_EX
-        case Mutex():
-            return MUTEX
-        case GetPid():
-            return GET_PID
-        case ProcessAlive():
-            return PROCESS_ALIVE
-        case HttpPost():
-            return HTTP_POST
-        case Now():
-            return NOW
-        case Sleep():
-            return SLEEP
-        case Log():
-            return LOG
-        case _:
-            assert_never(effect)
-
-
 #: Every row, in the order the ``Effect`` union declares its types.
 TABLE: tuple[Rule[Any], ...] = (
     OPEN,
@@ -453,6 +407,7 @@ TABLE: tuple[Rule[Any], ...] = (
     UNLINK,
     MKDIR,
     STAT,
+    READLINK,
     FLOCK,
     SEEK,
     RMDIR,
@@ -468,6 +423,16 @@ TABLE: tuple[Rule[Any], ...] = (
     SLEEP,
     LOG,
 )
+
+
+_ROWS: dict[type, Rule[Any]] = {rule.effect: rule for rule in TABLE}
+if tuple(_ROWS) != EFFECT_TYPES:  # pragma: no cover - a row missing or out of order
+    raise ImportError(f"the semantics table does not match the Effect union: {list(_ROWS)}")
+
+
+def rule_for(effect: Effect) -> Rule[Any]:
+    """The row of ``effect``'s type (one per type of the ``Effect`` union, checked at import)."""
+    return _ROWS[type(effect)]
 
 
 def footprint(scene: Scene, effect: Effect) -> Footprint:

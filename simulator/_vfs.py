@@ -9,74 +9,18 @@ and per-process descriptor tables.  Every failure is the ``OSError`` Linux would
 from __future__ import annotations
 
 import errno
-import os
 import posixpath
 from collections.abc import Callable
 
 from refresh_engine import LockOp, OpenFlags
 
+from ._filesystem import MAX_SYMLINKS, link_chain
+from ._inode import Inode, InodeKind, OpenFileDescription, error, normalize
+
 __all__ = ["Inode", "OpenFileDescription", "VirtualFS"]
 
 _FIRST_FD = 3  # 0-2 are stdio in every real process
 _WRITE_ACCESS = OpenFlags.CREATE | OpenFlags.WRITE | OpenFlags.TRUNCATE
-
-
-def _error(code: int, path: str | None = None, path2: str | None = None) -> OSError:
-    """Build the error CPython raises; ``OSError(errno, ...)`` picks the subclass itself."""
-    if path is None:
-        return OSError(code, os.strerror(code))
-    if path2 is None:
-        return OSError(code, os.strerror(code), path)
-    return OSError(code, os.strerror(code), path, None, path2)
-
-
-def _norm(path: str) -> str:
-    """Normalize lexically; there are no symlinks, so this is what the kernel resolves."""
-    if not path.startswith("/"):
-        raise ValueError(f"path must be absolute: {path!r}")
-    norm = posixpath.normpath(path)
-    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
-
-
-class Inode:
-    """A file or directory; it lives while it has a name or an open description."""
-
-    __slots__ = (
-        "children",
-        "data",
-        "durable_data",
-        "flocks",
-        "ino",
-        "is_dir",
-        "mtime",
-        "nlink",
-        "open_count",
-    )
-
-    def __init__(self, ino: int, is_dir: bool, mtime: float) -> None:
-        self.ino = ino
-        self.is_dir = is_dir
-        self.data = bytearray()  # mutated in place: writes cost the bytes written
-        self.durable_data = b""  # what survives a crash: the data at the last fsync
-        self.nlink = 0  # directory entries naming it (a directory's "." and ".." not counted)
-        self.mtime = mtime
-        self.children: set[str] = set()  # names inside a directory
-        self.flocks: dict[OpenFileDescription, LockOp] = {}  # flock(2) locks are per OFD
-        self.open_count = 0  # OFDs referring to it; keeps an unlinked inode alive
-
-
-class OpenFileDescription:
-    """What ``open`` creates: offset, access mode and flock, shared by every fd dup'ing it."""
-
-    __slots__ = ("append", "fds", "inode", "offset", "readable", "writable")
-
-    def __init__(self, inode: Inode, readable: bool, writable: bool, append: bool) -> None:
-        self.inode = inode
-        self.offset = 0
-        self.readable = readable
-        self.writable = writable
-        self.append = append
-        self.fds: set[tuple[int, int]] = set()  # (pid, fd) referring to it
 
 
 class VirtualFS:
@@ -99,8 +43,9 @@ class VirtualFS:
 
     # ------------------------------------------------------------------ internals
 
-    def _new_inode(self, is_dir: bool) -> Inode:
-        inode = Inode(self._next_ino, is_dir, self._clock())
+    def _new_inode(self, is_dir: bool, kind: InodeKind | None = None) -> Inode:
+        kind = kind or (InodeKind.DIRECTORY if is_dir else InodeKind.FILE)
+        inode = Inode(self._next_ino, kind, self._clock())
         self._inodes[inode.ino] = inode
         self._next_ino += 1
         return inode
@@ -108,6 +53,21 @@ class VirtualFS:
     def _get(self, path: str) -> Inode | None:
         ino = self._entries.get(path)
         return None if ino is None else self._inodes[ino]
+
+    def _target_of(self, path: str) -> str | None:
+        inode = self._get(path)
+        return inode.target if inode is not None and inode.kind is InodeKind.SYMLINK else None
+
+    def link_chain(self, path: str) -> list[str]:
+        """The names a call that follows links reads (``_filesystem.link_chain``)."""
+        return link_chain(normalize(path), self._target_of)
+
+    def _follow(self, path: str) -> str:
+        """The name a call that follows symlinks acts on; ELOOP past ``MAX_SYMLINKS``."""
+        chain = link_chain(path, self._target_of)
+        if len(chain) > MAX_SYMLINKS:
+            raise error(errno.ELOOP, path)
+        return chain[-1]
 
     def _parent(self, path: str) -> Inode:
         """The directory holding ``path``; ENOENT or ENOTDIR as the path walk would fail."""
@@ -119,9 +79,9 @@ class VirtualFS:
             prefix += "/" + part
             inode = self._get(prefix)
             if inode is None:
-                raise _error(errno.ENOENT, path)
+                raise error(errno.ENOENT, path)
             if not inode.is_dir:
-                raise _error(errno.ENOTDIR, path)
+                raise error(errno.ENOTDIR, path)
         raise AssertionError("unreachable: parent exists and is a directory")  # pragma: no cover
 
     def _link(self, path: str, inode: Inode, parent: Inode) -> None:
@@ -154,7 +114,7 @@ class VirtualFS:
         table = self._procs.get(pid)
         ofd = None if table is None else table.get(fd)
         if ofd is None:
-            raise _error(errno.EBADF)
+            raise error(errno.EBADF)
         return ofd
 
     def _release(self, ofd: OpenFileDescription, pid: int, fd: int) -> None:
@@ -178,7 +138,7 @@ class VirtualFS:
     def makedirs(self, path: str) -> None:
         """``os.makedirs(path, exist_ok=True)``, for seeding a world."""
         prefix = ""
-        for part in _norm(path).split("/")[1:]:
+        for part in normalize(path).split("/")[1:]:
             if not part:
                 continue
             prefix += "/" + part
@@ -186,62 +146,96 @@ class VirtualFS:
             if inode is None:
                 self.mkdir(prefix)
             elif not inode.is_dir:
-                raise _error(errno.ENOTDIR, prefix)
+                raise error(errno.ENOTDIR, prefix)
 
     def write_file(self, path: str, data: bytes) -> None:
-        """Create or overwrite in place (same inode), durable at once: the seeded state."""
-        p = _norm(path)
+        """Create or overwrite in place (same inode, through a symlink), durable at once: the
+        seeded state."""
+        p = self._follow(normalize(path))
         inode = self._get(p)
         if inode is None:
             parent = self._parent(p)
             inode = self._new_inode(is_dir=False)
             self._link(p, inode, parent)
         elif inode.is_dir:
-            raise _error(errno.EISDIR, p)
+            raise error(errno.EISDIR, p)
         inode.data[:] = data
         inode.durable_data = bytes(data)
         inode.mtime = self._clock()
 
     def read_file(self, path: str) -> bytes:
-        p = _norm(path)
+        p = self._follow(normalize(path))
         inode = self._get(p)
         if inode is None:
             self._parent(p)
-            raise _error(errno.ENOENT, p)
+            raise error(errno.ENOENT, p)
         if inode.is_dir:
-            raise _error(errno.EISDIR, p)
+            raise error(errno.EISDIR, p)
+        if inode.kind is InodeKind.FIFO:
+            raise error(errno.ENXIO, p)
         return bytes(inode.data)
 
+    def symlink(self, target: str, path: str) -> None:
+        """``os.symlink(target, path)``, for seeding a world: a store that is a link."""
+        p = normalize(path)
+        if p in self._entries:
+            raise error(errno.EEXIST, p)
+        inode = self._new_inode(is_dir=False, kind=InodeKind.SYMLINK)
+        inode.target = target
+        self._link(p, inode, self._parent(p))
+
+    def mkfifo(self, path: str) -> None:
+        """``os.mkfifo(path)``, for seeding a world: something not a file where a store is."""
+        p = normalize(path)
+        if p in self._entries:
+            raise error(errno.EEXIST, p)
+        self._link(p, self._new_inode(is_dir=False, kind=InodeKind.FIFO), self._parent(p))
+
+    def is_symlink(self, path: str) -> bool:
+        inode = self._get(normalize(path))
+        return inode is not None and inode.kind is InodeKind.SYMLINK
+
     def exists(self, path: str) -> bool:
-        return _norm(path) in self._entries
+        return normalize(path) in self._entries
 
     def listdir(self, path: str) -> list[str]:
-        p = _norm(path)
+        p = normalize(path)
         inode = self._get(p)
         if inode is None:
             self._parent(p)
-            raise _error(errno.ENOENT, p)
+            raise error(errno.ENOENT, p)
         if not inode.is_dir:
-            raise _error(errno.ENOTDIR, p)
+            raise error(errno.ENOTDIR, p)
         return sorted(inode.children)
 
     # ---------------------------------------------------------------- system calls
 
     def open(self, pid: int, path: str, flags: OpenFlags) -> int:
-        """``open(2)``; without READ or WRITE the access mode is O_RDONLY (it is 0)."""
-        p = _norm(path)
+        """``open(2)``; without READ or WRITE the access mode is O_RDONLY (it is 0).
+
+        A symlink is followed, except by ``O_CREAT|O_EXCL``, which fails on any name
+        (so it never writes through a planted link).  A FIFO is refused with ENXIO, as
+        the real interpreter refuses anything but a file or directory.
+        """
+        p = normalize(path)
+        exclusive = (OpenFlags.CREATE | OpenFlags.EXCLUSIVE) in flags
+        if exclusive and p in self._entries:
+            raise error(errno.EEXIST, p)
+        p = self._follow(p)
         inode = self._get(p)
         if inode is None:
             parent = self._parent(p)
             if not flags & OpenFlags.CREATE:
-                raise _error(errno.ENOENT, p)
+                raise error(errno.ENOENT, p)
             inode = self._new_inode(is_dir=False)
             self._link(p, inode, parent)
-        elif (OpenFlags.CREATE | OpenFlags.EXCLUSIVE) in flags:
-            raise _error(errno.EEXIST, p)
+        elif exclusive:
+            raise error(errno.EEXIST, p)
+        elif inode.kind is InodeKind.FIFO:
+            raise error(errno.ENXIO, p)
         elif inode.is_dir:
             if flags & _WRITE_ACCESS:
-                raise _error(errno.EISDIR, p)
+                raise error(errno.EISDIR, p)
         elif flags & OpenFlags.TRUNCATE:
             self._resize(inode, 0)  # Linux truncates even on O_RDONLY
         writable = bool(flags & OpenFlags.WRITE)
@@ -264,10 +258,10 @@ class VirtualFS:
         """Read from the OFD's offset (shared by its fds); ``None`` reads to the end."""
         ofd = self._ofd(pid, fd)
         if not ofd.readable:
-            raise _error(errno.EBADF)
+            raise error(errno.EBADF)
         inode = ofd.inode
         if inode.is_dir:
-            raise _error(errno.EISDIR)
+            raise error(errno.EISDIR)
         if size is not None and size < 0:
             raise ValueError(f"negative read size: {size}")
         start = ofd.offset
@@ -281,7 +275,7 @@ class VirtualFS:
         """Write at the offset (at the end with APPEND); a gap past the end reads as zeros."""
         ofd = self._ofd(pid, fd)
         if not ofd.writable:
-            raise _error(errno.EBADF)
+            raise error(errno.EBADF)
         if not data:
             return 0
         buf = ofd.inode.data
@@ -298,10 +292,10 @@ class VirtualFS:
     def truncate(self, pid: int, fd: int, size: int = 0) -> None:
         """``ftruncate(2)``: EINVAL (not EBADF) on a descriptor not open for writing."""
         if size < 0:
-            raise _error(errno.EINVAL)
+            raise error(errno.EINVAL)
         ofd = self._ofd(pid, fd)
         if not ofd.writable or ofd.inode.is_dir:
-            raise _error(errno.EINVAL)
+            raise error(errno.EINVAL)
         self._resize(ofd.inode, size)
 
     def fsync(self, pid: int, fd: int) -> None:
@@ -317,30 +311,30 @@ class VirtualFS:
 
     def replace(self, src: str, dst: str) -> None:
         """``rename(2)``: atomic; ``dst``'s old inode survives while it is open."""
-        s, d = _norm(src), _norm(dst)
+        s, d = normalize(src), normalize(dst)
         if s == "/" or d == "/":
-            raise _error(errno.EBUSY, s, d)
+            raise error(errno.EBUSY, s, d)
         try:
             src_parent, dst_parent = self._parent(s), self._parent(d)
         except OSError as exc:
-            raise _error(exc.errno or errno.ENOENT, s, d) from None
+            raise error(exc.errno or errno.ENOENT, s, d) from None
         inode = self._get(s)
         if inode is None:
-            raise _error(errno.ENOENT, s, d)
+            raise error(errno.ENOENT, s, d)
         if inode.is_dir and d.startswith(s + "/"):
-            raise _error(errno.EINVAL, s, d)  # a directory into itself
+            raise error(errno.EINVAL, s, d)  # a directory into itself
         target = self._get(d)
         if target is not None:
             if s.startswith(d + "/"):
-                raise _error(errno.ENOTEMPTY, s, d)  # over one of its own ancestors
+                raise error(errno.ENOTEMPTY, s, d)  # over one of its own ancestors
             if target is inode:
                 return  # the same file: POSIX says do nothing
             if inode.is_dir and not target.is_dir:
-                raise _error(errno.ENOTDIR, s, d)
+                raise error(errno.ENOTDIR, s, d)
             if target.is_dir and not inode.is_dir:
-                raise _error(errno.EISDIR, s, d)
+                raise error(errno.EISDIR, s, d)
             if target.children:
-                raise _error(errno.ENOTEMPTY, s, d)
+                raise error(errno.ENOTEMPTY, s, d)
             self._unlink(d, dst_parent)
         del self._entries[s]
         src_parent.children.discard(posixpath.basename(s))
@@ -354,50 +348,50 @@ class VirtualFS:
 
     def unlink(self, path: str) -> None:
         """Remove a name; the inode stays readable through descriptors still open on it."""
-        p = _norm(path)
+        p = normalize(path)
         inode = self._get(p)
         if inode is None:
             self._parent(p)
-            raise _error(errno.ENOENT, p)
+            raise error(errno.ENOENT, p)
         if inode.is_dir:
-            raise _error(errno.EISDIR, p)  # Linux, where POSIX says EPERM
+            raise error(errno.EISDIR, p)  # Linux, where POSIX says EPERM
         self._unlink(p, self._parent(p))
 
     def mkdir(self, path: str) -> None:
-        p = _norm(path)
+        p = normalize(path)
         if p in self._entries:
-            raise _error(errno.EEXIST, p)
+            raise error(errno.EEXIST, p)
         parent = self._parent(p)
         self._link(p, self._new_inode(is_dir=True), parent)
 
     def rmdir(self, path: str) -> None:
         """``rmdir(2)``: ENOENT, ENOTDIR, ENOTEMPTY as Linux says."""
-        p = _norm(path)
+        p = normalize(path)
         inode = self._get(p)
         if inode is None:
             self._parent(p)
-            raise _error(errno.ENOENT, p)
+            raise error(errno.ENOENT, p)
         if not inode.is_dir:
-            raise _error(errno.ENOTDIR, p)
+            raise error(errno.ENOTDIR, p)
         if inode.children:
-            raise _error(errno.ENOTEMPTY, p)
+            raise error(errno.ENOTEMPTY, p)
         if p == "/":
-            raise _error(errno.EBUSY, p)
+            raise error(errno.EBUSY, p)
         self._unlink(p, self._parent(p))
 
     def utime(self, path: str) -> None:
         """``os.utime(path)``: the mtime becomes now (a lease renewed)."""
-        p = _norm(path)
+        p = self._follow(normalize(path))
         inode = self._get(p)
         if inode is None:
             self._parent(p)
-            raise _error(errno.ENOENT, p)
+            raise error(errno.ENOENT, p)
         inode.mtime = self._clock()
 
     def seek(self, pid: int, fd: int, offset: int) -> int:
         """``lseek(fd, offset, SEEK_SET)``: moves the offset every fd of the OFD shares."""
         if offset < 0:
-            raise _error(errno.EINVAL)
+            raise error(errno.EINVAL)
         ofd = self._ofd(pid, fd)
         ofd.offset = offset
         return offset
@@ -407,17 +401,29 @@ class VirtualFS:
 
     def is_open(self, path: str) -> bool:
         """Whether any open file description refers to the file ``path`` names."""
-        inode = self._get(_norm(path))
+        inode = self._get(self._follow(normalize(path)))
         return inode is not None and inode.open_count > 0
 
     def stat(self, path: str) -> tuple[int, float]:
-        """``(size, mtime)``; a directory's size is reported as 0."""
-        p = _norm(path)
+        """``(size, mtime)`` of what ``path`` names, through links; a directory's and a
+        FIFO's size is reported as 0."""
+        p = self._follow(normalize(path))
         inode = self._get(p)
         if inode is None:
             self._parent(p)
-            raise _error(errno.ENOENT, p)
-        return (0 if inode.is_dir else len(inode.data), inode.mtime)
+            raise error(errno.ENOENT, p)
+        return (len(inode.data) if inode.kind is InodeKind.FILE else 0, inode.mtime)
+
+    def readlink(self, path: str) -> str:
+        """``os.readlink(path)``: the link's target; EINVAL when ``path`` is not a link."""
+        p = normalize(path)
+        inode = self._get(p)
+        if inode is None:
+            self._parent(p)
+            raise error(errno.ENOENT, p)
+        if inode.kind is not InodeKind.SYMLINK:
+            raise error(errno.EINVAL, p)
+        return inode.target
 
     def flock(self, pid: int, fd: int, op: LockOp) -> None:
         """``flock(fd, op | LOCK_NB)`` with Linux's non-atomic conversion.
@@ -437,7 +443,7 @@ class VirtualFS:
         if op is LockOp.UNLOCK:
             return
         if self._conflicts(ofd, op):
-            raise _error(errno.EWOULDBLOCK)
+            raise error(errno.EWOULDBLOCK)
         locks[ofd] = op
 
     def can_flock(self, pid: int, fd: int, op: LockOp) -> bool:
@@ -467,7 +473,7 @@ class VirtualFS:
 
     def inode_at(self, path: str) -> int | None:
         """The inode number ``path`` names now, or None (for dependency tracking)."""
-        return self._entries.get(_norm(path))
+        return self._entries.get(normalize(path))
 
     def inode_of(self, pid: int, fd: int) -> int | None:
         """The inode number behind ``fd`` of ``pid``, or None for a bad descriptor."""
@@ -489,7 +495,7 @@ class VirtualFS:
 
     def lock_holders(self, path: str) -> list[tuple[int, int, LockOp]]:
         """``(pid, fd, mode)`` for each fd whose OFD holds a flock on the file at ``path``."""
-        inode = self._get(_norm(path))
+        inode = self._get(self._follow(normalize(path)))
         if inode is None:
             return []
         holders = [(pid, fd, op) for ofd, op in inode.flocks.items() for pid, fd in ofd.fds]

@@ -95,6 +95,11 @@ class WorldSpec:
     pid_reuse: bool = False
     #: profiles in the store that no agent refreshes ("provider:profile_id"); they must survive
     bystanders: tuple[str, ...] = ()
+    #: the main store is a symlink to this file (a dotfiles checkout); "": a plain file
+    store_link: str = ""
+    #: agents configured with the link's target instead of the main store (another tool
+    #: that names the real file): they see what a writer that broke the link left behind
+    link_readers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [agent.name for agent in self.agents]
@@ -120,6 +125,15 @@ class WorldSpec:
         refreshers = [agent.name for agent in self.agents if not agent.logs_in]
         if set(self.bystanders) & {self.profile_of(name) for name in refreshers}:
             raise WorldError("a bystander profile is one no agent refreshes")
+        if self.store_link and not self.store_link.startswith("/"):
+            raise WorldError(f"store_link must be an absolute path, got {self.store_link!r}")
+        if self.store_link and self.store_link in (self.stores[0], *self.stores[2:]):
+            raise WorldError(f"store_link {self.store_link!r} is already a store")
+        for name in self.link_readers:
+            if name not in names:
+                raise WorldError(f"link reader {name!r} is not an agent")
+        if self.link_readers and not self.store_link:
+            raise WorldError("link readers need a store_link to read the target of")
 
     @property
     def default_profile(self) -> str:
@@ -146,6 +160,13 @@ class WorldSpec:
         return posixpath.join(self.state_dir, "agents", "main", "agent", STORE_NAME)
 
     @property
+    def stores(self) -> tuple[str, ...]:
+        """Every store file: the main one, the link's target (if it is a link), then each
+        agent's own."""
+        agents = tuple(posixpath.join(self.agent_dir(a.name), STORE_NAME) for a in self.agents)
+        return (self.main_store, *((self.store_link,) if self.store_link else ()), *agents)
+
+    @property
     def token_url(self) -> str:
         return self.base_url.rstrip("/") + "/oauth/token"
 
@@ -167,7 +188,7 @@ class WorldSpec:
             agent=name,
             provider=provider,
             profile_id=profile_id,
-            main_store=self.main_store,
+            main_store=self.store_link if name in self.link_readers else self.main_store,
             agent_dir=self.agent_dir(name),
             state_dir=self.state_dir,
             token_url=self.token_url,
@@ -196,7 +217,12 @@ def seed_world(spec: WorldSpec, fs: FileSystem, server: AuthServer) -> None:
             fs.write_file(posixpath.join(spec.agent_dir(agent.name), STORE_NAME), login(own))
     data = login(spec.profiles)
     fs.makedirs(posixpath.dirname(spec.main_store))
-    fs.write_file(spec.main_store, data)
+    if spec.store_link:
+        fs.makedirs(posixpath.dirname(spec.store_link))
+        fs.write_file(spec.store_link, data)
+        fs.symlink(spec.store_link, spec.main_store)
+    else:
+        fs.write_file(spec.main_store, data)
     if spec.layout is StoreLayout.MIRRORED:
         for agent in spec.agents:
             fs.write_file(posixpath.join(spec.agent_dir(agent.name), STORE_NAME), data)

@@ -44,6 +44,7 @@ from refresh_engine import (
     OpenFlags,
     Outcome,
     Read,
+    ReadLink,
     Replace,
     Rmdir,
     Seek,
@@ -173,6 +174,8 @@ def _effect(op: Op, opened: int, last: bytes, ctx: AgentContext) -> Effect:
             return Rmdir(path)
         case "stat":
             return Stat(path)
+        case "readlink":
+            return ReadLink(path)
         case "touch":
             return Touch(path)
         case "flock":
@@ -211,7 +214,9 @@ ops = st.one_of(
     st.builds(Op, st.sampled_from(("truncate", "fsync", "close", "seek")), fd=fds),
     st.builds(Op, st.just("write"), fd=fds, data=st.sampled_from(("junk", "last", "store"))),
     st.builds(Op, st.just("replace"), names, names),
-    st.builds(Op, st.sampled_from(("unlink", "mkdir", "rmdir", "stat", "touch")), names),
+    st.builds(
+        Op, st.sampled_from(("unlink", "mkdir", "rmdir", "stat", "touch", "readlink")), names
+    ),
     st.builds(
         Op,
         st.sampled_from(("flock", "lockf", "lock-file-ex")),
@@ -246,6 +251,7 @@ def cases(draw: st.DrawFn, faults: bool = True) -> Case:
         faults=frozenset(chosen),
         max_faults=1 if chosen else 0,
         torn_writes=draw(st.booleans()),
+        store_link=draw(st.sampled_from(("", "", f"{BASE}/t"))),  # the store a link to "t"
         max_steps=400,
         stall_seconds=5.0,
     )
@@ -255,10 +261,14 @@ def cases(draw: st.DrawFn, faults: bool = True) -> Case:
 # ------------------------------------------------------------- final states
 
 
-def _files(fs: VirtualFS, path: str = "/") -> Iterator[tuple[str, bytes | None]]:
-    """Every name in the filesystem, with a file's bytes (None for a directory)."""
+def _files(fs: VirtualFS, path: str = "/") -> Iterator[tuple[str, object]]:
+    """Every name in the filesystem, with a file's bytes (None for a directory; for a
+    link, its target)."""
     for name in fs.listdir(path):
         child = path.rstrip("/") + "/" + name
+        if fs.is_symlink(child):
+            yield child, ("link", fs.readlink(child))
+            continue
         try:
             yield child, fs.read_file(child)
         except IsADirectoryError:
@@ -456,7 +466,9 @@ def _break_rule(name: str) -> Callable[[pytest.MonkeyPatch], None]:
 
     def breaks(patch: pytest.MonkeyPatch) -> None:
         rule = getattr(semantics, name)
-        patch.setattr(semantics, name, dataclasses.replace(rule, touches=_independent))
+        broken = dataclasses.replace(rule, touches=_independent)
+        patch.setattr(semantics, name, broken)
+        patch.setitem(semantics._ROWS, rule.effect, broken)  # what ``rule_for`` looks up
 
     return breaks
 

@@ -28,6 +28,7 @@ from refresh_engine import (
     Failed,
     Flock,
     Fsync,
+    LinkTarget,
     LockOp,
     Mkdir,
     Open,
@@ -36,6 +37,7 @@ from refresh_engine import (
     Outcome,
     Read,
     ReadData,
+    ReadLink,
     RealWorld,
     Replace,
     Rmdir,
@@ -45,7 +47,7 @@ from refresh_engine import (
     Write,
     Wrote,
 )
-from simulator import FileSystemFactory, NotModelled
+from simulator import FileSystemFactory, NotModelled, link_chain
 
 #: Windows opens descriptors in text mode (newlines translated) unless told otherwise
 _BINARY = getattr(os, "O_BINARY", 0)
@@ -125,6 +127,24 @@ class RealFS:
     def exists(self, path: str) -> bool:
         return os.path.lexists(self.real(path))
 
+    def symlink(self, target: str, path: str) -> None:
+        """A link to ``target``; an absolute target is a virtual path, made real."""
+        os.symlink(self.real(target) if target.startswith("/") else target, self.real(path))
+
+    def mkfifo(self, path: str) -> None:
+        make = getattr(os, "mkfifo", None)
+        if make is None:
+            raise NotModelled("a FIFO cannot be made on this host")
+        make(self.real(path))
+
+    def _virtual(self, target: str) -> str:
+        """A link target read back: a real path under the root is a virtual one again."""
+        return target[len(self._root) :] if target.startswith(self._root + os.sep) else target
+
+    def _target_of(self, path: str) -> str | None:
+        real = self.real(path)
+        return self._virtual(os.readlink(real)) if os.path.islink(real) else None
+
     # -------------------------------------------------------- system calls
 
     def open(self, pid: int, path: str, flags: OpenFlags) -> int:
@@ -177,6 +197,11 @@ class RealFS:
 
     def rmdir(self, path: str) -> None:
         self._do(Rmdir(self.real(path)))
+
+    def readlink(self, path: str) -> str:
+        outcome = self._do(ReadLink(self.real(path)))
+        assert isinstance(outcome, LinkTarget)
+        return self._virtual(outcome.target)
 
     def utime(self, path: str) -> None:
         os.utime(self.real(path))
@@ -237,6 +262,12 @@ class RealFS:
 
     def holds_flock(self, pid: int, fd: int) -> bool:
         return (pid, fd) in self._flocked
+
+    def is_symlink(self, path: str) -> bool:
+        return os.path.islink(self.real(path))
+
+    def link_chain(self, path: str) -> list[str]:
+        return link_chain(posixpath.normpath(path), self._target_of)
 
     def is_open(self, path: str) -> bool:
         ino = self.inode_at(path)
