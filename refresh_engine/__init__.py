@@ -101,6 +101,7 @@ from ._store import (
     read_file,
     read_store,
     render_store,
+    resolve_links,
     temp_path,
     with_credential,
 )
@@ -191,6 +192,7 @@ __all__ = [
     "release_lock",
     "renew_lease",
     "render_store",
+    "resolve_links",
     "temp_path",
     "with_credential",
 ]

@@ -22,6 +22,7 @@ from refresh_engine import (
     Effect,
     Failed,
     HttpResponse,
+    LinkTarget,
     Opened,
     Outcome,
     Pid,
@@ -145,6 +146,8 @@ def describe_outcome(outcome: Outcome) -> str:
             return f"wrote {count}"
         case StatResult(size, mtime):
             return f"size={size} mtime={mtime:.3f}"
+        case LinkTarget(target):
+            return f"-> {target}"
         case HttpResponse(status, body):
             return f"{status} {describe_token_response(body)}"
         case Clock(now):

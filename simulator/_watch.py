@@ -93,7 +93,7 @@ class StoreWatch:
             return StoreReading(StoreState.MISSING)
         try:
             data = fs.read_file(path)
-        except IsADirectoryError:  # a directory where the store should be: no document
+        except OSError:  # a directory, FIFO, dangling or looping link: no document
             return StoreReading(StoreState.UNPARSEABLE)
         try:
             document = json.loads(data)
@@ -145,6 +145,6 @@ def read_files(fs: FileSystem, paths: Iterable[str]) -> tuple[tuple[str, bytes],
         if fs.exists(path):
             try:
                 files.append((path, fs.read_file(path)))
-            except IsADirectoryError:
-                continue  # an engine made a directory of the store's name
+            except OSError:
+                continue  # a directory (an engine made one), a FIFO, a dangling link
     return tuple(files)

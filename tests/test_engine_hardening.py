@@ -3,7 +3,8 @@
 E1 a store it cannot write is found before the token is spent; E2 temp files are
 made fresh (never through a planted symlink, never an old file's mode); E4 a
 strict schema; E5 only regular files are read, with a size cap; E6 a profile's
-other fields survive a save; E7 what a killed writer staged is rolled forward.
+other fields survive a save; E7 what a killed writer staged is rolled forward;
+E3 a symlinked store stays a link and its target gets the new credential.
 """
 
 from __future__ import annotations
@@ -220,6 +221,52 @@ def test_a_save_keeps_the_profiles_other_fields(real_world) -> None:  # type: ig
     profile = _profile(ctx)
     assert profile["access"] == token
     assert (profile["email"], profile["accountId"]) == ("user@example.com", "acct-7")
+
+
+# ------------------------------------------------------------ E3: a linked store
+
+
+def _link_store(ctx: AgentContext, tmp_path: Path, hops: int, relative: bool) -> Path:
+    """Move the store into ``tmp_path/dotfiles`` and leave a chain of ``hops`` links to it
+    at the store's name; the real file's path."""
+    target = tmp_path / "dotfiles" / "auth-profiles.json"
+    target.parent.mkdir()
+    os.replace(ctx.main_store, target)
+    names = [Path(ctx.main_store), *(tmp_path / "main" / f"hop{i}" for i in range(hops - 1))]
+    for name, points_to in zip(names, [*names[1:], target], strict=True):
+        os.symlink(os.path.relpath(points_to, name.parent) if relative else points_to, name)
+    return target
+
+
+@POSIX
+@pytest.mark.parametrize(("hops", "relative"), [(1, False), (1, True), (3, True)])
+def test_a_symlinked_store_stays_a_link_and_its_target_gets_the_new_credential(
+    real_world, tmp_path: Path, hops: int, relative: bool
+) -> None:  # type: ignore[no-untyped-def]
+    server, ctx, clock, real = real_world
+    target = _link_store(ctx, tmp_path, hops, relative)
+    link = os.readlink(ctx.main_store)
+    _expire(server, clock)
+    token = real.run(ReferenceEngine().access_token(ctx))
+    assert os.readlink(ctx.main_store) == link  # still the same link
+    stored = json.loads(target.read_bytes())["profiles"][ctx.key]
+    assert stored["access"] == token
+    assert stat.S_IMODE(target.stat().st_mode) == PRIVATE_MODE
+    assert not list(target.parent.glob(".*.tmp"))
+    assert not list(Path(ctx.main_store).parent.glob(".*.tmp"))
+    _expire(server, clock)  # and the next refresh, through the link, presents the new token
+    assert server.check_access(real.run(ReferenceEngine().access_token(ctx)), clock.now).ok
+    assert _presented(server) == 2
+
+
+@POSIX
+def test_a_symlink_loop_at_the_store_is_unreadable_naming_it(real_world) -> None:  # type: ignore[no-untyped-def]
+    server, ctx, clock, real = real_world
+    os.unlink(ctx.main_store)
+    os.symlink(os.path.basename(ctx.main_store), ctx.main_store)  # a link to itself
+    with pytest.raises(StoreUnreadable, match="auth-profiles.json"):
+        real.run(ReferenceEngine().access_token(ctx))
+    assert _presented(server) == 0
 
 
 # ------------------------------------------------------------- E7: roll forward

@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from conformance import BUILTIN_ENGINES, check, load_scenario
-from simulator import RandomChooser, ReplayChooser, VirtualFS, simulate
+from fake_oauth_server import AuditKind
+from simulator import (
+    DefaultChooser,
+    EventKind,
+    FileSystemFactory,
+    RandomChooser,
+    ReplayChooser,
+    Simulation,
+    VirtualFS,
+    simulate,
+)
 from simulator.real import compare_with_reality, real_backend
 
 ENGINES = ["reference", "mirrored", "no-lock", "in-place-write", "short-stale-timeout"]
@@ -33,6 +43,45 @@ def test_model_and_real_linux_agree_on_every_schedule(engine: str) -> None:
     for schedule in _schedules(engine, 8):
         mismatch = compare_with_reality(spec, entry.factory, schedule)  # type: ignore[arg-type]
         assert mismatch is None, f"{engine} '{schedule}':\n{mismatch.diff}"
+
+
+@pytest.mark.parametrize("engine", ["reference", "replaces-symlink"])
+def test_a_symlinked_store_ends_the_same_in_the_model_and_for_real(engine: str) -> None:
+    """The store a link into another directory: the model's links (followed by ``open``,
+    replaced themselves by ``rename``, read by ``readlink``) against Linux's."""
+    spec = load_scenario("symlinked-store")
+    entry = BUILTIN_ENGINES[engine]
+    for seed in range(6):
+        chooser = RandomChooser(random.Random(seed), switch=0.5)
+        schedule = simulate(spec, entry.factory(), chooser).schedule
+        mismatch = compare_with_reality(spec, entry.factory, schedule)  # type: ignore[arg-type]
+        assert mismatch is None, f"{engine} '{schedule}':\n{mismatch.diff}"
+
+
+def _with_a_fifo_store(backend: FileSystemFactory) -> tuple[list[str], int]:
+    """The small world with a FIFO where the main store is: each turn's error, and how
+    many refresh tokens the server saw."""
+    spec = load_scenario("small")
+    sim = Simulation(spec, BUILTIN_ENGINES["reference"].factory(), DefaultChooser(), backend)
+    sim.fs.unlink(spec.main_store)
+    sim.fs.mkfifo(spec.main_store)
+    result = sim.run()
+    ends = [event.error_type for event in result.events if event.kind is EventKind.TURN_END]
+    return ends, sum(1 for event in result.audit if event.kind is AuditKind.PRESENTED)
+
+
+def test_a_fifo_in_place_of_the_store_is_refused_alike_in_the_model_and_for_real(
+    tmp_path: Path,
+) -> None:
+    """A non-regular file where the store is: the model's FIFO is refused as the real
+    interpreter refuses one (ENXIO, never waited on), and no token is presented."""
+    modelled = _with_a_fifo_store(VirtualFS)
+    real = _with_a_fifo_store(real_backend(str(tmp_path)))
+    assert modelled == real
+    ends, requests = modelled
+    assert ends
+    assert set(ends) == {"StoreUnreadable"}
+    assert requests == 0
 
 
 def test_the_reference_engine_ends_clean_for_real_too(tmp_path: Path) -> None:

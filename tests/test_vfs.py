@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from refresh_engine import LockOp, OpenFlags
+from refresh_engine import Failed, LockOp, Open, Opened, OpenFlags, RealWorld
 from simulator import VirtualFS
 
 if sys.platform != "win32":
@@ -521,7 +521,10 @@ def test_can_flock_predicts_flock_and_locks_stay_exclusive(steps: list[tuple[int
 # ------------------------------------------------ differential test vs real Linux
 
 PIDS = (1, 2)
-NAMES = ("/a", "/b", "/d", "/d/a", "/e", "/a/x", "/z/a")
+#: links live in /e only and no name here walks through one: directory links are not modelled
+LINKS = ("/e/l1", "/e/l2", "/e/l3")
+LINK_TARGETS = ("../a", "../b", "../d", "../d/a", "l1", "l2", "l3", "../missing", "../z/a")
+NAMES = ("/a", "/b", "/d", "/d/a", "/e", "/a/x", "/z/a", *LINKS[:2], "/e/p")
 HANDLES = st.integers(0, 7)  # an index into the open (pid, fd) pairs, past them a closed fd
 BAD_FD = 1_000_000  # a virtual fd that is not open maps here: EBADF on the real side
 
@@ -552,7 +555,16 @@ FLAGS = (
     | st.just(C | X | W)
     | st.frozensets(st.sampled_from(list(OpenFlags))).map(_flags_from)
 )
-OPEN_PATHS = st.sampled_from(["/a", "/b", "/d"]) | st.sampled_from(NAMES)
+OPEN_PATHS = st.sampled_from(["/a", "/b", "/d", "/e/l1"]) | st.sampled_from(NAMES)
+
+
+def _open_real(path: str, flags: OpenFlags) -> int:
+    """The real interpreter's ``Open`` (a FIFO refused with ENXIO, never waited on)."""
+    outcome = RealWorld().perform(Open(path, flags))
+    if isinstance(outcome, Failed):
+        raise outcome.to_exception()
+    assert isinstance(outcome, Opened)
+    return outcome.fd
 
 
 def _call(fn: Callable[[], Any]) -> tuple[Any, tuple[type[OSError], int | None] | None]:
@@ -607,7 +619,7 @@ class VfsAgainstLinux(RuleBasedStateMachine):
         table = self.fds[pid]
         got, want, err = self.same(
             lambda: self.vfs.open(pid, path, flags),
-            lambda: os.open(self.real(path), _os_flags(flags), 0o600),
+            lambda: _open_real(self.real(path), flags),
         )
         if err is None:
             assert got == min(set(range(3, 3 + len(table) + 1)) - set(table))
@@ -670,6 +682,27 @@ class VfsAgainstLinux(RuleBasedStateMachine):
     def mkdir(self, path: str) -> None:
         self.same(lambda: self.vfs.mkdir(path), lambda: os.mkdir(self.real(path), 0o700))
 
+    @rule(path=st.sampled_from(LINKS), to=st.sampled_from(LINK_TARGETS))
+    def symlink(self, path: str, to: str) -> None:
+        self.same(lambda: self.vfs.symlink(to, path), lambda: os.symlink(to, self.real(path)))
+
+    @rule(path=st.sampled_from(("/e/p", "/b", "/e/l3")))
+    def mkfifo(self, path: str) -> None:
+        self.same(lambda: self.vfs.mkfifo(path), lambda: os.mkfifo(self.real(path), 0o600))
+
+    @rule(path=st.sampled_from(NAMES))
+    def readlink(self, path: str) -> None:
+        got, want, _ = self.same(
+            lambda: self.vfs.readlink(path), lambda: os.readlink(self.real(path))
+        )
+        assert got == want
+
+    @rule(path=st.sampled_from(NAMES))
+    def stat(self, path: str) -> None:
+        got, want, err = self.same(lambda: self.vfs.stat(path), lambda: os.stat(self.real(path)))
+        if err is None and got[0]:
+            assert got[0] == want.st_size
+
     @rule(h=HANDLES, op=st.sampled_from(LockOp))
     def flock(self, h: int, op: LockOp) -> None:
         pid, fd, real_fd = self.handle(h)
@@ -709,8 +742,11 @@ def _listdir_real(path: str) -> list[str]:
 
 
 def _read_real(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    fd = _open_real(path, OpenFlags.READ)
+    try:
+        return os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
 
 
 TestVfsAgainstLinux = pytest.mark.skipif(

@@ -121,8 +121,16 @@ class RealFS:
             os.close(fd)
 
     def read_file(self, path: str) -> bytes:
-        with open(self.real(path), "rb") as handle:
-            return handle.read()
+        """The whole file, opened as the interpreter's ``Open`` does (a FIFO is refused,
+        not waited on)."""
+        opened = self._do(Open(self.real(path), OpenFlags.READ))
+        assert isinstance(opened, Opened)
+        try:
+            data = self._do(Read(opened.fd, None))
+        finally:
+            os.close(opened.fd)
+        assert isinstance(data, ReadData)
+        return data.data
 
     def exists(self, path: str) -> bool:
         return os.path.lexists(self.real(path))
