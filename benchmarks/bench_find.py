@@ -118,6 +118,7 @@ from refresh_engine import (
     Opened,
     OpenFlags,
     Read,
+    ReadLink,
     RealWorld,
     Replace,
     Rmdir,
@@ -516,7 +517,7 @@ class CooperativeRealWorld(RealWorld):
                 return [(path, "write" if writes else "read")]
             case CreateExclusive(path) | Unlink(path) | Mkdir(path) | Rmdir(path) | Touch(path):
                 return [(path, "write")]
-            case Stat(path):
+            case Stat(path) | ReadLink(path):
                 return [(path, "read")]
             case Replace(src, dst):
                 return [(src, "write"), (dst, "write")]

@@ -64,6 +64,7 @@ from refresh_engine import (
     Raised,
     Read,
     ReadData,
+    ReadLink,
     ReferenceEngine,
     Replace,
     Returned,
@@ -154,6 +155,8 @@ class Script:
                 self.dirs.discard(path)
             case Stat(path=path):
                 return StatResult(len(self.files.get(path, b"")), self.now)
+            case ReadLink(path=path):  # no links here
+                return Failed.from_exception(OSError(errno.EINVAL, "Invalid argument", path))
             case Seek(offset=offset):
                 return Position(offset)
             case GetPid():
