@@ -117,7 +117,7 @@ SERVER_FAULTS = frozenset((FaultKind.SERVER_ERROR, FaultKind.RATE_LIMIT, FaultKi
 
 #: Faults that fail a call before anything is committed: a turn they end, with the engine
 #: saying so, is the server's or the disk's failure, not the engine's.
-EXCUSING_FAULTS = SERVER_FAULTS | {FaultKind.IO_ERROR}
+EXCUSING_FAULTS = SERVER_FAULTS | {FaultKind.IO_ERROR, FaultKind.DENIED}
 
 
 def _excused_failure(event: HistoryEvent, faults: Sequence[HistoryEvent]) -> Anomaly | None:
@@ -132,7 +132,7 @@ def _excused_failure(event: HistoryEvent, faults: Sequence[HistoryEvent]) -> Ano
         return None
     fault = faults[-1]
     assert fault.fault is not None
-    disk = fault.fault is FaultKind.IO_ERROR
+    disk = fault.fault in (FaultKind.IO_ERROR, FaultKind.DENIED)
     whose = "the disk's failure" if disk else "the server's failure"
     message = (
         f"{event.agent} ended its turn with {event.error_type}: {redact(event.note)} "
@@ -149,6 +149,7 @@ def _history_anomalies(
     accepted = refresh_records(audit, AuditKind.ACCEPTED)
     last_request: dict[str, str] = {}  # agent -> its latest refresh request
     faults: dict[str, list[HistoryEvent]] = {}  # agent -> excusing faults of its current turn
+    denied: list[HistoryEvent] = []  # a directory made unwritable stays so for every agent
     found = []
     for event in events:
         step = (event.step,)
@@ -156,10 +157,12 @@ def _history_anomalies(
             last_request[event.agent] = event.request_id
         elif event.kind is EventKind.TURN_BEGIN:
             faults[event.agent] = []
+        elif event.kind is EventKind.FAULT and event.fault is FaultKind.DENIED:
+            denied[:] = [event]
         elif event.kind is EventKind.FAULT and event.fault in EXCUSING_FAULTS:
             faults.setdefault(event.agent, []).append(event)
         elif event.kind is EventKind.TURN_END and event.error_type:
-            excused = _excused_failure(event, faults.get(event.agent, ()))
+            excused = _excused_failure(event, [*denied, *faults.get(event.agent, ())])
             if excused is not None:
                 found.append(excused)
                 continue

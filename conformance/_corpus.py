@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import posixpath
+from typing import Any
 
 from refresh_engine import (
     AgentContext,
@@ -388,6 +389,27 @@ class ReplacesSymlink(ReferenceEngine):
         yield  # a flow that does nothing
 
 
+class NoStagingCheck(ReferenceEngine):
+    """Class 17 of the corpus: the refresh token is presented without first checking
+    that the answer can be saved, and the store's directory is not writable.
+
+    Source: this project's reference engine before its staging check (issue E1 of its
+    hardening: a read-only store directory, a temp path that is a directory, or a full
+    disk, found only after the server had rotated).  The server spends the token, the
+    save fails, and the new credential exists nowhere: the next run must log in again.
+    The reference creates its staged file first, and fails with ``StoreUnwritable``
+    while the token is still unspent.
+    """
+
+    name = "no-staging-check"
+    race_class = 17
+    source = "tokenrace reference engine before its staging check"
+
+    def preflight(self, ctx: AgentContext, path: str, document: dict[str, Any]) -> Flow[None]:
+        return
+        yield  # a flow that does nothing
+
+
 #: Every known-bug engine, in corpus class order (docs/scenarios.md).
 CORPUS: tuple[type[ReferenceEngine], ...] = (
     MirroredChildStores,
@@ -407,4 +429,5 @@ CORPUS: tuple[type[ReferenceEngine], ...] = (
     SeparateLogins,
     NoRollForward,
     ReplacesSymlink,
+    NoStagingCheck,
 )

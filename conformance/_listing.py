@@ -86,7 +86,10 @@ def _doc(kind: FaultKind) -> str:
         FaultKind.RESET: "the connection resets before the server sees the request",
         FaultKind.STALL: "the agent stops for a while (GC pause, swapped out)",
         FaultKind.CRASH: "power loss: every process dies, unsynced data is lost",
-    }.get(kind, "")
+        FaultKind.SLOW: "the server commits; its answer arrives only after the stall length",
+        FaultKind.IO_ERROR: "the agent's next file call fails (ENOSPC, EIO, EROFS, ENOLCK)",
+        FaultKind.DENIED: "the stores' directory stops being writable: EACCES from then on",
+    }[kind]
 
 
 def _kind(text: str) -> str:

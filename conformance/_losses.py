@@ -49,6 +49,15 @@ class Loss:
     #: a file beside the stores that held the lost token (or a later one) when the process
     #: died: the loss was avoidable, by rolling forward from it ("": nothing was kept)
     kept: str = ""
+    #: the step of a ``denied`` fault that struck before the turn that presented the lost
+    #: token began: the directory was already unwritable, and a check at any point of the
+    #: turn before presenting would have kept the token unspent (None: no such fault).
+    #: A denial within the turn is not counted: it may fall between a check and the post.
+    unwritable_since: int | None = None
+
+    @property
+    def avoidable(self) -> bool:
+        return bool(self.kept) or self.unwritable_since is not None
 
 
 def refresh_records(audit: Iterable[AuditEvent], kind: AuditKind) -> dict[str, AuditEvent]:
@@ -66,12 +75,16 @@ def fault_losses(events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) ->
     awaiting: dict[str, str] = {}  # agent -> its request in flight (sent, no response yet)
     holding: dict[str, str] = {}  # agent -> request whose new token it holds unsaved
     struck: dict[str, HistoryEvent] = {}  # agent -> an I/O error of its turn, while holding
+    began: dict[str, int] = {}  # agent -> the step its current turn began
+    requested: dict[str, int] = {}  # request id -> the step its turn began
+    denied: int | None = None  # the step the stores' directories became unwritable
     losses: list[Loss] = []
 
     def lose(event: HistoryEvent, fault: FaultKind, request_id: str | None) -> None:
         record = accepted.get(request_id or "")
         if record is None:
             return
+        late = denied is not None and requested.get(request_id or "", -1) > denied
         kept = next(
             (
                 k.path
@@ -80,12 +93,17 @@ def fault_losses(events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) ->
             ),
             "",
         )
-        losses.append(Loss(event.step, event.agent, fault, record.family, record.generation, kept))
+        since = denied if late else None
+        loss = Loss(event.step, event.agent, fault, record.family, record.generation, kept, since)
+        losses.append(loss)
 
     for event in events:
         agent = event.agent
         if event.kind is EventKind.REQUEST:
             awaiting[agent] = event.request_id
+            requested[event.request_id] = began.get(agent, -1)
+        elif event.kind is EventKind.TURN_BEGIN:
+            began[agent] = event.step
         elif event.kind is EventKind.RESPONSE:
             awaiting.pop(agent, None)
             outcome = event.outcome
@@ -101,8 +119,12 @@ def fault_losses(events: Sequence[HistoryEvent], audit: Iterable[AuditEvent]) ->
             honest = event.error_type and event.error_type not in PROGRAMMING_ERRORS
             if fault is not None and honest and agent in holding:
                 lose(fault, FaultKind.IO_ERROR, holding.pop(agent))
+            elif denied is not None and honest and agent in holding:
+                lose(event, FaultKind.DENIED, holding.pop(agent))  # it could not save it
         elif event.kind is EventKind.FAULT and event.fault is not None:
-            if event.fault is FaultKind.IO_ERROR and agent in holding:
+            if event.fault is FaultKind.DENIED and denied is None:
+                denied = event.step
+            elif event.fault is FaultKind.IO_ERROR and agent in holding:
                 struck[agent] = event
             elif event.fault is FaultKind.DROP:
                 lose(event, event.fault, awaiting.pop(agent, None))
@@ -143,7 +165,7 @@ def excused_by(anomaly: Anomaly, losses: Iterable[Loss]) -> Loss | None:
         return None
     last = max(anomaly.steps, default=0)
     for loss in losses:
-        if loss.family != anomaly.family or loss.kept:
+        if loss.family != anomaly.family or loss.avoidable:
             continue
         if anomaly.kind is AnomalyKind.TOKEN_LOST:
             if anomaly.generation == loss.spent + 1:
@@ -205,6 +227,9 @@ def avoidable_losses(events: Sequence[HistoryEvent], losses: Sequence[Loss]) -> 
     forward.  Fatal, and nothing that follows in the grant is excused by it."""
     found = []
     for loss in losses:
+        if loss.unwritable_since is not None:
+            found.append(_presented_unsaveable(loss))
+            continue
         if not loss.kept:
             continue
         recovered = any(
@@ -235,3 +260,24 @@ def avoidable_losses(events: Sequence[HistoryEvent], losses: Sequence[Loss]) -> 
             )
         )
     return found
+
+
+def _presented_unsaveable(loss: Loss) -> Anomaly:
+    """A token presented after the stores' directory became unwritable, whose answer then
+    could not be saved: creating a file there first would have shown it unspent."""
+    message = (
+        f"the stores' directory became unwritable (a denied fault at step "
+        f"{loss.unwritable_since}) before {loss.agent}'s turn, which then presented "
+        f"{loss.family}/g{loss.spent} and could not save {loss.family}/g{loss.spent + 1}: "
+        "checking that a file can be created there before presenting would have kept the "
+        "token unspent"
+    )
+    return Anomaly(
+        AnomalyKind.AVOIDABLE_LOSS,
+        Severity.FATAL,
+        loss.agent,
+        (loss.step,),
+        message,
+        loss.family,
+        loss.spent + 1,
+    )

@@ -393,10 +393,19 @@ class ReferenceEngine:
         if best is not None:
             credential, where = best
             yield from ops.log(f"{ctx.agent}: recovering the credential left in {where}")
-            if where == temp:
-                yield from ops.replace(temp, moved)
-                found = [moved]  # what was at ``moved`` before was replaced
-            yield from self.save(ctx, path, credential)
+            try:
+                if where == temp:
+                    yield from ops.replace(temp, moved)
+                    where = moved
+                    found = [moved]  # what was at ``moved`` before was replaced
+                yield from self.save(ctx, path, credential)
+            except OSError as exc:
+                directory, _ = split_path(path)
+                raise StoreUnwritable(
+                    f"{ctx.agent}: cannot recover the credential kept in {where} into the "
+                    f"store ({exc.strerror or type(exc).__name__} in {directory}); it stays "
+                    "there for the next refresh, and no refresh token was presented"
+                ) from None
         for leftover in found:
             yield from discard(leftover)
         return best is not None

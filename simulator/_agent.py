@@ -93,8 +93,8 @@ def fault_options(agent: _Agent, allowed: frozenset[FaultKind]) -> tuple[FaultKi
     """The faults of ``allowed`` that mean something for ``agent`` now.
 
     A lost or slow response needs a response in flight; a server fault, a request
-    about to be sent; a stall, an effect to do; an I/O error, a file call its
-    row says can fail.  A kill or a crash can strike any time.
+    about to be sent; a stall or a denied directory, an effect to do; an I/O error,
+    a file call its row says can fail.  A kill or a crash can strike any time.
     """
     if not allowed:
         return ()
@@ -105,7 +105,7 @@ def fault_options(agent: _Agent, allowed: frozenset[FaultKind]) -> tuple[FaultKi
     elif isinstance(pending, HttpPost):
         options.extend(REQUEST_FAULTS)
     if agent.status is AgentStatus.READY:
-        options.append(FaultKind.STALL)
+        options.extend((FaultKind.STALL, FaultKind.DENIED))
         if io_failure(pending) is not None:
             options.append(FaultKind.IO_ERROR)
     options.extend((FaultKind.KILL, FaultKind.CRASH))

@@ -29,6 +29,9 @@ class FaultKind(enum.Enum):
     CRASH = "crash"  # the machine loses power: every process dies, unsynced data is lost
     SLOW = "slow"  # the server committed; its answer arrives only after the stall length
     IO_ERROR = "ioerror"  # the agent's next file call fails (disk full, I/O error, no locks)
+    #: the stores' directories stop being writable (chmod a-w, another user's umask): from
+    #: then on, every call that adds, renames or removes a name in them fails with EACCES
+    DENIED = "denied"
 
     @classmethod
     def parse(cls, text: str) -> FaultKind:

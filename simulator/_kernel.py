@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import errno
 import itertools
+import posixpath
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -461,6 +462,8 @@ class Simulation:
                 slow = fault is FaultKind.SLOW
                 agent.status = AgentStatus.DELAYED if slow else AgentStatus.STALLED
                 agent.wake_at = self.now + self.spec.stall_seconds
+            case FaultKind.DENIED:
+                self.os.deny_writes(posixpath.dirname(store) for store in self.watch.stores)
             case FaultKind.IO_ERROR:  # the call fails before it touches anything
                 effect = agent.runner.pending if agent.runner is not None else None
                 failed = io_failure(effect)

@@ -34,7 +34,7 @@ import errno
 import math
 import os
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -109,7 +109,16 @@ class RealProcesses(Protocol):
 class OsLayer:
     """One OS model's view of the virtual filesystem, for one simulated machine."""
 
-    __slots__ = ("fs", "model", "_nolock", "_lockf", "_ranges", "_real", "mtime_resolution")
+    __slots__ = (
+        "fs",
+        "model",
+        "_nolock",
+        "_lockf",
+        "_ranges",
+        "_real",
+        "mtime_resolution",
+        "_denied",
+    )
 
     def __init__(
         self,
@@ -126,6 +135,23 @@ class OsLayer:
         self._lockf: dict[int, dict[int, LockOp]] = {}  # inode -> pid -> mode
         self._ranges: dict[int, list[_Range]] = {}  # inode -> byte-range locks (Windows)
         self._real = fs if isinstance(fs, RealProcesses) else None  # real processes decide
+        self._denied: frozenset[str] = frozenset()  # directories whose names cannot change
+
+    def deny_writes(self, directories: Iterable[str]) -> None:
+        """From now on no name is added to, renamed in or removed from ``directories``
+        (their write permission is gone): ``EACCES``, as for ``chmod a-w``.  Existing
+        files stay writable through their own permissions."""
+        self._denied |= {self.path(posixpath.normpath(d)) for d in directories}
+
+    def _check_writable(self, *paths: str, adds: bool = False) -> None:
+        """EACCES where a name in a denied directory would change.  Linux looks the name
+        up first: adding one that exists is EEXIST, and changing one that is missing is
+        ENOENT, before any permission check; the filesystem call says those."""
+        if not self._denied or self.fs.exists(paths[0]) is adds:
+            return
+        for path in paths:
+            if posixpath.dirname(path) in self._denied:
+                raise PermissionError(errno.EACCES, "Permission denied", path)
 
     def act_as(self, pid: int) -> None:
         """The next call is ``pid``'s: real processes do even path-only calls in its process."""
@@ -148,9 +174,13 @@ class OsLayer:
     # ------------------------------------------------------- names and data
 
     def open(self, pid: int, path: str, flags: OpenFlags) -> int:
-        return self.fs.open(pid, self.path(path), flags)
+        path = self.path(path)
+        if OpenFlags.CREATE in flags:
+            self._check_writable(path, adds=True)
+        return self.fs.open(pid, path, flags)
 
     def create_exclusive(self, pid: int, path: str) -> int:
+        self._check_writable(self.path(path), adds=True)
         return self.fs.create_exclusive(pid, self.path(path))
 
     def read(self, pid: int, fd: int, size: int | None) -> bytes:
@@ -167,6 +197,7 @@ class OsLayer:
 
     def replace(self, src: str, dst: str) -> None:
         src, dst = self.path(src), self.path(dst)
+        self._check_writable(src, dst)
         if self._emulates_windows:
             if self.fs.is_open(src):
                 raise _win_error(ERROR_SHARING_VIOLATION, "file in use by another process", src)
@@ -179,6 +210,7 @@ class OsLayer:
 
     def unlink(self, path: str) -> None:
         path = self.path(path)
+        self._check_writable(path)
         if self._emulates_windows and self.fs.is_open(path):
             raise _win_error(ERROR_SHARING_VIOLATION, "file in use by another process", path)
         try:
@@ -188,6 +220,7 @@ class OsLayer:
 
     def rmdir(self, path: str) -> None:
         path = self.path(path)
+        self._check_writable(path)
         if self._emulates_windows and self.fs.is_open(path):
             raise NotModelled("rmdir of a directory a handle holds open on Windows")
         try:
@@ -197,6 +230,7 @@ class OsLayer:
 
     def mkdir(self, path: str) -> None:
         path = self.path(path)
+        self._check_writable(path, adds=True)
         try:
             self.fs.mkdir(path)
         except OSError as exc:

@@ -457,7 +457,7 @@ def fault_footprint(fault: FaultKind, agent: str) -> Footprint:
     ``ioerror`` fails the agent's call before it touches anything).
     """
     match fault:
-        case FaultKind.KILL | FaultKind.CRASH:
+        case FaultKind.KILL | FaultKind.CRASH | FaultKind.DENIED:  # DENIED: every later call
             return EVERYTHING
         case (
             FaultKind.DROP
