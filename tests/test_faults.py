@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+from collections.abc import Callable
 
 import pytest
 
 from conformance import AnomalyKind, Severity, check, fatal
 from conformance._corpus import InPlaceRewrite
 from fake_oauth_server import AuditKind, Policy
-from refresh_engine import Failed, Flock, LockOp, Read, ReferenceEngine, Replace, Write, lock_path
+from refresh_engine import (
+    Failed,
+    Flock,
+    LockOp,
+    OpenFlags,
+    Read,
+    ReferenceEngine,
+    Replace,
+    Write,
+    lock_path,
+)
 from simulator import (
     AgentSpec,
     Chooser,
@@ -359,3 +370,78 @@ def test_a_staged_token_whose_recovery_a_second_fault_fails_is_not_called_avoida
     anomalies = check(result)
     assert fatal(anomalies) == [], [str(a) for a in anomalies]
     assert AnomalyKind.AVOIDABLE_LOSS not in {a.kind for a in anomalies}
+
+
+# ------------------------------------------------------- denied: EACCES from then on
+
+
+def test_a_denied_directory_refuses_new_and_removed_names_but_not_existing_files() -> None:
+    """``chmod a-w`` on the stores' directory: adding, renaming or removing a name fails
+    with EACCES; an existing file opens for writing; a name that exists is EEXIST and a
+    missing one ENOENT first, as Linux looks the name up before the permission check."""
+    spec = _one_agent_with_ioerror()
+    sim = Simulation(spec, ReferenceEngine(), DefaultChooser())
+    store = spec.main_store
+    directory = store.rsplit("/", 1)[0]
+    sim.os.deny_writes([directory])
+    fresh = OpenFlags.WRITE | OpenFlags.CREATE | OpenFlags.EXCLUSIVE
+
+    def refused(call: Callable[[], object]) -> int | None:
+        try:
+            call()
+        except OSError as exc:
+            return exc.errno
+        return None
+
+    assert refused(lambda: sim.os.open(1, directory + "/new.tmp", fresh)) == errno.EACCES
+    assert refused(lambda: sim.os.open(1, store, fresh)) == errno.EEXIST
+    assert refused(lambda: sim.os.open(1, store, OpenFlags.WRITE | OpenFlags.CREATE)) is None
+    assert refused(lambda: sim.os.unlink(directory + "/missing")) == errno.ENOENT
+    assert refused(lambda: sim.os.unlink(store)) == errno.EACCES
+    assert refused(lambda: sim.os.replace(store, directory + "/moved")) == errno.EACCES
+    assert refused(lambda: sim.os.mkdir(directory + "/sub")) == errno.EACCES
+    assert refused(lambda: sim.os.mkdir(spec.home + "/elsewhere")) is None  # other dirs: fine
+
+
+def _denied_world() -> WorldSpec:
+    return with_faults(
+        WorldSpec(
+            agents=(AgentSpec("atlas", (3600.0,)), AgentSpec("nova", (3600.0,))),
+            layout=StoreLayout.SHARED,
+        ),
+        FaultKind.DENIED,
+    )
+
+
+def test_a_denial_between_the_staging_check_and_the_post_is_unavoidable() -> None:
+    """The reference checked, then the directory was denied, then it posted: no engine
+    can close that window, so the lost token is a warning, not the engine's fault."""
+    spec = _denied_world()
+    schedule = Schedule.parse("atlas*19 nova*5 nova!denied")
+    result = simulate(spec, ReferenceEngine(), ReplayChooser(schedule))
+    (request,) = [e for e in result.events if e.kind is EventKind.REQUEST]
+    (fault,) = [e for e in result.events if e.kind is EventKind.FAULT]
+    assert fault.step < request.step  # posted after the denial, within the same turn
+    found = check(result)
+    assert AnomalyKind.TOKEN_LOST in {a.kind for a in found}
+    assert fatal(found) == [], [str(a) for a in found]
+
+
+def test_a_denial_before_the_turn_makes_an_unchecked_post_an_avoidable_loss() -> None:
+    """Denied before Nova's turn began: the reference fails its staging check with the
+    token unspent; an engine without the check posts it and cannot save the answer."""
+    from conformance._corpus import NoStagingCheck
+
+    spec = dataclasses.replace(
+        _denied_world(), agents=(AgentSpec("atlas", (0.0,)), AgentSpec("nova", (3600.0,)))
+    )
+    schedule = Schedule.parse("atlas*3 atlas!denied")
+    reference = simulate(spec, ReferenceEngine(), ReplayChooser(schedule))
+    assert not any(e.kind is EventKind.REQUEST for e in reference.events)
+    assert fatal(check(reference)) == []
+    unchecked = check(simulate(spec, NoStagingCheck(), ReplayChooser(schedule)))
+    kinds = [a.kind for a in fatal(unchecked)]
+    assert AnomalyKind.AVOIDABLE_LOSS in kinds
+    assert "before nova's turn" in next(
+        a.message for a in unchecked if a.kind is AnomalyKind.AVOIDABLE_LOSS
+    )
