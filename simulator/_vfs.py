@@ -199,7 +199,8 @@ class VirtualFS:
         return normalize(path) in self._entries
 
     def listdir(self, path: str) -> list[str]:
-        p = normalize(path)
+        """The names in a directory; a symlink is followed, as ``opendir(3)`` follows it."""
+        p = self._follow(normalize(path))
         inode = self._get(p)
         if inode is None:
             self._parent(p)

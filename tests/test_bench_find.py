@@ -25,7 +25,7 @@ def scenario(name: str) -> bench_find.Scenario:
 
 def test_every_known_bug_scenario_is_listed_with_its_gaps() -> None:
     names = {s.name: s for s in bench_find.known_bug_scenarios()}
-    assert len(names) == 16
+    assert len(names) == 18
     for windows in ("no-lock-on-windows", "windows-replace-dropped"):  # run under Wine
         assert bench_find.real_world_gap(names[windows]) == ""
         assert bench_find.needs_wine(names[windows])
@@ -33,6 +33,8 @@ def test_every_known_bug_scenario_is_listed_with_its_gaps() -> None:
     assert "NFS" in bench_find.real_world_gap(names["nfs-nolock"])
     assert bench_find.real_world_gap(names["headline"]) == ""
     assert "drop" in bench_find.fault_gap(names["lost-response-retry"])
+    assert "denied" in bench_find.fault_gap(names["store-dir-denied"])
+    assert bench_find.real_world_gap(names["symlinked-store"]) == ""
 
 
 def test_a_row_says_why_wine_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ def test_plugin_gates_a_projects_engine(tmp_path: Path) -> None:
         tmp_path, "--tokenrace-engine", "my_engine:MyEngine", "--tokenrace-examples", "60"
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "4 failed, 13 passed" in done.stdout  # 16 scenario items and the project's own test
+    assert "6 failed, 13 passed" in done.stdout  # 18 scenario items and the project's own test
     assert "tokenrace[my_engine:MyEngine-no-lock-on-windows]" in done.stdout
     assert "flock is not available on win32" in done.stdout
     replay = "tokenrace replay --scenario no-lock-on-windows --engine my_engine:MyEngine"

@@ -368,7 +368,7 @@ def test_junit_failures_carry_the_anomaly_and_the_replay(campaign: CampaignResul
     assert reuse.get("type") == "refresh-token-reuse"
     assert "refresh-token-reuse (fatal)" in (reuse.get("message") or "")
     body = reuse.text or ""
-    assert "minimal schedule: cli1*26 cli2" in body
+    assert "minimal schedule: cli1*27 cli2" in body
     assert "replay: tokenrace replay --scenario no-cross-process-lock --engine no-lock" in body
     clean = failures["reference"]
     assert clean is not None
@@ -427,7 +427,7 @@ def test_no_report_or_log_holds_a_raw_token(
     assert main(["run", "--scenario", "no-cross-process-lock", "--jobs", "1"]) == 0
     assert (
         main(
-            ["replay", "cli1*26 cli2", "--scenario", "no-cross-process-lock", "--engine", "no-lock"]
+            ["replay", "cli1*27 cli2", "--scenario", "no-cross-process-lock", "--engine", "no-lock"]
         )
         == 1
     )
