@@ -22,6 +22,7 @@ class AnomalyKind(enum.Enum):
     MUTUAL_EXCLUSION = "mutual-exclusion"  # two agents held one lock at once (see _exclusion)
     SERVER_FAULT = "server-fault"  # a server fault ended a turn, and the engine said so
     IO_FAULT = "io-fault"  # an injected I/O error ended a turn, and the engine said so
+    LOCK_TIMEOUT = "lock-timeout"  # a lock a held-up agent kept timed out, and the engine said so
     OVERLAPPING_REFRESH = "overlapping-refresh"  # refreshes of two agents in flight at once
     DEADLOCK = "deadlock"  # agents wait and nothing can wake them
     LIVELOCK = "livelock"  # the run hit its step bound without finishing

@@ -10,9 +10,11 @@ rather than blame the engine.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Sequence
 
 from fake_oauth_server import AuditEvent, AuditKind, TokenKind, redact
+from refresh_engine import Failed, Flock, Lockf, LockFileEx
 from simulator import EventKind, FaultKind, HistoryEvent, Refusal, RunResult, StoreState
 
 from ._anomalies import PROGRAMMING_ERRORS, Anomaly, AnomalyKind, Severity, fatal
@@ -142,6 +144,32 @@ def _excused_failure(event: HistoryEvent, faults: Sequence[HistoryEvent]) -> Ano
     return Anomaly(kind, Severity.WARNING, event.agent, (fault.step, event.step), message)
 
 
+def _gave_up(event: HistoryEvent) -> bool:
+    """A lock call that waited its whole timeout (the kernel's give-up, or a real one)."""
+    outcome = event.outcome
+    return (
+        event.kind is EventKind.EFFECT
+        and isinstance(event.effect, Flock | Lockf | LockFileEx)
+        and isinstance(outcome, Failed)
+        and outcome.errno == errno.ETIMEDOUT
+    )
+
+
+def _lock_given_up(event: HistoryEvent, gave_up: HistoryEvent | None) -> Anomaly | None:
+    """The warning for a turn that ended after its lock call gave up while a stall or a
+    slow answer held the lock's holder up, where the engine said so.  (A give-up with
+    nobody held up is a lock never released: ``_history_anomalies`` makes it fatal.)"""
+    if gave_up is None or event.stranded or event.error_type in PROGRAMMING_ERRORS:
+        return None
+    message = (
+        f"{event.agent} ended its turn with {event.error_type}: {redact(event.note)} "
+        f"after its lock call gave up at step {gave_up.step} while {gave_up.struck} "
+        "was held up: the stuck holder's failure, reported"
+    )
+    steps = (gave_up.step, event.step)
+    return Anomaly(AnomalyKind.LOCK_TIMEOUT, Severity.WARNING, event.agent, steps, message)
+
+
 def _history_anomalies(
     events: Iterable[HistoryEvent], audit: Iterable[AuditEvent]
 ) -> list[Anomaly]:
@@ -150,6 +178,7 @@ def _history_anomalies(
     last_request: dict[str, str] = {}  # agent -> its latest refresh request
     faults: dict[str, list[HistoryEvent]] = {}  # agent -> excusing faults of its current turn
     denied: list[HistoryEvent] = []  # a directory made unwritable stays so for every agent
+    gave_up: dict[str, HistoryEvent] = {}  # agent -> its turn's lock call that timed out
     found = []
     for event in events:
         step = (event.step,)
@@ -157,12 +186,22 @@ def _history_anomalies(
             last_request[event.agent] = event.request_id
         elif event.kind is EventKind.TURN_BEGIN:
             faults[event.agent] = []
+            gave_up.pop(event.agent, None)
+        elif _gave_up(event) and event.struck:
+            gave_up[event.agent] = event
+        elif _gave_up(event):
+            message = (
+                f"{event.agent} gave up on a lock nobody released: no agent was held up "
+                f"while it waited ({event.note})"
+            )
+            found.append(Anomaly(AnomalyKind.DEADLOCK, Severity.FATAL, event.agent, step, message))
         elif event.kind is EventKind.FAULT and event.fault is FaultKind.DENIED:
             denied[:] = [event]
         elif event.kind is EventKind.FAULT and event.fault in EXCUSING_FAULTS:
             faults.setdefault(event.agent, []).append(event)
         elif event.kind is EventKind.TURN_END and event.error_type:
             excused = _excused_failure(event, [*denied, *faults.get(event.agent, ())])
+            excused = excused or _lock_given_up(event, gave_up.get(event.agent))
             if excused is not None:
                 found.append(excused)
                 continue

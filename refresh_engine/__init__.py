@@ -59,6 +59,7 @@ from ._effects import (
 from ._errors import (
     CredentialMissing,
     InterpreterMismatch,
+    LockTimeout,
     RefreshEngineError,
     RefreshFailed,
     ReloginRequired,
@@ -168,6 +169,7 @@ __all__ = [
     "StoreCorrupt",
     "StoreUnreadable",
     "StoreUnwritable",
+    "LockTimeout",
     "TokenError",
     "Touch",
     "Truncate",

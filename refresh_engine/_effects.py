@@ -147,13 +147,15 @@ class ReadLink:
 class Flock:
     """``fcntl.flock(fd, op)``: a lock on the open file description.
 
-    A blocking request that cannot be granted leaves the caller waiting; a
-    non-blocking one fails with ``BlockingIOError``.
+    A blocking request that cannot be granted leaves the caller waiting (with a
+    ``timeout``, that many seconds at most, then ``TimeoutError``); a non-blocking
+    one fails with ``BlockingIOError``.
     """
 
     fd: int
     op: LockOp
     blocking: bool = True
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +185,14 @@ class Lockf:
     """``fcntl.lockf(fd, op)``: a POSIX record lock on the whole file.
 
     It belongs to the *process*: two agents of one process both get it, and
-    closing any descriptor of the file drops it.
+    closing any descriptor of the file drops it.  ``timeout`` bounds a blocking
+    wait as for ``Flock``.
     """
 
     fd: int
     op: LockOp
     blocking: bool = True
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,13 +209,15 @@ class MsvcrtLocking:
 
 @dataclass(frozen=True, slots=True)
 class LockFileEx:
-    """``LockFileEx``/``UnlockFileEx`` on the file's handle: a mandatory byte-range lock."""
+    """``LockFileEx``/``UnlockFileEx`` on the file's handle: a mandatory byte-range lock
+    (``timeout`` bounds a blocking wait as for ``Flock``)."""
 
     fd: int
     op: LockOp
     blocking: bool = True
     offset: int = 0
     length: int = 1
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

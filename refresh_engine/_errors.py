@@ -5,7 +5,8 @@ Tree::
     RefreshEngineError
     ├── ReloginRequired        the grant is gone; a person must log in again
     ├── RefreshFailed          the server refused for another reason, or was unreachable
-    │   └── StoreUnwritable    the store's directory takes no new file: nothing was presented
+    │   ├── StoreUnwritable    the store's directory takes no new file: nothing was presented
+    │   └── LockTimeout        the lock stayed held past the timeout: nothing was presented
     ├── StoreCorrupt           the store does not parse (it is kept, never overwritten)
     ├── StoreUnreadable        the store cannot be read (permissions, not a regular file)
     ├── CredentialMissing      the store has no credential for this provider + profile
@@ -39,6 +40,20 @@ class StoreUnwritable(RefreshFailed):
 
     Raised before the refresh token is presented, so the token stays unspent.
     """
+
+
+class LockTimeout(RefreshFailed):
+    """The refresh lock stayed held for the whole timeout: its holder is stuck (a hung or
+    stopped process).  Raised before anything is presented, so the token stays unspent."""
+
+    def __init__(self, path: str, timeout: float | None) -> None:
+        waited = "" if timeout is None else f" for {timeout:g} s"
+        super().__init__(
+            f"gave up waiting{waited} for the lock {path}: the process holding it is stuck "
+            "(nothing was sent to the server; the refresh token is unspent)"
+        )
+        self.path = path
+        self.timeout = timeout
 
 
 class StoreCorrupt(RefreshEngineError):

@@ -231,8 +231,10 @@ def mkdir(path: str) -> Flow[None]:
     return _done(Mkdir(path))
 
 
-def flock(fd: int, op: LockOp, blocking: bool = True) -> Flow[None]:
-    return _done(Flock(fd, op, blocking))
+def flock(
+    fd: int, op: LockOp, blocking: bool = True, *, timeout: float | None = None
+) -> Flow[None]:
+    return _done(Flock(fd, op, blocking, timeout))
 
 
 def sleep(seconds: float) -> Flow[None]:
@@ -276,8 +278,10 @@ def touch(path: str) -> Flow[None]:
     return _done(Touch(path))
 
 
-def lockf(fd: int, op: LockOp, blocking: bool = True) -> Flow[None]:
-    return _done(Lockf(fd, op, blocking))
+def lockf(
+    fd: int, op: LockOp, blocking: bool = True, *, timeout: float | None = None
+) -> Flow[None]:
+    return _done(Lockf(fd, op, blocking, timeout))
 
 
 def msvcrt_locking(fd: int, mode: MsvcrtMode, nbytes: int = 1) -> Flow[None]:
@@ -285,9 +289,15 @@ def msvcrt_locking(fd: int, mode: MsvcrtMode, nbytes: int = 1) -> Flow[None]:
 
 
 def lock_file_ex(
-    fd: int, op: LockOp, blocking: bool = True, offset: int = 0, length: int = 1
+    fd: int,
+    op: LockOp,
+    blocking: bool = True,
+    offset: int = 0,
+    length: int = 1,
+    *,
+    timeout: float | None = None,
 ) -> Flow[None]:
-    return _done(LockFileEx(fd, op, blocking, offset, length))
+    return _done(LockFileEx(fd, op, blocking, offset, length, timeout))
 
 
 def getpid() -> Flow[int]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from . import _flow as ops
 from ._effects import LockOp, MsvcrtMode, OpenFlags
+from ._errors import LockTimeout
 from ._flow import Flow
 from ._store import split_path
 
@@ -47,6 +48,10 @@ class LockTiming:
     poll: float = 0.05  # filelock's default poll interval
     stale: float = 180.0  # an O_EXCL lock file older than this is broken (OpenClaw: 180 s)
     lease: float = 10.0  # a mkdir lock whose mtime is older than this is broken
+    #: how long a blocking or polled wait lasts before it ends in ``LockTimeout`` (None: for
+    #: ever): longer than a holder's slowest honest refresh (a 30 s request, a Retry-After
+    #: of up to 60 s waited out, a 30 s retry), so only a stuck holder runs into it
+    timeout: float | None = 300.0
 
 
 DEFAULT_TIMING = LockTiming()
@@ -100,17 +105,21 @@ def acquire_lock(
     if kind is LockKind.MKDIR:
         return (yield from _mkdir_lease(path, timing))
     fd = yield from ops.open_file(path, OpenFlags.WRITE | OpenFlags.CREATE)
+    timeout = timing.timeout
     try:
         match kind:
             case LockKind.FLOCK:
-                yield from ops.flock(fd, LockOp.EXCLUSIVE)
+                yield from ops.flock(fd, LockOp.EXCLUSIVE, timeout=timeout)
             case LockKind.LOCKF:
-                yield from ops.lockf(fd, LockOp.EXCLUSIVE)
-            case LockKind.MSVCRT:
+                yield from ops.lockf(fd, LockOp.EXCLUSIVE, timeout=timeout)
+            case LockKind.MSVCRT:  # LK_LOCK gives up by itself, after ten tries a second apart
                 yield from ops.seek(fd, 0)
                 yield from ops.msvcrt_locking(fd, MsvcrtMode.LOCK, 1)
             case LockKind.LOCKFILEEX:
-                yield from ops.lock_file_ex(fd, LockOp.EXCLUSIVE)
+                yield from ops.lock_file_ex(fd, LockOp.EXCLUSIVE, timeout=timeout)
+    except TimeoutError:
+        yield from ops.close(fd)
+        raise LockTimeout(path, timeout) from None
     except Exception:
         yield from ops.close(fd)
         raise
@@ -152,6 +161,7 @@ def release_lock(held: Held) -> Flow[None]:
 def _polled(kind: LockKind, path: str, timing: LockTiming) -> Flow[Held]:
     """The filelock library's loop: a non-blocking attempt, then sleep and retry."""
     fd = yield from ops.open_file(path, OpenFlags.WRITE | OpenFlags.CREATE)
+    waited = 0.0  # counted in polls, not read from a clock: no step more per attempt
     while True:
         try:
             if kind is LockKind.MSVCRT:
@@ -160,7 +170,11 @@ def _polled(kind: LockKind, path: str, timing: LockTiming) -> Flow[Held]:
             else:
                 yield from ops.flock(fd, LockOp.EXCLUSIVE, blocking=False)
         except OSError:
+            if timing.timeout is not None and waited >= timing.timeout:
+                yield from ops.close(fd)
+                raise LockTimeout(path, timing.timeout) from None
             yield from ops.sleep(timing.poll)
+            waited += timing.poll
             continue
         return Held(kind, path, fd)
 

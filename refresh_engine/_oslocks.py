@@ -13,6 +13,7 @@ import errno
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +23,11 @@ LOCKFILE_FAIL_IMMEDIATELY = 0x1
 LOCKFILE_EXCLUSIVE_LOCK = 0x2
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 STILL_ACTIVE = 259
+#: What a non-blocking attempt fails with while another holds the lock: EWOULDBLOCK
+#: (flock), EACCES or EAGAIN (lockf), ERROR_LOCK_VIOLATION, which Python maps to EACCES
+LOCK_BUSY = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+#: How often a lock with a timeout is tried again
+LOCK_POLL_SECONDS = 0.02
 
 
 def _module(name: str, call: str) -> ModuleType:
@@ -112,3 +118,27 @@ def process_alive(pid: int) -> bool:
         return bool(code.value == STILL_ACTIVE)
     finally:
         kernel32.CloseHandle(handle)
+
+
+def lock_within(
+    attempt: Callable[[bool], None],
+    timeout: float,
+    *,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> None:
+    """Take a lock by non-blocking attempts (``attempt(False)``) for ``timeout`` seconds,
+    then raise ``TimeoutError(ETIMEDOUT)``: a blocking lock call cannot be bounded portably,
+    and a holder that is stuck must not stop every other process for good."""
+    deadline = clock() + timeout
+    while True:
+        try:
+            attempt(False)
+            return
+        except OSError as exc:
+            if exc.errno not in LOCK_BUSY:
+                raise
+        left = deadline - clock()
+        if left <= 0:
+            raise TimeoutError(errno.ETIMEDOUT, f"lock not taken within {timeout:g} s")
+        sleep(min(LOCK_POLL_SECONDS, left))

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar, assert_never
 
 from ._effects import (
@@ -62,7 +63,7 @@ from ._effects import (
     Wrote,
 )
 from ._flow import Flow, FlowRunner, Raised, Returned
-from ._oslocks import flock, lock_file_ex, lockf, msvcrt_locking, process_alive
+from ._oslocks import flock, lock_file_ex, lock_within, lockf, msvcrt_locking, process_alive
 
 if TYPE_CHECKING:
     import httpx
@@ -159,20 +160,21 @@ class RealWorld:
                 return StatResult(size=result.st_size, mtime=result.st_mtime)
             case ReadLink(path):
                 return LinkTarget(os.readlink(path))
-            case Flock(fd, op, blocking):
-                flock(fd, op, blocking)
+            case Flock(fd, op, blocking, timeout):
+                self._lock(partial(flock, fd, op), blocking, timeout)
             case Seek(fd, offset):
                 return Position(os.lseek(fd, offset, os.SEEK_SET))
             case Rmdir(path):
                 os.rmdir(path)
             case Touch(path):
                 os.utime(path)
-            case Lockf(fd, op, blocking):
-                lockf(fd, op, blocking)
+            case Lockf(fd, op, blocking, timeout):
+                self._lock(partial(lockf, fd, op), blocking, timeout)
             case MsvcrtLocking(fd, mode, nbytes):
                 msvcrt_locking(fd, mode.value, nbytes)
-            case LockFileEx(fd, op, blocking, offset, length):
-                lock_file_ex(fd, op, blocking, offset, length)
+            case LockFileEx(fd, op, blocking, offset, length, timeout):
+                attempt = partial(_lock_file_ex_at, fd, op, offset, length)
+                self._lock(attempt, blocking, timeout)
             case Mutex(name, op):
                 _mutex(name, op)
             case GetPid():
@@ -191,6 +193,13 @@ class RealWorld:
             case _:
                 assert_never(effect)
         return Done()
+
+    def _lock(self, attempt: Callable[[bool], None], blocking: bool, timeout: float | None) -> None:
+        """A lock call; a blocking one with a timeout polls until it gives up."""
+        if blocking and timeout is not None:
+            lock_within(attempt, timeout, clock=self._clock, sleep=self._sleep)
+        else:
+            attempt(blocking)
 
     def _post(self, url: str, body: bytes, content_type: str) -> HttpResponse:
         """POST with the client given (anything with httpx's ``post``), or a new httpx one.
@@ -267,3 +276,7 @@ def _write_all(fd: int, data: bytes) -> int:
     while view:
         view = view[os.write(fd, view) :]
     return len(data)
+
+
+def _lock_file_ex_at(fd: int, op: LockOp, offset: int, length: int, blocking: bool) -> None:
+    lock_file_ex(fd, op, blocking, offset, length)

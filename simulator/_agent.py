@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import enum
 import errno
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 from refresh_engine import (
     AgentContext,
     Done,
+    Effect,
     Failed,
+    Flock,
     FlowRunner,
     HttpPost,
     HttpResponse,
+    Lockf,
+    LockFileEx,
     LockOp,
     Mutex,
     Outcome,
@@ -34,6 +40,8 @@ class AgentStatus(enum.Enum):
 
 
 _WAITING = (AgentStatus.IDLE, AgentStatus.SLEEPING, AgentStatus.STALLED, AgentStatus.DELAYED)
+#: Held up by a fault: a stall, or a slow answer
+_HELD_UP = (AgentStatus.STALLED, AgentStatus.DELAYED)
 
 _REQUEST_FAULT_OUTCOMES: dict[FaultKind, Outcome] = {
     FaultKind.SERVER_ERROR: HttpResponse(503, b'{"error": "temporarily_unavailable"}'),
@@ -60,6 +68,7 @@ class _Agent:
         "logs_in",
         "tries",
         "torn",
+        "gives_up",
     )
 
     def __init__(
@@ -87,6 +96,55 @@ class _Agent:
         self.logs_in = spec.logs_in if spec else False  # an outside login, not a refresher
         self.tries = 0  # msvcrt.locking LK_LOCK attempts so far
         self.torn = False  # the first part of a torn write is written
+        self.gives_up = math.inf  # when a blocked lock call with a timeout gives up
+
+    @property
+    def waits_until(self) -> float:
+        """When the clock wakes this agent: its wake-up, or when its blocked lock call gives
+        up (``inf``: only another agent can wake it)."""
+        if self.status in _WAITING:
+            return self.wake_at
+        return self.gives_up if self.status is AgentStatus.READY else math.inf
+
+    def issue(self, effect: Effect | None, now: float) -> None:
+        """The agent's flow asks for ``effect`` at ``now``: ready to do it, and, for a lock
+        call with a timeout, the time it gives up if the lock is never granted."""
+        self.status = AgentStatus.READY
+        self.gives_up = now + lock_timeout(effect)
+
+
+def lock_timeout(effect: Effect | None) -> float:
+    """How long a blocking lock call waits before it gives up (``inf``: for ever)."""
+    if not isinstance(effect, Flock | Lockf | LockFileEx) or not effect.blocking:
+        return math.inf
+    return math.inf if effect.timeout is None else max(0.0, effect.timeout)
+
+
+def gave_up(agent: _Agent, agents: Iterable[_Agent]) -> tuple[Effect, Failed, dict[str, str]]:
+    """``agent``'s blocked lock call whose timeout ran out, what it fails with (as the real
+    call does), and its history fields.  The clock got there only because no agent could
+    run: the agents a stall or a slow answer held up are named (``struck``), which is
+    what the checker excuses the give-up by."""
+    effect = agent.runner.pending if agent.runner is not None else None
+    assert effect is not None
+    failed = Failed(
+        "TimeoutError", errno.ETIMEDOUT, f"lock not taken within {lock_timeout(effect):g} s"
+    )
+    stuck = [other.name for other in agents if other.status in _HELD_UP]
+    note = f"gave up; held up: {', '.join(stuck)}" if stuck else "gave up; nobody held up"
+    return effect, failed, {"note": note, "struck": ",".join(stuck)}
+
+
+def alive_from(agents: Sequence[_Agent], caller: int) -> Callable[[int], bool]:
+    """Is a pid a live process, asked on ``caller``'s host?  Pids of other hosts (or pid
+    namespaces) are not visible there: they name no process.  (Looked up only when a
+    ``ProcessAlive`` asks, not at every step.)"""
+
+    def alive(pid: int) -> bool:
+        host = next((agent.host for agent in agents if agent.pid == caller), "")
+        return any(a.pid == pid and a.host == host for a in agents)
+
+    return alive
 
 
 def fault_options(agent: _Agent, allowed: frozenset[FaultKind]) -> tuple[FaultKind, ...]:

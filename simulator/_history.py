@@ -115,7 +115,9 @@ class HistoryEvent:
     refusal: Refusal | None = None  # TOKEN_USE: why the token was refused (None: accepted)
     fault: FaultKind | None = None  # FAULT: the fault that struck this agent
     #: FAULT: the agent the fault was aimed at; another agent's name when this one
-    #: died with it (its process was killed, or the machine crashed)
+    #: died with it (its process was killed, or the machine crashed).  EFFECT of a lock
+    #: call that gave up at its timeout: the agents a stall or slow answer held up then
+    #: (comma-separated; "" when none was: the lock was simply never released)
     struck: str = ""
     #: FAULT that killed: credentials files beside the stores held (after a crash: what
     #: survived it)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import copy
 import errno
 import itertools
+import math
 import posixpath
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 from fake_oauth_server import AuthServer, fingerprint
@@ -41,10 +41,11 @@ from refresh_engine import (
 
 from ._agent import (
     _REQUEST_FAULT_OUTCOMES,
-    _WAITING,
     AgentStatus,
     _Agent,
+    alive_from,
     fault_options,
+    gave_up,
     mutex_call,
 )
 from ._faults import FaultKind
@@ -177,21 +178,23 @@ class Simulation:
 
     def _advance_clock(self) -> bool:
         """Jump to the earliest wake-up; False when nothing will ever wake."""
-        waiting = [a for a in self.agents if a.status in _WAITING]
+        waiting = [a for a in self.agents if a.waits_until < math.inf]
         if not waiting:
             blocked = [a.name for a in self.agents if a.status is not AgentStatus.DONE]
             if blocked:
                 self._record(EventKind.DEADLOCK, "", note="waiting forever: " + ", ".join(blocked))
             return False
-        self.now = min(agent.wake_at for agent in waiting)
+        self.now = min(agent.waits_until for agent in waiting)
         self._record(EventKind.CLOCK, "")
         for agent in waiting:
-            if agent.wake_at != self.now:
+            if agent.waits_until != self.now:
                 continue
-            if agent.status is AgentStatus.IDLE:
+            if agent.status is AgentStatus.READY:
+                self._give_up(agent)
+            elif agent.status is AgentStatus.IDLE:
                 self._begin_turn(agent)
-            elif agent.status is AgentStatus.STALLED:
-                agent.status = AgentStatus.READY  # the pending effect is still to do
+            elif agent.status is AgentStatus.STALLED:  # the pending effect is still to do
+                agent.issue(agent.runner.pending if agent.runner else None, self.now)
             elif agent.status is AgentStatus.DELAYED:
                 agent.status = AgentStatus.AWAITING  # the slow answer is here
             else:
@@ -245,7 +248,13 @@ class Simulation:
             )
             agent.status = AgentStatus.DONE
         else:
-            agent.status = AgentStatus.READY
+            agent.issue(result, self.now)
+
+    def _give_up(self, agent: _Agent) -> None:
+        """A blocked lock call's timeout ran out: it fails as the real one (``gave_up``)."""
+        effect, failed, fields = gave_up(agent, self.agents)
+        self._record(EventKind.EFFECT, agent.name, effect=effect, outcome=failed, **fields)
+        self._resume(agent, failed)
 
     # -------------------------------------------------------------- steps
 
@@ -386,20 +395,9 @@ class Simulation:
             pid,
             effect,
             now=self.now + self._skew_of(pid),
-            alive=self._alive_from(pid),
+            alive=alive_from(self.agents, pid),
             path_of=self.watch.path_of,
         )
-
-    def _alive_from(self, caller: int) -> Callable[[int], bool]:
-        """Is a pid a live process, asked on ``caller``'s host?  Pids of other hosts (or pid
-        namespaces) are not visible there: they name no process.  (Looked up only when a
-        ``ProcessAlive`` asks, not at every step.)"""
-
-        def alive(pid: int) -> bool:
-            host = next((agent.host for agent in self.agents if agent.pid == caller), "")
-            return any(a.pid == pid and a.host == host for a in self.agents)
-
-        return alive
 
     def _machine(self, pid: int) -> Machine:
         """What a row of ``_semantics`` sees of this simulation, for process ``pid``."""
@@ -407,7 +405,7 @@ class Simulation:
             self.os,
             pid,
             self.now + self._skew_of(pid),
-            self._alive_from(pid),
+            alive_from(self.agents, pid),
             self.watch.path_of,
             lambda owner, name: (owner, name) not in self.mutexes,
         )

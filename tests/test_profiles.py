@@ -74,20 +74,22 @@ BROKEN: dict[str, Callable[[], ReferenceEngine]] = {
 
 @st.composite
 def worlds(draw: st.DrawFn) -> WorldSpec:
-    """Two agents; one or two profiles between them; maybe a bystander; maybe an outside
-    login to another profile; their own turns (small enough for an exhaustive search to
-    finish: every verdict is "ruled out")."""
+    """Two agents: atlas and nova (one or two profiles between them), or atlas and an
+    outside login to another profile; maybe a bystander; their own turns (small enough
+    for an exhaustive search to finish: every verdict is "ruled out")."""
     second = draw(st.sampled_from(("", "anthropic:default", "openai-codex:work")))
     bystanders = draw(st.sampled_from(((), ("google:default",))))
     logs_in = draw(st.booleans())
     # small enough for an exhaustive search to finish
     nova = (HOUR,) if logs_in else draw(st.sampled_from(((HOUR,), (HOUR, 2 * HOUR))))
     agents = [AgentSpec("atlas", (HOUR,)), AgentSpec("nova", nova, profile=second)]
-    # an outside writer: a login to a profile no agent refreshes, while they refresh
+    # an outside writer: a login to a profile no agent refreshes, while atlas refreshes (in
+    # place of nova: three agents are past an exhaustive search of the engines that read
+    # in many steps)
     others = [key for key in ("mistral:default", *bystanders) if key]
     if logs_in:
         login = draw(st.sampled_from(others))
-        agents.append(AgentSpec("login", (HOUR,), profile=login, logs_in=True))
+        agents[1] = AgentSpec("login", (HOUR,), profile=login, logs_in=True)
     return WorldSpec(
         agents=tuple(agents),
         layout=draw(st.sampled_from((StoreLayout.SHARED, StoreLayout.MIRRORED))),

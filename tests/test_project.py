@@ -29,6 +29,7 @@ ALLOWED = {
 TEST_PRIVATE_IMPORTS = {
     "test_controlled_processes.py": {"simulator._os", "simulator._syscalls"},
     "test_fake_server.py": {"fake_oauth_server._ledger"},
+    "test_lock_timeout.py": {"refresh_engine._oslocks"},  # the real poll, with a fake clock
     "test_os_models.py": {"simulator._os"},
     "test_race_scan.py": {"simulator._footprint", "simulator._races"},
     # the semantics table and the soundness property break footprints on purpose

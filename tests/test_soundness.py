@@ -92,6 +92,7 @@ class Op:
     flags: OpenFlags = OpenFlags.READ
     lock: LockOp = LockOp.EXCLUSIVE
     blocking: bool = True
+    timeout: float | None = None  # of a blocking lock call: a 1 s sleep or 5 s stall outlasts it
     data: str = "junk"  # junk, last (bytes last read or received), store (a store from them)
     size: int | None = None  # of a read: all, or a chunk
 
@@ -179,11 +180,11 @@ def _effect(op: Op, opened: int, last: bytes, ctx: AgentContext) -> Effect:
         case "touch":
             return Touch(path)
         case "flock":
-            return Flock(fd, op.lock, op.blocking)
+            return Flock(fd, op.lock, op.blocking, op.timeout)
         case "lockf":
-            return Lockf(fd, op.lock, op.blocking)
+            return Lockf(fd, op.lock, op.blocking, op.timeout)
         case "lock-file-ex":
-            return LockFileEx(fd, op.lock, op.blocking)
+            return LockFileEx(fd, op.lock, op.blocking, timeout=op.timeout)
         case "mutex":
             return Mutex("m", op.lock)
         case "now":
@@ -223,6 +224,7 @@ ops = st.one_of(
         fd=fds,
         lock=locks,
         blocking=st.booleans(),
+        timeout=st.sampled_from((None, None, 0.5)),
     ),
     st.builds(Op, st.just("mutex"), lock=st.sampled_from((LockOp.EXCLUSIVE, LockOp.UNLOCK))),
     st.builds(Op, st.sampled_from(("now", "sleep", "post"))),
@@ -252,6 +254,34 @@ def cases(draw: st.DrawFn, faults: bool = True) -> Case:
         max_faults=1 if chosen else 0,
         torn_writes=draw(st.booleans()),
         store_link=draw(st.sampled_from(("", "", f"{BASE}/t"))),  # the store a link to "t"
+        max_steps=400,
+        stall_seconds=5.0,
+    )
+    return Case(spec, programs)
+
+
+@st.composite
+def lock_waits(draw: st.DrawFn) -> Case:
+    """Agents that each lock one file (one kind for all), maybe sleep holding it, do one
+    random op, and unlock: where a blocked call with a timeout gives up, because a holder
+    sleeps (1 s) or stalls (5 s) past its 0.5 s, at a clock jump no step chooses."""
+    kind = draw(st.sampled_from(("flock", "lockf", "lock-file-ex")))
+    agents = ("atlas", "nova", "orion")[: draw(st.sampled_from((2, 2, 3)))]
+    programs = {}
+    for agent in agents:
+        timeout = draw(st.sampled_from((None, 0.5, 0.5)))
+        program = [Op("open", "t", flags=FLAGS[1]), Op(kind, timeout=timeout)]
+        if draw(st.booleans()):
+            program.append(Op("sleep"))
+        program += [draw(ops), Op(kind, lock=LockOp.UNLOCK)]
+        programs[agent] = tuple(program)
+    stall = draw(st.booleans())
+    spec = WorldSpec(
+        agents=tuple(AgentSpec(agent, (10.0,)) for agent in agents),
+        layout=StoreLayout.SHARED,
+        os=OsModel.WINDOWS if kind == "lock-file-ex" else OsModel.LINUX,
+        faults=frozenset({FaultKind.STALL} if stall else ()),
+        max_faults=1 if stall else 0,
         max_steps=400,
         stall_seconds=5.0,
     )
@@ -389,6 +419,19 @@ def test_reduction_reaches_every_final_state(case: Case) -> None:
 @settings(PROPERTY, max_examples=1500)
 @given(cases())
 def test_reduction_reaches_every_final_state_long(case: Case) -> None:
+    check_sound(case)
+
+
+@settings(PROPERTY, max_examples=20)
+@given(lock_waits())
+def test_reduction_reaches_every_final_state_with_lock_give_ups(case: Case) -> None:
+    check_sound(case)
+
+
+@pytest.mark.slow
+@settings(PROPERTY, max_examples=300)
+@given(lock_waits())
+def test_reduction_reaches_every_final_state_with_lock_give_ups_long(case: Case) -> None:
     check_sound(case)
 
 
