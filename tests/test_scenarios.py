@@ -18,14 +18,15 @@ from conformance._scenario_files import (
 SCENARIOS = builtin_scenarios()
 
 
-def _search(path: Path, engine: str) -> EngineResult:
-    """Search ``engine`` in the scenario file's world with the file's own budget."""
+def _search(path: Path, engine: str, budget: int | None = None) -> EngineResult:
+    """Search ``engine`` in the scenario file's world with the file's own budget, or at
+    most ``budget`` schedules."""
     scenario = load_scenario_file(path)
     return search_engine(
         scenario.name,
         scenario.world,
         BUILTIN_ENGINES[engine],
-        max_examples=scenario.examples,
+        max_examples=min(budget or scenario.examples, scenario.examples),
         seed=scenario.seed,
         strategy=scenario.strategy,
     )
@@ -72,9 +73,15 @@ def test_unclaimed_worlds_really_break_the_reference(path: Path) -> None:
     assert result.verdict is Verdict.REPRODUCED
 
 
+#: Schedules per claimed scenario in the default selection; ``-m slow`` runs each file's own
+QUICK = 300
+BUDGETS = [pytest.param(QUICK, id="ci"), pytest.param(None, marks=pytest.mark.slow, id="full")]
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
 @pytest.mark.parametrize("path", CLAIMED, ids=lambda path: path.stem)
-def test_reference_passes_what_it_claims(path: Path) -> None:
-    result = _search(path, "reference")
+def test_reference_passes_what_it_claims(path: Path, budget: int | None) -> None:
+    result = _search(path, "reference", budget)
     assert result.verdict is not Verdict.REPRODUCED, [str(a) for a in result.anomalies]
 
 

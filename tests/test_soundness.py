@@ -403,7 +403,7 @@ def shards_miss(case: Case, count: int = 2, depth: int = 2) -> bool:
 # ------------------------------------------------------------------ tests
 
 PROPERTY = settings(
-    max_examples=80,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
 )
@@ -435,7 +435,7 @@ def test_reduction_reaches_every_final_state_with_lock_give_ups_long(case: Case)
     check_sound(case)
 
 
-@settings(PROPERTY, max_examples=40)
+@settings(PROPERTY, max_examples=15)
 @given(cases(), st.integers(1, 4), st.integers(0, 6))
 def test_shards_together_reach_every_final_state(case: Case, count: int, depth: int) -> None:
     check_shards_sound(case, count, depth)

@@ -58,18 +58,49 @@ def test_the_windows_list_names_real_files_and_the_real_process_tests() -> None:
     assert ".ci/windows-tests" in workflow
 
 
-@pytest.mark.wine
-def test_the_windows_runner_tests_pass_on_a_windows_host_under_wine() -> None:
-    """pytest, the controller, the kernel and the fake server in Windows CPython, the
-    workers and agents its own Windows processes: every test the Windows runner takes
-    passes, the real-process ones included; skips are only for what Windows lacks."""
+#: CI's part of the Windows list (`pytest -m "wine and not slow"`): the OS models' pinned
+#: semantics (Windows' locks, replace and delete among them) and real Windows processes
+#: against the Windows model; the whole list is the slow test below (`-m "wine and slow"`)
+WINDOWS_SAMPLE = ("tests/test_os_models.py", "tests/test_controlled_processes.py")
+
+
+def test_the_windows_sample_is_part_of_the_windows_list() -> None:
+    assert set(WINDOWS_SAMPLE) <= set(WINDOWS_TESTS)
+
+
+def _passes_on_a_windows_host(args: list[str], at_least: int) -> None:
+    """pytest with ``args`` on the Windows host: it passes, at least ``at_least`` tests
+    pass, and every skip is for what Windows lacks."""
     setup_windows_host()  # the test sets its Windows host up; a run never installs
-    done = run_pytest(["-q", "-rs", "-m", "not slow", *windows_runner_args()])
+    done = run_pytest(["-q", "-rs", "-m", "not slow", *args])
     tail = (done.stdout + done.stderr)[-6000:]
     assert done.returncode == 0, tail
     passed = re.search(r"(\d+) passed", done.stdout)
     assert passed is not None, tail
-    assert int(passed.group(1)) >= 400, tail
+    assert int(passed.group(1)) >= at_least, tail
     skips = re.findall(r"^SKIPPED \[\d+\] .*", done.stdout, re.MULTILINE)
     assert skips, tail
     assert all(skip.endswith(WINDOWS_SKIPS) for skip in skips), skips
+
+
+@pytest.mark.wine
+def test_the_windows_sample_passes_on_a_windows_host_under_wine() -> None:
+    """The OS-model and real-Windows-process files of the Windows list, as the Windows
+    runner runs them: pytest, the controller and the kernel in Windows CPython, the
+    workers its own Windows processes."""
+    deselect = [
+        arg
+        for test in WINE_CANNOT
+        if test.split("::")[0] in WINDOWS_SAMPLE
+        for arg in ("--deselect", test)
+    ]
+    _passes_on_a_windows_host([*deselect, *WINDOWS_SAMPLE], at_least=60)
+
+
+@pytest.mark.wine
+@pytest.mark.slow
+def test_the_windows_runner_tests_pass_on_a_windows_host_under_wine() -> None:
+    """pytest, the controller, the kernel and the fake server in Windows CPython, the
+    workers and agents its own Windows processes: every test the Windows runner takes
+    passes, the real-process ones included; skips are only for what Windows lacks."""
+    _passes_on_a_windows_host(windows_runner_args(), at_least=400)
